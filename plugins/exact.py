@@ -1,0 +1,80 @@
+"""The exact stage: answer a request whose canonical key is stored; single-flight the rest.
+
+Key: :func:`r1mw.keys.key_of` over namespace, model, messages (or the canonical messages a
+template stage left in ``request.meta["key_messages"]``) and answer-changing parameters.
+A miss goes down the chain inside a single-flight task, so identical concurrent requests
+make one upstream call, and a cancelled caller does not stop the store.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import r1mw
+from r1mw import Entry, Reply, Request, StreamedReply, key_of
+
+
+class ExactStage:
+    name = "exact"
+
+    def __init__(self, pipeline: r1mw.Pipeline) -> None:
+        assert pipeline.store is not None
+        self.store = pipeline.store
+        self.flight = pipeline.singleflight
+        self.default_ttl = pipeline.settings.default_ttl
+        self.spawn = pipeline.spawn
+        self.events = pipeline.events
+        self.stored = 0
+
+    @staticmethod
+    def key(request: Request) -> bytes:
+        key = request._key
+        if key is None:
+            messages = request.meta.get("key_messages", request.messages)
+            key = request._key = key_of(request.namespace, request.model, messages, request.params)
+        return key
+
+    async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
+        key = self.key(request)
+        if request.control.no_cache:
+            return await self._fetch(request, call_next, key)
+        entry = self.store.get_nowait(key)
+        if entry is not None:
+            request.source, request.tier = "exact", self.store.first.name
+            return entry.reply
+        found = await self.store.get(key) if len(self.store.tiers) > 1 else None
+        if found is not None:
+            request.source, request.tier = "exact", found[1]
+            return found[0].reply
+        reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
+        request.coalesced = coalesced
+        return reply
+
+    async def _fetch(self, request: Request, call_next: r1mw.Handler, key: bytes) -> Reply | StreamedReply:
+        reply = await call_next(request)
+        if request.control.no_store or request.source != "upstream":
+            return reply
+        if isinstance(reply, StreamedReply):
+            reply.on_complete(lambda done: self.spawn(self._store(request, key, done), name="r1mw-store"))
+        else:
+            await self._store(request, key, reply)
+        return reply
+
+    async def _store(self, request: Request, key: bytes, reply: Reply) -> None:
+        ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
+        meta: dict[str, Any] = request.meta.get("store_meta", {})
+        entry = Entry(reply, time.time() + ttl if ttl else 0.0, meta)
+        await self.store.set(key, entry)
+        self.stored += 1
+        if self.events.enabled:
+            self.events.emit("stored", key=key, namespace=request.namespace, model=request.model)
+
+    def stats(self) -> dict[str, Any]:
+        return {"stored": self.stored, "inflight": len(self.flight),
+                "leaders": self.flight.leaders, "coalesced": self.flight.coalesced}
+
+
+@r1mw.hookimpl
+def r1mw_register_stages() -> dict[str, Any]:
+    return {"exact": ExactStage}

@@ -1,0 +1,150 @@
+"""What every adapter shares: native kwargs -> Request, pipeline, Reply -> native result.
+
+An adapter supplies four translations (:class:`Native`); :func:`call_through` does the rest:
+
+* a miss returns exactly what the upstream returned (its own object, its own stream);
+* a hit returns a fresh object of the same native type, or a replayed stream of the
+  native chunk type, with ``close()``/``aclose()`` like the SDK's own streams;
+* upstream exceptions propagate as raised.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol
+
+from ..keys import split_params
+from ..pipeline import Pipeline
+from ..types import CacheControl, Delta, Reply, Request, StreamedReply, Usage
+
+__all__ = ["Native", "PassthroughStream", "ReplayStream", "call_through"]
+
+
+class Native(Protocol):
+    """The translations between one family of clients and r1mw's types."""
+
+    kind: str  # "dict", "openai", "litellm": recorded in stored replies
+
+    def to_reply(self, obj: Any) -> Reply: ...
+
+    def from_reply(self, reply: Reply) -> Any: ...
+
+    def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]: ...
+
+    def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]: ...
+
+
+class ReplayStream:
+    """A hit replayed as a stream of the client's own chunk type."""
+
+    def __init__(self, chunks: Iterator[Any], response: Any = None) -> None:
+        self._chunks = chunks
+        self._closed = False
+        self.response = response
+
+    def __aiter__(self) -> "ReplayStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._closed = True
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> "ReplayStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+
+class PassthroughStream:
+    """A miss streamed to the caller chunk by chunk as the upstream sends them, while the
+    pipeline assembles the reply (stored only if the stream ends normally)."""
+
+    def __init__(self, streamed: StreamedReply, upstream: Any) -> None:
+        self._streamed = streamed
+        self._iter = streamed.__aiter__()
+        self._upstream = upstream  # the SDK's own stream object: attributes pass through
+
+    def __aiter__(self) -> "PassthroughStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._iter.__anext__()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._iter, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self._streamed.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> "PassthroughStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upstream, name)
+
+
+def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable[[Request], Awaitable[Reply | StreamedReply]]:
+    """The terminal call of the chain for one client: ``fn(**kwargs)`` translated back."""
+
+    async def upstream(request: Request) -> Reply | StreamedReply:
+        result = await fn(**request.upstream_kwargs())
+        if request.stream:
+            closer = getattr(result, "aclose", None) or getattr(result, "close", None)
+            streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
+            request.meta["native_stream"] = result
+            return streamed
+        request.meta["native"] = result
+        return native.to_reply(result)
+
+    return upstream
+
+
+async def _aiter(stream: Any) -> AsyncIterator[Any]:
+    async for chunk in stream:
+        yield chunk
+
+
+async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Request], Awaitable[Any]],
+                       kwargs: dict[str, Any]) -> Any:
+    """Run one native call (``create(**kwargs)``) through the pipeline."""
+    kwargs = dict(kwargs)
+    control = CacheControl.from_mapping(kwargs.pop("cache", None))
+    try:
+        model = kwargs.pop("model")
+        messages = kwargs.pop("messages")
+    except KeyError as exc:
+        raise TypeError(f"missing required argument {exc.args[0]!r}") from None
+    stream = bool(kwargs.pop("stream", False))
+    params, passthrough = split_params(kwargs)
+    request = pipe.request(str(model), list(messages), params, passthrough, stream=stream,
+                           control=control, upstream=upstream)
+    reply = await pipe.handle(request)
+    if isinstance(reply, StreamedReply):
+        return PassthroughStream(reply, request.meta.get("native_stream"))
+    if stream:
+        return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
+    original = request.meta.get("native")
+    if original is not None and request.source == "upstream" and not request.coalesced:
+        return original
+    return native.from_reply(reply)
+
+
+def _wants_usage(passthrough: Mapping[str, Any]) -> bool:
+    options = passthrough.get("stream_options") or {}
+    return bool(options.get("include_usage", True)) if isinstance(options, Mapping) else True

@@ -1,0 +1,148 @@
+"""OpenAI-shaped dicts <-> Reply / Delta: the one translation every adapter shares.
+
+SDK objects (OpenAI's pydantic models, LiteLLM's ModelResponse) are dumped to this dict
+shape first, and rebuilt from it on a hit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from ..types import Choice, Delta, Reply, Usage
+
+__all__ = ["chunk_dicts", "delta_of_chunk", "reply_of_dict", "dict_of_reply", "usage_dict", "usage_of"]
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def usage_of(raw: Any) -> Usage | None:
+    if raw is None:
+        return None
+    details = _get(raw, "completion_tokens_details")
+    prompt_details = _get(raw, "prompt_tokens_details")
+    return Usage(
+        prompt_tokens=int(_get(raw, "prompt_tokens", 0) or 0),
+        completion_tokens=int(_get(raw, "completion_tokens", 0) or 0),
+        total_tokens=int(_get(raw, "total_tokens", 0) or 0),
+        reasoning_tokens=int((_get(details, "reasoning_tokens", 0) if details is not None else 0) or 0),
+        cached_tokens=int((_get(prompt_details, "cached_tokens", 0) if prompt_details is not None else 0) or 0),
+    )
+
+
+def usage_dict(u: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                           "total_tokens": u.total_tokens}
+    if u.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    if u.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    return out
+
+
+def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...] | None:
+    if not raw:
+        return None
+    calls = []
+    for call in raw:
+        if not isinstance(call, Mapping):
+            call = call.model_dump() if hasattr(call, "model_dump") else dict(call)
+        calls.append({k: v for k, v in call.items() if v is not None})
+    return tuple(calls)
+
+
+def reply_of_dict(data: Mapping[str, Any], native: str = "dict") -> Reply:
+    """A Reply from an OpenAI-shaped completion (dict or object with the same attributes)."""
+    choices = []
+    for i, raw in enumerate(_get(data, "choices") or ()):
+        message = _get(raw, "message") or {}
+        choices.append(Choice(
+            index=int(_get(raw, "index", i) or 0),
+            content=_get(message, "content"),
+            reasoning_content=_get(message, "reasoning_content"),
+            finish_reason=_get(raw, "finish_reason"),
+            role=_get(message, "role") or "assistant",
+            tool_calls=_tool_calls(_get(message, "tool_calls")),
+        ))
+    return Reply(
+        choices=tuple(choices),
+        model=_get(data, "model") or "",
+        id=_get(data, "id") or "",
+        created=int(_get(data, "created", 0) or 0),
+        usage=usage_of(_get(data, "usage")),
+        system_fingerprint=_get(data, "system_fingerprint"),
+        native=native,
+    )
+
+
+def dict_of_reply(reply: Reply) -> dict[str, Any]:
+    """A fresh OpenAI-shaped ``chat.completion`` dict (callers may mutate it)."""
+    choices = []
+    for c in reply.choices:
+        message: dict[str, Any] = {"role": c.role, "content": c.content}
+        if c.reasoning_content is not None:
+            message["reasoning_content"] = c.reasoning_content
+        if c.tool_calls is not None:
+            message["tool_calls"] = [dict(t) for t in c.tool_calls]
+        choices.append({"index": c.index, "message": message, "finish_reason": c.finish_reason, "logprobs": None})
+    out: dict[str, Any] = {"id": reply.id, "object": "chat.completion", "created": reply.created,
+                           "model": reply.model, "choices": choices}
+    if reply.usage is not None:
+        out["usage"] = usage_dict(reply.usage)
+    if reply.system_fingerprint is not None:
+        out["system_fingerprint"] = reply.system_fingerprint
+    return out
+
+
+def delta_of_chunk(chunk: Any) -> tuple[list[Delta], Usage | None, dict[str, Any]]:
+    """Normalize one ``chat.completion.chunk`` (dict or object)."""
+    deltas = []
+    for i, raw in enumerate(_get(chunk, "choices") or ()):
+        d = _get(raw, "delta") or {}
+        deltas.append(Delta(
+            index=int(_get(raw, "index", i) or 0),
+            content=_get(d, "content"),
+            reasoning_content=_get(d, "reasoning_content"),
+            role=_get(d, "role"),
+            finish_reason=_get(raw, "finish_reason"),
+            tool_calls=_tool_calls(_get(d, "tool_calls")),
+        ))
+    info = {"id": _get(chunk, "id"), "model": _get(chunk, "model"), "created": _get(chunk, "created"),
+            "system_fingerprint": _get(chunk, "system_fingerprint")}
+    return deltas, usage_of(_get(chunk, "usage")), info
+
+
+PIECE = 48  # characters per replayed chunk: small enough to look like a live stream
+
+
+def _pieces(text: str) -> Iterator[str]:
+    for start in range(0, len(text), PIECE):
+        yield text[start:start + PIECE]
+
+
+def chunk_dicts(reply: Reply, *, include_usage: bool = True) -> Iterator[dict[str, Any]]:
+    """Replay a Reply as ``chat.completion.chunk`` dicts: role, reasoning, content, finish,
+    then usage. Concatenating the deltas gives back content and reasoning byte for byte."""
+    head = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model}
+    if reply.system_fingerprint is not None:
+        head["system_fingerprint"] = reply.system_fingerprint
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    for c in reply.choices:
+        yield chunk(c.index, {"role": c.role, "content": ""})
+        if c.reasoning_content:
+            for piece in _pieces(c.reasoning_content):
+                yield chunk(c.index, {"reasoning_content": piece})
+        if c.content:
+            for piece in _pieces(c.content):
+                yield chunk(c.index, {"content": piece})
+        if c.tool_calls:
+            yield chunk(c.index, {"tool_calls": [{"index": n, **t} for n, t in enumerate(c.tool_calls)]})
+        yield chunk(c.index, {}, c.finish_reason)
+    if include_usage and reply.usage is not None:
+        yield {**head, "choices": [], "usage": usage_dict(reply.usage)}

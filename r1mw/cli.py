@@ -1,0 +1,71 @@
+"""The ``r1mw`` command line (also ``python -m r1mw``).
+
+Sub-commands of the core: ``config``. Plugins add theirs through ``r1mw_add_cli_commands``
+(the built-ins add ``demo``, ``bench``, ``templates``, ``top``, ``report``); each sets
+``func`` on its parser, called with the parsed arguments, returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import ConfigError, R1mwError
+from .manager import build_plugin_manager
+from .settings import Settings
+
+__all__ = ["main"]
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = Settings.from_env()
+    table = Table(title="r1mw settings (keyword > env > .env > default)")
+    for column in ("flag", "value", "source", "meaning"):
+        table.add_column(column)
+    for flag, value, source in settings.items():
+        shown = ",".join(value) if isinstance(value, tuple) else ("" if value is None else str(value))
+        if flag.attr == "similarity_threshold" and value is None:
+            shown = "auto (calibrated for the embedding model)"
+        table.add_row(flag.env, shown, source, flag.doc)
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1mw", description="Caching middleware for LLM calls.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config = sub.add_parser("config", help="print the effective settings and where each came from")
+    config.set_defaults(func=_config)
+    from . import demo
+
+    demo.add_parser(sub)
+    settings = Settings.from_env()
+    pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
+    pm.hook.r1mw_add_cli_commands(subparsers=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # one line naming the flag, the value and what is allowed
+        print(f"r1mw: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except R1mwError as exc:
+        print(f"r1mw: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

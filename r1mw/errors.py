@@ -1,0 +1,62 @@
+"""The r1mw exception tree.
+
+Every error r1mw raises on its own account derives from :class:`R1mwError`;
+upstream errors (from the OpenAI SDK, LiteLLM or your callable) are never wrapped:
+they reach the caller as the very object the client raised.
+
+::
+
+    R1mwError
+    ├── ConfigError (also ValueError)      a flag, a template file or a plugin set is wrong
+    │   └── PluginError                    a plugin failed to load or registered a duplicate name
+    ├── PipelineStateError (also RuntimeError)  the pipeline was used before start or after close
+    ├── CodecError                         an entry could not be encoded or decoded
+    │   └── UnencodableValueError (also TypeError)  a value the codec refuses (never pickled)
+    └── StreamIncomplete                   a streamed reply ended before its normal end
+
+Cache faults (a corrupt entry, a Redis outage) are not raised to the caller: they
+are counted and served as misses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "PipelineStateError",
+    "PluginError",
+    "R1mwError",
+    "StreamIncomplete",
+    "UnencodableValueError",
+]
+
+
+class R1mwError(Exception):
+    """Root of every exception r1mw raises itself."""
+
+
+class ConfigError(R1mwError, ValueError):
+    """A setting is wrong. The message is one line: the flag, the value, what is allowed."""
+
+
+class PluginError(ConfigError):
+    """A plugin could not be loaded or registered a name that is already taken."""
+
+
+class PipelineStateError(R1mwError, RuntimeError):
+    """The pipeline was used before ``start()``/``async with`` or after ``close()``."""
+
+
+class CodecError(R1mwError):
+    """An entry could not be encoded or decoded (decoding faults become misses)."""
+
+
+class UnencodableValueError(CodecError, TypeError):
+    """A value that the codec refuses to store: msgpack types, bytes and numpy arrays only."""
+
+
+class StreamIncomplete(R1mwError):
+    """A streamed reply ended (error, cancellation, truncation) before its normal end.
+
+    Nothing of such a stream is stored; requests that were waiting on it make their own call.
+    """

@@ -1,0 +1,251 @@
+"""The Pipeline: builds the stage chain once from the plugin manager, runs requests through it.
+
+::
+
+    async with r1mw.Pipeline(r1mw.Settings.from_env()) as pipe:
+        client = r1mw.wrap(AsyncOpenAI(), pipe)
+
+Building happens once, at start: plugins are loaded, the selected tiers and stages are
+constructed and linked into a plain chain of coroutines (stage 1 calls stage 2 ... calls the
+upstream). No pluggy call, environment read or flag check happens per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import PipelineStateError
+from .events import EventBus
+from .manager import build_plugin_manager, collect, select
+from .protocols import Handler, Stage
+from .settings import Settings
+from .singleflight import SingleFlight
+from .tiers import TieredStore
+from .types import CacheControl, Reply, Request, StreamedReply
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger("r1mw")
+
+_LATENCY_WINDOW = 10_000  # recent latencies kept per outcome for stats() percentiles
+
+
+async def _terminal(request: Request) -> Reply | StreamedReply:
+    upstream = request.upstream
+    if upstream is None:
+        raise PipelineStateError("request has no upstream: build requests through r1mw.wrap()")
+    return await upstream(request)
+
+
+def _link(stage: Stage, call_next: Handler) -> Handler:
+    handle = stage.handle
+
+    async def step(request: Request) -> Reply | StreamedReply:
+        return await handle(request, call_next)
+
+    step.__qualname__ = f"stage:{stage.name}"
+    return step
+
+
+class Pipeline:
+    """An ordered chain of stages over a tiered store, configured by :class:`Settings`.
+
+    ``plugins`` are extra plugin objects or modules registered next to the entry points
+    (handy in tests and for in-process plugins).
+    """
+
+    def __init__(self, settings: Settings | None = None, *, plugins: Iterable[Any] = ()) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self._extra_plugins = tuple(plugins)
+        self.pm: Any = None
+        self.store: TieredStore | None = None
+        self.stages: list[Stage] = []
+        self.singleflight = SingleFlight()
+        self.events = EventBus(None)
+        self.services: dict[str, Any] = {}  # shared objects stages publish for each other
+        self._chain: Handler | None = None
+        self._registries: dict[str, dict[str, Callable[..., Any]]] = {}
+        self._started = False
+        self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._counts: Counter[str] = Counter()
+        self._latency: dict[str, deque[float]] = {"hit": deque(maxlen=_LATENCY_WINDOW),
+                                                  "miss": deque(maxlen=_LATENCY_WINDOW)}
+        self._tokens_saved = 0
+        self._since = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> "Pipeline":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        s = self.settings
+        logging.getLogger("r1mw").setLevel(s.log_level.upper())
+        self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
+        tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
+        self.store = TieredStore(tiers)
+        self.stages = [factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
+        for stage in self.stages:
+            start = getattr(stage, "start", None)
+            if start is not None:
+                await start()
+        chain: Handler = _terminal
+        for stage in reversed(self.stages):
+            chain = _link(stage, chain)
+        self._chain = chain
+        if self.pm.hook.r1mw_events.get_hookimpls():
+            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
+            self.events.start()
+        self._started = True
+        self.pm.hook.r1mw_pipeline_started(pipeline=self)
+
+    async def close(self) -> None:
+        if not self._started or self._closed:
+            return
+        self._closed = True
+        self.pm.hook.r1mw_pipeline_closing(pipeline=self)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for stage in reversed(self.stages):
+            close = getattr(stage, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("stage %s failed to close", stage.name)
+        if self.store is not None:
+            await self.store.close()
+        await self.events.close()
+
+    async def wait_ready(self) -> None:
+        """Return once lazily loaded parts (the embedder) are ready, starting their load."""
+        for stage in self.stages:
+            wait = getattr(stage, "wait_ready", None)
+            if wait is not None:
+                await wait()
+
+    # -- plugin registries ---------------------------------------------------------------
+    def registry(self, kind: str) -> dict[str, Callable[..., Any]]:
+        """``{name: factory}`` of a registration hook (``stages``, ``tiers``, ``codecs``,
+        ``embedders``), collected once."""
+        found = self._registries.get(kind)
+        if found is None:
+            hook = getattr(self.pm.hook, f"r1mw_register_{kind}")
+            found = self._registries[kind] = collect(hook(), kind)
+        return found
+
+    def build(self, kind: str, name: str, flag: str) -> Any:
+        """Build one registered component by name, e.g. ``build("codecs", "msgpack+lz4", "R1MW_CODEC")``."""
+        (_, factory), = select(self.registry(kind), [name], flag)
+        return factory(self)
+
+    def stage(self, name: str) -> Stage | None:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        return None
+
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        """Run a background task owned by the pipeline (cancelled at close)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- the request path ----------------------------------------------------------------
+    def request(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any],
+                passthrough: dict[str, Any], *, stream: bool = False, control: CacheControl | None = None,
+                upstream: Any = None) -> Request:
+        """Build a :class:`Request` with its namespace resolved (adapters call this)."""
+        control = control or CacheControl()
+        namespace = control.namespace if control.namespace is not None else self.settings.namespace
+        user = passthrough.get("user")
+        if self.settings.scope_by_user and user:
+            namespace = f"{namespace}\x00user:{user}"
+        return Request(model=model, messages=messages, params=params, passthrough=passthrough,
+                       stream=stream, control=control, namespace=namespace, user=user, upstream=upstream)
+
+    async def handle(self, request: Request) -> Reply | StreamedReply:
+        """Run one request through the chain. Upstream errors propagate unchanged."""
+        chain = self._chain
+        if chain is None:
+            if self._closed:
+                raise PipelineStateError("the pipeline is closed")
+            await self.start()
+            chain = self._chain
+            assert chain is not None
+        counts = self._counts
+        try:
+            reply = await chain(request)
+        except BaseException:
+            counts["errors"] += 1
+            raise
+        elapsed = time.perf_counter() - request.started
+        if request.source != "upstream":
+            counts["hits"] += 1
+            counts[f"hit:{request.source}:{request.tier}" if request.tier else f"hit:{request.source}"] += 1
+            self._latency["hit"].append(elapsed)
+            usage = reply.usage if isinstance(reply, Reply) else None
+            if usage is not None:
+                self._tokens_saved += usage.total_tokens
+        elif request.coalesced:
+            counts["coalesced"] += 1
+            self._latency["hit"].append(elapsed)
+        else:
+            counts["misses"] += 1
+            self._latency["miss"].append(elapsed)
+        if self.events.enabled:
+            self.events.emit("served", source=request.source, tier=request.tier, coalesced=request.coalesced,
+                             latency=elapsed, model=request.model, namespace=request.namespace,
+                             template=request.meta.get("template_id"), stream=request.stream)
+        return reply
+
+    # -- stats -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """A plain dict: hits per stage and tier, misses, coalesced, latency percentiles,
+        tokens saved, and each stage's and tier's own figures."""
+        c = self._counts
+        hits, coalesced, misses = c["hits"], c["coalesced"], c["misses"]
+        served = hits + coalesced + misses
+        by_source: dict[str, int] = {k[4:]: v for k, v in c.items() if k.startswith("hit:")}
+        out: dict[str, Any] = {
+            "requests": served + c["errors"],
+            "hits": hits,
+            "coalesced": coalesced,
+            "misses": misses,
+            "errors": c["errors"],
+            "hit_rate": (hits + coalesced) / served if served else 0.0,
+            "hits_by": by_source,
+            "latency_ms": {k: _percentiles(v) for k, v in self._latency.items()},
+            "tokens_saved": self._tokens_saved,
+            "uptime_s": time.time() - self._since,
+            "ready": {s.name: bool(getattr(s, "ready", True)) for s in self.stages},
+            "stages": {s.name: s.stats() for s in self.stages if hasattr(s, "stats")},
+            "tiers": self.store.stats() if self.store is not None else {},
+            "events": {"delivered": self.events.delivered, "dropped": self.events.dropped},
+        }
+        return out
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def at(q: float) -> float:
+        return ordered[min(n - 1, int(q * n))] * 1000.0
+
+    return {"count": n, "p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": ordered[-1] * 1000.0}

@@ -1,0 +1,98 @@
+"""The contracts plugins implement. No logic lives here.
+
+A plugin contributes objects that satisfy these protocols through the registration hooks
+of :mod:`r1mw.hookspecs`. They are structural (``typing.Protocol``): no base class needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from .types import Reply, Request, StreamedReply
+
+__all__ = ["Codec", "Embedder", "Guard", "Handler", "Stage", "Tier"]
+
+Handler = Callable[[Request], Awaitable["Reply | StreamedReply"]]
+"""The next step of the chain: the following stage, or the upstream call at the end."""
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One step of the request path (the middleware onion).
+
+    ``handle`` gets the request and the rest of the chain; it may answer by itself
+    (a hit: set ``request.source``/``request.tier`` and return a :class:`Reply`) or
+    ``await call_next(request)`` and look at what comes back. A streaming miss comes back
+    as a :class:`StreamedReply`: use ``reply.on_complete(...)`` to act on the assembled reply.
+
+    Optional methods the pipeline calls when present:
+    ``async start()``, ``async close()``, ``stats() -> dict``.
+    """
+
+    name: str
+
+    async def handle(self, request: Request, call_next: Handler) -> "Reply | StreamedReply": ...
+
+
+@runtime_checkable
+class Tier(Protocol):
+    """An async key-value store for encoded entries, bounded in entries and bytes.
+
+    Method names follow aiocache's ``BaseCache`` (get/set/delete/exists/clear) so an
+    aiocache backend can serve as a tier through an adapter. Keys are bytes; values are
+    encoded entries (bytes) except for a RAM tier, which may keep decoded objects.
+    A tier never raises on a read fault: a corrupt or unreachable entry is a miss, counted.
+    """
+
+    name: str
+
+    async def get(self, key: bytes) -> Any | None: ...
+
+    async def set(self, key: bytes, value: Any, ttl: float | None = None) -> None: ...
+
+    async def delete(self, key: bytes) -> bool: ...
+
+    async def exists(self, key: bytes) -> bool: ...
+
+    async def clear(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Bytes in, bytes out; never pickle. ``decode`` raises CodecError on bad input."""
+
+    name: str
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalized float32 vectors (shape ``(len(texts), dim)``)."""
+
+    name: str
+    dim: int
+
+    async def load(self) -> None: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def embed(self, texts: Sequence[str]) -> Any: ...
+
+
+@runtime_checkable
+class Guard(Protocol):
+    """Vetoes a semantic candidate: True when ``stored`` and ``asked`` may share an answer.
+
+    Guards see only candidates above the similarity threshold, so they cost nothing on
+    a miss. ``info`` holds what the semantic stage knows (similarity, template slots).
+    """
+
+    name: str
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool: ...

@@ -1,0 +1,360 @@
+"""Settings: one table of flags generates parsing, validation, docs and ``r1mw config``.
+
+Precedence: keyword arguments > process environment > ``./.env`` > default.
+A wrong value raises :class:`~r1mw.ConfigError` with one line naming the flag, the value
+and what is allowed; an unknown ``R1MW_*`` variable is refused the same way (a typo must
+not silently fall back to a default).
+
+>>> s = Settings(l1_size=50, stages="exact")
+>>> s.l1_size, s.stages
+(50, ('exact',))
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from .errors import ConfigError
+
+__all__ = ["FLAGS", "Flag", "Settings"]
+
+
+# -- parsers: str -> value, raising ValueError("what is allowed") ------------------------
+
+
+def _int(lo: int = 0, hi: int | None = None) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        try:
+            value = int(str(raw).replace("_", "").replace(",", "")) if not isinstance(raw, int) else raw
+        except ValueError:
+            raise ValueError(f"an integer >= {lo}") from None
+        if isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+            raise ValueError(f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}")
+        return value
+
+    parse.allowed = f"integer >= {lo}" if hi is None else f"integer in [{lo}, {hi}]"  # type: ignore[attr-defined]
+    return parse
+
+
+def _float(lo: float = 0.0, hi: float | None = None, optional: bool = False) -> Callable[[Any], float | None]:
+    def parse(raw: Any) -> float | None:
+        if optional and (raw is None or str(raw).strip().lower() in ("", "auto", "none")):
+            return None
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(parse.allowed) from None  # type: ignore[attr-defined]
+        if value != value or value < lo or (hi is not None and value > hi):
+            raise ValueError(parse.allowed)  # type: ignore[attr-defined]
+        return value
+
+    rng = f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}"
+    parse.allowed = rng + (" or 'auto'" if optional else "")  # type: ignore[attr-defined]
+    return parse
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("true or false (1/0, yes/no, on/off)")
+
+
+_bool.allowed = "true/false"  # type: ignore[attr-defined]
+
+
+def _str(raw: Any) -> str:
+    return "" if raw is None else str(raw).strip()
+
+
+_str.allowed = "text"  # type: ignore[attr-defined]
+
+_NAME = re.compile(r"^[A-Za-z_][\w.+-]*$")
+
+
+def _names(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, (list, tuple)) else str(raw or "").split(",")
+    names = tuple(str(i).strip() for i in items if str(i).strip())
+    for name in names:
+        if not _NAME.match(name):
+            raise ValueError("a comma-separated list of names")
+    if len(set(names)) != len(names):
+        raise ValueError("a comma-separated list of names, each at most once")
+    return names
+
+
+_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return value
+
+    parse.allowed = "|".join(options)  # type: ignore[attr-defined]
+    return parse
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
+
+
+def _bytes(raw: Any) -> int:
+    """Sizes like ``512MB``, ``2GiB`` or plain bytes; 0 means unbounded."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    m = _SIZE.match(str(raw))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError("a size like 512MB, 2GiB or a number of bytes (0 = unbounded)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+_bytes.allowed = "size (512MB, 2GiB, bytes; 0 = unbounded)"  # type: ignore[attr-defined]
+
+
+def _path(raw: Any) -> Path | None:
+    text = _str(raw)
+    return Path(os.path.expanduser(text)) if text else None
+
+
+_path.allowed = "a path (empty = default)"  # type: ignore[attr-defined]
+
+
+def _json_map(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    text = _str(raw)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError("a JSON object") from None
+    if not isinstance(value, dict):
+        raise ValueError("a JSON object")
+    return value
+
+
+_json_map.allowed = "JSON object"  # type: ignore[attr-defined]
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "r1mw")
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    env: str
+    attr: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+
+    @property
+    def allowed(self) -> str:
+        return getattr(self.parse, "allowed", "")
+
+
+FLAGS: tuple[Flag, ...] = (
+    # Flag names users already have in their .env (the original design's).
+    Flag("CACHE_L1_SIZE", "l1_size", 1000, _int(1), "entries kept in RAM (L1)"),
+    Flag("CACHE_L2_SIZE", "l2_size", 10_000, _int(0), "entries kept on the SSD tier (L2)"),
+    Flag("CACHE_L3_SIZE", "l3_size", 100_000, _int(0), "entries kept on the HDD tier (L3)"),
+    Flag("EMBEDDING_CACHE_SIZE", "embedding_cache_size", 5000, _int(0), "embeddings kept in RAM"),
+    Flag("COMPRESSION_THRESHOLD", "compression_threshold", 1000, _int(0),
+         "entries larger than this many bytes are lz4-compressed"),
+    Flag("SIMILARITY_THRESHOLD", "similarity_threshold", None, _float(0.0, 1.0, optional=True),
+         "cosine above which a semantic candidate goes to the guards; unset = calibrated for the model"),
+    Flag("R1_TEMPLATE_CACHE_SIZE", "template_cache_size", 100, _int(0),
+         "templates mined from traffic kept at most (least used evicted)"),
+    Flag("R1_CONTEXT_PREFETCH_ENABLED", "prefetch_enabled", True, _bool,
+         "learn what a session asks next and prefetch it"),
+    Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
+         "store a guarded semantic duplicate as an alias, not a second copy"),
+    # r1mw's own flags.
+    Flag("R1MW_STAGES", "stages", ("exact",), _names,
+         "stages that run, outermost first"),
+    Flag("R1MW_TIERS", "tiers", ("l1",), _names, "storage tiers, fastest first"),
+    Flag("R1MW_CODEC", "codec", "msgpack+lz4", _str, "codec for the tiers below RAM"),
+    Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
+    Flag("R1MW_DISABLE_PLUGINS", "disable_plugins", (), _names,
+         "plugins (entry-point names, e.g. r1mw.semantic) not to load"),
+    Flag("R1MW_NAMESPACE", "namespace", "", _str, "default namespace (tenant boundary)"),
+    Flag("R1MW_SCOPE_BY_USER", "scope_by_user", False, _bool,
+         "make each `user` its own namespace"),
+    Flag("R1MW_DEFAULT_TTL", "default_ttl", 0.0, _float(0.0), "seconds an entry lives; 0 = no expiry"),
+    Flag("R1MW_CACHE_DIR", "cache_dir", None, _path, "directory of the disk tiers and persisted models"),
+    Flag("R1MW_L1_MAX_BYTES", "l1_max_bytes", 256 * 10**6, _bytes, "RAM tier byte budget"),
+    Flag("R1MW_L2_DIR", "l2_dir", None, _path, "SSD tier directory (default: <cache dir>/l2)"),
+    Flag("R1MW_L2_MAX_BYTES", "l2_max_bytes", 2 * 10**9, _bytes, "SSD tier byte budget"),
+    Flag("R1MW_L3_DIR", "l3_dir", None, _path, "HDD tier directory (default: <cache dir>/l3)"),
+    Flag("R1MW_L3_MAX_BYTES", "l3_max_bytes", 20 * 10**9, _bytes, "HDD tier byte budget"),
+    Flag("R1MW_L4_DIR", "l4_dir", None, _path, "archive tier directory (default: <cache dir>/l4)"),
+    Flag("R1MW_L4_MAX_BYTES", "l4_max_bytes", 0, _bytes, "archive byte budget; 0 = unbounded"),
+    Flag("R1MW_REDIS_URL", "redis_url", "", _str, "shared Redis tier, e.g. redis://host:6379/0"),
+    Flag("R1MW_REDIS_TIMEOUT_MS", "redis_timeout_ms", 50.0, _float(1.0),
+         "deadline of one Redis call; past it the lookup falls through"),
+    Flag("R1MW_EMBEDDER", "embedder", "model2vec", _str, "embedder plugin to use"),
+    Flag("R1MW_EMBED_MODEL", "embed_model", "", _str,
+         "model2vec model name or path; empty = the offline model of tokenlearn-static-model"),
+    Flag("R1MW_TEMPLATES", "templates", None, _path, "template file (TOML, JSON or YAML)"),
+    Flag("R1MW_PREFETCH_MIN_PROB", "prefetch_min_prob", 0.5, _float(0.0, 1.0),
+         "prefetch a predicted next request only above this probability"),
+    Flag("R1MW_PREFETCH_MAX_INFLIGHT", "prefetch_max_inflight", 2, _int(0),
+         "prefetch calls in flight at most"),
+    Flag("R1MW_PREFETCH_MAX_PER_MINUTE", "prefetch_max_per_minute", 30, _int(0),
+         "prefetch calls started per minute at most"),
+    Flag("R1MW_PREFETCH_TOKEN_BUDGET", "prefetch_token_budget", 200_000, _int(0),
+         "tokens prefetch may spend per hour"),
+    Flag("R1MW_METRICS_PORT", "metrics_port", 0, _int(0, 65535),
+         "serve Prometheus metrics on this port; 0 = off"),
+    Flag("R1MW_METRICS_SNAPSHOT", "metrics_snapshot", None, _path,
+         "file the pipeline writes metrics snapshots to (for `r1mw report`)"),
+    Flag("R1MW_PRICES", "prices", {}, _json_map,
+         'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
+    Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
+         "log level of the r1mw logger"),
+)
+
+_BY_ATTR = {f.attr: f for f in FLAGS}
+_BY_ENV = {f.env: f for f in FLAGS}
+# Variables with our prefix that are not settings (test harness, etc.).
+_IGNORED_PREFIXES = ("R1MW_TEST_",)
+
+
+def _fail(flag: Flag, raw: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{flag.env}={raw!r} is invalid: expected {allowed}")
+
+
+class Settings:
+    """Every r1mw setting, validated. Attributes are the ``attr`` names of :data:`FLAGS`.
+
+    ``Settings()`` gives the defaults, ``Settings(l1_size=10)`` overrides by keyword,
+    ``Settings.from_env()`` reads the environment and ``./.env``.
+    """
+
+    __slots__ = ("_values", "_sources")
+
+    def __init__(self, **values: Any) -> None:
+        parsed: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for attr, raw in values.items():
+            flag = _BY_ATTR.get(attr)
+            if flag is None:
+                close = difflib.get_close_matches(attr, _BY_ATTR, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown setting {attr!r}{hint}")
+            parsed[attr] = _parse(flag, raw)
+            sources[attr] = "keyword"
+        for flag in FLAGS:
+            if flag.attr not in parsed:
+                parsed[flag.attr] = flag.default
+                sources[flag.attr] = "default"
+        object.__setattr__(self, "_values", parsed)
+        object.__setattr__(self, "_sources", sources)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: str | os.PathLike[str] | None = ".env",
+                 **overrides: Any) -> "Settings":
+        """Read flags from ``env`` (default ``os.environ``) over ``dotenv`` over the defaults."""
+        layers: list[tuple[str, Mapping[str, Any]]] = []
+        if dotenv is not None and os.path.isfile(dotenv):
+            from dotenv import dotenv_values
+
+            layers.append((f"{dotenv}", {k: v for k, v in dotenv_values(dotenv).items() if v is not None}))
+        layers.append(("env", os.environ if env is None else env))
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for source, layer in layers:
+            for name, raw in layer.items():
+                flag = _BY_ENV.get(name)
+                if flag is None:
+                    if name.startswith("R1MW_") and not name.startswith(_IGNORED_PREFIXES):
+                        close = difflib.get_close_matches(name, _BY_ENV, n=1)
+                        hint = f"; did you mean {close[0]}?" if close else ""
+                        raise ConfigError(f"{name}={raw!r} is not an r1mw flag{hint}")
+                    continue
+                values[flag.attr] = _parse(flag, raw)
+                sources[flag.attr] = source
+        values.update(overrides)
+        settings = cls(**values)
+        for attr, source in sources.items():
+            if attr not in overrides:
+                settings._sources[attr] = source
+        return settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some settings changed (validated like keywords)."""
+        values = dict(self._values)
+        values.update(changes)
+        new = Settings(**values)
+        for attr, source in self._sources.items():
+            if attr not in changes:
+                new._sources[attr] = source
+        return new
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Settings are read-only; use settings.replace(...)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self._values == other._values
+
+    def __repr__(self) -> str:
+        changed = {a: v for a, v in self._values.items() if self._sources[a] != "default"}
+        return f"Settings({', '.join(f'{a}={v!r}' for a, v in changed.items())})"
+
+    def source(self, attr: str) -> str:
+        """Where a value came from: default, env, keyword or the .env path."""
+        return self._sources[attr]
+
+    def items(self) -> Iterator[tuple[Flag, Any, str]]:
+        for flag in FLAGS:
+            yield flag, self._values[flag.attr], self._sources[flag.attr]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    # -- derived paths ------------------------------------------------------------------
+    @property
+    def cache_path(self) -> Path:
+        return self._values["cache_dir"] or Path(_default_cache_dir())
+
+    def tier_dir(self, tier: str) -> Path:
+        """Directory of a disk tier (``l2``, ``l3``, ``l4``): its flag, or under the cache dir."""
+        return self._values.get(f"{tier}_dir") or self.cache_path / tier
+
+
+def _parse(flag: Flag, raw: Any) -> Any:
+    if raw is None and flag.default is None:
+        return None
+    try:
+        return flag.parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise _fail(flag, raw, str(exc) or flag.allowed) from None

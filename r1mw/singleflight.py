@@ -1,0 +1,95 @@
+"""Single-flight: one upstream call per key, however many identical requests arrive.
+
+The call runs in its own task, so cancelling the request that started it (or any waiter)
+cancels nobody else. An upstream error reaches every waiter as the same exception object
+and leaves nothing behind. A streaming leader is shared through its assembled reply: waiters
+get the complete reply when the stream ends normally; if it does not, each waiter makes its
+own call (it must not inherit the leader's cancellation or a truncated answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Hashable
+
+from .errors import StreamIncomplete
+from .types import Reply, StreamedReply
+
+__all__ = ["SingleFlight"]
+
+
+class SingleFlight:
+    def __init__(self) -> None:
+        self._inflight: dict[Hashable, asyncio.Future[Reply | StreamedReply]] = {}
+        self.leaders = 0
+        self.coalesced = 0
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._inflight
+
+    async def run(
+        self, key: Hashable, call: Callable[[], Awaitable[Reply | StreamedReply]],
+        on_wait: Callable[[], Any] | None = None,
+    ) -> tuple[Reply | StreamedReply, bool]:
+        """Run ``call`` unless an identical one is in flight; returns (reply, coalesced)."""
+        future = self._inflight.get(key)
+        if future is not None:
+            self.coalesced += 1
+            if on_wait is not None:
+                on_wait()
+            reply = await asyncio.shield(future)
+            if isinstance(reply, StreamedReply):
+                try:
+                    return await reply.result(), True
+                except StreamIncomplete:
+                    return await call(), False  # the leader's stream broke: our own call
+            return reply, True
+        self.leaders += 1
+        loop = asyncio.get_running_loop()
+        # Registered before the task starts, so requests arriving meanwhile find it.
+        future = self._inflight[key] = loop.create_future()
+        task = loop.create_task(self._lead(key, future, call))
+        return await asyncio.shield(task), False
+
+    async def _lead(self, key: Hashable, future: asyncio.Future[Reply | StreamedReply],
+                    call: Callable[[], Awaitable[Reply | StreamedReply]]) -> Reply | StreamedReply:
+        try:
+            reply = await call()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no waiter is not an error
+            raise
+        else:
+            future.set_result(reply)
+            return reply
+        finally:
+            streaming = _open_stream(future)
+            if streaming is None:
+                self._forget(key, future)
+            else:  # a stream in progress: later identical requests wait for its end
+                streaming.add_done_callback(lambda: self._forget(key, future))
+
+    def _forget(self, key: Hashable, future: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+
+    async def wait(self, key: Hashable) -> Reply | None:
+        """If a call for ``key`` is in flight, its complete reply (None if none or it failed)."""
+        future = self._inflight.get(key)
+        if future is None:
+            return None
+        try:
+            reply = await asyncio.shield(future)
+            return await reply.result() if isinstance(reply, StreamedReply) else reply
+        except Exception:
+            return None
+
+
+def _open_stream(future: asyncio.Future[Any]) -> StreamedReply | None:
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    reply = future.result()
+    return reply if isinstance(reply, StreamedReply) and not reply.done else None

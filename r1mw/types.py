@@ -1,0 +1,435 @@
+"""The project's own request and reply types. Stages see only these, never an SDK object.
+
+* :class:`Request` is one chat-completion call, normalized by an adapter: model, messages,
+  the parameters that change the answer (``params``), the ones that do not (``passthrough``),
+  the per-request cache control and a mutable ``meta`` dict where stages leave annotations
+  for the stages after them (template id and slots, semantic similarity, outcome).
+* :class:`Reply` is a complete reply: choices with ``content`` and R1's ``reasoning_content``
+  (``<think>`` blocks inside ``content`` are kept as they came), usage, finish reason.
+  Replies are shared between hits: treat them as read-only.
+* :class:`StreamedReply` is what a streaming miss returns through the stages: the upstream's
+  own chunks flow to the caller untouched while the reply is assembled; stages that store
+  use :meth:`StreamedReply.on_complete`, which fires only when the stream ended normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+
+from .errors import StreamIncomplete
+
+__all__ = [
+    "CacheControl",
+    "Choice",
+    "Delta",
+    "Reply",
+    "Request",
+    "StreamedReply",
+    "Usage",
+    "split_think",
+]
+
+_THINK = re.compile(r"<think>(.*?)</think>\s*", re.S)
+
+
+def split_think(content: str | None) -> tuple[str | None, str | None]:
+    """Split an open-weight R1 ``content`` into (reasoning, answer).
+
+    >>> split_think("<think>2+2 is 4</think>\\nFour.")
+    ('2+2 is 4', 'Four.')
+    """
+    if not content or "<think>" not in content:
+        return None, content
+    parts = _THINK.findall(content)
+    if not parts:
+        return None, content
+    return "\n".join(p.strip() for p in parts), _THINK.sub("", content).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheControl:
+    """Per-request cache control, LiteLLM's spelling: ``cache={"no-cache": True, ...}``.
+
+    ``no_cache`` skips lookups (the reply is still stored unless ``no_store``);
+    ``no_store`` skips storing; ``ttl`` in seconds overrides the default;
+    ``namespace`` is the tenant boundary; ``session`` names the analyst's session for prefetch.
+    """
+
+    no_cache: bool = False
+    no_store: bool = False
+    ttl: float | None = None
+    namespace: str | None = None
+    session: str | None = None
+
+    @classmethod
+    def from_mapping(cls, value: Mapping[str, Any] | None) -> "CacheControl":
+        if not value:
+            return _NO_CONTROL
+        if not isinstance(value, Mapping):
+            raise TypeError(f"cache= must be a dict like {{'no-cache': True}}, got {type(value).__name__}")
+        unknown = set(value) - _CONTROL_KEYS
+        if unknown:
+            raise TypeError(
+                f"cache= has unknown keys {sorted(unknown)}; allowed: {sorted(_CONTROL_KEYS)}"
+            )
+        ttl = value.get("ttl", value.get("s-maxage"))
+        return cls(
+            no_cache=bool(value.get("no-cache", value.get("no_cache", False))),
+            no_store=bool(value.get("no-store", value.get("no_store", False))),
+            ttl=None if ttl is None else float(ttl),
+            namespace=None if value.get("namespace") is None else str(value["namespace"]),
+            session=None if value.get("session") is None else str(value["session"]),
+        )
+
+
+_CONTROL_KEYS = frozenset(
+    {"no-cache", "no_cache", "no-store", "no_store", "ttl", "s-maxage", "namespace", "session"}
+)
+_NO_CONTROL = CacheControl()
+
+
+@dataclass(slots=True)
+class Request:
+    """One chat-completion request, as the stages see it.
+
+    ``params`` holds every answer-changing parameter (temperature, max_tokens, tools, ...:
+    anything not known to be harmless is treated as answer-changing), ``passthrough`` the
+    rest (``user``, timeouts, headers), which reaches the upstream but never the key.
+    ``upstream`` is the terminal call the adapter supplied; stages never call it directly.
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    passthrough: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    control: CacheControl = _NO_CONTROL
+    namespace: str = ""
+    user: str | None = None
+    upstream: Callable[["Request"], Awaitable["Reply | StreamedReply"]] | None = None
+    # Annotations by stages, for the stages after them: "template_id", "slots",
+    # "key_messages" (canonical messages for the key), "prefetch", "session", ...
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Outcome, filled by whichever stage answered: "upstream", "exact", "semantic", ...
+    source: str = "upstream"
+    tier: str | None = None
+    coalesced: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    _key: bytes | None = None
+
+    @property
+    def question(self) -> str:
+        """Text of the last user message (what a semantic stage embeds)."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return _text_of(message.get("content"))
+        return ""
+
+    @property
+    def hit(self) -> bool:
+        """True when no upstream call was made for this request."""
+        return self.source != "upstream" or self.coalesced
+
+    def upstream_kwargs(self) -> dict[str, Any]:
+        """The kwargs the upstream receives: r1mw's own ``cache=`` control is already gone."""
+        kwargs: dict[str, Any] = {"model": self.model, "messages": self.messages}
+        kwargs.update(self.params)
+        kwargs.update(self.passthrough)
+        if self.stream:
+            kwargs["stream"] = True
+        return kwargs
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multi-part content: keep the text parts
+        return "\n".join(
+            str(part.get("text", "")) for part in content if isinstance(part, Mapping)
+        )
+    return str(content)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    index: int = 0
+    content: str | None = None
+    reasoning_content: str | None = None
+    finish_reason: str | None = "stop"
+    role: str = "assistant"
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete reply. Shared between hits: never mutate one that came from a stage."""
+
+    choices: tuple[Choice, ...]
+    model: str = ""
+    id: str = ""
+    created: int = 0
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+    # The native type the reply came in ("dict", "openai", "litellm"): lets a callable
+    # wrapper that has not seen a miss yet answer with the right shape.
+    native: str = "dict"
+
+    @property
+    def content(self) -> str | None:
+        return self.choices[0].content if self.choices else None
+
+    @property
+    def reasoning_content(self) -> str | None:
+        return self.choices[0].reasoning_content if self.choices else None
+
+    @property
+    def reasoning(self) -> str | None:
+        """The reasoning part, wherever the server put it (field or ``<think>`` block)."""
+        if not self.choices:
+            return None
+        choice = self.choices[0]
+        return choice.reasoning_content or split_think(choice.content)[0]
+
+    @property
+    def answer(self) -> str | None:
+        """The answer part, without any ``<think>`` block."""
+        return split_think(self.content)[1]
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None
+
+    # -- the stored form: plain msgpack-able structure, versioned by field order ---------
+    def to_wire(self) -> dict[str, Any]:
+        u = self.usage
+        return {
+            "id": self.id,
+            "model": self.model,
+            "created": self.created,
+            "fp": self.system_fingerprint,
+            "native": self.native,
+            "usage": None
+            if u is None
+            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens],
+            "choices": [
+                [c.index, c.content, c.reasoning_content, c.finish_reason, c.role,
+                 None if c.tool_calls is None else list(c.tool_calls)]
+                for c in self.choices
+            ],
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> "Reply":
+        u = data.get("usage")
+        return cls(
+            id=data["id"],
+            model=data["model"],
+            created=int(data["created"]),
+            system_fingerprint=data.get("fp"),
+            native=data.get("native", "dict"),
+            usage=None if u is None else Usage(*u),
+            choices=tuple(
+                Choice(c[0], c[1], c[2], c[3], c[4], None if c[5] is None else tuple(c[5]))
+                for c in data["choices"]
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One streamed increment, normalized (what a replay is made of)."""
+
+    index: int = 0
+    content: str | None = None
+    reasoning_content: str | None = None
+    role: str | None = None
+    finish_reason: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+
+
+_Callback = Callable[[Reply], Any]
+
+
+class StreamedReply:
+    """A streaming miss in flight.
+
+    ``chunks`` yields the upstream's own chunk objects (opaque to the stages) as they come;
+    ``assemble(chunk)`` feeds each one into the reply being built (the adapter supplies
+    the function that turns a native chunk into :class:`Delta` objects and usage).
+    When the upstream iterator ends normally, the assembled :class:`Reply` resolves
+    :meth:`result` and the ``on_complete`` callbacks run. An error, a cancellation, an early
+    ``aclose()`` or a stream with no ``finish_reason`` resolves :meth:`result` with
+    :class:`~r1mw.StreamIncomplete` and runs no callback: nothing half-done is stored.
+    """
+
+    __slots__ = ("_source", "_to_deltas", "_builder", "_callbacks", "_future", "_closer",
+                 "_consumed")
+
+    def __init__(
+        self,
+        source: AsyncIterator[Any],
+        to_deltas: Callable[[Any], tuple[list[Delta], Usage | None, Mapping[str, Any]]],
+        *,
+        closer: Callable[[], Awaitable[Any]] | None = None,
+        native: str = "dict",
+    ) -> None:
+        self._source = source
+        self._to_deltas = to_deltas
+        self._builder = _ReplyBuilder(native)
+        self._callbacks: list[_Callback] = []
+        self._future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._closer = closer
+        self._consumed = False
+
+    def on_complete(self, callback: _Callback) -> None:
+        """Run ``callback(reply)`` once the stream has ended normally (never otherwise)."""
+        if self._future.done() and not self._future.cancelled() and self._future.exception() is None:
+            callback(self._future.result())
+        else:
+            self._callbacks.append(callback)
+
+    async def result(self) -> Reply:
+        """The assembled reply; raises StreamIncomplete if the stream did not end normally."""
+        return await asyncio.shield(self._future)
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    def add_done_callback(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` when the stream has ended, normally or not."""
+        self._future.add_done_callback(lambda _f: callback())
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        if self._consumed:
+            raise RuntimeError("a streamed reply can be iterated once")
+        self._consumed = True
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        ended = False
+        try:
+            async for chunk in self._source:
+                deltas, usage, info = self._to_deltas(chunk)
+                self._builder.add(deltas, usage, info)
+                yield chunk
+            ended = True
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            if ended:
+                self._finish()
+            else:
+                self._fail(None)
+
+    def _finish(self) -> None:
+        if self._future.done():
+            return
+        reply = self._builder.build()
+        if reply is None:  # no finish_reason: a truncated stream
+            self._fail(None)
+            return
+        self._future.set_result(reply)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(reply)
+
+    def _fail(self, exc: BaseException | None) -> None:
+        if self._future.done():
+            return
+        err = StreamIncomplete("the upstream stream did not end normally; nothing was stored")
+        if exc is not None:
+            err.__cause__ = exc
+        self._future.set_exception(err)
+        self._future.exception()  # mark retrieved: nobody may be waiting
+        self._callbacks.clear()
+
+    async def aclose(self) -> None:
+        """Stop early: nothing is stored, the upstream connection is released."""
+        self._fail(None)
+        if self._closer is not None:
+            await self._closer()
+
+
+class _ReplyBuilder:
+    __slots__ = ("native", "content", "reasoning", "finish", "roles", "tools", "usage", "info")
+
+    def __init__(self, native: str) -> None:
+        self.native = native
+        self.content: dict[int, list[str]] = {}
+        self.reasoning: dict[int, list[str]] = {}
+        self.finish: dict[int, str] = {}
+        self.roles: dict[int, str] = {}
+        self.tools: dict[int, dict[int, dict[str, Any]]] = {}
+        self.usage: Usage | None = None
+        self.info: dict[str, Any] = {}
+
+    def add(self, deltas: list[Delta], usage: Usage | None, info: Mapping[str, Any]) -> None:
+        for d in deltas:
+            i = d.index
+            if d.content:
+                self.content.setdefault(i, []).append(d.content)
+            if d.reasoning_content:
+                self.reasoning.setdefault(i, []).append(d.reasoning_content)
+            if d.role:
+                self.roles[i] = d.role
+            if d.finish_reason:
+                self.finish[i] = d.finish_reason
+            if d.tool_calls:
+                calls = self.tools.setdefault(i, {})
+                for call in d.tool_calls:
+                    slot = calls.setdefault(int(call.get("index", 0)), {"function": {"arguments": ""}})
+                    for k in ("id", "type"):
+                        if call.get(k):
+                            slot[k] = call[k]
+                    fn = call.get("function") or {}
+                    if fn.get("name"):
+                        slot["function"]["name"] = fn["name"]
+                    if fn.get("arguments"):
+                        slot["function"]["arguments"] += fn["arguments"]
+        if usage is not None:
+            self.usage = usage
+        for k, v in info.items():
+            if v is not None:
+                self.info.setdefault(k, v)
+
+    def build(self) -> Reply | None:
+        indexes = sorted(set(self.content) | set(self.reasoning) | set(self.finish) | set(self.roles))
+        if not indexes or any(i not in self.finish for i in indexes):
+            return None
+        choices = tuple(
+            Choice(
+                index=i,
+                content="".join(self.content.get(i, ())) if i in self.content or i not in self.tools else None,
+                reasoning_content="".join(self.reasoning[i]) if i in self.reasoning else None,
+                finish_reason=self.finish[i],
+                role=self.roles.get(i, "assistant"),
+                tool_calls=tuple(c for _, c in sorted(self.tools[i].items())) if i in self.tools else None,
+            )
+            for i in indexes
+        )
+        return Reply(
+            choices=choices,
+            model=str(self.info.get("model", "")),
+            id=str(self.info.get("id", "")),
+            created=int(self.info.get("created", 0) or 0),
+            usage=self.usage,
+            system_fingerprint=self.info.get("system_fingerprint"),
+            native=self.native,
+        )
