@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .entry import Entry
 
@@ -24,6 +24,19 @@ class TieredStore:
         self.first = self.tiers[0]
         self._nowait = getattr(self.first, "get_nowait", None)
         self.promotions = 0
+        self._drop_listeners: list[Callable[[bytes], Any]] = []
+        last = self.tiers[-1]
+        if hasattr(last, "on_evict"):
+            last.on_evict = lambda key, _entry: self._dropped(key)
+
+    def add_drop_listener(self, listener: Callable[[bytes], Any]) -> None:
+        """Call ``listener(key)`` when a key leaves the last tier (evicted, expired, deleted):
+        the semantic index drops its vector then."""
+        self._drop_listeners.append(listener)
+
+    def _dropped(self, key: bytes) -> None:
+        for listener in self._drop_listeners:
+            listener(key)
 
     def get_nowait(self, key: bytes) -> Entry | None:
         """L1 only, synchronously (None when the first tier is not a RAM tier)."""
@@ -52,6 +65,8 @@ class TieredStore:
         found = False
         for tier in self.tiers:
             found = await tier.delete(key) or found
+        if found:
+            self._dropped(key)
         return found
 
     async def clear(self) -> None:

@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.alerts (filled by its issue)."""

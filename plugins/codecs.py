@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.codecs (filled by its issue)."""

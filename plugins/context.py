@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.context (filled by its issue)."""

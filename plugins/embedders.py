@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.embedders (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.guards (filled by its issue)."""

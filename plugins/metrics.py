@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.metrics (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.prefetch (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.semantic (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin r1mw.template (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""Observability: metrics, Prometheus exposition, dashboard, alerts, reports (issue 5)."""

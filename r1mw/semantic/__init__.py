@@ -1,0 +1,1 @@
+"""Semantic dedup: embedder, scoped vector index, guards (issue 7)."""
