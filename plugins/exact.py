@@ -29,10 +29,10 @@ class ExactStage:
 
     @staticmethod
     def key(request: Request) -> bytes:
-        key = request._key
+        key = request.key
         if key is None:
             messages = request.meta.get("key_messages", request.messages)
-            key = request._key = key_of(request.namespace, request.model, messages, request.params)
+            key = request.key = key_of(request.namespace, request.model, messages, request.params)
         return key
 
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:

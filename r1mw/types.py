@@ -119,7 +119,8 @@ class Request:
     tier: str | None = None
     coalesced: bool = False
     started: float = field(default_factory=time.perf_counter)
-    _key: bytes | None = None
+    # The exact-match key, set by the exact stage (other stages read it after call_next).
+    key: bytes | None = None
 
     @property
     def question(self) -> str:
