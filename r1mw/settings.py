@@ -351,6 +351,17 @@ class Settings:
         return self._values.get(f"{tier}_dir") or self.cache_path / tier
 
 
+def flags_markdown() -> str:
+    """The flags table of README.md (a test keeps README in sync with :data:`FLAGS`)."""
+    rows = ["| flag | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for f in FLAGS:
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        if f.default is None or f.default == {}:
+            default = "(unset)"
+        rows.append(f"| `{f.env}` | `{default}` | {f.allowed} | {f.doc} |")
+    return "\n".join(rows)
+
+
 def _parse(flag: Flag, raw: Any) -> Any:
     if raw is None and flag.default is None:
         return None
