@@ -118,6 +118,7 @@ class Pipeline:
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.singleflight.close()
         for stage in reversed(self.stages):
             close = getattr(stage, "close", None)
             if close is not None:

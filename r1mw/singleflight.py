@@ -23,6 +23,7 @@ class SingleFlight:
         self._inflight: dict[Hashable, asyncio.Future[Reply | StreamedReply]] = {}
         self.leaders = 0
         self.coalesced = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -52,6 +53,8 @@ class SingleFlight:
         # Registered before the task starts, so requests arriving meanwhile find it.
         future = self._inflight[key] = loop.create_future()
         task = loop.create_task(self._lead(key, future, call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task), False
 
     async def _lead(self, key: Hashable, future: asyncio.Future[Reply | StreamedReply],
@@ -75,6 +78,14 @@ class SingleFlight:
     def _forget(self, key: Hashable, future: asyncio.Future[Any]) -> None:
         if self._inflight.get(key) is future:
             del self._inflight[key]
+
+    async def close(self) -> None:
+        """Cancel the calls still in flight (pipeline shutdown) and wait until they are gone."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait(self, key: Hashable) -> Reply | None:
         """If a call for ``key`` is in flight, its complete reply (None if none or it failed)."""
