@@ -74,7 +74,7 @@ class WorkloadSpec:
     hours: float = 8.0
     seed: int = 7
     repeat_share: float = 0.15
-    reword_share: float = 0.30
+    reword_share: float = 0.45
     near_miss_share: float = 0.03
     oneoff_share: float = 0.01
     side_share: float = 0.04
