@@ -109,6 +109,7 @@ class Item:
     system: str | None
     reworded: bool = False
     think_s: float = 0.0     # the analyst reads the answer this long before the next request
+    near_id: str | None = None  # near misses: the question this one nearly repeats
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -257,7 +258,7 @@ class _Generator:
         back = min(n - 1, int(self.rng.expovariate(1 / max(1.0, n / 4))))
         return self.history[n - 1 - back]
 
-    def _near_miss(self) -> tuple[_Question, _Surface] | None:
+    def _near_miss(self) -> tuple[_Question, _Surface, str] | None:
         base_q, base_s, _ = self._from_history()
         base_id = self.cat.question_id(base_q.template_id, base_q.slots)
         slots = list(base_q.slots)
@@ -270,7 +271,7 @@ class _Generator:
             if self.cat.question_id(q.template_id, q.slots) != base_id:
                 s = _Surface(base_s.form, {k: v for k, v in base_s.renderings.items() if k != slot},
                              base_s.style, base_s.seed)
-                return q, s
+                return q, s, base_id
         return None
 
     def _oneoff(self, index: int) -> str:
@@ -304,18 +305,18 @@ class _Generator:
             if plan is None:
                 plan = state[3] = self._session_plan()
             think = rng.lognormvariate(math.log(spec.think_s), 0.6)
-            kind, qid, tid, text, reword = self._next(plan)
+            kind, qid, tid, text, reword, near = self._next(plan)
             items.append(Item(index=len(items), t=round(t, 3), analyst=analyst, session=session, kind=kind,
                               question_id=qid, template_id=tid, text=text,
                               system=self.cat.templates[tid].system if tid else None,
-                              reworded=reword, think_s=round(think, 3)))
+                              reworded=reword, think_s=round(think, 3), near_id=near))
             state[2] = left - 1
             if left > 1:
                 heapq.heappush(queue, (t + think, s_index))
         return items
 
-    def _next(self, plan: Iterator[_Question]) -> tuple[str, str, str | None, str, bool]:
-        """One request: (kind, question id, template id, text, reworded)."""
+    def _next(self, plan: Iterator[_Question]) -> tuple[str, str, str | None, str, bool, str | None]:
+        """One request: (kind, question id, template id, text, reworded, near-miss base id)."""
         spec, rng = self.spec, self.rng
         r = rng.random()
         reword = rng.random() < spec.reword_share
@@ -331,21 +332,22 @@ class _Generator:
         if kind == "oneoff":
             text = self._oneoff(self.oneoffs)
             self.oneoffs += 1
-            return kind, self.cat.identify(text), None, text, False
+            return kind, self.cat.identify(text), None, text, False, None
         if kind == "repeat":
             q, s, text = self._from_history()
             self.history.append((q, s, text))
-            return kind, self.cat.question_id(q.template_id, q.slots), q.template_id, text, False
+            return kind, self.cat.question_id(q.template_id, q.slots), q.template_id, text, False, None
         found = self._near_miss() if kind == "near_miss" else None
+        near = None
         if found is not None:
-            q, s = found
+            q, s, near = found
             reword = False
         else:
             kind = "side" if kind == "side" else "flow"
             q = self._fill(self.side(rng), self.pick["symbol"](rng)) if kind == "side" else next(plan)
             s = self._surface(q, reword)
         qid, text, _system = self._emit(q, s)
-        return kind, qid, q.template_id, text, reword
+        return kind, qid, q.template_id, text, reword, near
 
     def _session_plan(self) -> Iterator[_Question]:
         """Endless: for each next ticker, analysis -> risk -> prediction (-> a chart question)."""

@@ -54,7 +54,7 @@ def normalize_text(text: str) -> str:
     changed = True
     while changed:
         changed = False
-        t = t.rstrip(" ?.!")
+        t = t.rstrip(" ?.!,;:")
         for suffix in POLITE_SUFFIXES:
             for sep in (", ", ". ", " - ", " "):
                 if t.endswith(sep + suffix.rstrip("!")):
