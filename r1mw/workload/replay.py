@@ -197,12 +197,13 @@ async def replay(workload: Workload, config: RunConfig, *, cache_dir: str | os.P
                  stream_share: float = 0.0, error_rate: float = 0.0, seed: int = 0,
                  upstream: Any = None, model: str = MODEL, burst_clients: int = 64,
                  burst_requests: int = 0, prices: tuple[float, float] = DEFAULT_PRICES,
-                 on_done: Callable[[Outcome], None] | None = None) -> RunResult:
+                 in_order: bool = False, on_done: Callable[[Outcome], None] | None = None) -> RunResult:
     """Replay ``workload`` through a pipeline configured by ``config``.
 
     ``upstream`` is an ``AsyncOpenAI``-compatible client for a real endpoint; without it a
     :class:`SimulatedR1` at ``speed`` answers. ``on_done`` is called after each request
-    (progress bars).
+    (progress bars). ``in_order`` sends every request in the workload's time order from one
+    client (for side-by-side runs with other caches).
     """
     sim = SimulatedR1(speed=speed, seed=seed, error_rate=error_rate) if upstream is None else None
     settings = Settings(**{**dict(config.settings), "stages": ("probe", *config.stages),
@@ -254,7 +255,9 @@ async def replay(workload: Workload, config: RunConfig, *, cache_dir: str | os.P
                     out.served_id = origin.get(out.reply_id)
             return out
 
-        sessions = workload.sessions()
+        sessions = [workload.items] if in_order else workload.sessions()
+        if in_order:
+            concurrency = 1
         queue: asyncio.Queue[list[Item]] = asyncio.Queue()
         for s in sessions:
             queue.put_nowait(s)
