@@ -117,10 +117,12 @@ async def run_litellm(items: list[Item], sim: SimulatedR1, kind: str) -> Result:
     import litellm
     from litellm.caching.caching import Cache
 
+    litellm.suppress_debug_info = True  # else one "Provider List" banner per mocked call
     res = Result(f"LiteLLM cache type='{kind}'")
     namespace = f"r1mw-compare-{os.getpid()}"
     if kind == "local":
         litellm.cache = Cache(type="local")
+        res.note = "defaults: in-memory, 200 entries at most, TTL 600 s"
     elif kind == "redis":
         litellm.cache = Cache(type="redis", host=REDIS_HOST, port=str(REDIS_PORT), namespace=namespace, db=REDIS_DB)
     else:
