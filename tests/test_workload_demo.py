@@ -130,3 +130,39 @@ def test_demo_refuses_bad_flags(capsys) -> None:
     assert cli.main(["demo", "--speed", "0", "--no-progress"]) == 2
     assert "--speed" in capsys.readouterr().err
     assert cli.main(["demo", "--repeat-share", "0.9", "--oneoff-share", "0.5", "--no-progress"]) == 2
+
+
+@pytest.mark.anyio
+async def test_replay_against_an_openai_compatible_endpoint(tmp_path) -> None:
+    """The --upstream path: the real OpenAI SDK, only the HTTP peer is faked."""
+    import httpx
+    from openai import AsyncOpenAI
+
+    from r1mw.workload.simulator import SimulatedR1
+    from r1mw.workload.truth import Catalog
+
+    cat, texts = Catalog.load(), SimulatedR1(speed=0)
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        qid = cat.identify_messages(body["messages"])
+        calls.append(qid)
+        reasoning, answer, r_tok, a_tok = texts.texts_for(qid)
+        return httpx.Response(200, json={
+            "id": f"chatcmpl-{len(calls)}", "object": "chat.completion", "created": 1, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": answer, "reasoning_content": reasoning}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": r_tok + a_tok, "total_tokens": 30 + r_tok + a_tok}})
+
+    client = AsyncOpenAI(base_url="http://r1.test/v1", api_key="test",
+                         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    workload = generate(WorkloadSpec(requests=40, sessions=2, analysts=2, seed=5))
+    result = await replay(workload, RunConfig("exact", ("exact",), ("l1",)), cache_dir=tmp_path / "o",
+                          speed=1.0, think_scale=0, concurrency=1, upstream=client, burst_requests=0)
+    f = result.figures()
+    assert f["upstream_calls"] == len(calls) == f["requests"] - f["hits"]
+    assert f["hits"] > 0 and f["false_hits"] == 0 and f["unverified_hits"] == 0
+    assert f["tokens_billed"] > 0
+    # every hit was judged: its reply came from a call made for the same question
+    assert all(o.served_id == o.question_id for o in result.outcomes)

@@ -54,7 +54,7 @@ class Outcome:
     r1_latency_s: float = 0.0     # projected to R1 speed
     served_id: str | None = None  # the question the reply answers (None: unknown)
     reply_id: str = ""
-    tokens: int = 0
+    tokens: tuple[int, int] = (0, 0)  # (prompt, completion) of the reply received
     error: str | None = None
 
     @property
@@ -276,7 +276,14 @@ async def replay(workload: Workload, config: RunConfig, *, cache_dir: str | os.P
         await asyncio.gather(*(analyst() for _ in range(max(1, concurrency))))
         wall = time.perf_counter() - t0
         stats = pipe.stats()
-        upstream_totals = sim.totals() if sim is not None else {"calls": sum(1 for o in outcomes if not o.hit)}
+        if sim is not None:
+            upstream_totals = sim.totals()
+        else:  # a real endpoint: what the misses were billed (prefetch spend is not seen here)
+            misses = [o for o in outcomes if o.error is None and not o.hit]
+            upstream_totals = {"calls": len(misses) + sum(1 for o in outcomes if o.error),
+                               "errors": sum(1 for o in outcomes if o.error),
+                               "prompt_tokens": sum(o.tokens[0] for o in misses),
+                               "completion_tokens": sum(o.tokens[1] for o in misses)}
         burst = await _burst(one, workload.items, burst_clients, burst_requests) if burst_requests else {}
     outcomes.sort(key=lambda o: o.index)
     return RunResult(config, outcomes, wall, upstream_totals, stats, speed, burst, prices)
@@ -308,23 +315,30 @@ async def _burst(one: Callable[..., Awaitable[Outcome]], items: Sequence[Item], 
             "hit_rate": sum(o.hit for o in ok) / len(ok) if ok else 0.0}
 
 
-def _parts(result: Any) -> tuple[str | None, str, int]:
+def _tokens(usage: Any) -> tuple[int, int]:
+    if usage is None:
+        return (0, 0)
+    if not isinstance(usage, Mapping):
+        usage = {"prompt_tokens": getattr(usage, "prompt_tokens", 0),
+                 "completion_tokens": getattr(usage, "completion_tokens", 0)}
+    return int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0)
+
+
+def _parts(result: Any) -> tuple[str | None, str, tuple[int, int]]:
     if isinstance(result, Mapping):
-        usage = result.get("usage") or {}
         choices = result.get("choices") or [{}]
         return ((choices[0].get("message") or {}).get("content"), str(result.get("id", "")),
-                int(usage.get("total_tokens", 0) or 0))
+                _tokens(result.get("usage")))
     if isinstance(result, Reply):
-        return result.content, result.id, result.usage.total_tokens if result.usage else 0
-    usage = getattr(result, "usage", None)
+        return result.content, result.id, _tokens(result.usage)
     message = result.choices[0].message
-    return message.content, str(getattr(result, "id", "")), int(getattr(usage, "total_tokens", 0) or 0)
+    return message.content, str(getattr(result, "id", "")), _tokens(getattr(result, "usage", None))
 
 
-async def _drain(stream: Any) -> tuple[str, str, int]:
+async def _drain(stream: Any) -> tuple[str, str, tuple[int, int]]:
     parts: list[str] = []
     reply_id = ""
-    tokens = 0
+    tokens = (0, 0)
     async for chunk in stream:
         data = chunk if isinstance(chunk, Mapping) else chunk.model_dump()
         reply_id = reply_id or str(data.get("id") or "")
@@ -334,5 +348,5 @@ async def _drain(stream: Any) -> tuple[str, str, int]:
                 parts.append(piece)
         usage = data.get("usage")
         if usage:
-            tokens = int(usage.get("total_tokens", 0) or 0)
+            tokens = _tokens(usage)
     return "".join(parts), reply_id, tokens
