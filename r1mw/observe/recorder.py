@@ -76,20 +76,21 @@ class LabelTable:
     Recording: the first ``track`` distinct values get their own row, later ones share the
     ``other`` row (O(1), no eviction, so every row only grows).
 
-    Exporting (:meth:`export`): the top ``export_n`` rows by requests, chosen when there is
-    room and kept from then on (a series must not vanish); a row promoted later starts its
-    exported series at 0 and what it had counted before stays in ``other``. So every
-    exported counter is monotonic and the exported rows always add up to the total.
+    Exporting (:meth:`export`): the top ``export_n`` rows by requests, chosen while there is
+    room and kept from then on (a series must not vanish). What a row had already shown
+    inside ``other`` at an earlier scrape stays in ``other`` (its exported series starts
+    from there), so every exported counter is monotonic and the rows add up to the total.
     """
 
-    __slots__ = ("rows", "other", "track", "export_n", "_baseline")
+    __slots__ = ("rows", "other", "track", "export_n", "_baseline", "_in_other")
 
     def __init__(self, track: int = 1000, export_n: int = 20) -> None:
         self.rows: dict[str, list[float]] = {}
         self.other: list[float] = [0] * _WIDTH
         self.track = max(1, track)
         self.export_n = max(0, export_n)
-        self._baseline: dict[str, list[float]] = {}
+        self._baseline: dict[str, list[float]] = {}  # exported label -> what stays in other
+        self._in_other: dict[str, list[float]] = {}  # label -> its counts shown in other so far
 
     def row(self, label: str) -> list[float]:
         row = self.rows.get(label)
@@ -105,13 +106,15 @@ class LabelTable:
         if len(baseline) < self.export_n and len(baseline) < len(self.rows):
             candidates = sorted((r[REQ], label) for label, r in self.rows.items() if label not in baseline)
             for _, label in reversed(candidates[-(self.export_n - len(baseline)):]):
-                baseline[label] = list(self.rows[label])
+                baseline[label] = self._in_other.pop(label, None) or [0] * _WIDTH
         out = []
         other = list(self.other)
         for label, row in self.rows.items():
             base = baseline.get(label)
             if base is None:
                 _add(other, row)
+                if any(row):
+                    self._in_other[label] = list(row)
             else:
                 out.append((label, [v - b for v, b in zip(row, base)]))
                 _add(other, base)
@@ -231,6 +234,9 @@ class MetricsRecorder:
         template = request.meta.get("template_id")
         if template is not None:
             self.templates.row(template)[REQ] += 1
+            slots = request.meta.get("slots")
+            if slots:
+                self._record_slots(template, slots)
 
     # -- reading ----------------------------------------------------------------------------
     def items(self) -> Iterator[tuple[tuple[str, str, str], Series]]:
