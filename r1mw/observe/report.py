@@ -199,7 +199,9 @@ h1{{font-size:22px}} h2{{font-size:16px;margin:18px 0 6px}}
 section{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;margin:12px 0}}
 svg .t{{font-size:13px;font-weight:600}} svg .a{{font-size:11px;fill:#444}} svg .g{{stroke:#eee}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}} td:first-child{{text-align:left}}
-</style></head>
+</style>
+<script>window.addEventListener("error", function (ev) {{ document.documentElement.setAttribute("data-errors", String(ev.message)); }});</script>
+</head>
 <body data-charts="0">
 <h1>{e(title)}</h1><p>{e(span)}, {len(a.hit_rate)} intervals with traffic</p>
 <div class="cards">{cards}</div>
@@ -207,7 +209,6 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ddd;padding:3px 8px;t
 <section><h2>Latency per path (ms)</h2><table><tr><th>path</th><th>requests</th><th>p50</th><th>p99</th></tr>{lat_rows}</table></section>
 <section><h2>Tiers at the last snapshot</h2><table><tr><th>tier</th><th>entries</th><th>bytes</th><th>max bytes</th></tr>{tier_rows}</table></section>
 <script>
-window.addEventListener("error", function (ev) {{ document.body.setAttribute("data-errors", String(ev.message)); }});
 document.body.setAttribute("data-charts", String(document.querySelectorAll("svg.chart").length));
 </script>
 </body></html>
