@@ -120,3 +120,22 @@ def test_promtext_parser_reads_escapes_and_infinities():
     assert m.total("plain") == 1000.0
     with pytest.raises(ValueError):
         promtext.parse("x{a=\"1\" 3")
+
+
+async def test_metrics_port_without_prometheus_client_is_a_config_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if the extra were not installed
+    with pytest.raises(r1mw.ConfigError, match="R1MW_METRICS_PORT.*r1mw\\[prometheus\\]"):
+        async with r1mw.Pipeline(r1mw.Settings(stages="metrics,exact", metrics_port=free_port())):
+            pass
+    # recording itself needs no prometheus_client
+    async with r1mw.Pipeline(r1mw.Settings(stages="metrics,exact")) as pipe:
+        await r1mw.wrap(FakeR1(), pipe)(model="m", messages=[{"role": "user", "content": "q"}])
+        assert pipe.services["metrics"].by_outcome()["miss"] == 1
+
+
+async def test_metrics_port_without_the_metrics_stage_warns(caplog):
+    async with r1mw.Pipeline(r1mw.Settings(stages="exact", metrics_port=free_port())):
+        pass
+    assert "need the `metrics` stage" in caplog.text

@@ -4,7 +4,6 @@ with its charts (checked structurally always, and in headless Chromium when it i
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil

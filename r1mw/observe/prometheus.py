@@ -13,15 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import ConfigError
-from .tierstats import compression_ratio, tier_up
 from .recorder import BUCKETS, COMPLETION, COST, HITS, PROMPT, REQ, LabelTable, MetricsRecorder
+from .tierstats import compression_ratio, tier_up
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
 
 __all__ = ["R1mwCollector", "exposition", "registry_for"]
-
-_INF = float("inf")
 
 
 def _require() -> Any:
