@@ -95,10 +95,10 @@ def line_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[float, flo
             body.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
                         f'<title>{_e(name)}: {_e(y_fmt(y))}</title></circle>')
         lx = LEFT + 8 + (n % 4) * 160
-        ly = H - 8 - 0 * (n // 4)
+        ly = H - 8 + 16 * (n // 4)  # legend rows below the axis
         body.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
                     f'<text x="{lx + 14}" y="{ly}" class="a">{_e(name[:22])}</text>')
-    return _svg(title, body, W, H + 0)
+    return _svg(title, body, W, H + 16 * ((len(series) - 1) // 4))
 
 
 def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *,
