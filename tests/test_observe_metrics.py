@@ -201,3 +201,40 @@ def test_quantile_from_buckets():
     assert quantile(0.5, cumulative) == pytest.approx(1e-5)
     assert 1e-5 < quantile(0.99, cumulative) <= 2.5e-5
     assert quantile(0.5, [0] * (len(BUCKETS) + 1)) is None
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans()), min_size=1, max_size=30))
+def test_counters_match_a_model_of_any_sequential_run(ops):
+    """Against a model: a question is a hit once a successful call stored it, else a miss
+    (or an error when the upstream fails); tokens and cost are counted on hits only."""
+
+    async def run():
+        fake = FakeR1()
+        async with pipeline() as pipe:
+            llm = r1mw.wrap(fake, pipe)
+            for question, fail in ops:
+                fake.fail = ConnectionError("down") if fail else None
+                try:
+                    await llm(model="deepseek-reasoner", messages=msgs(f"Analyze Q{question}"))
+                except ConnectionError:
+                    pass
+            return pipe.services["metrics"]
+
+    rec = asyncio.run(run())
+    stored: set[int] = set()
+    expected = {"hit": 0, "miss": 0, "error": 0}
+    for question, fail in ops:
+        if question in stored:
+            expected["hit"] += 1
+        elif fail:
+            expected["error"] += 1
+        else:
+            expected["miss"] += 1
+            stored.add(question)
+    outcomes = rec.by_outcome()
+    assert {k: outcomes[k] for k in expected} == expected
+    assert outcomes["coalesced"] == outcomes["prefetch_hit"] == outcomes["cancelled"] == 0
+    assert rec.savings()["tokens"] == 30 * expected["hit"]
+    assert rec.savings()["cost_usd"] == pytest.approx(HIT_COST * expected["hit"])
+    assert dict(rec.templates.top(5))["analyze"][REQ] == len(ops)

@@ -19,6 +19,7 @@ Each alert delivered is a plain dict: ``name``, ``state`` (``firing`` / ``resolv
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 __all__ = ["AlertEngine", "Rule", "Sample", "Window", "sample_pipeline"]
+
+log = logging.getLogger("r1mw.alerts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,10 @@ class AlertEngine:
         self.observe(sample_pipeline(pipeline, at))
         changed = self.evaluate(at)
         for alert in changed:
-            pipeline.pm.hook.r1mw_alert(pipeline=pipeline, alert=alert)
+            try:
+                pipeline.pm.hook.r1mw_alert(pipeline=pipeline, alert=alert)
+            except Exception:  # one broken observer must not swallow the next alert
+                log.exception("r1mw: an r1mw_alert observer failed on %s", alert["name"])
         return changed
 
 
