@@ -64,8 +64,14 @@ class MetricsStage:
             from r1mw.observe.server import MetricsServer
 
             registry = self.registry
-            self.server = MetricsServer(lambda: exposition(registry), s.metrics_host, s.metrics_port)
-            await self.server.start()
+            server = MetricsServer(lambda: exposition(registry), s.metrics_host, s.metrics_port)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise r1mw.ConfigError(f"R1MW_METRICS_PORT={s.metrics_port} is invalid: cannot listen on "
+                                       f"{s.metrics_host}:{s.metrics_port} ({exc.strerror or exc}); "
+                                       "expected a free port or 0 (off)") from exc
+            self.server = server
         if self.snapshots is not None:
             self.pipeline.spawn(self._snapshot_forever(s.metrics_snapshot_interval_s), name="r1mw-metrics-snapshots")
 

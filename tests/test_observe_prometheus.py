@@ -108,7 +108,7 @@ async def test_port_in_use_fails_at_start_with_a_clear_error():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(OSError):
+        with pytest.raises(r1mw.ConfigError, match=f"R1MW_METRICS_PORT={port} is invalid: cannot listen"):
             async with r1mw.Pipeline(r1mw.Settings(stages="metrics,exact", metrics_port=port)):
                 pass
 
