@@ -94,7 +94,9 @@ class Pipeline:
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
         tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers)
-        self.stages = [factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
+        # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
+        built = (factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES"))
+        self.stages = [stage for stage in built if stage is not None]
         for stage in self.stages:
             start = getattr(stage, "start", None)
             if start is not None:
