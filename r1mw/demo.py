@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -73,10 +74,18 @@ def plan_runs(names: Sequence[str] = RUN_NAMES, *, stages: Sequence[str] | None 
         elif name == "exact":
             configs.append(RunConfig("exact", ("exact",), ("l1",), tuple(plugins)))
         elif name == "r1mw":
-            configs.append(RunConfig("r1mw", full_stages, full_tiers, tuple(plugins)))
+            # The desk's own templates: the template stage gets the bundled set, as a team
+            # would point R1MW_TEMPLATES at theirs.
+            extra = {"templates": str(bundled_templates())} if "template" in full_stages else {}
+            configs.append(RunConfig("r1mw", full_stages, full_tiers, tuple(plugins), extra))
         else:
             raise ConfigError(f"--runs: unknown run {name!r}; allowed: {', '.join(RUN_NAMES)}")
     return configs, notes
+
+
+def bundled_templates() -> Path:
+    """Path of the bundled trading templates (the workload's catalog)."""
+    return Path(str(resources.files("r1mw").joinpath("data/trading_templates.json")))
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -122,7 +131,7 @@ def _rows(figs: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
         b = f.get("burst") or {}
         if not b:
             return "-"
-        return f"{b['rps_r1']:,.1f}"
+        return f"{b['rps_r1']:,.1f} ({b['hit_rate']:.0%} hits)"
 
     return [
         row("hit rate", lambda f: _pct(f["hit_rate"])),
@@ -164,7 +173,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
     for name, f in report["runs"].items():
         if name != "none":
             out.append(f"{_TITLES.get(name, name)}: stages {', '.join(f['stages']) or '(none)'}; "
-                       f"tiers {', '.join(f['tiers'])}; hits by {f['hits_by']}")
+                       f"tiers {', '.join(f['tiers'])}; hits by {f['hits_by']}"
+                       + ("; templates: the bundled trading set" if f.get("settings", {}).get("templates") else ""))
     out.extend(report.get("notes", []))
     sim = report.get("upstream", {})
     if sim.get("simulated"):

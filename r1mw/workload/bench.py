@@ -186,7 +186,10 @@ class Bench:
         if "template" not in self.stages:
             self.notes.append("template matching: the template stage is not installed")
             return
-        async with Pipeline(self.settings("templates", stages=("template", "exact"))) as pipe:
+        from ..demo import bundled_templates
+
+        settings = self.settings("templates", stages=("template", "exact"), templates=str(bundled_templates()))
+        async with Pipeline(settings) as pipe:
             await pipe.wait_ready()
             registry = pipe.services.get("templates")
             if registry is None or not hasattr(registry, "match"):

@@ -141,6 +141,7 @@ class RunResult:
             "name": self.config.name,
             "stages": [s for s in self.config.stages if s != "probe"],
             "tiers": list(self.config.tiers),
+            "settings": {k: str(v) for k, v in self.config.settings.items()},
             "requests": len(self.outcomes),
             "errors": len(self.outcomes) - len(done),
             "hits": len(hits),
