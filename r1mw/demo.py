@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ConfigError
+from .settings import Settings
 from .workload.generator import MODEL, Workload, add_arguments, generate, spec_from_args
 from .workload.replay import DEFAULT_PRICES, RunConfig, RunResult, available, replay
 
@@ -43,7 +44,9 @@ def plan_runs(names: Sequence[str] = RUN_NAMES, *, stages: Sequence[str] | None 
     """The configurations to replay and notes on what was left out.
 
     r1mw's run uses ``stages``/``tiers`` when given (each must be registered), else the
-    design's full list restricted to what the installed plugins register.
+    embedded defaults (``Settings()``) restricted to what the installed plugins register;
+    while those defaults are the foundation's bare ``exact``/``l1``, the design's full lists
+    (:data:`FULL_STAGES`, :data:`FULL_TIERS`) stand in for them.
     """
     have_stages, have_tiers = available(plugins)
     notes: list[str] = []
@@ -53,8 +56,9 @@ def plan_runs(names: Sequence[str] = RUN_NAMES, *, stages: Sequence[str] | None 
             raise ConfigError(f"--stages: {', '.join(missing)} not registered; available: {', '.join(sorted(have_stages))}")
         full_stages = tuple(stages)
     else:
-        full_stages = tuple(s for s in FULL_STAGES if s in have_stages)
-        left = [s for s in FULL_STAGES if s not in have_stages]
+        wanted = _wanted_stages()
+        full_stages = tuple(s for s in wanted if s in have_stages)
+        left = [s for s in wanted if s not in have_stages]
         if left:
             notes.append(f"stages not installed yet, left out: {', '.join(left)}")
     if tiers is not None:
@@ -63,8 +67,9 @@ def plan_runs(names: Sequence[str] = RUN_NAMES, *, stages: Sequence[str] | None 
             raise ConfigError(f"--tiers: {', '.join(missing)} not registered; available: {', '.join(sorted(have_tiers))}")
         full_tiers = tuple(tiers)
     else:
-        full_tiers = tuple(t for t in FULL_TIERS if t in have_tiers) or ("l1",)
-        left = [t for t in FULL_TIERS if t not in have_tiers]
+        wanted = _wanted_tiers()
+        full_tiers = tuple(t for t in wanted if t in have_tiers) or ("l1",)
+        left = [t for t in wanted if t not in have_tiers]
         if left:
             notes.append(f"tiers not installed yet, left out: {', '.join(left)}")
     configs = []
@@ -81,6 +86,18 @@ def plan_runs(names: Sequence[str] = RUN_NAMES, *, stages: Sequence[str] | None 
         else:
             raise ConfigError(f"--runs: unknown run {name!r}; allowed: {', '.join(RUN_NAMES)}")
     return configs, notes
+
+
+def _wanted_stages() -> tuple[str, ...]:
+    # The embedded defaults when they name a pipeline; the design's full list while the
+    # defaults are still the foundation's bare exact stage.
+    default = Settings().stages
+    return default if set(default) - {"exact"} else FULL_STAGES
+
+
+def _wanted_tiers() -> tuple[str, ...]:
+    default = Settings().tiers
+    return default if len(default) > 1 else FULL_TIERS
 
 
 def bundled_templates() -> Path:
@@ -302,7 +319,8 @@ def command(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="replay a trading desk's day through r1mw against a simulated R1",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__.split("\n\n")[0].replace("``", ""),
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--speed", type=float, default=0.0005,
                    help="scale of the simulated R1 latencies (0.001: a 60 s answer takes 60 ms)")
     p.add_argument("--concurrency", type=int, default=12, help="analysts working at once")

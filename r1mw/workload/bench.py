@@ -369,7 +369,8 @@ def _sizes(raw: str) -> list[int]:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench", help="micro benchmarks and a load test (table, or --json)",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__.split("\n\n")[0].replace("``", ""),
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n", type=int, default=20_000, help="iterations of each micro benchmark")
     p.add_argument("--semantic-sizes", type=_sizes, default=[10_000, 100_000],
                    help="stored entries for the semantic search benchmark, '/'-separated")
