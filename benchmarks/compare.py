@@ -38,7 +38,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at i
 
 import numpy as np  # noqa: E402
 
-import r1mw  # noqa: E402
 from r1mw.demo import plan_runs  # noqa: E402
 from r1mw.workload.generator import Item, WorkloadSpec, generate  # noqa: E402
 from r1mw.workload.replay import percentile, replay  # noqa: E402
