@@ -15,11 +15,12 @@ read from the hint, then scanned from ``seg_size`` on.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
 import xxhash
+
+from .fileutil import write_file
 
 __all__ = ["HintEntry", "read_hint", "write_hint"]
 
@@ -47,17 +48,7 @@ def write_hint(path: str, seg_size: int, entries: list[HintEntry], fsync: bool =
         parts.append(e.key)
     body = b"".join(parts)
     body += _CHECK.pack(xxhash.xxh3_64_intdigest(body))
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_file(path, body, fsync)
 
 
 def read_hint(path: str) -> tuple[int, list[HintEntry]] | None:

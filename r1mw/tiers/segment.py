@@ -51,9 +51,10 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import recordio
+from .fileutil import exclusive_nowait, try_flock, unlink, write_all
 from .hintfile import HintEntry, read_hint, write_hint
 
 __all__ = ["SegmentTier"]
@@ -137,7 +138,7 @@ class SegmentTier:
         with self._maint_lock() as got:
             if got:  # nobody compacts: leftovers of a crashed compaction or hint write go
                 for p in self.path.glob("*.tmp"):
-                    _unlink(str(p))
+                    unlink(str(p))
         found: list[tuple[HintEntry, str]] = []
         for name in self._list():
             found.extend(self._load_segment(name))
@@ -172,7 +173,7 @@ class SegmentTier:
             return []
         seg = _Segment(name, path)
         try:
-            orphan = _try_flock(fd)
+            orphan = try_flock(fd)
             size = os.fstat(fd).st_size
             hint = read_hint(self._hint_path(name))
             entries: list[HintEntry] = []
@@ -385,7 +386,7 @@ class SegmentTier:
         except OSError:
             return []
         try:
-            if _try_flock(fd):  # its writer is gone: the segment is sealed now
+            if try_flock(fd):  # its writer is gone: the segment is sealed now
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 seg.sealed = True
             size = os.fstat(fd).st_size
@@ -531,8 +532,8 @@ class SegmentTier:
         fd = self._fds.pop(seg.name, None)
         if fd is not None:
             self._retired.append(fd)  # a reader thread may still hold it
-        _unlink(self._hint_path(seg.name))
-        _unlink(seg.path)
+        unlink(self._hint_path(seg.name))
+        unlink(seg.path)
 
     # -- compaction ----------------------------------------------------------------------
     def compact_sync(self) -> int:
@@ -599,9 +600,7 @@ class SegmentTier:
             try:
                 wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
-                    view = memoryview(b"".join(parts))
-                    while view:
-                        view = view[os.write(wfd, view):]
+                    write_all(wfd, b"".join(parts))
                     if self.fsync:
                         os.fsync(wfd)
                 finally:
@@ -611,8 +610,8 @@ class SegmentTier:
             except OSError as exc:
                 self.write_errors += 1
                 log.warning("%s: compaction of %s failed (%s)", self.name, seg.name, exc)
-                _unlink(tmp)
-                _unlink(self._hint_path(newname))
+                unlink(tmp)
+                unlink(self._hint_path(newname))
                 return False
         with self._lock:
             if entries:
@@ -632,17 +631,8 @@ class SegmentTier:
                 self._unlink_segment(seg)
         return True
 
-    @contextlib.contextmanager
-    def _maint_lock(self) -> Iterator[bool]:
-        try:
-            fd = os.open(str(self.path / "maint.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            yield False
-            return
-        try:
-            yield _try_flock(fd)
-        finally:
-            os.close(fd)
+    def _maint_lock(self) -> contextlib.AbstractContextManager[bool]:
+        return exclusive_nowait(str(self.path / "maint.lock"))
 
     def _wants_compaction(self) -> bool:
         with self._lock:
@@ -661,8 +651,8 @@ class SegmentTier:
                 os.close(self._wfd)
                 self._wfd = -1
             for name in set(self._list()) | set(self._segs):
-                _unlink(self._hint_path(name))
-                _unlink(self._seg_path(name))
+                unlink(self._hint_path(name))
+                unlink(self._seg_path(name))
             self._retired.extend(self._fds.values())
             self._fds.clear()
             self._segs.clear()
@@ -695,7 +685,7 @@ class SegmentTier:
                 os.close(self._wfd)
                 self._wfd = -1
                 if not seg.size:
-                    _unlink(seg.path)
+                    unlink(seg.path)
             for fd in list(self._fds.values()) + self._retired:
                 try:
                     os.close(fd)
@@ -770,20 +760,3 @@ class SegmentTier:
                 "compactions": self.compactions, "torn_tails": self.torn_tails,
                 "hint_fallbacks": self.hint_fallbacks, "refreshes": self.refreshes,
                 "max_entries": self.max_entries, "max_bytes": self.max_bytes}
-
-
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove %s (%s)", path, exc)
