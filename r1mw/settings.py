@@ -235,6 +235,24 @@ FLAGS: tuple[Flag, ...] = (
          'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
     Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
          "log level of the r1mw logger"),
+    # cold tiers (L3 segments, L4 archive, Redis)
+    Flag("R1MW_L3_SEGMENT_BYTES", "l3_segment_bytes", 64 * 2**20, _bytes,
+         "L3 segment file size before it is sealed (at most a quarter of R1MW_L3_MAX_BYTES)"),
+    Flag("R1MW_L3_INLINE_READS", "l3_inline_reads", False, _bool,
+         "read L3 on the event loop (fast disks); false keeps slow disks in a thread"),
+    Flag("R1MW_L3_COMPACT_RATIO", "l3_compact_ratio", 0.5, _float(0.05, 1.0),
+         "compact an L3 segment once this share of its bytes is dead"),
+    Flag("R1MW_SHARED_REFRESH_MS", "shared_refresh_ms", 1000.0, _float(0.0),
+         "on an L3/L4 miss, look for other processes' writes at most this often"),
+    Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
+         "archive block compression; auto = zstd when zstandard is installed, else lz4"),
+    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
+         "records gathered into one compressed L4 block"),
+    Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
+    Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),
+         "Redis failures in a row that open the circuit breaker (Redis skipped)"),
+    Flag("R1MW_REDIS_BREAKER_COOLDOWN_S", "redis_breaker_cooldown_s", 5.0, _float(0.0),
+         "seconds Redis is skipped before one call probes it again"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}
