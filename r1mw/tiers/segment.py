@@ -227,6 +227,8 @@ class SegmentTier:
         self._wfd = fd
         seg = self._active = _Segment(name, path, ours=True)
         self._segs[name] = seg
+        # Read through an fd opened now: our records stay readable even if the file is unlinked.
+        self._fds[name] = os.open(path, os.O_RDONLY)
 
     # -- index bookkeeping (under self._lock) -----------------------------------------------
     def _apply(self, e: HintEntry, segname: str) -> None:
@@ -378,6 +380,14 @@ class SegmentTier:
                     self._apply(entry, segname)
         for name in [n for n, s in list(self._segs.items()) if not s.ours and n not in listed]:
             self._segment_gone(name)
+        active = self._active
+        if active is not None and active.name not in listed and not self._closed \
+                and not os.path.exists(active.path):
+            with self._lock:  # our own file was removed under us: append to a new one
+                if self._active is active:
+                    os.close(self._wfd)
+                    active.sealed, active.ours = True, False
+                    self._start_active()
 
     def _tail(self, seg: _Segment) -> list[tuple[HintEntry, str]]:
         """New records of a segment another process is still appending to."""
@@ -516,7 +526,11 @@ class SegmentTier:
                 os.fsync(self._wfd)
         except OSError:
             self.write_errors += 1
-        self._write_hint(seg, seg.entries)
+        if seg.size:
+            self._write_hint(seg, seg.entries)
+        else:
+            self._segs.pop(seg.name, None)
+            unlink(seg.path)
         seg.entries = []
         seg.sealed, seg.ours = True, False
         os.close(self._wfd)  # releases the flock
