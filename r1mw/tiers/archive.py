@@ -356,10 +356,12 @@ class ArchiveTier:
         block = self._block(loc.seg, loc.offset, loc.length)
         found = block.get(key) if block is not None else None
         if found is None or found[0] != loc.ts or found[2]:
-            if block is not None:
-                self.corrupt += 1
             with self._lock:
                 self._drop(key, loc)
+            if block is not None:
+                self.corrupt += 1
+            elif self.refresh_interval >= 0:
+                self.refresh()  # its segment is gone: see what the directory holds now
             self.misses += 1
             return None
         self.hits += 1
@@ -421,6 +423,12 @@ class ArchiveTier:
                     self._apply(entry, segname)
             for name in [n for n, s in self._segs.items() if not s.ours and n not in listed]:
                 self._forget(self._segs[name])
+            active = self._active
+            if active is not None and active.name not in listed and not self._closed \
+                    and not os.path.exists(active.path):
+                os.close(self._wfd)  # our file was removed under us: append to a new one
+                self._forget(active)
+                self._start_active()
 
     def _tail(self, seg: _Seg) -> list[tuple[HintEntry, str]]:
         try:

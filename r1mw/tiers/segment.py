@@ -530,6 +530,9 @@ class SegmentTier:
             self._write_hint(seg, seg.entries)
         else:
             self._segs.pop(seg.name, None)
+            fd = self._fds.pop(seg.name, None)
+            if fd is not None:
+                self._retired.append(fd)
             unlink(seg.path)
         seg.entries = []
         seg.sealed, seg.ours = True, False
