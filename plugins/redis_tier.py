@@ -19,7 +19,7 @@ def _redis(pipeline: r1mw.Pipeline) -> RedisTier:
         raise r1mw.ConfigError(f"R1MW_REDIS_URL={url!r} is invalid: expected a redis://, rediss:// or unix:// URL "
                                "(needed because R1MW_TIERS includes redis)")
     try:
-        import redis  # noqa: F401
+        import redis.asyncio  # noqa: F401  (an optional extra: say so at start-up, not per call)
     except ImportError:
         raise r1mw.ConfigError("R1MW_TIERS includes redis, which needs the redis package: "
                                "pip install 'r1mw[redis]'") from None

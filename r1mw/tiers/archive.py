@@ -50,7 +50,7 @@ import lz4.frame
 import xxhash
 
 from . import recordio
-from .fileutil import try_flock, unlink
+from .fileutil import remove_stale_tmp, try_flock, unlink
 from .hintfile import HintEntry, read_hint, write_hint
 
 try:  # optional: better ratio than lz4 on text
@@ -216,6 +216,7 @@ class ArchiveTier:
     # -- start-up ----------------------------------------------------------------------------
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(str(self.path))
         found: list[tuple[HintEntry, str]] = []
         for name in self._list():
             found.extend(self._load_segment(name))
@@ -286,8 +287,9 @@ class ArchiveTier:
     def _start_active(self) -> None:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
         path = self._arc_path(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(path + ".open.tmp", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # locked before other processes can list it
+        os.rename(path + ".open.tmp", path)
         self._wfd = fd
         self._active = self._segs[name] = _Seg(name, path, ours=True)
 

@@ -66,3 +66,26 @@ def unlink(path: str) -> None:
         pass
     except OSError as exc:
         log.warning("could not remove %s (%s)", path, exc)
+
+
+def remove_stale_tmp(directory: str, min_age: float = 60.0) -> int:
+    """Remove ``*.tmp`` files older than ``min_age`` seconds: leftovers of a crash mid-write
+    (a younger one may belong to a live process about to rename it)."""
+    import time
+
+    removed = 0
+    now = time.time()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if name.endswith(".tmp"):
+            path = os.path.join(directory, name)
+            try:
+                if now - os.stat(path).st_mtime >= min_age:
+                    unlink(path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import recordio
-from .fileutil import exclusive_nowait, try_flock, unlink, write_all
+from .fileutil import exclusive_nowait, remove_stale_tmp, try_flock, unlink, write_all
 from .hintfile import HintEntry, read_hint, write_hint
 
 __all__ = ["SegmentTier"]
@@ -137,8 +137,7 @@ class SegmentTier:
         self.path.mkdir(parents=True, exist_ok=True)
         with self._maint_lock() as got:
             if got:  # nobody compacts: leftovers of a crashed compaction or hint write go
-                for p in self.path.glob("*.tmp"):
-                    unlink(str(p))
+                remove_stale_tmp(str(self.path))
         found: list[tuple[HintEntry, str]] = []
         for name in self._list():
             found.extend(self._load_segment(name))
@@ -222,8 +221,11 @@ class SegmentTier:
         """Open our own segment to append to, holding its flock while we write."""
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
         path = self._seg_path(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # Created under another name and renamed once locked: no other process ever sees our
+        # active segment unlocked (it would take it for an orphan).
+        fd = os.open(path + ".open.tmp", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(path + ".open.tmp", path)
         self._wfd = fd
         seg = self._active = _Segment(name, path, ours=True)
         self._segs[name] = seg
@@ -290,6 +292,13 @@ class SegmentTier:
             self.misses += 1
             return None
         value = self._read(key, loc)
+        if value is None and loc.seg not in self._segs and self.refresh_interval >= 0:
+            # Its segment vanished (compacted or dropped by another process): look again.
+            self.refresh()
+            with self._lock:
+                again = self._index.get(key)
+            if again is not None and again != loc:
+                value = self._read(key, again)
         if value is None:
             self.misses += 1
             return None
@@ -631,6 +640,10 @@ class SegmentTier:
                 unlink(self._hint_path(newname))
                 return False
         with self._lock:
+            if self._segs.get(seg.name) is not seg:  # dropped or cleared meanwhile: undo
+                unlink(self._hint_path(newname))
+                unlink(self._seg_path(newname))
+                return False
             if entries:
                 self._segs[newname] = newseg
                 for e in entries:
@@ -644,8 +657,7 @@ class SegmentTier:
                         seg.keys.discard(key)
                         newseg.live += new.length
                         newseg.keys.add(key)
-            if self._segs.get(seg.name) is seg:
-                self._unlink_segment(seg)
+            self._unlink_segment(seg)
         return True
 
     def _maint_lock(self) -> contextlib.AbstractContextManager[bool]:
