@@ -648,6 +648,14 @@ class ArchiveTier:
     async def get(self, key: bytes) -> bytes | None:
         if self.inline_reads:
             return self.get_sync(key)
+        loc = self._index.get(key)
+        if loc is None:  # a miss, or a pending record: no thread hop needed
+            if not (self.refresh_interval >= 0 and
+                    time.monotonic() - self._last_refresh >= self.refresh_interval):
+                self.misses += 1
+                return None
+        elif loc.seg is None:
+            return self.get_sync(key)
         return await self._run(self.get_sync, key)  # type: ignore[no-any-return]
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
@@ -663,6 +671,8 @@ class ArchiveTier:
                     log.exception("%s: on_evict failed", self.name)
 
     async def delete(self, key: bytes) -> bool:
+        if key not in self._index:
+            return False
         return bool(self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key))
 
     async def exists(self, key: bytes) -> bool:
