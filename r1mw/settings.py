@@ -246,7 +246,7 @@ FLAGS: tuple[Flag, ...] = (
          "on an L3/L4 miss, look for other processes' writes at most this often"),
     Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
          "archive block compression; auto = zstd when zstandard is installed, else lz4"),
-    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
+    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 16 * 2**10, _bytes,
          "records gathered into one compressed L4 block"),
     Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
     Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),

@@ -99,7 +99,7 @@ class ArchiveTier:
     """Compressed, append-only, bounded by bytes (or not): the last tier (L4)."""
 
     def __init__(self, path: str | os.PathLike[str], *, name: str = "l4", max_bytes: int = 0,
-                 segment_bytes: int = 64 * 2**20, block_bytes: int = 64 * 2**10, codec: str = "auto",
+                 segment_bytes: int = 64 * 2**20, block_bytes: int = 16 * 2**10, codec: str = "auto",
                  level: int = 3, inline_reads: bool = False, refresh_interval: float = 1.0,
                  flush_interval: float = 1.0, fsync: bool = True, cached_blocks: int = 16) -> None:
         if codec == "auto":
