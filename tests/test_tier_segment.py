@@ -504,3 +504,72 @@ async def test_crash_between_compaction_steps_leaves_correct_data(tmp_path, monk
         assert t.get_sync(k) == v
     assert t.get_sync(b"k3") is None and t.stats()["corrupt"] == 0
     t.close_sync()
+
+
+async def test_other_writers_updates_and_deletes_are_seen_after_a_refresh(tmp_path):
+    # Two tiers on one directory behave as two processes (each open() is its own flock owner).
+    a = open_tier(tmp_path, refresh_interval=0)
+    b = open_tier(tmp_path, refresh_interval=0)
+    a.set_sync(b"k", b"one")
+    a.set_sync(b"gone", b"soon")
+    assert b.get_sync(b"k") == b"one" and b.get_sync(b"gone") == b"soon"
+    a.set_sync(b"k", b"two")
+    a.delete_sync(b"gone")
+    assert b.get_sync(b"k") == b"two"  # b had "one" in its index: a hit still looks again
+    assert b.get_sync(b"gone") is None
+    b.set_sync(b"k", b"three")
+    assert a.get_sync(b"k") == b"three"
+    a.close_sync()
+    b.close_sync()
+    c = open_tier(tmp_path)
+    assert c.get_sync(b"k") == b"three" and c.get_sync(b"gone") is None
+    c.close_sync()
+
+
+class SharedDirectoryModel(RuleBasedStateMachine):
+    """Two writers on one directory (two tiers: two flock owners, as two processes would be)
+    against one dict: whichever writes, both read what the model holds."""
+
+    @initialize()
+    def setup(self):
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="r1mw-l3-shared-")
+        self.tiers = [self._open(), self._open()]
+        self.model: dict[bytes, bytes] = {}
+
+    def _open(self) -> SegmentTier:
+        return open_tier(Path(self.dir), segment_bytes=1024, refresh_interval=0, compact_ratio=0.3)
+
+    def teardown(self):
+        for t in self.tiers:
+            t.close_sync()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(who=st.integers(0, 1), key=KEYS, value=VALUES)
+    def set(self, who, key, value):
+        self.tiers[who].set_sync(key, value)
+        self.model[key] = value
+
+    @rule(who=st.integers(0, 1), key=KEYS)
+    def get(self, who, key):
+        assert self.tiers[who].get_sync(key) == self.model.get(key)
+
+    @rule(who=st.integers(0, 1), key=KEYS)
+    def delete(self, who, key):
+        assert self.tiers[who].delete_sync(key) == (key in self.model)
+        self.model.pop(key, None)
+
+    @rule(who=st.integers(0, 1))
+    def reopen(self, who):
+        self.tiers[who].close_sync()
+        self.tiers[who] = self._open()
+
+    @rule(who=st.integers(0, 1))
+    def compact(self, who):
+        self.tiers[who].compact_sync()
+
+
+SharedDirectoryModel.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None,
+                                                  suppress_health_check=[HealthCheck.too_slow])
+test_shared_directory_model = SharedDirectoryModel.TestCase

@@ -254,6 +254,8 @@ class ArchiveTier(SegmentFiles):
         return self._enforce()
 
     def delete_sync(self, key: bytes) -> bool:
+        if self._refresh_due():  # another process may have written it since we looked
+            self.refresh()
         with self._lock:
             loc = self._index.get(key)
             if loc is None:

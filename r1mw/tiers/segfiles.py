@@ -11,8 +11,9 @@ one in-RAM index, several processes, crash recovery.
 * **Several processes.** Each appends only to its own active segment, created under a temporary
   name, ``flock``'ed, then renamed into place (no other process ever sees it unlocked). A
   segment nobody holds a lock on is sealed or orphaned: only then may a torn tail be cut or an
-  index written. On a miss a process looks at the directory again (at most every
-  ``refresh_interval`` seconds) and reads what others appended since.
+  index written. On a lookup a process looks at the directory again (at most every
+  ``refresh_interval`` seconds) and reads what others appended since: their writes and
+  deletes are seen within that interval.
 * **Start-up** reads each segment's index file and scans only what it does not cover (a
   missing or corrupt index makes that one segment be scanned).
 * **Faults** are misses or no-ops, counted: a failed append is truncated back; a segment that
@@ -271,12 +272,10 @@ class SegmentFiles:
     # -- reads -----------------------------------------------------------------------------------
     def get_sync(self, key: bytes) -> bytes | None:
         """The value stored under ``key``, or None (miss, expired, unreadable: counted)."""
+        if self._refresh_due():  # other processes' writes and deletes: seen within the interval
+            self.refresh()
         with self._lock:
             loc = self._index.get(key)
-        if loc is None and self._refresh_due():
-            self.refresh()
-            with self._lock:
-                loc = self._index.get(key)
         if loc is None:
             self.misses += 1
             return None
@@ -582,7 +581,7 @@ class SegmentFiles:
                 log.exception("%s: on_evict failed", self.name)
 
     async def delete(self, key: bytes) -> bool:
-        if key not in self._index:
+        if key not in self._index and not self._refresh_due():
             return False
         found = self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key)
         self._after_write()

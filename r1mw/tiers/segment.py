@@ -135,6 +135,8 @@ class SegmentTier(SegmentFiles):
         self._write(key, recordio.pack(key, b"", ts, 0.0, True), ts, 0.0, True)
 
     def delete_sync(self, key: bytes) -> bool:
+        if self._refresh_due():  # another process may have written it since we looked
+            self.refresh()
         with self._lock:
             loc = self._index.get(key)
             if loc is None:
