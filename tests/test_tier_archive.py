@@ -14,6 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from r1mw.tiers import archive as archive_mod
 from r1mw.tiers.archive import ArchiveTier, zstd_available
@@ -262,3 +265,71 @@ async def test_sigkill_writer_then_reopen(tmp_path):
         assert t.get_sync(k) == b"value-%d" % int(k[1:]) * 40
     assert t.stats()["corrupt"] == 0
     t.close_sync()
+
+
+async def test_other_writers_archive_is_read_after_a_refresh(tmp_path):
+    a = open_tier(tmp_path, refresh_interval=0)
+    b = open_tier(tmp_path, refresh_interval=0)
+    a.set_sync(b"k", b"one")
+    a.flush_sync()  # pending blocks are private until written
+    assert b.get_sync(b"k") == b"one"
+    a.set_sync(b"k", b"two")
+    a.delete_sync(b"k")
+    a.set_sync(b"j", b"jay")
+    a.flush_sync()
+    assert b.get_sync(b"k") is None and b.get_sync(b"j") == b"jay"
+    a.close_sync()
+    b.close_sync()
+
+
+class ArchiveModel(RuleBasedStateMachine):
+    """L4 against a dict: set/get/delete/flush/reopen/clear with tiny blocks and segments."""
+
+    @initialize()
+    def setup(self):
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="r1mw-l4-model-")
+        self.tier = self._open()
+        self.model: dict[bytes, bytes] = {}
+
+    def _open(self) -> ArchiveTier:
+        return open_tier(Path(self.dir), block_bytes=256, segment_bytes=4096, codec="lz4", refresh_interval=0)
+
+    def teardown(self):
+        self.tier.close_sync()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(key=st.sampled_from([b"k%d" % i for i in range(10)]), value=st.binary(max_size=200))
+    def set(self, key, value):
+        self.tier.set_sync(key, value)
+        self.model[key] = value
+
+    @rule(key=st.sampled_from([b"k%d" % i for i in range(10)]))
+    def get(self, key):
+        assert self.tier.get_sync(key) == self.model.get(key)
+
+    @rule(key=st.sampled_from([b"k%d" % i for i in range(10)]))
+    def delete(self, key):
+        assert self.tier.delete_sync(key) == (key in self.model)
+        self.model.pop(key, None)
+
+    @rule()
+    def flush(self):
+        self.tier.flush_sync()
+
+    @rule()
+    def reopen(self):
+        self.tier.close_sync()
+        self.tier = self._open()
+        assert len(self.tier) == len(self.model)
+
+    @rule()
+    def clear(self):
+        self.tier.clear_sync()
+        self.model.clear()
+
+
+ArchiveModel.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None,
+                                          suppress_health_check=[HealthCheck.too_slow])
+test_archive_model = ArchiveModel.TestCase
