@@ -99,3 +99,10 @@ async def test_redis_backend_roundtrip_and_namespaced_clear():
         await other.clear()
         await other.close()
         await t.close()
+
+
+async def test_conforms_to_the_tier_protocol(memory):
+    from r1mw.protocols import Tier
+
+    assert isinstance(memory, Tier)
+    assert hasattr(memory, "on_evict") and callable(memory.close)

@@ -333,3 +333,10 @@ class ArchiveModel(RuleBasedStateMachine):
 ArchiveModel.TestCase.settings = settings(max_examples=30, stateful_step_count=40, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 test_archive_model = ArchiveModel.TestCase
+
+
+async def test_conforms_to_the_tier_protocol(tier):
+    from r1mw.protocols import Tier
+
+    assert isinstance(tier, Tier)
+    assert hasattr(tier, "on_evict") and callable(tier.close)

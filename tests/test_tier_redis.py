@@ -237,3 +237,10 @@ async def test_redis_tier_without_url_is_a_config_error():
     with pytest.raises(r1mw.ConfigError, match="R1MW_REDIS_URL=''"):
         async with r1mw.Pipeline(r1mw.Settings(tiers="l1,redis")):
             pass
+
+
+def test_conforms_to_the_tier_protocol():
+    from r1mw.protocols import Tier
+
+    t = RedisTier("redis://127.0.0.1:1/0")  # builds without connecting
+    assert isinstance(t, Tier) and t.stats()["breaker"] == "closed"

@@ -545,8 +545,11 @@ class SegmentFiles:
         if loc is None and not self._refresh_due():
             self.misses += 1
             return None
-        if loc is not None and loc.seg is None:
-            return self.get_sync(key)
+        if loc is not None and loc.seg is None and not (loc.expires and loc.expires <= time.time()):
+            value = self._read(key, loc)  # still in RAM (L4's pending block)
+            if value is not None:
+                self.hits += 1
+                return value
         return await self._run(self.get_sync, key)  # type: ignore[no-any-return]
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
