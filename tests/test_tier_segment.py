@@ -580,3 +580,17 @@ async def test_conforms_to_the_tier_protocol(tier):
 
     assert isinstance(tier, Tier)
     assert hasattr(tier, "on_evict") and callable(tier.close)
+
+
+async def test_calls_after_close_are_misses_and_no_ops(tmp_path):
+    t = open_tier(tmp_path)
+    await t.set(b"k", b"v")
+    await t.close()
+    await t.close()
+    assert await t.get(b"k") is None
+    await t.set(b"k2", b"v2")
+    assert await t.delete(b"k") is False
+    await t.clear()
+    t = open_tier(tmp_path)
+    assert await t.get(b"k") == b"v" and await t.get(b"k2") is None
+    await t.close()

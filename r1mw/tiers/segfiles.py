@@ -534,9 +534,13 @@ class SegmentFiles:
 
     # -- the Tier protocol (async) -------------------------------------------------------------------
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:  # late calls after close(): misses and no-ops, not errors
+            return None
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def get(self, key: bytes) -> bytes | None:
+        if self._closed:
+            return None
         if self.inline_reads:
             return self.get_sync(key)
         # Misses and values still in RAM are answered on the loop: the thread hop (50-120 us)
@@ -553,6 +557,8 @@ class SegmentFiles:
         return await self._run(self.get_sync, key)  # type: ignore[no-any-return]
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
+        if self._closed:
+            return
         if self.inline_reads:
             evicted = self.set_sync(key, value, ttl)
         else:
@@ -584,7 +590,7 @@ class SegmentFiles:
                 log.exception("%s: on_evict failed", self.name)
 
     async def delete(self, key: bytes) -> bool:
-        if key not in self._index and not self._refresh_due():
+        if self._closed or (key not in self._index and not self._refresh_due()):
             return False
         found = self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key)
         self._after_write()
@@ -594,6 +600,8 @@ class SegmentFiles:
         return self.exists_sync(key)
 
     async def clear(self) -> None:
+        if self._closed:
+            return
         if self.inline_reads:
             self.clear_sync()
         else:
