@@ -340,3 +340,24 @@ async def test_conforms_to_the_tier_protocol(tier):
 
     assert isinstance(tier, Tier)
     assert hasattr(tier, "on_evict") and callable(tier.close)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+async def test_damage_under_an_open_archive_is_a_miss_never_wrong_data(tmp_path, damage):
+    data = fill(tmp_path)
+    t = open_tier(tmp_path, refresh_interval=-1)
+    for seg in sorted(tmp_path.glob("*.arc"))[:-1]:
+        raw = bytearray(seg.read_bytes())
+        if damage == "truncate":
+            os.truncate(seg, len(raw) // 2)
+            continue
+        for pos in range(40, len(raw), 501):
+            raw[pos] ^= 0x10
+        seg.write_bytes(bytes(raw))
+    served = 0
+    for k, v in data.items():
+        got = await t.get(k)
+        assert got in (v, None)
+        served += got is not None
+    assert served < len(data) and t.stats()["corrupt"] > 0
+    await t.close()

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -594,3 +594,42 @@ async def test_calls_after_close_are_misses_and_no_ops(tmp_path):
     t = open_tier(tmp_path)
     assert await t.get(b"k") == b"v" and await t.get(b"k2") is None
     await t.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "zero"])
+async def test_damage_under_an_open_tier_is_a_miss_never_wrong_data(tmp_path, damage):
+    data = fill(tmp_path)
+    t = open_tier(tmp_path, refresh_interval=-1)
+    segs = sorted(tmp_path.glob("*.seg"))
+    for seg in segs[:-1]:
+        raw = bytearray(seg.read_bytes())
+        if damage == "truncate":
+            os.truncate(seg, len(raw) // 2)
+            continue
+        for pos in range(7, len(raw), 97):
+            raw[pos] = 0 if damage == "zero" else raw[pos] ^ 0x10
+        seg.write_bytes(bytes(raw))
+    served = 0
+    for k, v in data.items():
+        got = await t.get(k)
+        assert got in (v, None)
+        served += got is not None
+    assert served < len(data) and t.stats()["corrupt"] > 0
+    await t.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(pos=st.floats(0, 0.999), bit=st.integers(0, 7), hints=st.booleans())
+def test_any_flipped_bit_is_never_served(tmp_path_factory, pos, bit, hints):
+    d = tmp_path_factory.mktemp("flip")
+    data = fill(d, n=20)
+    if not hints:
+        for h in d.glob("*.hint"):
+            h.unlink()
+    seg = sorted(d.glob("*.seg"))[0]
+    raw = bytearray(seg.read_bytes())
+    raw[int(len(raw) * pos)] ^= 1 << bit
+    seg.write_bytes(bytes(raw))
+    served, t = check_never_wrong(d, data)
+    assert served >= len(data) - 2
+    t.close_sync()
