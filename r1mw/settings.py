@@ -243,7 +243,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_L3_COMPACT_RATIO", "l3_compact_ratio", 0.5, _float(0.05, 1.0),
          "compact an L3 segment once this share of its bytes is dead"),
     Flag("R1MW_SHARED_REFRESH_MS", "shared_refresh_ms", 1000.0, _float(0.0),
-         "on an L3/L4 miss, look for other processes' writes at most this often"),
+         "L3/L4 look for other processes' writes and deletes at most this often (on a lookup)"),
     Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
          "archive block compression; auto = zstd when zstandard is installed, else lz4"),
     Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 16 * 2**10, _bytes,
