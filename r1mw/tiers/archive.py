@@ -262,8 +262,9 @@ class ArchiveTier(SegmentFiles):
                 return False
             self._drop(key, loc)
             ts = self._next_ts()
-            self._add_pending(recordio.pack(key, b"", ts, 0.0, True), HintEntry(key, 0, 0, ts, 0.0, True))
-            self._dead[key] = ts
+            tomb = HintEntry(key, 0, 0, ts, 0.0, True)
+            self._add_pending(recordio.pack(key, b"", ts, 0.0, True), tomb)
+            self._apply(tomb, None)
             self.deletes += 1
             self._after_pending()
         return not (loc.expires and loc.expires <= time.time())

@@ -47,6 +47,15 @@ log = logging.getLogger("r1mw.tiers")
 
 Evicted = list[tuple[bytes, bytes]]
 
+_RETIRE_AFTER = 30.0  # seconds a forgotten segment's read fd stays open
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
 
 @dataclass(frozen=True, slots=True)
 class Loc:
@@ -83,6 +92,10 @@ class SegmentFiles:
 
     DATA_SUFFIX = ".seg"
     INDEX_SUFFIX = ".hint"
+    # Deletes remembered to hide older records read out of order (another process's compacted
+    # segment). Past this many, the oldest are forgotten: at worst such a key's older value
+    # comes back, never another key's.
+    DEAD_MAX = 200_000
 
     def __init__(self, path: str | os.PathLike[str], *, name: str, max_bytes: int, segment_bytes: int,
                  inline_reads: bool, refresh_interval: float, fsync: bool, threads: int) -> None:
@@ -100,7 +113,9 @@ class SegmentFiles:
         self._dead: dict[bytes, int] = {}  # key -> ts of the newest tombstone seen
         self._segs: dict[str, Segment] = {}
         self._fds: dict[str, int] = {}
-        self._retired: list[int] = []  # read fds of unlinked segments: a reader may hold one
+        # Read fds of forgotten segments, closed a while later: a reader thread may still be
+        # about to pread through one (and if it were late, key + ts + checksum catch it).
+        self._retired: list[tuple[float, int]] = []
         self._active: Segment | None = None
         self._wfd = -1
         self._last_ts = 0
@@ -233,13 +248,19 @@ class SegmentFiles:
             if seg is not None:
                 seg.tombs[key] = e
             if self._dead.get(key, -1) < e.ts:
+                self._dead.pop(key, None)
                 self._dead[key] = e.ts
+                if len(self._dead) > self.DEAD_MAX:  # bounded: forget the oldest deletes
+                    del self._dead[next(iter(self._dead))]
             old = self._index.get(key)
             if old is not None and old.ts <= e.ts:
                 self._drop(key, old)
             return
-        if self._dead.get(key, -1) >= e.ts:
-            return
+        dead = self._dead.get(key)
+        if dead is not None:
+            if dead >= e.ts:
+                return
+            del self._dead[key]  # a newer record: its ts now guards against older ones
         old = self._index.get(key)
         if old is not None:
             if old.ts > e.ts:
@@ -405,8 +426,14 @@ class SegmentFiles:
         self._segs.pop(seg.name, None)
         fd = self._fds.pop(seg.name, None)
         if fd is not None:
-            self._retired.append(fd)
+            self._retire(fd)
         self._segment_forgotten(seg.name)
+
+    def _retire(self, fd: int) -> None:
+        now = time.monotonic()
+        self._retired.append((now, fd))
+        while self._retired and now - self._retired[0][0] > _RETIRE_AFTER:
+            _close(self._retired.pop(0)[1])
 
     # -- writes (under self._lock) ----------------------------------------------------------------
     def _append(self, data: bytes) -> int | None:
@@ -489,7 +516,8 @@ class SegmentFiles:
                 unlink(self._index_path(name))
                 unlink(self._data_path(name))
                 self._segment_forgotten(name)
-            self._retired.extend(self._fds.values())
+            for fd in self._fds.values():
+                self._retire(fd)
             self._fds.clear()
             self._segs.clear()
             self._index.clear()
@@ -524,11 +552,8 @@ class SegmentFiles:
                 self._wfd = -1
                 if not seg.size:
                     unlink(seg.path)
-            for fd in list(self._fds.values()) + self._retired:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            for fd in list(self._fds.values()) + [fd for _, fd in self._retired]:
+                _close(fd)
             self._fds.clear()
             self._retired.clear()
 
