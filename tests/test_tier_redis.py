@@ -244,3 +244,16 @@ def test_conforms_to_the_tier_protocol():
 
     t = RedisTier("redis://127.0.0.1:1/0")  # builds without connecting
     assert isinstance(t, Tier) and t.stats()["breaker"] == "closed"
+
+
+async def test_no_server_at_all_is_misses_and_no_ops():
+    t = RedisTier(f"redis://127.0.0.1:{free_port()}/0", timeout=0.05, breaker_failures=2, breaker_cooldown=60)
+    assert await t.get(b"k") is None
+    await t.set(b"k", b"v")
+    assert await t.delete(b"k") is False and await t.exists(b"k") is False
+    await t.clear()
+    assert not await t.ping()
+    s = t.stats()
+    assert s["errors"] + s["timeouts"] == 2 and s["skipped"] == 4 and s["breaker"] == "open"
+    assert s["outage_s"] >= 0
+    await t.close()
