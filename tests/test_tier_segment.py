@@ -633,3 +633,23 @@ def test_any_flipped_bit_is_never_served(tmp_path_factory, pos, bit, hints):
     served, t = check_never_wrong(d, data)
     assert served >= len(data) - 2
     t.close_sync()
+
+
+async def test_small_segments_left_by_restarts_are_merged(tmp_path):
+    expected = {}
+    for run in range(6):  # each restart seals one small segment
+        t = open_tier(tmp_path, segment_bytes=64 * 1024)
+        for i in range(5):
+            key = b"r%d-%d" % (run, i)
+            expected[key] = value_of(run * 10 + i)
+            t.set_sync(key, expected[key])
+        t.close_sync()
+    assert len(list(tmp_path.glob("*.seg"))) == 6
+    t = open_tier(tmp_path, segment_bytes=64 * 1024)
+    assert await t.compact() == 1
+    assert len(list(tmp_path.glob("*.seg"))) == 2  # the merged one and the new active one
+    assert all([await t.get(k) == v for k, v in expected.items()])
+    await t.close()
+    t = open_tier(tmp_path)
+    assert len(t) == 30 and all(t.get_sync(k) == v for k, v in expected.items())
+    t.close_sync()

@@ -51,6 +51,8 @@ __all__ = ["SegmentTier"]
 
 log = logging.getLogger("r1mw.tiers.segment")
 
+_MERGE_AT_LEAST = 4  # small sealed segments in a row before they are merged
+
 
 class SegmentTier(SegmentFiles):
     """An append-only, segment-file tier of bytes values (L3).
@@ -72,6 +74,7 @@ class SegmentTier(SegmentFiles):
         self.compact_ratio = compact_ratio
         self._maint = ThreadPoolExecutor(1, thread_name_prefix=f"r1mw-{name}-compact")
         self._compacting: Future[int] | None = None
+        self._next_check = 0.0
         self.compactions = 0
         self.path.mkdir(parents=True, exist_ok=True)
         with self._maint_lock() as got:
@@ -174,43 +177,68 @@ class SegmentTier(SegmentFiles):
         return exclusive_nowait(str(self.path / "maint.lock"))
 
     def compact_sync(self) -> int:
-        """Rewrite sealed segments whose dead ratio reached ``compact_ratio``; returns how many.
+        """Rewrite sealed segments whose dead ratio reached ``compact_ratio``, and merge runs of
+        small sealed segments (restarts leave one each); returns how many outputs were written.
         Runs in a background thread; readers keep reading meanwhile (one process at a time)."""
         done = 0
         with self._maint_lock() as got:
             if not got:
                 return 0
-            with self._lock:
-                todo = [s for _, s in sorted(self._segs.items())
-                        if s.sealed and s.size and s.dead_ratio >= self.compact_ratio]
-            for seg in todo:
+            for group in self._compaction_groups():
                 if self._closed:
                     break
-                if self._compact(seg):
+                if self._compact(group):
                     done += 1
         self.compactions += done
         return done
 
-    def _compact(self, seg: Segment) -> bool:
+    def _compaction_groups(self) -> list[list[Segment]]:
+        small = self.segment_bytes // 4
         with self._lock:
-            if self._segs.get(seg.name) is not seg:
+            sealed = [s for _, s in sorted(self._segs.items()) if s.sealed and s.size]
+        groups = [[s] for s in sealed if s.dead_ratio >= self.compact_ratio]
+        run: list[Segment] = []
+        for s in sealed:  # runs of small segments merge into one, up to a segment's size
+            if s.size < small and s.dead_ratio < self.compact_ratio and \
+                    sum(x.live for x in run) + s.live < self.segment_bytes:
+                run.append(s)
+                continue
+            if len(run) >= _MERGE_AT_LEAST:
+                groups.append(run)
+            run = [s] if s.size < small and s.dead_ratio < self.compact_ratio else []
+        if len(run) >= _MERGE_AT_LEAST:
+            groups.append(run)
+        return groups
+
+    def _compact(self, group: list[Segment]) -> bool:
+        """Copy the live records of ``group`` (and the tombstones still needed) into one new
+        segment named with the group's oldest age, then switch the index and unlink the group."""
+        names = {s.name for s in group}
+        oldest = min(names)
+        with self._lock:
+            if any(self._segs.get(s.name) is not s for s in group):
                 return False
-            moving = sorted(((self._index[k], k) for k in seg.keys), key=lambda item: item[0].offset)
-            older = any(n < seg.name for n in self._segs)
+            moving = sorted(((self._index[k], k) for s in group for k in s.keys),
+                            key=lambda item: (item[0].seg, item[0].offset))
             # A tombstone matters only while an older segment may still hold its key.
-            tombs = sorted(seg.tombs.values(), key=lambda e: e.offset) if older else []
-        newname = f"{seg.name.split('-', 1)[0]}-{uuid.uuid4().hex[:12]}"  # same age
+            tombs: dict[bytes, HintEntry] = {}
+            if any(n < oldest for n in self._segs):
+                for s in group:
+                    for t in s.tombs.values():
+                        if t.key not in tombs or tombs[t.key].ts < t.ts:
+                            tombs[t.key] = t
+        newname = f"{oldest.split('-', 1)[0]}-{uuid.uuid4().hex[:12]}"  # same age
         entries: list[HintEntry] = []
         newloc: dict[bytes, tuple[Loc, Loc]] = {}
         parts: list[bytes] = []
         size = 0
-        try:
-            fd = os.open(seg.path, os.O_RDONLY)
-        except OSError:
-            return False
+        fds: dict[str, int] = {}
         try:
             for loc, key in moving:
-                data = os.pread(fd, loc.length, loc.offset)
+                assert loc.seg is not None
+                if loc.seg not in fds:
+                    fds[loc.seg] = os.open(self._data_path(loc.seg), os.O_RDONLY)
+                data = os.pread(fds[loc.seg], loc.length, loc.offset)
                 rec = recordio.parse(data)
                 if rec is None or rec.key != key:
                     self.corrupt += 1
@@ -221,7 +249,7 @@ class SegmentTier(SegmentFiles):
                 newloc[key] = (loc, Loc(newname, size, len(data), loc.ts, loc.expires))
                 parts.append(data)
                 size += len(data)
-            for t in tombs:
+            for t in tombs.values():
                 data = recordio.pack(t.key, b"", t.ts, 0.0, True)
                 entries.append(HintEntry(t.key, size, len(data), t.ts, 0.0, True))
                 parts.append(data)
@@ -229,7 +257,8 @@ class SegmentTier(SegmentFiles):
         except OSError:
             return False
         finally:
-            os.close(fd)
+            for fd in fds.values():
+                os.close(fd)
         newseg = Segment(newname, self._data_path(newname), size=size, scanned=size, sealed=True)
         if entries:
             tmp = newseg.path + ".tmp"
@@ -245,12 +274,12 @@ class SegmentTier(SegmentFiles):
                 os.replace(tmp, newseg.path)
             except OSError as exc:
                 self.write_errors += 1
-                log.warning("%s: compaction of %s failed (%s)", self.name, seg.name, exc)
+                log.warning("%s: compaction of %s failed (%s)", self.name, oldest, exc)
                 unlink(tmp)
                 unlink(self._index_path(newname))
                 return False
         with self._lock:
-            if self._segs.get(seg.name) is not seg:  # dropped or cleared meanwhile: undo
+            if any(self._segs.get(s.name) is not s for s in group):  # dropped or cleared meanwhile
                 unlink(self._index_path(newname))
                 unlink(newseg.path)
                 return False
@@ -261,20 +290,26 @@ class SegmentTier(SegmentFiles):
                     if self._index.get(key) == old:  # not overwritten or deleted meanwhile
                         # assigning an existing key keeps its FIFO place: compaction is no write
                         self._index[key] = new
-                        seg.live -= old.length
-                        seg.keys.discard(key)
+                        src = self._segs[old.seg]  # type: ignore[index]
+                        src.live -= old.length
+                        src.keys.discard(key)
                         newseg.live += new.length
                         newseg.keys.add(key)
-            self._unlink_segment(seg)
+            for seg in group:
+                self._unlink_segment(seg)
         return True
 
     def _wants_compaction(self) -> bool:
-        with self._lock:
-            return any(s.sealed and s.size and s.dead_ratio >= self.compact_ratio for s in self._segs.values())
+        return bool(self._compaction_groups())
 
     def _after_write(self) -> None:
+        # Looking for work costs a sort of the segment table: at most once a second.
         if self._closed or (self._compacting is not None and not self._compacting.done()):
             return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + 1.0
         if self._wants_compaction():
             self._compacting = self._maint.submit(self.compact_sync)
 
