@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator
-
 import xxhash
 
-__all__ = ["HEADER", "MAGIC", "MAX_KEY", "Record", "TOMBSTONE", "pack", "parse", "scan"]
+__all__ = ["HEADER", "MAGIC", "MAX_KEY", "Record", "ScanResult", "TOMBSTONE", "pack", "parse", "scan"]
 
 MAGIC = b"R3"
 VERSION = 1
@@ -120,7 +118,3 @@ def _resync(data: bytes, start: int) -> int | None:
         pos = data.find(MAGIC, pos + 1)
     return None
 
-
-def iter_values(buf: bytes, records: list[Record]) -> Iterator[tuple[Record, bytes]]:
-    for rec in records:
-        yield rec, buf[rec.value_start:rec.value_start + rec.value_len]
