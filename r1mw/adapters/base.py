@@ -10,6 +10,7 @@ An adapter supplies four translations (:class:`Native`); :func:`call_through` do
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol
 
 from ..keys import split_params
@@ -103,7 +104,13 @@ def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable
     """The terminal call of the chain for one client: ``fn(**kwargs)`` translated back."""
 
     async def upstream(request: Request) -> Reply | StreamedReply:
-        result = await fn(**request.upstream_kwargs())
+        result = fn(**request.upstream_kwargs())
+        if inspect.isawaitable(result):
+            result = await result
+        elif not (request.stream and hasattr(result, "__aiter__")):
+            # An async generator function is a fine streaming callable; anything else is a misuse.
+            raise TypeError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
+                            "not an awaitable; wrap an async function")
         if request.stream:
             closer = getattr(result, "aclose", None) or getattr(result, "close", None)
             streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
@@ -146,5 +153,7 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
 
 
 def _wants_usage(passthrough: Mapping[str, Any]) -> bool:
+    # As the OpenAI API does: a usage-only chunk (empty choices) only when asked for, since
+    # `chunk.choices[0]` in the caller's loop would fail on it.
     options = passthrough.get("stream_options") or {}
-    return bool(options.get("include_usage", True)) if isinstance(options, Mapping) else True
+    return bool(options.get("include_usage", False)) if isinstance(options, Mapping) else False

@@ -1,8 +1,17 @@
 """AsyncOpenAI (and compatible clients): ``client.chat.completions.create`` is cached,
-every other attribute of the client passes through untouched."""
+every other attribute of the client passes through untouched.
+
+A hit is rebuilt with ``ChatCompletion.model_validate`` (about 4 us; the SDK's own
+non-validating ``construct`` is ten times slower) and a replayed stream is made of
+``ChatCompletionChunk`` objects. ``with_options()`` and ``copy()`` return wrapped clients on the
+same pipeline, so a per-call timeout does not silently bypass the cache. The raw-response
+views (``with_raw_response``, ``with_streaming_response``) pass through uncached: they
+promise the HTTP response, which a hit does not have.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..pipeline import Pipeline
@@ -17,14 +26,18 @@ def is_openai_client(target: Any) -> bool:
     return callable(getattr(completions, "create", None))
 
 
-def _native_for(create: Any) -> ModelNative:
+def _native() -> ModelNative:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
     return ModelNative(ChatCompletion, ChatCompletionChunk, kind="openai")
 
 
 class _Proxy:
-    """Delegates every attribute to ``target`` except the ``overrides``."""
+    """Delegates every attribute to ``target`` except the ``overrides``.
+
+    ``__class__`` reports the target's class, so ``isinstance(wrapped, AsyncOpenAI)`` holds
+    for code that checks it (as ``unittest.mock`` does with ``spec``).
+    """
 
     __slots__ = ("_target", "_overrides")
 
@@ -41,6 +54,14 @@ class _Proxy:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(object.__getattribute__(self, "_target"), name, value)
 
+    def __dir__(self) -> list[str]:
+        target = object.__getattribute__(self, "_target")
+        return sorted(set(dir(target)) | set(object.__getattribute__(self, "_overrides")))
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(object.__getattribute__(self, "_target"))
+
     def __repr__(self) -> str:
         return f"<r1mw cached {object.__getattribute__(self, '_target')!r}>"
 
@@ -52,16 +73,35 @@ class CachedClient(_Proxy):
 
     def __init__(self, client: Any, pipe: Pipeline) -> None:
         completions = client.chat.completions
-        native = _native_for(completions.create)
+        if not inspect.iscoroutinefunction(inspect.unwrap(completions.create)):
+            raise TypeError(
+                f"r1mw.wrap() needs an async client (AsyncOpenAI); {type(client).__name__}"
+                ".chat.completions.create is not a coroutine function"
+            )
+        native = _native()
         upstream = make_upstream(native, completions.create)
 
         async def create(**kwargs: Any) -> Any:
             return await call_through(pipe, native, upstream, kwargs)
 
         create.__doc__ = completions.create.__doc__
+        create.__wrapped__ = completions.create  # type: ignore[attr-defined]
         create.__r1mw_pipeline__ = pipe  # type: ignore[attr-defined]
+
+        def rewrap(method: Any) -> Any:
+            def wrapped(*args: Any, **kwargs: Any) -> CachedClient:
+                return CachedClient(method(*args, **kwargs), pipe)
+
+            wrapped.__doc__ = method.__doc__
+            return wrapped
+
         chat = _Proxy(client.chat, {"completions": _Proxy(completions, {"create": create})})
-        super().__init__(client, {"chat": chat, "r1mw_pipeline": pipe})
+        overrides: dict[str, Any] = {"chat": chat, "r1mw_pipeline": pipe}
+        for name in ("with_options", "copy"):
+            method = getattr(client, name, None)
+            if callable(method):
+                overrides[name] = rewrap(method)
+        super().__init__(client, overrides)
 
     # AsyncOpenAI is an async context manager; the wrapper closes the client, not the pipeline.
     async def __aenter__(self) -> "CachedClient":
