@@ -191,3 +191,36 @@ async def test_missing_model_or_messages_is_a_type_error():
     async with pipeline() as pipe:
         with pytest.raises(TypeError, match="missing required argument 'messages'"):
             await r1mw.wrap(FakeR1(), pipe)(model="m")
+
+
+async def test_a_stream_with_a_synchronous_close_is_closed_early():
+    fake = FakeR1()
+
+    class Stream:  # an iterator with a plain close(), as some SDKs have
+        def __init__(self, source):
+            self.source, self.closed = source, False
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            return await self.source.__anext__()
+
+        def close(self):
+            self.closed = True
+
+    streams = []
+
+    async def llm(**kwargs):
+        streams.append(Stream(await fake(**kwargs)))
+        return streams[-1]
+
+    async with pipeline() as pipe:
+        cached = r1mw.wrap(llm, pipe)
+        stream = await cached(model="m", messages=Q, stream=True)
+        async for _ in stream:
+            break
+        await stream.aclose()
+        await settle()
+        await cached(model="m", messages=Q)
+    assert streams[0].closed and len(fake.calls) == 2  # the closed stream stored nothing

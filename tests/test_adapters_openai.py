@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import httpx
 import openai
@@ -234,3 +235,17 @@ async def test_think_tags_inside_content_are_kept_and_split():
 async def test_a_sync_client_is_refused_with_a_clear_error():
     with pytest.raises(TypeError, match="needs an async client"):
         r1mw.wrap(openai.OpenAI(api_key="sk-test"), pipeline())
+
+
+async def test_a_stream_dropped_unread_does_not_block_identical_requests():
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        stream = await client.chat.completions.create(model=MODEL, messages=Q, stream=True)
+        del stream  # never iterated, never closed
+        gc.collect()
+        async with asyncio.timeout(10):  # a hang guard, not a speed assertion
+            reply = await client.chat.completions.create(model=MODEL, messages=Q)
+        assert reply.choices[0].message.content == peer.answer_for(Q[-1]["content"])
+        assert stored(pipe) is not None
+    assert len(peer.calls) == 2

@@ -99,6 +99,16 @@ class PassthroughStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._upstream, name)
 
+    def __del__(self) -> None:
+        # Dropped without reaching its end (or never iterated): the stream will not finish,
+        # so identical requests waiting on it must stop waiting and make their own call.
+        streamed = self.__dict__.get("_streamed")
+        if streamed is not None and not streamed.done:
+            try:
+                streamed.abandon()
+            except RuntimeError:  # the event loop is already closed: nobody is waiting
+                pass
+
 
 def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable[[Request], Awaitable[Reply | StreamedReply]]:
     """The terminal call of the chain for one client: ``fn(**kwargs)`` translated back."""
