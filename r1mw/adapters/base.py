@@ -126,8 +126,9 @@ def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable
             streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
             request.meta["native_stream"] = result
             return streamed
-        request.meta["native"] = result
-        return native.to_reply(result)
+        reply = native.to_reply(result)
+        request.meta["native"] = (result, reply)
+        return reply
 
     return upstream
 
@@ -157,8 +158,9 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
     if stream:
         return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
     original = request.meta.get("native")
-    if original is not None and request.source == "upstream" and not request.coalesced:
-        return original
+    if original is not None and original[1] is reply:
+        # The upstream's own object, untouched by the stages: hand it back as it came.
+        return original[0]
     return native.from_reply(reply)
 
 
