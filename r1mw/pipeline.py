@@ -31,6 +31,7 @@ __all__ = ["Pipeline"]
 
 log = logging.getLogger("r1mw")
 
+_NO_CONTROL = CacheControl()
 _LATENCY_WINDOW = 10_000  # recent latencies kept per outcome for stats() percentiles
 
 
@@ -60,6 +61,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings | None = None, *, plugins: Iterable[Any] = ()) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
+        self._namespace: str = self.settings.namespace
+        self._scope_by_user: bool = self.settings.scope_by_user
         self._extra_plugins = tuple(plugins)
         self.pm: Any = None
         self.store: TieredStore | None = None
@@ -172,13 +175,16 @@ class Pipeline:
                 passthrough: dict[str, Any], *, stream: bool = False, control: CacheControl | None = None,
                 upstream: Any = None) -> Request:
         """Build a :class:`Request` with its namespace resolved (adapters call this)."""
-        control = control or CacheControl()
-        namespace = control.namespace if control.namespace is not None else self.settings.namespace
-        user = passthrough.get("user")
-        if self.settings.scope_by_user and user:
+        if control is None:
+            control = _NO_CONTROL
+        namespace = control.namespace
+        if namespace is None:
+            namespace = self._namespace
+        user = passthrough.get("user") if passthrough else None
+        if user and self._scope_by_user:
             namespace = f"{namespace}\x00user:{user}"
-        return Request(model=model, messages=messages, params=params, passthrough=passthrough,
-                       stream=stream, control=control, namespace=namespace, user=user, upstream=upstream)
+        # Positional: this runs on every request (the settings were read once, in __init__).
+        return Request(model, messages, params, passthrough, stream, control, namespace, user, upstream)
 
     async def handle(self, request: Request) -> Reply | StreamedReply:
         """Run one request through the chain. Upstream errors propagate unchanged."""

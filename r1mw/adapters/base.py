@@ -140,8 +140,9 @@ async def _aiter(stream: Any) -> AsyncIterator[Any]:
 
 async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Request], Awaitable[Any]],
                        kwargs: dict[str, Any]) -> Any:
-    """Run one native call (``create(**kwargs)``) through the pipeline."""
-    kwargs = dict(kwargs)
+    """Run one native call (``create(**kwargs)``) through the pipeline.
+
+    ``kwargs`` is consumed (the wrappers pass the fresh dict of their own ``**kwargs``)."""
     control = CacheControl.from_mapping(kwargs.pop("cache", None))
     try:
         model = kwargs.pop("model")
