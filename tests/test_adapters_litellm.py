@@ -119,3 +119,8 @@ async def test_litellm_errors_pass_through_and_are_not_cached():
                 await acompletion(model=MODEL, messages=Q, mock_response=error)
         stats = pipe.stats()
     assert stats["errors"] == 2 and stats["hits"] == 0 and stats["tiers"]["l1"]["entries"] == 0
+
+
+def test_the_synchronous_completion_is_refused_at_wrap_time():
+    with pytest.raises(TypeError, match="needs litellm.acompletion"):
+        r1mw.wrap(litellm.completion, pipeline())

@@ -249,3 +249,19 @@ async def test_a_stream_dropped_unread_does_not_block_identical_requests():
         assert reply.choices[0].message.content == peer.answer_for(Q[-1]["content"])
         assert stored(pipe) is not None
     assert len(peer.calls) == 2
+
+
+async def test_concurrent_identical_streams_make_one_call_and_read_the_same_text():
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+
+        async def read() -> list[ChatCompletionChunk]:
+            return [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+
+        streams = await asyncio.gather(*(read() for _ in range(5)))
+        stats = pipe.stats()
+    assert len(peer.calls) == 1 and stats["coalesced"] == 4
+    for chunks in streams:
+        assert joined(chunks, "content") == peer.answer_for(Q[-1]["content"])
+        assert joined(chunks, "reasoning_content") == peer.reasoning_for(Q[-1]["content"])

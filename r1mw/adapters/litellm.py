@@ -52,6 +52,8 @@ class LiteLLMNative(DictNative):
 
 
 def wrap_litellm(fn: Callable[..., Awaitable[Any]], pipe: Pipeline) -> Callable[..., Awaitable[Any]]:
+    if not inspect.iscoroutinefunction(inspect.unwrap(fn)):
+        raise TypeError(f"r1mw.wrap() needs litellm.acompletion, not the synchronous {getattr(fn, '__name__', fn)}")
     native = LiteLLMNative()
     upstream = make_upstream(native, fn)
     try:
