@@ -135,6 +135,25 @@ async def main() -> None:
         print(f"wrapped AsyncOpenAI (ChatCompl.) p50 {o50:6.2f} us   p99 {o99:6.2f} us "
               f"{'':17}{orate:10,.0f} hits/s")
 
+        lrate = None
+        try:
+            import litellm
+        except ImportError:
+            print("wrapped litellm.acompletion      (litellm not installed)")
+        else:
+            acompletion = r1mw.wrap(litellm.acompletion, pipe)
+
+            async def litellm_hit() -> Any:
+                return await acompletion(model="deepseek/deepseek-reasoner", messages=MESSAGES, **PARAMS,
+                                         mock_response="Overbought; expect a pullback.")
+
+            await litellm_hit()
+            for _ in range(500):
+                await litellm_hit()
+            l50, l99, lrate = await per_call(litellm_hit, max(n // 4, 1000))
+            print(f"wrapped litellm.acompletion (MR) p50 {l50:6.2f} us   p99 {l99:6.2f} us "
+                  f"{'':17}{lrate:10,.0f} hits/s")
+
         # -- breakdown: what one hit is made of --------------------------------------------
         m = max(n, 20_000)
         key = key_of(settings.namespace, MODEL, MESSAGES, PARAMS)
@@ -166,6 +185,8 @@ async def main() -> None:
             ("pipeline: Request in -> Reply out (incl. key)", await amicro(through_pipeline, m) - micro(adapter_in, m)),
             ("adapter out: Reply -> dict", micro(lambda: dict_of_reply(reply), m)),
             ("adapter out: Reply -> ChatCompletion", micro(lambda: ChatCompletion.model_validate(dict_of_reply(reply)), m)),
+            *([("adapter out: Reply -> litellm ModelResponse",
+                micro(lambda: litellm.ModelResponse(**dict_of_reply(reply)), m // 4))] if lrate else []),
             ("L1 get_nowait", micro(lambda: pipe.store.get_nowait(key), m)),
             ("one bare await of a coroutine", await amicro(bare_await, m)),
         ]

@@ -265,3 +265,13 @@ async def test_concurrent_identical_streams_make_one_call_and_read_the_same_text
     for chunks in streams:
         assert joined(chunks, "content") == peer.answer_for(Q[-1]["content"])
         assert joined(chunks, "reasoning_content") == peer.reasoning_for(Q[-1]["content"])
+
+
+async def test_the_sdk_not_given_sentinels_count_as_absent():
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        await client.chat.completions.create(model=MODEL, messages=Q)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q, temperature=openai.NOT_GIVEN,
+                                                   max_tokens=openai.omit)
+    assert len(peer.calls) == 1 and type(hit) is ChatCompletion

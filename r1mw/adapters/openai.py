@@ -26,6 +26,12 @@ def is_openai_client(target: Any) -> bool:
     return callable(getattr(completions, "create", None))
 
 
+def _sentinels() -> tuple[type, ...]:
+    import openai
+
+    return tuple(t for t in (getattr(openai, "NotGiven", None), getattr(openai, "Omit", None)) if t is not None)
+
+
 def _native() -> ModelNative:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -80,8 +86,13 @@ class CachedClient(_Proxy):
             )
         native = _native()
         upstream = make_upstream(native, completions.create)
+        sentinels = frozenset(_sentinels())
 
         async def create(**kwargs: Any) -> Any:
+            for name, value in kwargs.items():
+                if type(value) in sentinels:  # the SDK's NOT_GIVEN / omit: same as leaving it out
+                    kwargs = {k: v for k, v in kwargs.items() if type(v) not in sentinels}
+                    break
             return await call_through(pipe, native, upstream, kwargs)
 
         create.__doc__ = completions.create.__doc__
