@@ -275,3 +275,15 @@ async def test_the_sdk_not_given_sentinels_count_as_absent():
         hit = await client.chat.completions.create(model=MODEL, messages=Q, temperature=openai.NOT_GIVEN,
                                                    max_tokens=openai.omit)
     assert len(peer.calls) == 1 and type(hit) is ChatCompletion
+
+
+async def test_the_task_holding_a_live_stream_can_ask_again_before_reading_it():
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        stream = await client.chat.completions.create(model=MODEL, messages=Q, stream=True)
+        async with asyncio.timeout(10):  # a hang guard: single-flight must not wait on our own stream
+            plain = await client.chat.completions.create(model=MODEL, messages=Q)
+        live = [c async for c in stream]
+    assert len(peer.calls) == 2
+    assert plain.choices[0].message.content == joined(live, "content")
