@@ -75,6 +75,7 @@ class Pipeline:
         self._chain: Handler | None = None
         self._registries: dict[str, dict[str, Callable[..., Any]]] = {}
         self._started = False
+        self._start_lock: asyncio.Lock | None = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
@@ -94,6 +95,15 @@ class Pipeline:
     async def start(self) -> None:
         if self._started:
             return
+        # Concurrent first requests of a lazily started pipeline (r1mw.wrap(fn) without a
+        # pipeline) must build it once: stage start() methods await.
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                await self._start()
+
+    async def _start(self) -> None:
         s = self.settings
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
