@@ -212,6 +212,8 @@ async def test_a_stream_with_a_synchronous_close_is_closed_early():
     streams = []
 
     async def llm(**kwargs):
+        if not kwargs.get("stream"):
+            return await fake(**kwargs)
         streams.append(Stream(await fake(**kwargs)))
         return streams[-1]
 
@@ -224,3 +226,35 @@ async def test_a_stream_with_a_synchronous_close_is_closed_early():
         await settle()
         await cached(model="m", messages=Q)
     assert streams[0].closed and len(fake.calls) == 2  # the closed stream stored nothing
+
+
+async def test_a_callable_that_ignores_stream_is_replayed_as_chunks():
+    calls = []
+
+    async def llm(**kwargs):  # no streaming support: always a complete reply
+        calls.append(kwargs)
+        return completion(kwargs["messages"][-1]["content"])
+
+    async with pipeline() as pipe:
+        cached = r1mw.wrap(llm, pipe)
+        chunks = [c async for c in await cached(model="m", messages=Q, stream=True)]
+        plain = await cached(model="m", messages=Q)
+    assert len(calls) == 1
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == plain["choices"][0]["message"]["content"] == completion(Q[0]["content"])["choices"][0]["message"]["content"]
+
+
+async def test_a_callable_that_always_streams_serves_a_plain_request():
+    fake = FakeR1()
+
+    async def llm(**kwargs):
+        async for chunk in await fake(**{**kwargs, "stream": True}):
+            yield chunk
+
+    async with pipeline() as pipe:
+        cached = r1mw.wrap(llm, pipe)
+        plain = await cached(model="m", messages=Q)
+        hit = await cached(model="m", messages=Q)
+    assert len(fake.calls) == 1 and type(plain) is dict and hit == plain
+    assert plain["choices"][0]["message"]["content"].strip() == fake.answer_for(Q[0]["content"])
+    assert plain["choices"][0]["message"]["reasoning_content"].strip() == "Reasoning about: " + Q[0]["content"]

@@ -117,15 +117,21 @@ def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable
         result = fn(**request.upstream_kwargs())
         if inspect.isawaitable(result):
             result = await result
-        elif not (request.stream and hasattr(result, "__aiter__")):
+        elif not hasattr(result, "__aiter__"):
             # An async generator function is a fine streaming callable; anything else is a misuse.
             raise TypeError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
                             "not an awaitable; wrap an async function")
-        if request.stream:
+        if hasattr(result, "__aiter__"):
             closer = getattr(result, "aclose", None) or getattr(result, "close", None)
             streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
-            request.meta["native_stream"] = result
-            return streamed
+            if request.stream:
+                request.meta["native_stream"] = result
+                return streamed
+            # A callable that always streams, asked for a plain reply: read it to the end.
+            async for _ in streamed:
+                pass
+            return await streamed.result()
+        # (A callable that ignores stream=True returns a complete reply: it is replayed as chunks.)
         reply = native.to_reply(result)
         request.meta["native"] = (result, reply)
         return reply
