@@ -287,3 +287,21 @@ async def test_the_task_holding_a_live_stream_can_ask_again_before_reading_it():
         live = [c async for c in stream]
     assert len(peer.calls) == 2
     assert plain.choices[0].message.content == joined(live, "content")
+
+
+async def test_patching_create_on_the_wrapped_client_wraps_the_cached_create():
+    peer = R1Peer()
+    seen = []
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        cached_create = client.chat.completions.create
+
+        async def patched(**kwargs):  # what instrumentation libraries do
+            seen.append(kwargs["model"])
+            return await cached_create(**kwargs)
+
+        client.chat.completions.create = patched
+        client.max_retries = 0  # other attributes are set on the client itself
+        await client.chat.completions.create(model=MODEL, messages=Q)
+        await client.chat.completions.create(model=MODEL, messages=Q)
+    assert seen == [MODEL, MODEL] and len(peer.calls) == 1

@@ -58,7 +58,11 @@ class _Proxy:
         return getattr(object.__getattribute__(self, "_target"), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(object.__getattribute__(self, "_target"), name, value)
+        overrides = object.__getattribute__(self, "_overrides")
+        if name in overrides:  # e.g. a library patching chat.completions.create: keep its patch
+            overrides[name] = value
+        else:
+            setattr(object.__getattribute__(self, "_target"), name, value)
 
     def __dir__(self) -> list[str]:
         target = object.__getattribute__(self, "_target")
