@@ -1,4 +1,5 @@
-"""Public test helpers: a fake R1 upstream that counts its calls."""
+"""Public test helpers: a fake R1 upstream callable (:class:`FakeR1`) and a fake DeepSeek-R1
+HTTP server for the real SDKs (:class:`R1Peer`, an ``httpx.MockTransport`` handler)."""
 
 from __future__ import annotations
 

@@ -258,3 +258,27 @@ async def test_a_callable_that_always_streams_serves_a_plain_request():
     assert len(fake.calls) == 1 and type(plain) is dict and hit == plain
     assert plain["choices"][0]["message"]["content"].strip() == fake.answer_for(Q[0]["content"])
     assert plain["choices"][0]["message"]["reasoning_content"].strip() == "Reasoning about: " + Q[0]["content"]
+
+
+async def test_chunk_and_completion_classes_are_learned_independently():
+    fake = FakeR1()
+
+    async def llm(**kwargs):
+        if kwargs.get("stream"):
+            async def chunks():
+                async for chunk in await fake(**kwargs):
+                    yield ChatCompletionChunk.model_validate(chunk)
+            return chunks()
+        return ChatCompletion.model_validate(await fake(**kwargs))
+
+    other = [{"role": "user", "content": "And QQQ?"}]
+    async with pipeline() as pipe:
+        cached = r1mw.wrap(llm, pipe)
+        _ = [c async for c in await cached(model="m", messages=Q, stream=True)]  # learns the chunk class
+        await settle()
+        await cached(model="m", messages=other)  # learns the completion class
+        hit = await cached(model="m", messages=Q)
+        replay = [c async for c in await cached(model="m", messages=other, stream=True)]
+    assert len(fake.calls) == 2
+    assert type(hit) is ChatCompletion
+    assert {type(c) for c in replay} == {ChatCompletionChunk}

@@ -102,12 +102,14 @@ class ModelNative(DictNative):
 class _LearningNative(DictNative):
     """For a callable of unknown return type: learn it from the first miss.
 
-    Before any miss (a cache warmed by another process), hits answer as dicts.
+    The completion class is learned from a plain miss, the chunk class from a live stream,
+    independently. Before that (a cache warmed by another wrapper), hits answer as dicts.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.learned: DictNative | None = None
+        self._build_chunk: Callable[[dict[str, Any]], Any] | None = None
 
     def _learn(self, obj: Any) -> DictNative:
         learned = self.learned
@@ -136,13 +138,14 @@ class _LearningNative(DictNative):
         return (self.learned or _DICT).from_reply(reply)
 
     def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]:
-        if self.learned is None and not isinstance(chunk, Mapping) and _builder(type(chunk)) is not None:
-            # A streaming callable yielding model chunks: learn that class for replays.
-            self.learned = ModelNative(dict, type(chunk))
-        return (self.learned or _DICT).chunk_deltas(chunk)
+        if self._build_chunk is None and not isinstance(chunk, Mapping):
+            self._build_chunk = _builder(type(chunk))  # a streaming callable yielding model chunks
+        return delta_of_chunk(chunk)
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
-        return (self.learned or _DICT).replay_chunks(reply, include_usage)
+        chunks = chunk_dicts(reply, include_usage=include_usage)
+        build = self._build_chunk
+        return chunks if build is None else (build(c) for c in chunks)
 
 
 class _Opaque(DictNative):
