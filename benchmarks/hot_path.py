@@ -5,7 +5,8 @@ hits/s (a tight loop, timed as a whole), through a wrapped async callable return
 and through a wrapped AsyncOpenAI client (R1Peer behind httpx.MockTransport), then a
 breakdown of what one hit costs. Run: ``python benchmarks/hot_path.py [--calls 20000]``.
 
-The stage list is ``Settings().stages`` (the defaults), so the benchmark grows with them.
+The stage list is ``Settings().stages`` (the defaults), so the benchmark grows with them;
+``--stages metrics,exact`` measures another chain.
 """
 
 from __future__ import annotations
@@ -93,9 +94,12 @@ async def amicro(fn: Callable[[], Awaitable[Any]], n: int) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated stages (default: the R1MW_STAGES default, which grows with the project)")
     args = parser.parse_args()
     n = args.calls
-    settings = r1mw.Settings(cache_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "r1mw-bench-hot"))
+    extra = {"stages": args.stages} if args.stages else {}
+    settings = r1mw.Settings(cache_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "r1mw-bench-hot"), **extra)
     stages = ",".join(settings.stages)
     print(f"r1mw {r1mw.__version__} | CPython {platform.python_version()} | {platform.machine()} | "
           f"{os.cpu_count()} cores | stages={stages} tiers={','.join(settings.tiers)} | {n} calls")
