@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 
 import httpx
 import openai
@@ -305,3 +306,61 @@ async def test_patching_create_on_the_wrapped_client_wraps_the_cached_create():
         await client.chat.completions.create(model=MODEL, messages=Q)
         await client.chat.completions.create(model=MODEL, messages=Q)
     assert seen == [MODEL, MODEL] and len(peer.calls) == 1
+
+
+def tool_peer(calls: list) -> httpx.MockTransport:
+    """A peer answering with a tool call (plain JSON, or streamed in argument pieces)."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_quote", "arguments": '{"ticker": "AAPL", "field": "close"}'}}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls.append(body)
+        head = {"id": "r1-tool", "created": 1_700_000_000, "model": body["model"]}
+        if not body.get("stream"):
+            return httpx.Response(200, json={**head, "object": "chat.completion", "choices": [{
+                "index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                "message": {"role": "assistant", "content": None, "reasoning_content": "Need a quote.",
+                            "tool_calls": [call]}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}})
+        args = call["function"]["arguments"]
+        deltas = [{"role": "assistant", "reasoning_content": "Need a quote."},
+                  {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                   "function": {"name": "get_quote", "arguments": args[:10]}}]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": args[10:]}}]}]
+        events = [{**head, "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({**head, "object": "chat.completion.chunk",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        sse = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("first_stream", [False, True])
+async def test_tool_calls_survive_a_hit_and_a_replay(first_stream):
+    calls: list = []
+    tools = [{"type": "function", "function": {"name": "get_quote", "parameters": {"type": "object"}}}]
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=tool_peer(calls)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        if first_stream:
+            _ = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, tools=tools,
+                                                                     stream=True)]
+            await settle()
+        else:
+            await client.chat.completions.create(model=MODEL, messages=Q, tools=tools)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q, tools=tools)
+        replay = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, tools=tools,
+                                                                      stream=True)]
+    assert len(calls) == 1
+    call = hit.choices[0].message.tool_calls[0]
+    assert (call.id, call.function.name) == ("call_1", "get_quote")
+    assert json.loads(call.function.arguments) == {"ticker": "AAPL", "field": "close"}
+    assert hit.choices[0].finish_reason == "tool_calls"
+    assert hit.choices[0].message.reasoning_content == "Need a quote."
+    pieces = [c.choices[0].delta.tool_calls for c in replay if c.choices and c.choices[0].delta.tool_calls]
+    assert "".join(t[0].function.arguments for t in pieces) == call.function.arguments
+    assert replay[-1].choices[0].finish_reason == "tool_calls"
