@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import types
 
 import httpx
 import openai
+import pydantic
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -364,3 +366,36 @@ async def test_tool_calls_survive_a_hit_and_a_replay(first_stream):
     pieces = [c.choices[0].delta.tool_calls for c in replay if c.choices and c.choices[0].delta.tool_calls]
     assert "".join(t[0].function.arguments for t in pieces) == call.function.arguments
     assert replay[-1].choices[0].finish_reason == "tool_calls"
+
+
+class OtherSDKCompletion(pydantic.BaseModel):
+    """Another SDK's own ChatCompletion class (as groq's or together's clients have)."""
+
+    id: str
+    model: str
+    choices: list[dict]
+
+
+class OtherSDKClient:
+    """An OpenAI-compatible async client that is not the openai package."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.chat = types.SimpleNamespace(completions=types.SimpleNamespace(create=self._create))
+        self.region = "eu"
+
+    async def _create(self, **kwargs):
+        self.calls.append(kwargs)
+        return OtherSDKCompletion(id="o-1", model=kwargs["model"], choices=[
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hold."}}])
+
+
+async def test_a_compatible_client_of_another_sdk_gets_its_own_class_back():
+    other = OtherSDKClient()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(other, pipe)
+        miss = await client.chat.completions.create(model=MODEL, messages=Q)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert len(other.calls) == 1 and client.region == "eu"
+    assert type(miss) is OtherSDKCompletion and type(hit) is OtherSDKCompletion
+    assert hit.choices[0]["message"]["content"] == "Hold."

@@ -21,7 +21,7 @@ from ..types import Delta, Reply, Usage
 from .base import call_through, make_upstream
 from .shapes import chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
 
-__all__ = ["DictNative", "ModelNative", "wrap_callable"]
+__all__ = ["DictNative", "ModelNative", "learning_native", "wrap_callable"]
 
 
 def _builder(cls: Any) -> Callable[[dict[str, Any]], Any] | None:
@@ -158,6 +158,11 @@ class _Opaque(DictNative):
 _DICT = DictNative()
 
 
+def learning_native(name: str) -> DictNative:
+    """A native that learns the completion and chunk classes from the first miss/stream."""
+    return _LearningNative(name)
+
+
 def wrap_callable(fn: Callable[..., Awaitable[Any]], pipe: Pipeline, *, returns: Any = None,
                   chunk_type: Any = None) -> Callable[..., Awaitable[Any]]:
     """Wrap ``fn(**openai_chat_kwargs)``; see the module docstring for ``returns=``."""
@@ -165,7 +170,7 @@ def wrap_callable(fn: Callable[..., Awaitable[Any]], pipe: Pipeline, *, returns:
     if returns is dict:
         native = _DICT
     elif returns is None:
-        native = _LearningNative(getattr(fn, "__qualname__", None) or type(fn).__name__)
+        native = learning_native(getattr(fn, "__qualname__", None) or type(fn).__name__)
     else:
         native = ModelNative(returns, chunk_type)
     upstream = make_upstream(native, fn)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..pipeline import Pipeline
 from .base import call_through, make_upstream
-from .callable import ModelNative
+from .callable import DictNative, ModelNative, learning_native
 
 __all__ = ["CachedClient", "is_openai_client"]
 
@@ -27,7 +27,10 @@ def is_openai_client(target: Any) -> bool:
 
 
 def _sentinels() -> tuple[type, ...]:
-    import openai
+    try:
+        import openai
+    except ImportError:  # a compatible client from another SDK
+        return ()
 
     return tuple(t for t in (getattr(openai, "NotGiven", None), getattr(openai, "Omit", None)) if t is not None)
 
@@ -36,6 +39,14 @@ def _native() -> ModelNative:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
     return ModelNative(ChatCompletion, ChatCompletionChunk, kind="openai")
+
+
+def _native_for(client: Any) -> DictNative:
+    """The OpenAI SDK's own classes for its clients; for a compatible client of another SDK
+    (its own ``ChatCompletion`` class), the classes are learned from its first miss."""
+    if (type(client).__module__ or "").partition(".")[0] == "openai":
+        return _native()
+    return learning_native(type(client).__name__)
 
 
 class _Proxy:
@@ -88,19 +99,23 @@ class CachedClient(_Proxy):
                 f"r1mw.wrap() needs an async client (AsyncOpenAI); {type(client).__name__}"
                 ".chat.completions.create is not a coroutine function"
             )
-        native = _native()
+        native = _native_for(client)
         upstream = make_upstream(native, completions.create)
         sentinels = frozenset(_sentinels())
+        original = completions.create
 
         async def create(**kwargs: Any) -> Any:
             for name, value in kwargs.items():
                 if type(value) in sentinels:  # the SDK's NOT_GIVEN / omit: same as leaving it out
                     kwargs = {k: v for k, v in kwargs.items() if type(v) not in sentinels}
                     break
+            if not native.rebuildable:  # a compatible client whose replies r1mw cannot rebuild
+                kwargs.pop("cache", None)
+                return await original(**kwargs)
             return await call_through(pipe, native, upstream, kwargs)
 
-        create.__doc__ = completions.create.__doc__
-        create.__wrapped__ = completions.create  # type: ignore[attr-defined]
+        create.__doc__ = original.__doc__
+        create.__wrapped__ = original  # type: ignore[attr-defined]
         create.__r1mw_pipeline__ = pipe  # type: ignore[attr-defined]
 
         def rewrap(method: Any) -> Any:
