@@ -81,6 +81,7 @@ class DiskTier:
         self._seq = itertools.count()
         self._writes_since_scan = 0
         self.on_evict: Callable[[bytes, bytes], Any] | None = None
+        self.on_lost: Callable[[bytes], Any] | None = None  # removed on its own: expired, corrupt
         self.hits = self.misses = self.evictions = self.expired = 0
         self.corrupt = self.write_errors = self.writes = 0
         self._open()
@@ -187,6 +188,7 @@ class DiskTier:
             self._remove(key)
             self.expired += 1
             self.misses += 1
+            self._lost(key)
             return None
         node = self._index.get(key)
         if node is None:  # written by another process: adopt it
@@ -215,6 +217,11 @@ class DiskTier:
         self.misses += 1
         log.warning("l2: corrupt entry %s removed", path)
         self._remove(key)
+        self._lost(key)
+
+    def _lost(self, key: bytes) -> None:
+        if self.on_lost is not None:
+            self.on_lost(key)
 
     # -- writes -------------------------------------------------------------------------------
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
@@ -282,6 +289,8 @@ class DiskTier:
                 self._unlink(victim)
                 if data is not None:
                     on_evict(victim, data)
+                else:  # expired or unreadable: nothing to move down
+                    self._lost(victim)
             else:
                 self._unlink(victim)
         self._writes_since_scan += 1
