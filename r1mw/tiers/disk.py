@@ -321,6 +321,17 @@ class DiskTier:
             return None  # expired: dropped, not demoted
         return value
 
+    def sample(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored values (checked, unexpired), newest first: for training."""
+        out: list[bytes] = []
+        for key in reversed(list(self._index.keys())):
+            if len(out) >= limit:
+                break
+            value = self._read_raw(key)  # type: ignore[arg-type]
+            if value is not None:
+                out.append(value)
+        return out
+
     # -- removal --------------------------------------------------------------------------------
     def _unlink(self, key: bytes) -> None:
         try:
