@@ -131,9 +131,8 @@ class DiskTier:
         for _, key, size in found:
             for node in index.put(key, None, size):
                 overflow.append(node.key)  # type: ignore[arg-type]
-        for key in overflow:  # bounds lowered since the last run, or another process overfilled
-            self._unlink(key)
-            self.evictions += 1
+        # Bounds lowered since the last run, or other processes overfilled the directory.
+        self._evict(overflow)
         self._writes_since_scan = 0
 
     @staticmethod
@@ -288,23 +287,26 @@ class DiskTier:
         return True
 
     def _account(self, key: bytes, size: int) -> None:
-        for node in self._index.put(key, None, size):
-            victim: bytes = node.key  # type: ignore[assignment]
-            self.evictions += 1
-            on_evict = self.on_evict
-            if on_evict is not None:
-                data = self._read_raw(victim)
-                self._unlink(victim)
-                if data is not None:
-                    on_evict(victim, data)
-                else:  # expired or unreadable: nothing to move down
-                    self._lost(victim)
-            else:
-                self._unlink(victim)
+        self._evict([node.key for node in self._index.put(key, None, size)])  # type: ignore[misc]
         self._writes_since_scan += 1
         if (self.rescan_every and self._writes_since_scan >= self.rescan_every
                 and time.monotonic() - self._scanned_at >= self.rescan_interval):
             self._scan()
+
+    def _evict(self, victims: list[bytes]) -> None:
+        """Remove evicted files, handing each readable, unexpired value to ``on_evict``."""
+        for victim in victims:
+            self.evictions += 1
+            on_evict = self.on_evict
+            if on_evict is None:
+                self._unlink(victim)
+                continue
+            data = self._read_raw(victim)
+            self._unlink(victim)
+            if data is not None:
+                on_evict(victim, data)
+            else:  # expired or unreadable: nothing to move down
+                self._lost(victim)
 
     def _read_raw(self, key: bytes) -> bytes | None:
         try:
