@@ -240,12 +240,15 @@ async def test_unencodable_value_fails_before_anything_is_written(tmp_path):
 
 async def test_corrupt_and_undecodable_entries_are_misses(tmp_path):
     store, l1, l2 = make_store(tmp_path)
+    dropped = []
+    store.add_drop_listener(dropped.append)
     await store.set(KEYS[0], Entry({"i": 0}))
     await l1.clear()
     await l2.set(KEYS[0], b"not an envelope")  # checksummed by l2, but not a codec envelope
     assert await store.get(KEYS[0]) is None
     assert store.stats()["l2"]["corrupt"] == 1
     assert not await l2.exists(KEYS[0])
+    assert dropped == [KEYS[0]]  # it left the store
 
 
 async def test_a_failing_tier_is_a_miss_and_never_an_exception(tmp_path):

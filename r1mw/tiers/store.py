@@ -122,6 +122,7 @@ class TieredStore:
                 entry = self._decode(i, found)
                 if entry is None:
                     await self._safe_delete(i, key)
+                    self._pending.append((i, key, None))  # dropped if no other tier has it
                     continue
             if entry.expired(self._clock()):
                 await self._expire(key)
@@ -129,7 +130,11 @@ class TieredStore:
             if i:
                 self._counters[0].promotions += 1
                 ttl = entry.expires - self._clock() if entry.expires else None
-                await self._safe_set(0, key, entry if self._entry[0] else found, ttl)
+                if self._entry[0]:
+                    payload = entry
+                else:
+                    payload = found if not self._entry[i] else self.codec.encode(entry.to_wire())
+                await self._safe_set(0, key, payload, ttl)
                 await self._settle()
             return entry, tier.name
         if self._pending:
