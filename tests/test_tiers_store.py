@@ -61,6 +61,8 @@ class DictTier:
         return self.data.pop(key, None) is not None
 
     async def exists(self, key):
+        if self.fail:
+            raise ConnectionError("tier down")
         return key in self.data
 
     async def clear(self):
@@ -271,7 +273,7 @@ async def test_a_failing_tier_is_a_miss_and_never_an_exception(tmp_path):
     store = TieredStore([l1, bad])
     await store.set(KEYS[0], Entry({"i": 0}))
     bad.fail = True
-    await store.set(KEYS[1], Entry({"i": 1}))  # no exception
+    await store.set(KEYS[1], Entry({"i": 1}))  # no exception; KEYS[0]'s demotion fails too
     assert await store.get(KEYS[0]) is None
     assert (await store.get(KEYS[1]))[1] == "l1"
     assert store.stats()["remote"]["errors"] >= 2

@@ -221,21 +221,25 @@ class TieredStore:
         on its way down."""
         if any(k == key and v is not None for _, k, v in self._pending):
             return True
-        for k, tier in enumerate(self.tiers):
-            try:
-                if await tier.exists(key):
-                    return True
-            except Exception:
-                self._counters[k].errors += 1
+        for k in range(len(self.tiers)):
+            if await self._safe_exists(k, key):
+                return True
         return False
+
+    async def _safe_exists(self, i: int, key: bytes) -> bool:
+        try:
+            return bool(await self.tiers[i].exists(key))
+        except Exception as exc:
+            self._counters[i].errors += 1
+            log.warning("tier %s: exists failed: %r", self.tiers[i].name, exc)
+            return False
 
     async def _demote(self, i: int, key: bytes, value: Any) -> None:
         entry = value if self._entry[i] else self._decode(i, value)
         expired = entry is None or entry.expired(self._clock())
         j = i + 1
         if not expired and j < len(self.tiers):
-            target = self.tiers[j]
-            if await target.exists(key):
+            if await self._safe_exists(j, key):
                 return  # same version already there (set invalidates older ones)
             assert entry is not None
             ttl = entry.expires - self._clock() if entry.expires else None
