@@ -271,12 +271,15 @@ async def test_corrupt_and_undecodable_entries_are_misses(tmp_path):
 async def test_a_failing_tier_is_a_miss_and_never_an_exception(tmp_path):
     l1, bad = MemoryTier("l1", max_entries=1), DictTier("remote", 10)
     store = TieredStore([l1, bad])
+    dropped = []
+    store.add_drop_listener(dropped.append)
     await store.set(KEYS[0], Entry({"i": 0}))
     bad.fail = True
     await store.set(KEYS[1], Entry({"i": 1}))  # no exception; KEYS[0]'s demotion fails too
     assert await store.get(KEYS[0]) is None
     assert (await store.get(KEYS[1]))[1] == "l1"
     assert store.stats()["remote"]["errors"] >= 2
+    assert dropped == [KEYS[0]]  # it could not move down: it left the store
 
 
 async def test_expired_entries_leave_every_tier(tmp_path):

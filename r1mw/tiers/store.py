@@ -165,12 +165,14 @@ class TieredStore:
             await self._safe_delete(i, key)
         await self._settle()
 
-    async def _safe_set(self, i: int, key: bytes, value: Any, ttl: float | None) -> None:
+    async def _safe_set(self, i: int, key: bytes, value: Any, ttl: float | None) -> bool:
         try:
             await self.tiers[i].set(key, value, ttl)
+            return True
         except Exception as exc:
             self._counters[i].errors += 1
             log.warning("tier %s: set failed: %r", self.tiers[i].name, exc)
+            return False
 
     async def _safe_delete(self, i: int, key: bytes) -> bool:
         try:
@@ -247,8 +249,12 @@ class TieredStore:
                 payload: Any = entry
             else:
                 payload = value if not self._entry[i] else self.codec.encode(entry.to_wire())
-            self._counters[j].demotions += 1
-            await self._safe_set(j, key, payload, ttl)
+            if await self._safe_set(j, key, payload, ttl):
+                self._counters[j].demotions += 1
+                return
+            if await self._held(key):  # could not move it down; maybe another tier has it
+                return
+            self._dropped(key)
             return
         # Left the last tier (or expired): dropped unless a tier still holds it.
         if expired:
