@@ -103,6 +103,14 @@ async def latency(n: int) -> None:
         l2f = DiskTier(Path(tmp) / "f", max_entries=100_000, fsync="file")
         print(f"l2 set fsync=file        {pct(await atimed(lambda: l2f.set(next(it).to_bytes(16, 'big'), encoded[0]), min(n // 10, 300)))}")
 
+        # Start-up: names and sizes only, no entry read.
+        many = DiskTier(Path(tmp) / "many", max_entries=100_000)
+        for i in range(10_000):
+            many.set_sync(i.to_bytes(4, "big") * 4, encoded[i % 200])
+        t0 = time.perf_counter()
+        reopened = DiskTier(Path(tmp) / "many", max_entries=100_000)
+        print(f"l2 open, {len(reopened):,} entries    {(time.perf_counter() - t0) * 1e3:8.1f} ms (scan, no reads)")
+
         # The exact stage end to end: a hit from l1, and one from l2 (tiers=l2 only).
         fake = FakeR1()
         q = [{"role": "user", "content": "Analyze AAPL using RSI(14) mean reversion"}]
