@@ -108,7 +108,7 @@ class Pipeline:
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
         tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
-        self.store = TieredStore(tiers)
+        self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
         built = (factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES"))
         self.stages = [stage for stage in built if stage is not None]

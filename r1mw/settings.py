@@ -272,6 +272,14 @@ FLAGS: tuple[Flag, ...] = (
          "seconds between two evaluations of the alert rules"),
     Flag("R1MW_ALERT_MIN_REQUESTS", "alert_min_requests", 20, _int(1),
          "rate and latency rules stay quiet below this many requests in the window"),
+    # Tiers (RAM and disk).
+    Flag("R1MW_L1_POLICY", "l1_policy", "s3fifo", _choice("s3fifo", "lru", "sieve", "wtinylfu"),
+         "eviction policy of the RAM tier"),
+    Flag("R1MW_L2_FSYNC", "l2_fsync", "none", _choice("none", "file", "full"),
+         "L2 durability: none (atomic rename only), file (fsync before rename), full (and the directory)"),
+    Flag("R1MW_ZSTD_DICT", "zstd_dict", None, _path,
+         "zstd dictionary for R1MW_CODEC=msgpack+zstd (default: <cache dir>/zstd.dict if present; "
+         "make one with `r1mw zstd-dict`)"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}
