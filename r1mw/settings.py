@@ -235,6 +235,9 @@ FLAGS: tuple[Flag, ...] = (
          'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
     Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
          "log level of the r1mw logger"),
+    # -- templates (issue 3) --
+    Flag("R1MW_TEMPLATE_MINE_MIN", "template_mine_min", 3, _int(2),
+         "prompts of one shape (differing in the same positions) before it becomes a mined template"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}

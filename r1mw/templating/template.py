@@ -1,0 +1,223 @@
+"""Template objects and their compilation into regex alternatives.
+
+A template is a prompt with ``{slot}`` / ``{slot:type}`` placeholders (``{{`` and ``}}``
+are literal braces) plus rewordings (``variants``) that keep every slot: a filled variant
+asks the same question as the filled template, so it matches the same template id.
+
+Matching is lenient only where the question cannot change: case and whitespace of the
+fixed text, curly quotes, space around punctuation and the final ``.?!``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .slots import SLOT_TYPES, SlotType, slot_type
+
+__all__ = ["Alternative", "Template", "normalize_text", "parse_pattern"]
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)(?::([A-Za-z_]\w*))?\}|[{}]")
+_LIT_TOKEN = re.compile(r"(\s+)|(\w+)|(.)", re.S)
+_END_PUNCT = re.compile(r"[\s.?!]+$")
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "\u00a0": " "})
+_SPECIAL = frozenset("’‘“”\u00a0")
+
+
+def normalize_text(text: str) -> str:
+    """What the matcher sees: curly quotes straightened, outer whitespace stripped."""
+    if not _SPECIAL.isdisjoint(text):
+        text = text.translate(_QUOTES)
+    return text.strip()
+
+
+def parse_pattern(pattern: str) -> list[tuple[str, str | None] | str]:
+    """Split a pattern into literal strings and ``(slot, type or None)`` pairs.
+
+    Raises ValueError on a stray brace or a malformed placeholder.
+    """
+    parts: list[tuple[str, str | None] | str] = []
+    literal: list[str] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(pattern):
+        literal.append(pattern[pos:m.start()])
+        pos = m.end()
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            literal.append(token[0])
+        elif m.group(1) is None:
+            raise ValueError(f"stray {token!r} at column {m.start() + 1} of {pattern!r} "
+                             "(write {{ or }} for a literal brace)")
+        else:
+            if literal:
+                parts.append("".join(literal))
+                literal = []
+            parts.append((m.group(1), m.group(2)))
+    literal.append(pattern[pos:])
+    if "".join(literal):
+        parts.append("".join(literal))
+    if any(isinstance(a, tuple) and isinstance(b, tuple) for a, b in zip(parts, parts[1:])):
+        raise ValueError(f"two slots side by side in {pattern!r}: their boundary would be ambiguous")
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A prompt template. ``slots`` maps slot names to type names (``text`` by default);
+    types written inline (``{when:date}``) win. ``source`` is ``file``, ``code`` or ``mined``."""
+
+    id: str
+    text: str
+    variants: tuple[str, ...] = ()
+    slots: Mapping[str, str] = field(default_factory=dict)
+    source: str = "code"
+    # Mined templates hold single-token slots: their text slots match one token, not a phrase.
+    single_token: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise ValueError("a template needs a non-empty string id")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"template {self.id!r} has an empty pattern")
+        object.__setattr__(self, "variants", tuple(self.variants))
+        types = {name: slot_type(t).name for name, t in dict(self.slots).items()}
+        names: set[str] | None = None
+        for pattern in (self.text, *self.variants):
+            parts = parse_pattern(pattern)
+            seen = [p for p in parts if isinstance(p, tuple)]
+            here = [name for name, _ in seen]
+            if len(set(here)) != len(here):
+                raise ValueError(f"template {self.id!r}: slot repeated in {pattern!r}")
+            if names is None:
+                names = set(here)
+            elif set(here) != names:
+                raise ValueError(f"template {self.id!r}: variant {pattern!r} has slots {sorted(here)}, "
+                                 f"the template has {sorted(names)}")
+            for name, inline in seen:
+                if inline is not None:
+                    t = slot_type(inline).name
+                    if types.get(name, t) != t and name not in dict(self.slots):
+                        raise ValueError(f"template {self.id!r}: slot {name!r} typed both "
+                                         f"{types[name]!r} and {t!r}")
+                    types[name] = t
+        assert names is not None
+        unknown = set(types) - names
+        if unknown:
+            raise ValueError(f"template {self.id!r}: types given for slots it does not have: {sorted(unknown)}")
+        object.__setattr__(self, "slots", {name: types.get(name, "text") for name in sorted(names)})
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        return tuple(self.slots)
+
+    def slot_type(self, name: str) -> SlotType:
+        return SLOT_TYPES[self.slots[name]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form of this template (JSON/TOML/YAML entry)."""
+        out: dict[str, Any] = {"id": self.id, "template": self.text}
+        if self.variants:
+            out["variants"] = list(self.variants)
+        out["slots"] = dict(self.slots)
+        return out
+
+    def alternatives(self) -> list["Alternative"]:
+        """One compiled alternative per pattern (the template, then each variant)."""
+        return [Alternative.build(self, p, i) for i, p in enumerate((self.text, *self.variants))]
+
+
+def _literal_regex(text: str) -> tuple[list[str], int]:
+    """Regex pieces for fixed text, and its count of word characters (specificity)."""
+    out: list[str] = []
+    words = 0
+    for m in _LIT_TOKEN.finditer(text):
+        if m.group(1):
+            kind = "s"
+        elif m.group(2):
+            kind = "w"
+            words += len(m.group(2))
+        else:
+            kind = "p"
+        if kind == "s":
+            out.append("\x00s")  # resolved below, once the neighbours are known
+            continue
+        out.append(re.escape(m.group(0)))
+    # A space between two words must stay a space; next to punctuation it may vanish.
+    pieces: list[str] = []
+    for i, piece in enumerate(out):
+        if piece != "\x00s":
+            pieces.append(piece)
+            continue
+        before = out[i - 1] if i else ""
+        after = out[i + 1] if i + 1 < len(out) else ""
+        # At an edge the neighbour is a slot, which counts as a word.
+        word_before = not before or bool(re.match(r"\w", _unescape(before)[-1:]))
+        word_after = not after or bool(re.match(r"\w", _unescape(after)[:1]))
+        pieces.append(r"\s+" if word_before and word_after else r"\s*")
+    return pieces, words
+
+
+def _unescape(piece: str) -> str:
+    return re.sub(r"\\(.)", r"\1", piece)
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """One pattern of one template, compiled to a regex fragment without named groups.
+
+    ``first``/``last`` are the casefolded first and last fixed words when the pattern starts
+    or ends with fixed text (the keys of the prefix and suffix indexes), else None.
+    """
+
+    template: Template
+    index: int
+    regex: str
+    slots: tuple[str, ...]  # slot names in group order
+    specificity: int
+    first: str | None
+    last: str | None
+
+    @classmethod
+    def build(cls, template: Template, pattern: str, index: int) -> "Alternative":
+        parts = parse_pattern(normalize_text(pattern))
+        # The final .?! and surrounding space never change the question.
+        if parts and isinstance(parts[-1], str):
+            tail = _END_PUNCT.sub("", parts[-1])
+            parts = parts[:-1] + ([tail] if tail else [])
+        pieces = [r"\s*"]
+        slots: list[str] = []
+        specificity = 0
+        for i, part in enumerate(parts):
+            if isinstance(part, str):
+                lit, words = _literal_regex(part)
+                specificity += words
+                # Space may appear or vanish between a slot and the punctuation next to it.
+                if i > 0 and not re.match(r"[\w\s]", part[:1]):
+                    pieces.append(r"\s*")
+                pieces.extend(lit)
+                if i + 1 < len(parts) and not re.match(r"[\w\s]", part[-1:]):
+                    pieces.append(r"\s*")
+                continue
+            name = part[0]
+            t = template.slot_type(name)
+            if template.single_token:
+                body = r"[^\s]+?" if t.name == "text" else t.pattern
+            else:
+                body = t.pattern
+            slots.append(name)
+            pieces.append(f"({body})")
+        pieces.append(r"[\s.?!]*")
+        first = last = None
+        if parts and isinstance(parts[0], str):
+            m = re.match(r"\s*(\w+)(\W|$)", parts[0])
+            # Only a whole word is a usable key: "RSI{n}" must not be keyed by "rsi".
+            if m and (m.group(2) or len(parts) == 1):
+                first = m.group(1).casefold()
+        if parts and isinstance(parts[-1], str):
+            m = re.search(r"(^|\W)(\w+)\W*$", parts[-1])
+            if m and (m.group(1) or len(parts) == 1):
+                last = m.group(2).casefold()
+        regex = "".join(p for p in pieces if p)
+        regex = re.sub(r"(\\s[*+])+", lambda m: r"\s+" if r"\s+" in m.group(0) else r"\s*", regex)
+        return cls(template, index, regex, tuple(slots), specificity, first, last)
