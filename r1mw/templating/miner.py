@@ -197,7 +197,7 @@ class Miner:
                 parts.append(" ")
             parts.append(piece)
         text = "".join(parts)
-        tid = "mined-" + xxhash.xxh64_hexdigest(text.casefold())[:12]
+        tid = "mined-" + xxhash.xxh64_hexdigest(text.casefold().encode())[:12]
         if tid in self.registry:
             return None
         try:

@@ -50,9 +50,9 @@ def parse_pattern(pattern: str) -> list[tuple[str, str | None] | str]:
             raise ValueError(f"stray {token!r} at column {m.start() + 1} of {pattern!r} "
                              "(write {{ or }} for a literal brace)")
         else:
-            if literal:
+            if "".join(literal):
                 parts.append("".join(literal))
-                literal = []
+            literal = []
             parts.append((m.group(1), m.group(2)))
     literal.append(pattern[pos:])
     if "".join(literal):
