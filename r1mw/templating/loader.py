@@ -43,10 +43,20 @@ _ENTRY_KEYS = frozenset({"id", "template", "variants", "slots", "weight", "examp
 
 
 class _Bad(Exception):
-    def __init__(self, reason: str, needle: str | None = None) -> None:
+    """A semantic error in parsed data; ``needle`` (a regex) and ``nth`` locate its line."""
+
+    def __init__(self, reason: str, needle: str | None = None, nth: int = 1) -> None:
         super().__init__(reason)
         self.reason = reason
         self.needle = needle
+        self.nth = nth
+
+
+def _id_needle(tid: Any) -> str | None:
+    # The line that declares the entry's id, in any of the three syntaxes.
+    if not isinstance(tid, str) or not tid:
+        return None
+    return rf"""["']?\bid["']?\s*[:=]\s*["']?{re.escape(tid)}["']?\s*(,|\}}|$)"""
 
 
 def _read(path: Path) -> tuple[Any, str]:
@@ -86,11 +96,14 @@ def _read(path: Path) -> tuple[Any, str]:
     raise ConfigError(f"R1MW_TEMPLATES={str(path)!r}: expected a .toml, .json, .yaml or .yml file")
 
 
-def _line_of(raw: str, needle: str | None) -> int:
+def _line_of(raw: str, needle: str | None, nth: int = 1) -> int:
     if needle:
+        pattern = re.compile(needle)
         for i, line in enumerate(raw.splitlines(), 1):
-            if needle in line:
-                return i
+            if pattern.search(line):
+                nth -= 1
+                if nth == 0:
+                    return i
     return 1
 
 
@@ -101,7 +114,7 @@ def load_file(path: str | Path) -> list[Template]:
     try:
         return templates_from_data(data, source="file")
     except _Bad as bad:
-        raise ConfigError(f"{path}:{_line_of(raw, bad.needle)}: {bad.reason}") from None
+        raise ConfigError(f"{path}:{_line_of(raw, bad.needle, bad.nth)}: {bad.reason}") from None
 
 
 def templates_from_data(data: Any, *, source: str = "file") -> list[Template]:
@@ -118,7 +131,7 @@ def templates_from_data(data: Any, *, source: str = "file") -> list[Template]:
         try:
             slot_type(str(t))
         except KeyError as exc:
-            raise _Bad(f"slot_types.{name}: {exc.args[0]}", str(name)) from None
+            raise _Bad(f"slot_types.{name}: {exc.args[0]}", re.escape(str(name))) from None
     examples = data.get("slots")
     inferred: dict[str, str] = {}
     if isinstance(examples, Mapping):
@@ -127,56 +140,58 @@ def templates_from_data(data: Any, *, source: str = "file") -> list[Template]:
                 inferred[str(name)] = infer_type([str(v) for v in values])
     defaults = {**inferred, **{str(k): str(v) for k, v in declared.items()}}
     out: list[Template] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for i, entry in enumerate(entries, 1):
-        template = _entry(entry, i, defaults, source)
+        tid = entry.get("id") if isinstance(entry, Mapping) else None
+        nth = seen.get(tid, 0) + 1 if isinstance(tid, str) else 1
+        template = _entry(entry, i, defaults, source, nth)
         if template.id in seen:
-            raise _Bad(f"template #{i}: id {template.id!r} is declared twice", template.id)
-        seen.add(template.id)
+            raise _Bad(f"template #{i}: id {template.id!r} is declared twice", _id_needle(template.id), nth)
+        seen[template.id] = nth
         out.append(template)
     return out
 
 
-def _entry(entry: Any, i: int, defaults: Mapping[str, str], source: str) -> Template:
+def _entry(entry: Any, i: int, defaults: Mapping[str, str], source: str, nth: int = 1) -> Template:
     if not isinstance(entry, Mapping):
         raise _Bad(f"template #{i} must be a table/object with 'id' and 'template'",
-                   entry if isinstance(entry, str) else None)
+                   re.escape(entry) if isinstance(entry, str) else None)
     tid = entry.get("id")
     pattern = entry.get("template")
-    needle = str(tid) if tid else (str(pattern) if pattern else None)
+    needle = _id_needle(tid) or (re.escape(pattern) if isinstance(pattern, str) and pattern else None)
     where = f"template #{i}" + (f" ({tid!r})" if tid else "")
     if not isinstance(tid, str) or not tid.strip():
-        raise _Bad(f"{where}: 'id' must be a non-empty string", needle)
+        raise _Bad(f"{where}: 'id' must be a non-empty string", needle, nth)
     if not isinstance(pattern, str) or not pattern.strip():
-        raise _Bad(f"{where}: 'template' must be a non-empty string", needle)
+        raise _Bad(f"{where}: 'template' must be a non-empty string", needle, nth)
     unknown = set(entry) - _ENTRY_KEYS
     if unknown:
         raise _Bad(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_ENTRY_KEYS)}",
-                   sorted(unknown)[0])
+                   rf"\b{re.escape(sorted(map(str, unknown))[0])}\b")
     variants = entry.get("variants") or []
     if not isinstance(variants, list) or not all(isinstance(v, str) and v.strip() for v in variants):
-        raise _Bad(f"{where}: 'variants' must be a list of non-empty strings", needle)
+        raise _Bad(f"{where}: 'variants' must be a list of non-empty strings", needle, nth)
     slots = entry.get("slots") or {}
     try:
         names = {p[0] for p in parse_pattern(pattern) if isinstance(p, tuple)}
     except ValueError as exc:
-        raise _Bad(f"{where}: {exc}", needle) from None
+        raise _Bad(f"{where}: {exc}", needle, nth) from None
     if isinstance(slots, list):
         if set(map(str, slots)) != names:
             raise _Bad(f"{where}: 'slots' lists {sorted(map(str, slots))} but the template has "
-                       f"{sorted(names)}", needle)
+                       f"{sorted(names)}", needle, nth)
         types = {}
     elif isinstance(slots, Mapping):
         types = {str(k): str(v) for k, v in slots.items()}
     else:
-        raise _Bad(f"{where}: 'slots' must be a list of names or a map of name -> type", needle)
+        raise _Bad(f"{where}: 'slots' must be a list of names or a map of name -> type", needle, nth)
     for name in names:
         if name not in types and name in defaults:
             types[name] = defaults[name]
     try:
         return Template(tid.strip(), pattern, tuple(variants), types, source=source)
     except (ValueError, KeyError) as exc:
-        raise _Bad(f"{where}: {exc.args[0] if exc.args else exc}", needle) from None
+        raise _Bad(f"{where}: {exc.args[0] if exc.args else exc}", needle, nth) from None
 
 
 def to_template(item: Any, *, source: str = "code") -> Template:
