@@ -70,7 +70,8 @@ class TemplateStage:
                 tid = found.template.id
                 meta = request.meta
                 meta["template_id"] = tid
-                meta["slots"] = found.slots
+                slots = dict(found.slots)  # the match is memoized: each request gets its own dict
+                meta["slots"] = slots
                 key_messages = list(meta.get("key_messages", messages))
                 # The marker key keeps a canonical form apart from any prompt a user could
                 # type (no SDK sends an "r1mw" field in a message).
@@ -78,7 +79,7 @@ class TemplateStage:
                 meta["key_messages"] = key_messages
                 store_meta = meta.setdefault("store_meta", {})
                 store_meta["template_id"] = tid
-                store_meta["slots"] = found.slots
+                store_meta["slots"] = slots
                 self.matched[tid] += 1
                 if found.template.source == "mined" and self.miner is not None:
                     self.miner.touch(tid)

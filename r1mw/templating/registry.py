@@ -2,10 +2,11 @@
 
 No linear scan of regexes per request. Every alternative (a template or one of its
 variants) is filed under the casefolded first word of its fixed prefix, or, when it starts
-with a slot, under the last word of its fixed suffix; the few that start *and* end with a
-slot float. Each bucket is one combined regex (an alternation ordered most specific first,
-declared before mined). A request costs two dict lookups and at most three ``fullmatch``
-calls, whatever the number of templates.
+with a slot, under the last words of its fixed suffix (up to three whole words, so "What is"
+and "What are" are different buckets); the few that start *and* end with a slot float. Each
+bucket is one combined regex (an alternation ordered most specific first, declared before
+mined). A request costs a few dict lookups and usually one ``fullmatch`` on a small
+alternation, whatever the number of templates; a repeated prompt costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .slots import SLOT_TYPES
-from .template import Alternative, Template, normalize_text, parse_pattern
+from .template import KEY_WORDS, Alternative, Template, normalize_text, parse_pattern
 
-__all__ = ["MAX_MATCH_CHARS", "TemplateMatch", "TemplateRegistry", "canonical_form"]
+__all__ = ["MAX_MATCH_CHARS", "MEMO_SIZE", "TemplateMatch", "TemplateRegistry", "canonical_form"]
 
 MAX_MATCH_CHARS = 4000
 """Longer prompts are never matched: their regex cost would grow with the text."""
 
-_FIRST = re.compile(r"\w+")
-_LAST = re.compile(r"(\w+)\W*\Z")
+_HEAD = re.compile(r"\W*(\w+)(?:\W+(\w+))?(?:\W+(\w+))?")
+_WORD = re.compile(r"\w+")
+_TAIL_CHARS = 200
+MEMO_SIZE = 4096
+"""Recent prompts whose match result is kept: a repeated prompt costs one dict lookup."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +97,9 @@ class TemplateRegistry:
         self._templates: dict[str, Template] = {}
         self._rank: dict[str, int] = {}
         self._order = 0
-        self._prefix: dict[str, _Bucket] = {}
-        self._suffix: dict[str, _Bucket] = {}
+        self._prefix: dict[tuple[str, ...], _Bucket] = {}
+        self._suffix: dict[tuple[str, ...], _Bucket] = {}
+        self._memo: dict[str, TemplateMatch | None] = {}
         self._floating = _Bucket()
         self._dirty: set[int] = set()
         self._buckets: dict[int, _Bucket] = {}
@@ -128,6 +133,7 @@ class TemplateRegistry:
             bucket.alts.append(((priority, -alt.specificity, self._order * 64 + alt.index), alt))
             self._dirty.add(id(bucket))
             self._buckets[id(bucket)] = bucket
+        self._memo.clear()
 
     def remove(self, template_id: str) -> Template | None:
         template = self._templates.pop(template_id, None)
@@ -138,6 +144,7 @@ class TemplateRegistry:
             if bucket is not None:
                 bucket.alts = [item for item in bucket.alts if item[1].template.id != template_id]
                 self._dirty.add(id(bucket))
+        self._memo.clear()
         return template
 
     def _bucket_for(self, alt: Alternative, *, create: bool) -> _Bucket | None:
@@ -166,20 +173,45 @@ class TemplateRegistry:
     # -- matching ----------------------------------------------------------------------
     def match_full(self, text: str) -> TemplateMatch | None:
         """The most specific template matching ``text``, with normalized slots, or None."""
+        memo = self._memo
+        try:
+            return memo[text]
+        except KeyError:
+            pass
+        found = self._match(text)
+        if len(memo) >= MEMO_SIZE:
+            del memo[next(iter(memo))]  # oldest first
+        memo[text] = found
+        return found
+
+    def _match(self, text: str) -> TemplateMatch | None:
         if self._dirty:
             self._compile_dirty()
         text = normalize_text(text)
         if not text or len(text) > MAX_MATCH_CHARS:
             return None
-        first = _FIRST.search(text)
-        last = _LAST.search(text)
+        candidates: list[_Bucket] = []
+        head = _HEAD.match(text)
+        if head is not None and self._prefix:
+            words = tuple(w.casefold() for w in head.groups() if w is not None)
+            for n in range(1, len(words) + 1):
+                bucket = self._prefix.get(words[:n])
+                if bucket is not None:
+                    candidates.append(bucket)
+        if self._suffix:
+            tail = _WORD.findall(text[-_TAIL_CHARS:])
+            if len(text) > _TAIL_CHARS and len(tail) <= KEY_WORDS:
+                tail = _WORD.findall(text)  # the slice may have cut the first of them
+            words = tuple(w.casefold() for w in tail[-KEY_WORDS:])
+            for n in range(1, len(words) + 1):
+                bucket = self._suffix.get(words[-n:])
+                if bucket is not None:
+                    candidates.append(bucket)
+        if self._floating.alts:
+            candidates.append(self._floating)
         best: tuple[_Rank, TemplateMatch] | None = None
-        for bucket in (
-            self._prefix.get(first.group(0).casefold()) if first else None,
-            self._suffix.get(last.group(1).casefold()) if last else None,
-            self._floating,
-        ):
-            if bucket is None or bucket.regex is None:
+        for bucket in candidates:
+            if bucket.regex is None:
                 continue
             found = self._try(bucket, text)
             if found is not None and (best is None or found[0] < best[0]):
@@ -197,8 +229,8 @@ class TemplateRegistry:
         for name, group, normalize in slot_groups:
             value = normalize(m.group(group))
             if value is None:
-                # The regex accepted a spelling that is not a value (2024-02-31): that
-                # alternative does not match; try the less specific ones one by one.
+                # The split the plain pattern found is not a value of the type: try this
+                # alternative and the less specific ones with their typed patterns.
                 return TemplateRegistry._slow(bucket, text, m.lastindex)  # type: ignore[arg-type]
             slots[name] = value
         return rank, TemplateMatch(alt.template, slots)
@@ -206,9 +238,9 @@ class TemplateRegistry:
     @staticmethod
     def _slow(bucket: _Bucket, text: str, failed: int) -> tuple[_Rank, TemplateMatch] | None:
         for outer, (rank, alt, slot_groups) in sorted(bucket.groups.items()):
-            if outer <= failed:
+            if outer < failed:  # the plain pattern accepts a superset: those cannot match
                 continue
-            m = re.fullmatch(alt.regex, text, re.I | re.S)
+            m = alt.typed_regex().fullmatch(text)
             if m is None:
                 continue
             slots = {}

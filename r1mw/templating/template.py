@@ -10,13 +10,14 @@ fixed text, curly quotes, space around punctuation and the final ``.?!``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .slots import SLOT_TYPES, SlotType, slot_type
 
-__all__ = ["Alternative", "Template", "normalize_text", "parse_pattern"]
+__all__ = ["KEY_WORDS", "Alternative", "Template", "normalize_text", "parse_pattern"]
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)(?::([A-Za-z_]\w*))?\}|[{}]")
 _LIT_TOKEN = re.compile(r"(\s+)|(\w+)|(.)", re.S)
@@ -158,6 +159,42 @@ def _literal_regex(text: str) -> tuple[list[str], int]:
     return pieces, words
 
 
+def _join(pieces: list[str]) -> str:
+    regex = "".join(p for p in pieces if p)
+    return re.sub(r"(\\s[*+])+", lambda m: r"\s+" if r"\s+" in m.group(0) else r"\s*", regex)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_typed(regex: str) -> "re.Pattern[str]":
+    return re.compile(regex, re.I | re.S)
+
+
+KEY_WORDS = 3
+_WORD = re.compile(r"\w+")
+
+
+def _key_words(parts: list[Any], *, head: bool) -> tuple[str, ...] | None:
+    """The whole fixed words at the start (or end) of a pattern, casefolded, at most
+    KEY_WORDS. A word glued to a slot ("RSI{n}") is not whole: the prompt's word would be
+    "RSI14", so it cannot be a key."""
+    if not parts or not isinstance(parts[0 if head else -1], str):
+        return None
+    literal: str = parts[0 if head else -1]
+    alone = len(parts) == 1
+    words = list(_WORD.finditer(literal))
+    if not head:
+        words.reverse()
+    out: list[str] = []
+    for m in words[:KEY_WORDS]:
+        whole = alone or (m.end() < len(literal) if head else m.start() > 0)
+        if not whole:
+            break
+        out.append(m.group(0).casefold())
+    if not out:
+        return None
+    return tuple(out) if head else tuple(reversed(out))
+
+
 def _unescape(piece: str) -> str:
     return re.sub(r"\\(.)", r"\1", piece)
 
@@ -166,8 +203,9 @@ def _unescape(piece: str) -> str:
 class Alternative:
     """One pattern of one template, compiled to a regex fragment without named groups.
 
-    ``first``/``last`` are the casefolded first and last fixed words when the pattern starts
-    or ends with fixed text (the keys of the prefix and suffix indexes), else None.
+    ``first``/``last`` are up to :data:`KEY_WORDS` casefolded whole words the pattern starts
+    or ends with (the keys of the prefix and suffix indexes), or None when it starts or
+    ends with a slot.
     """
 
     template: Template
@@ -175,8 +213,9 @@ class Alternative:
     regex: str
     slots: tuple[str, ...]  # slot names in group order
     specificity: int
-    first: str | None
-    last: str | None
+    first: tuple[str, ...] | None
+    last: tuple[str, ...] | None
+    typed: str = ""
 
     @classmethod
     def build(cls, template: Template, pattern: str, index: int) -> "Alternative":
@@ -186,6 +225,7 @@ class Alternative:
             tail = _END_PUNCT.sub("", parts[-1])
             parts = parts[:-1] + ([tail] if tail else [])
         pieces = [r"\s*"]
+        typed_at: dict[int, str] = {}
         slots: list[str] = []
         specificity = 0
         for i, part in enumerate(parts):
@@ -199,25 +239,23 @@ class Alternative:
                 if i + 1 < len(parts) and not re.match(r"[\w\s]", part[-1:]):
                     pieces.append(r"\s*")
                 continue
-            name = part[0]
-            t = template.slot_type(name)
-            if template.single_token:
-                body = r"[^\s]+?" if t.name == "text" else t.pattern
-            else:
-                body = t.pattern
-            slots.append(name)
-            pieces.append(f"({body})")
+            # The fixed text around a slot finds its boundaries; the slot's type then checks
+            # and normalizes the value. Inlining each type's (large) pattern instead would make
+            # a 1,000-template index take seconds to compile, for the same matches.
+            slots.append(part[0])
+            pieces.append(r"([^\s]+?)" if template.single_token else r"(.+?)")
+            typed_at[len(pieces) - 1] = template.slot_type(part[0]).pattern
         pieces.append(r"[\s.?!]*")
-        first = last = None
-        if parts and isinstance(parts[0], str):
-            m = re.match(r"\s*(\w+)(\W|$)", parts[0])
-            # Only a whole word is a usable key: "RSI{n}" must not be keyed by "rsi".
-            if m and (m.group(2) or len(parts) == 1):
-                first = m.group(1).casefold()
-        if parts and isinstance(parts[-1], str):
-            m = re.search(r"(^|\W)(\w+)\W*$", parts[-1])
-            if m and (m.group(1) or len(parts) == 1):
-                last = m.group(2).casefold()
-        regex = "".join(p for p in pieces if p)
-        regex = re.sub(r"(\\s[*+])+", lambda m: r"\s+" if r"\s+" in m.group(0) else r"\s*", regex)
-        return cls(template, index, regex, tuple(slots), specificity, first, last)
+        first = _key_words(parts, head=True)
+        last = _key_words(parts, head=False)
+        regex = _join(pieces)
+        typed = regex
+        if typed_at and not template.single_token:
+            typed = _join([f"({typed_at[i]})" if i in typed_at else p for i, p in enumerate(pieces)])
+        return cls(template, index, regex, tuple(slots), specificity, first, last, typed)
+
+    def typed_regex(self) -> "re.Pattern[str]":
+        """The pattern with each slot's own type pattern inlined: slower to compile, but its
+        backtracking finds the split the plain one misses ("{horizon} {confidence}" over
+        "the next week 95%"). Compiled on first need only."""
+        return _compile_typed(self.typed)
