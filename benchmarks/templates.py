@@ -7,8 +7,9 @@ Prints:
 1. match time p50/p99 with 10, 100 and 1,000 templates (4 patterns each: template + 3
    variants), for the indexed registry against one combined pattern and a linear scan of
    per-pattern regexes, on prompts that match and prompts that do not;
-2. the template stage's cost on an exact RAM hit through the whole pipeline;
-3. the exact-hit rate on a workload generated from trading_templates.json (filled templates,
+2. the miner's cost per unmatched prompt;
+3. the template stage's cost on an exact RAM hit through the whole pipeline;
+4. the exact-hit rate on a workload generated from trading_templates.json (filled templates,
    repeats, rewordings, spelling variants, different slot values), with and without the
    template stage, and the false hits (a reply served for a different question: must be 0).
 """
@@ -24,7 +25,7 @@ import time
 from typing import Any
 
 import r1mw
-from r1mw.templating import BUNDLED, Template, TemplateRegistry, load_file
+from r1mw.templating import BUNDLED, Miner, Template, TemplateRegistry, load_file
 from r1mw.templating.registry import _Bucket
 from r1mw.templating.template import parse_pattern
 from r1mw.testing import FakeR1
@@ -141,6 +142,23 @@ def bench_match(quick: bool) -> None:
     print(f"the same prompt repeated (memo hit): p50 {p50:.2f} us, p99 {p99:.2f} us")
 
 
+def bench_mining(quick: bool) -> None:
+    print("\n## mining cost per unmatched prompt (us)")
+    r = random.Random(9)
+    words = [f"w{i}" for i in range(400)] + NOUNS
+    prompts = [" ".join(r.choice(words) for _ in range(r.randint(5, 20))) for _ in range(5000 if quick else 20000)]
+    registry = TemplateRegistry()
+    miner = Miner(registry, capacity=100)
+    samples = []
+    clock = time.perf_counter_ns
+    for p in prompts:
+        t0 = clock()
+        miner.observe(p)
+        samples.append((clock() - t0) / 1000)
+    p50, p99 = percentiles(samples[len(samples) // 2:])  # once the cluster table is full
+    print(f"one-off prompts, {miner.stats()['clusters']} clusters live: p50 {p50:.1f}  p99 {p99:.1f}")
+
+
 async def bench_hot_path(quick: bool) -> None:
     print("\n## exact RAM hit through the pipeline (us)")
     n = 5000 if quick else 30000
@@ -226,6 +244,7 @@ def main() -> None:
 
     print(f"# r1mw template benchmarks  (CPython {platform.python_version()}, {platform.machine()})")
     bench_match(args.quick)
+    bench_mining(args.quick)
     asyncio.run(bench_hot_path(args.quick))
     asyncio.run(bench_hit_rate(args.quick))
 

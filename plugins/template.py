@@ -26,6 +26,7 @@ import r1mw
 from r1mw.templating import Miner, TemplateRegistry, code_templates, load_file
 
 MINED_FILE = "templates/mined.json"  # under the cache dir
+TEMPLATE_ROLE = "r1mw:template"  # role of the canonical message in meta["key_messages"]
 
 
 class TemplateStage:
@@ -73,9 +74,9 @@ class TemplateStage:
                 slots = dict(found.slots)  # the match is memoized: each request gets its own dict
                 meta["slots"] = slots
                 key_messages = list(meta.get("key_messages", messages))
-                # The marker key keeps a canonical form apart from any prompt a user could
-                # type (no SDK sends an "r1mw" field in a message).
-                key_messages[i] = {"role": "user", "content": found.canonical, "r1mw": "template"}
+                # Its own role keeps a canonical form apart from any prompt a user could type
+                # (a user message has role "user"); two keys keep key_of on its fast path.
+                key_messages[i] = {"role": TEMPLATE_ROLE, "content": found.canonical}
                 meta["key_messages"] = key_messages
                 store_meta = meta.setdefault("store_meta", {})
                 store_meta["template_id"] = tid

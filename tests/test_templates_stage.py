@@ -114,7 +114,8 @@ async def test_meta_annotations_and_stored_meta():
     assert seen["template_id"] == "predict_movement"
     assert seen["slots"] == {"symbol": "AAPL", "timeframe": "next 1 week"}
     assert seen["key_messages"][0] == messages[0]  # the system prompt stays in the key
-    assert seen["key_messages"][1]["content"] == 'tpl:predict_movement|symbol="AAPL"|timeframe="next 1 week"'
+    assert seen["key_messages"][1] == {"role": "r1mw:template",
+                                       "content": 'tpl:predict_movement|symbol="AAPL"|timeframe="next 1 week"'}
     assert seen["store_meta"] == {"template_id": "predict_movement", "slots": seen["slots"]}
     assert entry.meta["template_id"] == "predict_movement"
 

@@ -42,6 +42,7 @@ log = logging.getLogger("r1mw.templates")
 _TRAILING = ",.;:!?"
 _MAX_VALUES = 32  # distinct values remembered per wildcard (for typing)
 _MAX_TOKENS = 64  # longer prompts are not mined: shapes of essays do not repeat
+_MAX_LEAF = 64  # clusters compared with one prompt at most (per leaf)
 
 
 def tokenize(text: str) -> list[str]:
@@ -156,7 +157,11 @@ class Miner:
     def _new_cluster(self, tokens: list[str], folded: list[str]) -> None:
         cluster = _Cluster(list(tokens), list(folded), keys=_leaf_keys(tokens))
         for key in cluster.keys:
-            self._leaves.setdefault(key, []).append(cluster)
+            leaf = self._leaves.setdefault(key, [])
+            if len(leaf) >= _MAX_LEAF:  # bounds the scan of one prompt: the oldest goes
+                self._drop(leaf[0])
+                leaf = self._leaves.setdefault(key, [])
+            leaf.append(cluster)
         self._clusters[id(cluster)] = cluster
         while len(self._clusters) > self.max_clusters:
             _, old = self._clusters.popitem(last=False)
