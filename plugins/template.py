@@ -73,7 +73,8 @@ class TemplateStage:
                 meta["template_id"] = tid
                 slots = dict(found.slots)  # the match is memoized: each request gets its own dict
                 meta["slots"] = slots
-                key_messages = list(meta.get("key_messages", messages))
+                base = meta.get("key_messages")
+                key_messages = list(base if base is not None and len(base) == len(messages) else messages)
                 # Its own role keeps a canonical form apart from any prompt a user could type
                 # (a user message has role "user"); two keys keep key_of on its fast path.
                 key_messages[i] = {"role": TEMPLATE_ROLE, "content": found.canonical}

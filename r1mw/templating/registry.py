@@ -1,9 +1,9 @@
 """The template registry: fast matching of a prompt against hundreds of templates.
 
 No linear scan of regexes per request. Every alternative (a template or one of its
-variants) is filed under the casefolded first word of its fixed prefix, or, when it starts
-with a slot, under the last words of its fixed suffix (up to three whole words, so "What is"
-and "What are" are different buckets); the few that start *and* end with a slot float. Each
+variants) is filed under the first whole words of its fixed prefix, or, when it starts with
+a slot, under the last whole words of its fixed suffix (up to three, casefolded, so "What
+is" and "What are" are different buckets); the few that start *and* end with a slot float. Each
 bucket is one combined regex (an alternation ordered most specific first, declared before
 mined). A request costs a few dict lookups and usually one ``fullmatch`` on a small
 alternation, whatever the number of templates; a repeated prompt costs one dict lookup.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .slots import SLOT_TYPES
@@ -37,14 +37,14 @@ class TemplateMatch:
 
     template: Template
     slots: dict[str, str]
+    canonical: str = field(init=False)  # computed once: a memoized match is reused per request
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "canonical", canonical_form(self.template.id, self.slots))
 
     @property
     def template_id(self) -> str:
         return self.template.id
-
-    @property
-    def canonical(self) -> str:
-        return canonical_form(self.template.id, self.slots)
 
 
 def canonical_form(template_id: str, slots: Mapping[str, str]) -> str:
