@@ -193,3 +193,44 @@ def test_render_refuses_missing_or_invalid_values():
         REGISTRY.render("value_at_risk", {"confidence": "high", "portfolio": "x", "var_horizon": "1-day"})
     with pytest.raises(KeyError):
         REGISTRY.render("nope", {})
+
+
+_LIT = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "zeta", "iota", "lambda", "rho"]
+_KINDS = ["text", "ticker", "number", "money", "percent", "date", "period"]
+
+
+@st.composite
+def random_template(draw):
+    """A template of fixed words and 1-4 typed slots, never two slots without a word between."""
+    n_slots = draw(st.integers(1, 4))
+    pieces = []
+    if draw(st.booleans()):
+        pieces.append(" ".join(draw(st.lists(st.sampled_from(_LIT), min_size=1, max_size=3))))
+    types = {}
+    for i in range(n_slots):
+        kind = draw(st.sampled_from(_KINDS))
+        types[f"s{i}"] = kind
+        pieces.append("{s%d:%s}" % (i, kind))
+        if i < n_slots - 1 or draw(st.booleans()):
+            pieces.append(" ".join(draw(st.lists(st.sampled_from(_LIT), min_size=1, max_size=3)))
+                          + draw(st.sampled_from(["", ",", ":", "?"])))
+    text = " ".join(pieces)
+    assume(any(isinstance(p, str) and p.strip() for p in parse_pattern(text)))
+    return Template("random", text), types
+
+
+@settings(max_examples=300, deadline=None)
+@given(random_template(), st.data())
+def test_any_template_rendered_with_any_valid_values_matches_back(case, data):
+    template, types = case
+    registry = SHARED  # adding and removing also exercises the index rebuild
+    registry.add(template)
+    try:
+        slots = {name: data.draw(VALUES[kind]) for name, kind in types.items()}
+        text = registry.render("random", slots)
+        assert registry.match(text) == ("random", registry.normalize_slots("random", slots)), text
+    finally:
+        registry.remove("random")
+
+
+SHARED = TemplateRegistry(TRADING)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import r1mw
+import r1mw.templating
 from r1mw.templating import BUNDLED, Template
 from r1mw.testing import FakeR1
 
@@ -220,3 +221,34 @@ async def test_streamed_and_plain_requests_share_the_templated_key():
         reply = await llm(model="m", messages=user("assess risk for 500 shares of AAPL."))
     assert len(fake.calls) == 1
     assert reply["choices"][0]["message"]["content"].strip() == fake.answer_for("Assess risk for 500 shares of AAPL")
+
+
+_TRADING = r1mw.templating.load_file(BUNDLED)
+_EXAMPLES = __import__("json").loads(BUNDLED.read_text())["slots"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(_TRADING), st.data())
+def test_rewordings_and_spelling_noise_of_a_bundled_request_make_one_call(template, data):
+    from r1mw.templating.template import parse_pattern
+
+    values = {name: data.draw(st.sampled_from(_EXAMPLES[name])) for name in template.slots}
+    texts = []
+    for _ in range(3):
+        pattern = data.draw(st.sampled_from((template.text, *template.variants)))
+        text = "".join(p if isinstance(p, str) else values[p[0]] for p in parse_pattern(pattern))
+        if data.draw(st.booleans()):
+            text = text.replace(" ", "   ", 1)
+        if data.draw(st.booleans()) and not pattern.startswith("{"):
+            text = text[0].swapcase() + text[1:]
+        texts.append(text.rstrip("?.") + data.draw(st.sampled_from(["", ".", "?"])))
+
+    async def run():
+        fake = FakeR1()
+        async with pipeline() as pipe:
+            llm = r1mw.wrap(fake, pipe)
+            for text in texts:
+                await llm(model="deepseek-reasoner", messages=user(text))
+        return len(fake.calls)
+
+    assert asyncio.run(run()) == 1, texts

@@ -114,6 +114,8 @@ class Miner:
     # -- the online part ---------------------------------------------------------------
     def observe(self, text: str) -> Template | None:
         """Feed one unmatched prompt; returns the template it completed, if any."""
+        if len(text) > 16 * _MAX_TOKENS:  # cheaper than tokenizing an essay to learn that
+            return None
         tokens = tokenize(text)
         if len(tokens) < 3 or len(tokens) > _MAX_TOKENS:
             return None

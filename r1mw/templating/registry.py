@@ -144,6 +144,11 @@ class TemplateRegistry:
             if bucket is not None:
                 bucket.alts = [item for item in bucket.alts if item[1].template.id != template_id]
                 self._dirty.add(id(bucket))
+                if not bucket.alts and bucket is not self._floating:  # mined churn must not leak
+                    index = self._prefix if alt.first is not None else self._suffix
+                    index.pop(alt.first if alt.first is not None else alt.last, None)  # type: ignore[arg-type]
+                    self._buckets.pop(id(bucket), None)
+                    self._dirty.discard(id(bucket))
         self._memo.clear()
         return template
 
@@ -178,6 +183,8 @@ class TemplateRegistry:
             return memo[text]
         except KeyError:
             pass
+        if len(text) > MAX_MATCH_CHARS + 64:  # never matched, never memoized (bounded memory)
+            return None
         found = self._match(text)
         if len(memo) >= MEMO_SIZE:
             del memo[next(iter(memo))]  # oldest first
