@@ -46,6 +46,7 @@ class TemplateStage:
         if s.template_cache_size > 0:
             self.miner = Miner(self.registry, capacity=s.template_cache_size, min_support=s.template_mine_min,
                                path=s.cache_path / MINED_FILE)
+        self.pipeline = pipeline  # its event bus is set up after the stages are built
         self.matched: Counter[str] = Counter()
         self.unmatched = 0
         pipeline.services["templates"] = self.registry
@@ -87,8 +88,12 @@ class TemplateStage:
                     self.miner.touch(tid)
             else:
                 self.unmatched += 1
+                # Prefetch requests are our own guesses, not traffic: they teach nothing.
                 if self.miner is not None and not request.meta.get("prefetch"):
-                    self.miner.observe(content)
+                    mined = self.miner.observe(content)
+                    if mined is not None and self.pipeline.events.enabled:  # rare: no hot-path cost
+                        self.pipeline.events.emit("template_mined", template_id=mined.id, template=mined.text,
+                                         slots=dict(mined.slots))
         return await call_next(request)
 
     def stats(self) -> dict[str, Any]:

@@ -175,3 +175,36 @@ async def test_mining_off_when_the_cache_size_is_zero(tmp_path):
 def test_export_with_nothing_mined_writes_an_empty_list(tmp_path, capsys):
     assert main(["templates", "export", "--cache-dir", str(tmp_path / "none")]) == 0
     assert json.loads(capsys.readouterr().out)["templates"] == []
+
+
+async def test_mined_templates_are_announced_and_prefetch_requests_teach_nothing(tmp_path):
+    seen = []
+
+    class Observer:
+        @r1mw.hookimpl
+        def r1mw_events(self, pipeline, events):
+            seen.extend(e for e in events if e.kind == "template_mined")
+
+    prompts = [f"Show the dividend history of {t} since 2001" for t in TICKERS[:3]]
+    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact"), plugins=[Observer()]) as pipe:
+        fake = FakeR1()
+        for p in prompts:  # issued as prefetches: not mined
+            request = pipe.request("m", [{"role": "user", "content": p}], {}, {}, upstream=_upstream(fake))
+            request.meta["prefetch"] = True
+            await pipe.handle(request)
+        assert pipe.stats()["stages"]["template"]["mining"]["observed"] == 0
+        llm = r1mw.wrap(fake, pipe)
+        for p in prompts:
+            await llm(model="m", messages=[{"role": "user", "content": p}])
+        assert pipe.stats()["stages"]["template"]["mining"]["mined"] == 1
+    assert [e.data["template"] for e in seen] == ["Show the dividend history of {ticker1} since 2001"]
+
+
+def _upstream(fake):
+    from r1mw.types import Choice, Reply
+
+    async def call(request):
+        await fake(**request.upstream_kwargs())
+        return Reply(choices=(Choice(content="ok"),))
+
+    return call
