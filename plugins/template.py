@@ -63,7 +63,7 @@ class TemplateStage:
     async def handle(self, request: r1mw.Request, call_next: r1mw.Handler) -> Any:
         messages = request.messages
         i = len(messages) - 1
-        while i >= 0 and messages[i].get("role") != "user":
+        while i >= 0 and not (isinstance(messages[i], dict) and messages[i].get("role") == "user"):
             i -= 1
         content = messages[i].get("content") if i >= 0 else None
         if isinstance(content, str):

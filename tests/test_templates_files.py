@@ -4,6 +4,7 @@ ConfigError naming the file, the line and the reason."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -14,6 +15,13 @@ import r1mw
 from r1mw.templating import BUNDLED, load_file
 
 pytestmark = pytest.mark.anyio
+
+
+def settings_(**kw):
+    """Settings for a test: keyword settings ignore the environment, so pass the test's own
+    cache dir (the autouse fixture's R1MW_CACHE_DIR), never the user's ~/.cache."""
+    kw.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])
+    return r1mw.Settings(**kw)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +106,7 @@ BAD = [
 async def test_a_malformed_file_fails_at_start_up_naming_file_line_and_reason(tmp_path, name, text, line, reason):
     path = _write(tmp_path, name, text)
     with pytest.raises(r1mw.ConfigError) as err:
-        async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", templates=str(path))):
+        async with r1mw.Pipeline(settings_(stages="template,exact", templates=str(path))):
             pass
     message = str(err.value)
     assert str(path) in message and reason in message
@@ -109,7 +117,7 @@ async def test_a_malformed_file_fails_at_start_up_naming_file_line_and_reason(tm
 
 async def test_a_missing_file_names_the_flag(tmp_path):
     with pytest.raises(r1mw.ConfigError, match="R1MW_TEMPLATES=.*no such file"):
-        async with r1mw.Pipeline(r1mw.Settings(stages="template", templates=str(tmp_path / "none.toml"))):
+        async with r1mw.Pipeline(settings_(stages="template", templates=str(tmp_path / "none.toml"))):
             pass
 
 

@@ -4,6 +4,7 @@ questions are never merged, the cap evicts the least used, export works from the
 from __future__ import annotations
 
 import json
+import os
 import random
 import tomllib
 
@@ -15,6 +16,13 @@ from r1mw.templating import Miner, TemplateRegistry, load_file, tokenize
 from r1mw.testing import FakeR1
 
 pytestmark = pytest.mark.anyio
+
+
+def settings_(**kw):
+    """Settings for a test: keyword settings ignore the environment, so pass the test's own
+    cache dir (the autouse fixture's R1MW_CACHE_DIR), never the user's ~/.cache."""
+    kw.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])
+    return r1mw.Settings(**kw)
 
 TICKERS = ["AAPL", "MSFT", "NVDA", "TSLA", "AMD", "META", "GOOGL", "NFLX", "JPM", "XOM"]
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
@@ -120,7 +128,7 @@ async def test_the_stage_mines_persists_and_the_cli_exports(tmp_path, monkeypatc
     monkeypatch.setenv("R1MW_CACHE_DIR", str(cache))
     fake = FakeR1()
     prompts = stream(7, n=120, oneoffs=10)
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", cache_dir=str(cache))) as pipe:
+    async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
         llm = r1mw.wrap(fake, pipe)
         for p in prompts:
             await llm(model="m", messages=[{"role": "user", "content": p}])
@@ -143,7 +151,7 @@ async def test_the_stage_mines_persists_and_the_cli_exports(tmp_path, monkeypatc
     assert {t.text for t in load_file(toml_out)} == {text for _, text, _ in SHAPES}
 
     # A new process starts with what the previous one mined: the shapes match at once.
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", cache_dir=str(cache))) as pipe:
+    async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
         assert pipe.services["templates"].match("How did NVDA close on 2024-05-06?") is not None
         assert pipe.stats()["stages"]["template"]["mining"]["mined"] == 5
 
@@ -152,19 +160,19 @@ async def test_a_corrupt_mined_file_is_ignored_not_fatal(tmp_path):
     cache = tmp_path / "cache"
     (cache / "templates").mkdir(parents=True)
     (cache / "templates" / "mined.json").write_text('{"templates": [{"id": "x", "template": "A {b:nope}"}, 3]')
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", cache_dir=str(cache))) as pipe:
+    async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
         stats = pipe.stats()["stages"]["template"]["mining"]
         assert stats["load_faults"] == 1 and stats["mined"] == 0
         await r1mw.wrap(FakeR1(), pipe)(model="m", messages=[{"role": "user", "content": "hello there you"}])
     (cache / "templates" / "mined.json").write_text(json.dumps({"templates": [
         {"id": "x", "template": "A {b:nope}"}, {"id": "ok", "template": "Explain {text1} to me", "slots": {}}]}))
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", cache_dir=str(cache))) as pipe:
+    async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
         stats = pipe.stats()["stages"]["template"]["mining"]
         assert stats["load_faults"] == 1 and stats["mined"] == 1
 
 
 async def test_mining_off_when_the_cache_size_is_zero(tmp_path):
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", template_cache_size=0)) as pipe:
+    async with r1mw.Pipeline(settings_(stages="template,exact", template_cache_size=0)) as pipe:
         llm = r1mw.wrap(FakeR1(), pipe)
         for p in stream(3, n=60, oneoffs=0):
             await llm(model="m", messages=[{"role": "user", "content": p}])
@@ -186,7 +194,7 @@ async def test_mined_templates_are_announced_and_prefetch_requests_teach_nothing
             seen.extend(e for e in events if e.kind == "template_mined")
 
     prompts = [f"Show the dividend history of {t} since 2001" for t in TICKERS[:3]]
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact"), plugins=[Observer()]) as pipe:
+    async with r1mw.Pipeline(settings_(stages="template,exact"), plugins=[Observer()]) as pipe:
         fake = FakeR1()
         for p in prompts:  # issued as prefetches: not mined
             request = pipe.request("m", [{"role": "user", "content": p}], {}, {}, upstream=_upstream(fake))

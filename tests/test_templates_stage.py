@@ -4,6 +4,7 @@ stages after it, unmatched prompts untouched, the registry published as a servic
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,9 +18,16 @@ from r1mw.testing import FakeR1
 pytestmark = pytest.mark.anyio
 
 
+def settings_(**kw):
+    """Settings for a test: keyword settings ignore the environment, so pass the test's own
+    cache dir (the autouse fixture's R1MW_CACHE_DIR), never the user's ~/.cache."""
+    kw.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])
+    return r1mw.Settings(**kw)
+
+
 def pipeline(**kw):
     kw.setdefault("templates", str(BUNDLED))
-    return r1mw.Pipeline(r1mw.Settings(stages="template,exact", **kw))
+    return r1mw.Pipeline(settings_(stages="template,exact", **kw))
 
 
 def user(text):
@@ -80,7 +88,7 @@ def test_number_formats_spacing_and_case_give_one_key(number, pad, upper):
             def r1mw_register_templates(self, pipeline):
                 return reg
 
-        async with r1mw.Pipeline(r1mw.Settings(stages="template,exact"), plugins=[Plugin()]) as pipe:
+        async with r1mw.Pipeline(settings_(stages="template,exact"), plugins=[Plugin()]) as pipe:
             llm = r1mw.wrap(fake, pipe)
             await llm(model="m", messages=user("Assess risk for 1000 shares of TSLA"))
             text = f"{pad}assess RISK for {number}{pad} shares of tsla" if upper else f"Assess risk for {number} shares of TSLA{pad}"
@@ -108,7 +116,7 @@ async def test_meta_annotations_and_stored_meta():
 
     messages = [{"role": "system", "content": "You are a risk manager."},
                 {"role": "user", "content": "Predict movement for AAPL over the coming week"}]
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,spy,exact", templates=str(BUNDLED)),
+    async with r1mw.Pipeline(settings_(stages="template,spy,exact", templates=str(BUNDLED)),
                              plugins=[Plugin()]) as pipe:
         await r1mw.wrap(FakeR1(), pipe)(model="m", messages=messages)
         entry, _ = await pipe.store.get(r1mw.key_of("", "m", seen["key_messages"], {}))
@@ -190,7 +198,7 @@ async def test_templates_from_code_and_file_together_and_duplicates_refused():
                     {"id": "fx", "template": "Convert {amount:money} to {currency}"}]
 
     fake = FakeR1()
-    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", templates=str(BUNDLED)),
+    async with r1mw.Pipeline(settings_(stages="template,exact", templates=str(BUNDLED)),
                              plugins=[Plugin()]) as pipe:
         llm = r1mw.wrap(fake, pipe)
         await llm(model="m", messages=user("Convert $1,000 to EUR"))
@@ -206,7 +214,7 @@ async def test_templates_from_code_and_file_together_and_duplicates_refused():
             return [{"id": "assess_risk", "template": "Risk of {x}"}]
 
     with pytest.raises(r1mw.ConfigError, match="assess_risk"):
-        async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", templates=str(BUNDLED)), plugins=[Dup()]):
+        async with r1mw.Pipeline(settings_(stages="template,exact", templates=str(BUNDLED)), plugins=[Dup()]):
             pass
 
 
@@ -252,3 +260,14 @@ def test_rewordings_and_spelling_noise_of_a_bundled_request_make_one_call(templa
         return len(fake.calls)
 
     assert asyncio.run(run()) == 1, texts
+
+
+async def test_multipart_and_non_user_messages_pass_through():
+    fake = FakeR1()
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Predict movement for AAPL over the next week"}]}]
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=parts)
+        await llm(model="m", messages=[{"role": "system", "content": "Predict movement for AAPL over the next week"}])
+        stats = pipe.stats()["stages"]["template"]
+    assert stats["matched"] == 0 and len(fake.calls) == 2
