@@ -234,3 +234,12 @@ def test_any_template_rendered_with_any_valid_values_matches_back(case, data):
 
 
 SHARED = TemplateRegistry(TRADING)
+
+
+_slot_maps = st.dictionaries(st.sampled_from(["a", "b", "c"]), st.text(max_size=6), min_size=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_slot_maps, _slot_maps)
+def test_canonical_form_is_injective(a, b):
+    assert (canonical_form("t", a) == canonical_form("t", b)) == (a == b)

@@ -37,14 +37,20 @@ class TemplateMatch:
 
     template: Template
     slots: dict[str, str]
-    canonical: str = field(init=False)  # computed once: a memoized match is reused per request
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "canonical", canonical_form(self.template.id, self.slots))
+    _canonical: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def template_id(self) -> str:
         return self.template.id
+
+    @property
+    def canonical(self) -> str:
+        """The canonical form, computed on first use (a memoized match is reused per request)."""
+        form = self._canonical
+        if form is None:
+            form = canonical_form(self.template.id, self.slots)
+            object.__setattr__(self, "_canonical", form)
+        return form
 
 
 def canonical_form(template_id: str, slots: Mapping[str, str]) -> str:
@@ -52,9 +58,17 @@ def canonical_form(template_id: str, slots: Mapping[str, str]) -> str:
 
     Values are JSON strings, so no value can imitate a separator: the form is injective.
     """
-    return "tpl:" + template_id + "".join(
-        f"|{name}={json.dumps(slots[name], ensure_ascii=False)}" for name in sorted(slots)
-    )
+    return "tpl:" + template_id + "".join(f"|{name}={_quote(slots[name])}" for name in sorted(slots))
+
+
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f]*')
+
+
+def _quote(value: str) -> str:
+    # JSON string quoting; the common value needs no escape and skips json.dumps.
+    if _PLAIN.fullmatch(value):
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False)
 
 
 _Rank = tuple[int, int, int]
