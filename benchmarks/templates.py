@@ -125,14 +125,16 @@ def bench_match(quick: bool) -> None:
             return None
 
         hits = [fill(r.choice((t.text, *t.variants)), t, r) for t in r.choices(templates, k=200)]
-        misses = [f"{r.choice(VERBS)} the {r.choice(NOUNS)} of AAPL versus {r.choice(NOUNS)} this year" for _ in range(200)]
+        misses = [f"{r.choice(VERBS)} the {r.choice(NOUNS)} of AAPL versus {r.choice(NOUNS)} this year"
+                  for _ in range(200)]
         assert all(registry.match(q) is not None for q in hits)
         for label, queries in (("match", hits), ("no match", misses)):
             repeat = 5 if quick else 20
             ip50, ip99 = time_calls(registry._match, queries, repeat)  # the memo off: every call matches
             cp50, cp99 = time_calls(one_pattern, queries, 1 if n == 1000 else repeat)
             lp50, lp99 = time_calls(scan, queries, 1 if n >= 100 else repeat)
-            print(f"{n:>9} {label:>9} | {ip50:>11.1f} {ip99:>7.1f} | {cp50:>15.1f} {cp99:>7.1f} | {lp50:>10.1f} {lp99:>7.1f}")
+            print(f"{n:>9} {label:>9} | {ip50:>11.1f} {ip99:>7.1f} | {cp50:>15.1f} {cp99:>7.1f} "
+                  f"| {lp50:>10.1f} {lp99:>7.1f}")
         print(f"{'':>9} (index build + compile: {build_ms:.0f} ms)")
     trading = TemplateRegistry(load_file(BUNDLED))
     q = "Calculate the position size for a $25,000 account risking 1% per trade on AAPL with a 5% stop-loss"

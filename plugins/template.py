@@ -126,7 +126,10 @@ def _export(args: argparse.Namespace) -> int:
         entries = []
     out = {"version": 1, "description": "templates mined from traffic by r1mw; review, then add to R1MW_TEMPLATES",
            "templates": entries}
-    text = _toml(out) if args.out and args.out.endswith(".toml") else json.dumps(out, indent=2, ensure_ascii=False) + "\n"
+    if args.out and args.out.endswith(".toml"):
+        text = _toml(out)
+    else:
+        text = json.dumps(out, indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {len(entries)} mined templates to {args.out}", file=sys.stderr)

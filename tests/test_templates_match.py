@@ -183,7 +183,8 @@ def test_bad_templates_are_refused_with_a_reason():
         Template("t", "Analyze {a}{b}")
     with pytest.raises(ValueError, match="stray"):
         Template("t", "Analyze {a} }")
-    assert TemplateRegistry([Template("b", "Show {{raw}} for {x}")]).match("Show {raw} for AAPL") == ("b", {"x": "AAPL"})
+    braces = TemplateRegistry([Template("b", "Show {{raw}} for {x}")])
+    assert braces.match("Show {raw} for AAPL") == ("b", {"x": "AAPL"})
 
 
 def test_render_refuses_missing_or_invalid_values():

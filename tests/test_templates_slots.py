@@ -27,7 +27,8 @@ SAME = {
                ("the next year", "next 1 year"), ("5-minute", "5 minutes"), ("5m", "5 minutes"), ("5-min", "5 minutes"),
                ("hourly", "1 hour"), ("60-minute", "1 hour"), ("1h", "1 hour"), ("four-hour", "4 hours"),
                ("daily", "1 day"), ("1D", "1 day"), ("weekly", "1 week"), ("Q1 2024", "Q1 2024"),
-               ("the first quarter of 2024", "Q1 2024"), ("2015-2020", "2015-2020"), ("the last 5 years", "past 5 years"),
+               ("the first quarter of 2024", "Q1 2024"), ("2015-2020", "2015-2020"),
+               ("the last 5 years", "past 5 years"),
                ("YTD", "year to date"), ("today's session", "today")],
     "text": [("  RSI(14)   mean reversion ", "RSI(14) mean reversion")],
 }

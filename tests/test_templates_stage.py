@@ -39,7 +39,8 @@ async def test_variants_of_one_request_make_one_upstream_call():
     spellings = [
         "Calculate the position size for a $25,000 account risking 1% per trade on AAPL with a 5% stop-loss",
         "calculate the position size for a $25k account risking 1 percent per trade on aapl with a 5% stop-loss.",
-        "Calculate  the position size for a 25000 dollars account risking one percent per trade on $AAPL with a 5.0% stop-loss?",
+        "Calculate  the position size for a 25000 dollars account risking one percent per trade on $AAPL "
+        "with a 5.0% stop-loss?",
         "With a $25,000.00 account, 1% risk per trade and a 5 percent stop-loss, how big should my AAPL position be?",
         "How many shares of Aapl can I trade with a $25K account if I risk 1% per trade and use a 5% stop-loss?",
     ]
@@ -91,7 +92,10 @@ def test_number_formats_spacing_and_case_give_one_key(number, pad, upper):
         async with r1mw.Pipeline(settings_(stages="template,exact"), plugins=[Plugin()]) as pipe:
             llm = r1mw.wrap(fake, pipe)
             await llm(model="m", messages=user("Assess risk for 1000 shares of TSLA"))
-            text = f"{pad}assess RISK for {number}{pad} shares of tsla" if upper else f"Assess risk for {number} shares of TSLA{pad}"
+            if upper:
+                text = f"{pad}assess RISK for {number}{pad} shares of tsla"
+            else:
+                text = f"Assess risk for {number} shares of TSLA{pad}"
             await llm(model="m", messages=user(text))
             await llm(model="m", messages=user("Assess risk for 1001 shares of TSLA"))
         return len(fake.calls)
