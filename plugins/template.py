@@ -128,6 +128,12 @@ def _export(args: argparse.Namespace) -> int:
            "templates": entries}
     if args.out and args.out.endswith(".toml"):
         text = _toml(out)
+    elif args.out and args.out.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise r1mw.ConfigError("--out *.yaml needs pyyaml: pip install 'r1mw[yaml]'") from None
+        text = yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
     else:
         text = json.dumps(out, indent=2, ensure_ascii=False) + "\n"
     if args.out:
@@ -172,7 +178,7 @@ def r1mw_add_cli_commands(subparsers: Any) -> None:
     parser = subparsers.add_parser("templates", help="export mined templates, check a template file")
     sub = parser.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
     export = sub.add_parser("export", help="write the templates mined from traffic, in the template-file format")
-    export.add_argument("--out", help="file to write (.json or .toml; default: stdout as JSON)")
+    export.add_argument("--out", help="file to write (.json, .toml or .yaml; default: stdout as JSON)")
     export.add_argument("--cache-dir", help="cache dir of the process that mined them (default: R1MW_CACHE_DIR)")
     export.set_defaults(func=_export)
     check = sub.add_parser("check", help="load a template file and list its templates")

@@ -149,6 +149,9 @@ async def test_the_stage_mines_persists_and_the_cli_exports(tmp_path, monkeypatc
     assert main(["templates", "export", "--out", str(toml_out)]) == 0
     assert len(tomllib.loads(toml_out.read_text())["templates"]) == 5
     assert {t.text for t in load_file(toml_out)} == {text for _, text, _ in SHAPES}
+    yaml_out = tmp_path / "mined.yaml"
+    assert main(["templates", "export", "--out", str(yaml_out)]) == 0
+    assert [t.to_dict() for t in load_file(yaml_out)] == [t.to_dict() for t in load_file(toml_out)]
 
     # A new process starts with what the previous one mined: the shapes match at once.
     async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
