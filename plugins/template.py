@@ -159,6 +159,8 @@ def _toml(data: dict[str, Any]) -> str:
             lines.append(f"uses = {int(entry['uses'])}")
         slots = entry.get("slots") or {}
         lines.append("slots = {" + ", ".join(f"{q(k)} = {q(v)}" for k, v in slots.items()) + "}")
+        if entry.get("phrases"):
+            lines.append("phrases = [" + ", ".join(q(p) for p in entry["phrases"]) + "]")
         lines.append("")
     return "\n".join(lines)
 

@@ -62,7 +62,7 @@ def mine(prompts, **kw):
     return registry, miner
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(1, 13))
 def test_hidden_shapes_become_templates_and_one_offs_do_not(seed):
     prompts = stream(seed)
     registry, miner = mine(prompts)
@@ -219,3 +219,58 @@ def _upstream(fake):
         return Reply(choices=(Choice(content="ok"),))
 
     return call
+
+
+TOPICS = ["NVDA", "the Fed", "oil supply cuts", "the yen carry trade unwind", "AI chip export rules",
+          "Apple's buyback", "the ECB", "bank deposits outflows in March"]
+
+
+def test_a_slot_that_takes_phrases_of_any_length_is_mined():
+    r = random.Random(4)
+    prompts = [f"Summarize the latest news about {r.choice(TOPICS)} in three bullet points" for _ in range(30)]
+    prompts += stream(4, n=100, oneoffs=30)
+    r.shuffle(prompts)
+    registry, miner = mine(prompts)
+    texts = {t.text: t for t in registry}
+    phrase = texts.pop("Summarize the latest news about {text1} in three bullet points")
+    assert phrase.phrases == ("text1",)
+    assert set(texts) == {text for _, text, _ in SHAPES}  # and nothing else: no template from one-offs
+    # A topic never seen, of a length never seen, matches; the value goes into the key as written.
+    found = registry.match_full("summarize the latest news about the  Swiss franc peg in three bullet points.")
+    assert found.template is phrase and found.slots == {"text1": "the Swiss franc peg"}
+    other = registry.match_full("Summarize the latest news about the swiss franc peg in three bullet points")
+    assert other.canonical != found.canonical  # text keeps its case: a different key, never a merge
+    assert registry.match("Summarize the latest news about oil in five bullet points") is None
+
+
+async def test_phrase_slots_survive_persistence_and_export(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    prompts = [f"Summarize the latest news about {t} in three bullet points" for t in TOPICS[:4]]
+    async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        for p in prompts:
+            await llm(model="m", messages=[{"role": "user", "content": p}])
+    async with r1mw.Pipeline(settings_(stages="template,exact", cache_dir=str(cache))) as pipe:
+        assert pipe.services["templates"].match(
+            "Summarize the latest news about a brand new multi word topic in three bullet points") is not None
+    assert main(["templates", "export", "--cache-dir", str(cache), "--out", str(tmp_path / "m.toml")]) == 0
+    [entry] = tomllib.loads((tmp_path / "m.toml").read_text())["templates"]
+    assert entry["phrases"] == ["text1"]
+
+
+def test_a_specific_early_template_is_retired_by_its_general_form():
+    registry = TemplateRegistry()
+    miner = Miner(registry)
+    for t in TICKERS[:3]:  # the first prompts all said "current"
+        miner.observe(f"Explain the current ratio for {t} in simple terms")
+    assert [t.text for t in registry] == ["Explain the current ratio for {ticker1} in simple terms"]
+    registry.match("Explain the current ratio for AMD in simple terms")
+    miner.touch(next(iter(registry)).id)
+    for ratio, t in [("PEG", "AAPL"), ("quick", "MSFT"), ("debt-to-equity", "NVDA")]:
+        if registry.match(f"Explain the {ratio} ratio for {t} in simple terms") is None:
+            miner.observe(f"Explain the {ratio} ratio for {t} in simple terms")
+    [general] = list(registry)
+    assert general.text == "Explain the {text1} ratio for {ticker1} in simple terms"
+    assert miner.retired == 1 and miner.mined[general.id].uses == 1  # the uses carry over
+    assert registry.match("Explain the current ratio for AMD in simple terms") == (
+        general.id, {"text1": "current", "ticker1": "AMD"})

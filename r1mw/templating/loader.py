@@ -39,7 +39,7 @@ BUNDLED = Path(__file__).resolve().parent.parent / "data" / "trading_templates.j
 """The trading team's template set shipped with r1mw."""
 
 _ENTRY_KEYS = frozenset({"id", "template", "variants", "slots", "weight", "example", "examples",
-                         "description", "tags", "source", "uses"})
+                         "description", "tags", "source", "uses", "phrases"})
 
 
 class _Bad(Exception):

@@ -32,8 +32,8 @@ from typing import Any
 import xxhash
 
 from .registry import TemplateRegistry
-from .slots import infer_type
-from .template import Template, normalize_text
+from .slots import SLOT_TYPES, infer_type
+from .template import Template, normalize_text, parse_pattern
 
 __all__ = ["Miner", "tokenize"]
 
@@ -65,6 +65,16 @@ def _is_punct(token: str) -> bool:
     return token == "'s" or (len(token) == 1 and token in _TRAILING)
 
 
+def _join(tokens: list[str]) -> str:
+    """Tokens back to text: punctuation and ``'s`` attach to the word before them."""
+    out: list[str] = []
+    for token in tokens:
+        if out and not _is_punct(token):
+            out.append(" ")
+        out.append(token)
+    return "".join(out)
+
+
 @dataclass(slots=True)
 class _Cluster:
     tokens: list[str | None]  # None marks a wildcard position
@@ -72,6 +82,8 @@ class _Cluster:
     count: int = 1
     values: dict[int, set[str]] = field(default_factory=dict)
     keys: tuple[tuple[int, str], ...] = ()
+    # A gap cluster: fixed prefix, one wildcard of any number of tokens at ``gap``, fixed suffix.
+    gap: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,11 +91,45 @@ class _Mined:
     template: Template
     uses: int = 0
     created: float = field(default_factory=time.time)
+    shape: tuple[tuple[str, str], ...] = ()  # ("lit", folded token) or ("slot", type name)
+
+    def __post_init__(self) -> None:
+        self.shape = _shape(self.template)
+
+
+def _shape(template: Template) -> tuple[tuple[str, str], ...]:
+    if template.phrases:
+        return ()  # a phrase slot has no fixed length: never compared
+    out: list[tuple[str, str]] = []
+    for part in parse_pattern(template.text):
+        if isinstance(part, str):
+            out.extend(("lit", t.casefold()) for t in tokenize(part))
+        else:
+            out.append(("slot", template.slots[part[0]]))
+    return tuple(out)
+
+
+def _subsumes(general: tuple[tuple[str, str], ...], specific: tuple[tuple[str, str], ...]) -> bool:
+    """True when every prompt ``specific`` matches is also matched by ``general``."""
+    if not general or len(general) != len(specific) or general == specific:
+        return False
+    for (gk, gv), (sk, sv) in zip(general, specific):
+        if gk == "lit":
+            if sk != "lit" or sv != gv:
+                return False
+        elif gv != "text":  # a typed slot covers the same type, or fixed text of that type
+            if (sk == "slot" and sv != gv) or (sk == "lit" and SLOT_TYPES[gv].normalize(sv) is None):
+                return False
+    return True
 
 
 def _leaf_keys(tokens: list[str]) -> tuple[tuple[int, str], ...]:
     n = len(tokens)
     return ((n, "F" + tokens[0].casefold()), (n, "L" + tokens[-1].casefold()))
+
+
+def _ends(folded: list[str] | list[str | None]) -> tuple[str, str]:
+    return (folded[0] or "", folded[-1] or "")
 
 
 class Miner:
@@ -104,11 +150,15 @@ class Miner:
         self.path = path
         self.max_clusters = max_clusters or max(1000, 10 * capacity)
         self._leaves: dict[tuple[int, str], list[_Cluster]] = {}
+        # By (first, last) token, any length: where prompts of one shape but different
+        # lengths meet (a slot that takes a phrase), and where gap clusters live.
+        self._by_ends: dict[tuple[str, str], list[_Cluster]] = {}
         self._clusters: OrderedDict[int, _Cluster] = OrderedDict()  # LRU of live clusters
         self.mined: dict[str, _Mined] = {}
         self.observed = 0
         self.promoted = 0
         self.evicted = 0
+        self.retired = 0
         self.load_faults = 0
 
     # -- the online part ---------------------------------------------------------------
@@ -121,9 +171,16 @@ class Miner:
             return None
         self.observed += 1
         folded = [t.casefold() for t in tokens]
+        cluster = self._join_gap(tokens, folded)
+        if cluster is not None:
+            return self._promote(cluster) if cluster.count >= self.min_support else None
         cluster = self._best(tokens, folded)
         if cluster is None:
-            self._new_cluster(tokens, folded)
+            cluster = self._form_gap(tokens, folded)
+            if cluster is None:
+                self._new_cluster(tokens, folded)
+            elif cluster.count >= self.min_support:
+                return self._promote(cluster)
             return None
         self._clusters.move_to_end(id(cluster))
         cluster.count += 1
@@ -156,6 +213,55 @@ class Miner:
                     best, best_score = cluster, score
         return best
 
+    # -- phrases: one slot of any length between a fixed prefix and a fixed suffix ---------
+    def _join_gap(self, tokens: list[str], folded: list[str]) -> _Cluster | None:
+        n = len(tokens)
+        for cluster in self._by_ends.get(_ends(folded), ()):
+            p = cluster.gap
+            if p is None:
+                continue
+            s = len(cluster.tokens) - p - 1
+            if n > p + s and folded[:p] == cluster.folded[:p] and folded[n - s:] == cluster.folded[p + 1:]:
+                self._clusters.move_to_end(id(cluster))
+                cluster.count += 1
+                seen = cluster.values[p]
+                if len(seen) < _MAX_VALUES:
+                    seen.add(_join(tokens[p:n - s]))
+                return cluster
+        return None
+
+    def _form_gap(self, tokens: list[str], folded: list[str]) -> _Cluster | None:
+        """Pair a prompt with a single earlier prompt of another length and the same ends:
+        their common prefix and suffix become fixed text, what lies between a phrase slot."""
+        n = len(tokens)
+        best: tuple[int, int, _Cluster] | None = None
+        for other in self._by_ends.get(_ends(folded), ()):
+            m = len(other.tokens)
+            if other.gap is not None or other.count != 1 or m == n:
+                continue
+            limit = min(n, m) - 1  # both keep a non-empty middle
+            p = 0
+            while p < limit and folded[p] == other.folded[p]:
+                p += 1
+            s = 0
+            while p + s < limit and folded[n - 1 - s] == other.folded[m - 1 - s]:
+                s += 1
+            words = sum(1 for t in folded[:p] + folded[n - s:] if not _is_punct(t))
+            if p and s and words >= 3 and p + s >= self.similarity * max(n, m):
+                if best is None or p + s > best[0] + best[1]:
+                    best = (p, s, other)
+        if best is None:
+            return None
+        p, s, other = best
+        m = len(other.tokens)
+        self._drop(other)
+        cluster = _Cluster(list(tokens[:p]) + [None] + list(tokens[n - s:]),
+                           list(folded[:p]) + [None] + list(folded[n - s:]), count=2, gap=p,
+                           values={p: {_join([t or "" for t in other.tokens[p:m - s]]), _join(tokens[p:n - s])}})
+        self._by_ends.setdefault(_ends(folded), []).append(cluster)
+        self._clusters[id(cluster)] = cluster
+        return cluster
+
     def _new_cluster(self, tokens: list[str], folded: list[str]) -> None:
         cluster = _Cluster(list(tokens), list(folded), keys=_leaf_keys(tokens))
         for key in cluster.keys:
@@ -164,6 +270,11 @@ class Miner:
                 self._drop(leaf[0])
                 leaf = self._leaves.setdefault(key, [])
             leaf.append(cluster)
+        ends = self._by_ends.setdefault(_ends(folded), [])
+        if len(ends) >= _MAX_LEAF:
+            self._drop(ends[0])
+            ends = self._by_ends.setdefault(_ends(folded), [])
+        ends.append(cluster)
         self._clusters[id(cluster)] = cluster
         while len(self._clusters) > self.max_clusters:
             _, old = self._clusters.popitem(last=False)
@@ -177,6 +288,12 @@ class Miner:
                 leaf[:] = [c for c in leaf if c is not cluster]
                 if not leaf:
                     del self._leaves[key]
+        ends = _ends(cluster.folded)
+        leaf = self._by_ends.get(ends)
+        if leaf is not None:
+            leaf[:] = [c for c in leaf if c is not cluster]
+            if not leaf:
+                del self._by_ends[ends]
 
     def _ripe(self, cluster: _Cluster) -> bool:
         n = len(cluster.tokens)
@@ -191,12 +308,15 @@ class Miner:
         parts: list[str] = []
         types: dict[str, str] = {}
         counters: dict[str, int] = {}
+        phrases: tuple[str, ...] = ()
         for i, token in enumerate(cluster.tokens):
             if token is None:
                 kind = infer_type(sorted(cluster.values[i]))
                 counters[kind] = counters.get(kind, 0) + 1
                 name = f"{kind}{counters[kind]}"
                 types[name] = kind
+                if i == cluster.gap:
+                    phrases = (name,)
                 piece = "{" + name + "}"
             else:
                 piece = token.replace("{", "{{").replace("}", "}}")
@@ -208,7 +328,7 @@ class Miner:
         if tid in self.registry:
             return None
         try:
-            template = Template(tid, text, (), types, source="mined", single_token=True)
+            template = Template(tid, text, (), types, source="mined", single_token=True, phrases=phrases)
         except (ValueError, KeyError):
             return None
         if self.capacity <= 0:
@@ -216,8 +336,15 @@ class Miner:
         while len(self.mined) >= self.capacity:
             self._evict()
         self.registry.add(template)
-        self.mined[tid] = _Mined(template)
+        mined = self.mined[tid] = _Mined(template)
         self.promoted += 1
+        # A shape first seen with one value in a position ("the current ratio") or with values
+        # that all looked like tickers is retired once its general form is mined.
+        for old in [m for m in self.mined.values() if _subsumes(mined.shape, m.shape)]:
+            self.registry.remove(old.template.id)
+            del self.mined[old.template.id]
+            mined.uses += old.uses
+            self.retired += 1
         log.info("mined template %s: %s", tid, text)
         self.save()
         return template
@@ -276,7 +403,8 @@ class Miner:
                 break
             try:
                 template = Template(str(entry["id"]), str(entry["template"]), (), dict(entry.get("slots") or {}),
-                                    source="mined", single_token=True)
+                                    source="mined", single_token=True,
+                                    phrases=tuple(map(str, entry.get("phrases") or ())))
                 if template.id in self.registry:
                     continue
                 self.registry.add(template)
@@ -289,5 +417,6 @@ class Miner:
 
     def stats(self) -> dict[str, Any]:
         return {"observed": self.observed, "clusters": len(self._clusters), "mined": len(self.mined),
-                "promoted": self.promoted, "evicted": self.evicted, "load_faults": self.load_faults}
+                "promoted": self.promoted, "evicted": self.evicted, "retired": self.retired,
+                "load_faults": self.load_faults}
 

@@ -73,8 +73,9 @@ class Template:
     variants: tuple[str, ...] = ()
     slots: Mapping[str, str] = field(default_factory=dict)
     source: str = "code"
-    # Mined templates hold single-token slots: their text slots match one token, not a phrase.
+    # Mined templates hold single-token slots (one token, not a phrase), except ``phrases``.
     single_token: bool = False
+    phrases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -82,6 +83,7 @@ class Template:
         if not isinstance(self.text, str) or not self.text.strip():
             raise ValueError(f"template {self.id!r} has an empty pattern")
         object.__setattr__(self, "variants", tuple(self.variants))
+        object.__setattr__(self, "phrases", tuple(self.phrases))
         types = {name: slot_type(t).name for name, t in dict(self.slots).items()}
         names: set[str] | None = None
         for pattern in (self.text, *self.variants):
@@ -103,6 +105,8 @@ class Template:
                                          f"{types[name]!r} and {t!r}")
                     types[name] = t
         assert names is not None
+        if not set(self.phrases) <= names:
+            raise ValueError(f"template {self.id!r}: phrases {sorted(set(self.phrases) - names)} are not slots")
         unknown = set(types) - names
         if unknown:
             raise ValueError(f"template {self.id!r}: types given for slots it does not have: {sorted(unknown)}")
@@ -121,6 +125,8 @@ class Template:
         if self.variants:
             out["variants"] = list(self.variants)
         out["slots"] = dict(self.slots)
+        if self.phrases:
+            out["phrases"] = list(self.phrases)
         return out
 
     def alternatives(self) -> list["Alternative"]:
@@ -243,7 +249,8 @@ class Alternative:
             # and normalizes the value. Inlining each type's (large) pattern instead would make
             # a 1,000-template index take seconds to compile, for the same matches.
             slots.append(part[0])
-            pieces.append(r"([^\s]+?)" if template.single_token else r"(.+?)")
+            one_token = template.single_token and part[0] not in template.phrases
+            pieces.append(r"([^\s]+?)" if one_token else r"(.+?)")
             typed_at[len(pieces) - 1] = template.slot_type(part[0]).pattern
         pieces.append(r"[\s.?!]*")
         first = _key_words(parts, head=True)
