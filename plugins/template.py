@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 import r1mw
 from r1mw.templating import Miner, TemplateRegistry, code_templates, load_file
+
+log = logging.getLogger("r1mw.templates")
 
 MINED_FILE = "templates/mined.json"  # under the cache dir
 TEMPLATE_ROLE = "r1mw:template"  # role of the canonical message in meta["key_messages"]
@@ -49,6 +52,8 @@ class TemplateStage:
         self.pipeline = pipeline  # its event bus is set up after the stages are built
         self.matched: Counter[str] = Counter()
         self.unmatched = 0
+        self.mining_faults = 0
+        self.match_faults = 0
         pipeline.services["templates"] = self.registry
 
     async def start(self) -> None:
@@ -67,7 +72,12 @@ class TemplateStage:
             i -= 1
         content = messages[i].get("content") if i >= 0 else None
         if isinstance(content, str):
-            found = self.registry.match_full(content)
+            try:
+                found = self.registry.match_full(content)
+            except Exception:  # a fault in matching: the request goes on with its raw key
+                self.match_faults += 1
+                log.exception("template matching failed; the request passes through")
+                return await call_next(request)
             if found is not None:
                 tid = found.template.id
                 meta = request.meta
@@ -90,17 +100,27 @@ class TemplateStage:
                 self.unmatched += 1
                 # Prefetch requests are our own guesses, not traffic: they teach nothing.
                 if self.miner is not None and not request.meta.get("prefetch"):
-                    mined = self.miner.observe(content)
-                    if mined is not None and self.pipeline.events.enabled:  # rare: no hot-path cost
-                        self.pipeline.events.emit("template_mined", template_id=mined.id, template=mined.text,
-                                         slots=dict(mined.slots))
+                    self._learn(content)
         return await call_next(request)
+
+    def _learn(self, content: str) -> None:
+        # Mining is best effort: a fault in it must never fail the request it watched.
+        try:
+            mined = self.miner.observe(content)  # type: ignore[union-attr]
+        except Exception:
+            self.mining_faults += 1
+            log.exception("template mining failed; the request goes on")
+            return
+        if mined is not None and self.pipeline.events.enabled:  # rare: no hot-path cost
+            self.pipeline.events.emit("template_mined", template_id=mined.id, template=mined.text,
+                                      slots=dict(mined.slots))
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"templates": len(self.registry), "matched": sum(self.matched.values()),
-                               "unmatched": self.unmatched, "by_template": dict(self.matched.most_common(20))}
+                               "unmatched": self.unmatched, "faults": self.match_faults,
+                               "by_template": dict(self.matched.most_common(20))}
         if self.miner is not None:
-            out["mining"] = self.miner.stats()
+            out["mining"] = {**self.miner.stats(), "faults": self.mining_faults}
         return out
 
 

@@ -274,3 +274,17 @@ def test_a_specific_early_template_is_retired_by_its_general_form():
     assert miner.retired == 1 and miner.mined[general.id].uses == 1  # the uses carry over
     assert registry.match("Explain the current ratio for AMD in simple terms") == (
         general.id, {"text1": "current", "ticker1": "AMD"})
+
+
+async def test_a_fault_in_mining_never_fails_the_request(monkeypatch):
+    fake = FakeR1()
+    async with r1mw.Pipeline(settings_(stages="template,exact")) as pipe:
+        stage = pipe.stage("template")
+
+        def broken(text):
+            raise RuntimeError("bug in the miner")
+
+        monkeypatch.setattr(stage.miner, "observe", broken)
+        reply = await r1mw.wrap(fake, pipe)(model="m", messages=[{"role": "user", "content": "hello there you"}])
+        assert reply["choices"][0]["message"]["content"] == fake.answer_for("hello there you")
+        assert pipe.stats()["stages"]["template"]["mining"]["faults"] == 1
