@@ -280,6 +280,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_ZSTD_DICT", "zstd_dict", None, _path,
          "zstd dictionary for R1MW_CODEC=msgpack+zstd (default: <cache dir>/zstd.dict if present; "
          "make one with `r1mw zstd-dict`)"),
+    # -- templates (issue 3) --
+    Flag("R1MW_TEMPLATE_MINE_MIN", "template_mine_min", 3, _int(2),
+         "prompts of one shape (differing in the same positions) before it becomes a mined template"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}
