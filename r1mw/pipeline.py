@@ -107,6 +107,9 @@ class Pipeline:
         s = self.settings
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
+        # The bus exists before tiers and stages are built: they may keep a reference to it.
+        if self.pm.hook.r1mw_events.get_hookimpls():
+            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
         tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
@@ -120,9 +123,7 @@ class Pipeline:
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
         self._chain = chain
-        if self.pm.hook.r1mw_events.get_hookimpls():
-            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
-            self.events.start()
+        self.events.start()
         self._started = True
         self.pm.hook.r1mw_pipeline_started(pipeline=self)
 
