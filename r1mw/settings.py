@@ -160,6 +160,18 @@ def _default_cache_dir() -> str:
     return os.path.join(base, "r1mw")
 
 
+def _off_or(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, or None for an empty value / ``off`` / ``none`` (a rule switched off)."""
+
+    def parse_or_off(raw: Any) -> Any:
+        if raw is None or str(raw).strip().lower() in ("", "off", "none"):
+            return None
+        return parse(raw)
+
+    parse_or_off.allowed = f"{getattr(parse, 'allowed', 'a value')} or off"  # type: ignore[attr-defined]
+    return parse_or_off
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
@@ -235,6 +247,42 @@ FLAGS: tuple[Flag, ...] = (
          'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
     Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
          "log level of the r1mw logger"),
+    # -- observability (issue 5): metrics endpoint, snapshots, alert rules -------------------
+    Flag("R1MW_METRICS_HOST", "metrics_host", "127.0.0.1", _str,
+         "address the metrics endpoint binds (0.0.0.0 to let another host scrape)"),
+    Flag("R1MW_METRICS_TOP_N", "metrics_top_n", 20, _int(0, 1000),
+         "template ids / namespaces / models exported as their own label; the rest are `other`"),
+    Flag("R1MW_METRICS_SNAPSHOT_INTERVAL_S", "metrics_snapshot_interval_s", 60.0, _float(0.01),
+         "seconds between two metrics snapshots"),
+    Flag("R1MW_METRICS_SNAPSHOT_MAX_BYTES", "metrics_snapshot_max_bytes", 16 * 2**20, _bytes,
+         "snapshot file budget: past it, the oldest half is dropped (0 = unbounded)"),
+    Flag("R1MW_ALERT_HIT_RATE_BELOW", "alert_hit_rate_below", None, _off_or(_float(0.0, 1.0)),
+         "alert when the hit rate over the window is below this (0-1); unset = off"),
+    Flag("R1MW_ALERT_P99_MS_ABOVE", "alert_p99_ms_above", None, _off_or(_float(0.0)),
+         "alert when p99 latency over the window is above this many ms; unset = off"),
+    Flag("R1MW_ALERT_ERROR_RATE_ABOVE", "alert_error_rate_above", None, _off_or(_float(0.0, 1.0)),
+         "alert when the share of requests ending in an upstream error is above this (0-1); unset = off"),
+    Flag("R1MW_ALERT_DISK_FULL_PCT", "alert_disk_full_pct", None, _off_or(_float(0.0, 100.0)),
+         "alert when a tier below RAM is above this % of its byte budget; unset = off"),
+    Flag("R1MW_ALERT_REDIS_DOWN", "alert_redis_down", False, _bool,
+         "alert while a tier (Redis) reports it cannot be reached"),
+    Flag("R1MW_ALERT_WINDOW_S", "alert_window_s", 300.0, _float(1.0),
+         "sliding window the alert rules look at, in seconds"),
+    Flag("R1MW_ALERT_INTERVAL_S", "alert_interval_s", 15.0, _float(0.01),
+         "seconds between two evaluations of the alert rules"),
+    Flag("R1MW_ALERT_MIN_REQUESTS", "alert_min_requests", 20, _int(1),
+         "rate and latency rules stay quiet below this many requests in the window"),
+    # Tiers (RAM and disk).
+    Flag("R1MW_L1_POLICY", "l1_policy", "s3fifo", _choice("s3fifo", "lru", "sieve", "wtinylfu"),
+         "eviction policy of the RAM tier"),
+    Flag("R1MW_L2_FSYNC", "l2_fsync", "none", _choice("none", "file", "full"),
+         "L2 durability: none (atomic rename only), file (fsync before rename), full (and the directory)"),
+    Flag("R1MW_ZSTD_DICT", "zstd_dict", None, _path,
+         "zstd dictionary for R1MW_CODEC=msgpack+zstd (default: <cache dir>/zstd.dict if present; "
+         "make one with `r1mw zstd-dict`)"),
+    # -- templates (issue 3) --
+    Flag("R1MW_TEMPLATE_MINE_MIN", "template_mine_min", 3, _int(2),
+         "prompts of one shape (differing in the same positions) before it becomes a mined template"),
     # cold tiers (L3 segments, L4 archive, Redis)
     Flag("R1MW_L3_SEGMENT_BYTES", "l3_segment_bytes", 64 * 2**20, _bytes,
          "L3 segment file size before it is sealed (at most a quarter of R1MW_L3_MAX_BYTES)"),
