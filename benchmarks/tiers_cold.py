@@ -126,7 +126,7 @@ async def bench_l4(n: int, size: int, codec: str) -> None:
         seq = list(range(n))
         row(label, "get", await timed(lambda i: t.get(keys[i]), seq), "in write order: decoded block reused")
         s = t.stats()
-        print(f"{'':<28} stored/raw = {s['compression_ratio'] * 100:.1f} % ({s['blocks_written']} blocks)")
+        print(f"{'':<28} stored/raw = {s['stored_bytes'] / s['raw_bytes'] * 100:.1f} % ({s['blocks_written']} blocks)")
         await t.close()
         t = ArchiveTier(d, codec=codec)
         row(f"L4 {codec} thread", "get", await timed(lambda i: t.get(keys[i]), order[:2000]))

@@ -105,4 +105,4 @@ async def test_conforms_to_the_tier_protocol(memory):
     from r1mw.protocols import Tier
 
     assert isinstance(memory, Tier)
-    assert hasattr(memory, "on_evict") and callable(memory.close)
+    assert callable(memory.close) and memory.write_through is False

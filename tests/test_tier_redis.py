@@ -257,3 +257,57 @@ async def test_no_server_at_all_is_misses_and_no_ops():
     assert s["errors"] + s["timeouts"] == 2 and s["skipped"] == 4 and s["breaker"] == "open"
     assert s["outage_s"] >= 0
     await t.close()
+
+
+# -- under the real store and exact stage ------------------------------------------------------
+
+from r1mw.testing import FakeR1  # noqa: E402
+
+
+def question(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Is the spread on T{i} calendar options wide today?"}]
+
+
+def redis_pipeline(cache_dir, url, prefix, **kw):
+    return r1mw.Pipeline(r1mw.Settings(stages="exact", tiers="l1,l2,redis", cache_dir=cache_dir, redis_url=url,
+                                       redis_prefix=prefix, **kw))
+
+
+async def test_two_processes_share_answers_through_redis(tmp_path, redis_url):
+    prefix = f"r1mwtest:{uuid.uuid4().hex}:"
+    fake = FakeR1()
+    try:
+        async with redis_pipeline(tmp_path / "a", redis_url, prefix) as a, \
+                redis_pipeline(tmp_path / "b", redis_url, prefix) as b:
+            first = await r1mw.wrap(fake, a)(model="deepseek-reasoner", messages=question(1))
+            second = await r1mw.wrap(fake, b)(model="deepseek-reasoner", messages=question(1))
+            stats = b.stats()
+        assert len(fake.calls) == 1  # b never saw the question: Redis answered it
+        assert second["choices"][0]["message"] == first["choices"][0]["message"]
+        assert stats["hits_by"] == {"exact:redis": 1}
+    finally:
+        await RedisTier(redis_url, prefix=prefix).clear()
+
+
+async def test_requests_succeed_while_redis_is_down_and_it_is_used_again_after(tmp_path, server):
+    fake = FakeR1()
+    async with redis_pipeline(tmp_path, server.url, "r1mw:v1:", redis_timeout_ms=50,
+                              redis_breaker_failures=2, redis_breaker_cooldown_s=0.2) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        server.stop()
+        for i in range(6):
+            reply = await llm(model="deepseek-reasoner", messages=question(i))
+            assert reply["choices"][0]["message"]["content"] == fake.answer_for(question(i)[0]["content"])
+        tier = pipe.store.tiers[2]
+        down = tier.stats()
+        assert down["errors"] + down["timeouts"] >= 2 and down["breaker_opens"] == 1 and not down["up"]
+        assert pipe.stats()["errors"] == 0
+        server.start()
+        assert await recovered(tier)
+        await llm(model="deepseek-reasoner", messages=question(99))
+        assert tier.stats()["up"]
+    # Another process sees what was stored after the restart.
+    async with redis_pipeline(tmp_path / "other", server.url, "r1mw:v1:") as other:
+        await r1mw.wrap(fake, other)(model="deepseek-reasoner", messages=question(99))
+        assert other.stats()["hits_by"] == {"exact:redis": 1}
+    assert len(fake.calls) == 7

@@ -653,3 +653,32 @@ async def test_small_segments_left_by_restarts_are_merged(tmp_path):
     t = open_tier(tmp_path)
     assert len(t) == 30 and all(t.get_sync(k) == v for k, v in expected.items())
     t.close_sync()
+
+
+# -- the shared tier contract (tests/tier_conformance.py) -------------------------------------
+
+from tier_conformance import TierConformance  # noqa: E402
+
+
+def _flip_record(tier: SegmentTier, key: bytes) -> bool:
+    loc = tier._index[key]
+    path = tier._data_path(loc.seg)
+    with open(path, "r+b") as f:
+        f.seek(loc.offset + loc.length - 3)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x10]))
+    return True
+
+
+class TestSegmentTierConformance(TierConformance):
+    def make_tier(self, path, max_entries):
+        return SegmentTier(path / "l3", max_entries=max_entries, segment_bytes=4096, fsync=False)
+
+    def corrupt(self, tier, key):
+        return _flip_record(tier, key)
+
+
+class TestSegmentTierInlineConformance(TestSegmentTierConformance):
+    def make_tier(self, path, max_entries):
+        return SegmentTier(path / "l3", max_entries=max_entries, inline_reads=True, fsync=False)

@@ -66,9 +66,11 @@ class AiocacheTier:
 
     The wrapped cache gets :class:`BytesSerializer` and ``timeout=None``; ``timeout`` here is
     this adapter's own per-call deadline in seconds (None: no deadline, right for memory).
+    ``write_through=True`` makes the store write every entry here (a shared backend).
     """
 
-    def __init__(self, cache: Any, *, name: str = "aiocache", timeout: float | None = None) -> None:
+    def __init__(self, cache: Any, *, name: str = "aiocache", timeout: float | None = None,
+                 write_through: bool = False) -> None:
         from aiocache.serializers import PickleSerializer
 
         if isinstance(cache.serializer, PickleSerializer):
@@ -78,18 +80,18 @@ class AiocacheTier:
         self.cache = cache
         self.name = name
         self.timeout = timeout
-        self.on_evict: Callable[[bytes, bytes], Any] | None = None
+        self.write_through = write_through  # True for a backend shared between processes
         self._memory = type(cache).__name__.startswith("SimpleMemory")
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.timeouts = 0
 
     @classmethod
     def from_backend(cls, backend: type, *, name: str = "aiocache", timeout: float | None = None,
-                     namespace: str = "r1mw:v1:", **kwargs: Any) -> "AiocacheTier":
+                     namespace: str = "r1mw:v1:", write_through: bool = False, **kwargs: Any) -> "AiocacheTier":
         """Build ``backend(**kwargs)`` the safe way (bytes serializer, no aiocache timeout)."""
         if "serializer" in kwargs:
             raise ConfigError(f"aiocache tier {name!r}: serializer is fixed to BytesSerializer; do not pass one")
         cache = backend(serializer=BytesSerializer(), timeout=None, namespace=namespace, **kwargs)
-        return cls(cache, name=name, timeout=timeout)
+        return cls(cache, name=name, timeout=timeout, write_through=write_through)
 
     async def _call(self, make: Callable[[], Any], default: Any) -> Any:
         try:

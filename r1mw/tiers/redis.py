@@ -89,8 +89,12 @@ class RedisTier:
     """A :class:`~r1mw.protocols.Tier` over ``redis.asyncio`` that never raises to its caller.
 
     ``client`` may be given (tests, shared pools); otherwise one is built from ``url`` with
-    retries off and socket timeouts equal to the deadline.
+    retries off and socket timeouts equal to the deadline. ``write_through``: the store writes
+    every entry here when it is stored (a shared tier must not wait for a local eviction).
+    Redis bounds and evicts by itself (``maxmemory``), so there is no ``on_evict``.
     """
+
+    write_through = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
                  prefix: bytes | str = b"r1mw:v1:", timeout: float = 0.05, breaker_failures: int = 3,
@@ -100,7 +104,6 @@ class RedisTier:
         self.prefix = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
         self.timeout = timeout
         self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
-        self.on_evict: Callable[[bytes, bytes], Any] | None = None  # Redis evicts by itself
         self._client = client if client is not None else _client(url, timeout, max_connections)
         self.hits = self.misses = self.sets = self.deletes = 0
         self.errors = self.timeouts = self.skipped = 0
@@ -179,7 +182,8 @@ class RedisTier:
 
     def stats(self) -> dict[str, Any]:
         b = self.breaker
-        return {"hits": self.hits, "misses": self.misses, "sets": self.sets, "deletes": self.deletes,
+        return {"up": b.state == "closed", "hits": self.hits, "misses": self.misses, "sets": self.sets,
+                "deletes": self.deletes,
                 "errors": self.errors, "timeouts": self.timeouts, "skipped": self.skipped,
                 "breaker": b.state, "breaker_opens": b.opens, "outage_s": round(b.outage_seconds, 3),
                 "timeout_ms": self.timeout * 1000.0}

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +108,10 @@ class SegmentFiles:
         self.refresh_interval = refresh_interval
         self.fsync = fsync
         self.on_evict: Callable[[bytes, bytes], Any] | None = None
+        # on_lost(key): the tier lost a key on its own (expired, corrupt, not writable); the
+        # store then checks whether another tier holds it. Called on the event loop.
+        self.on_lost: Callable[[bytes], Any] | None = None
+        self._lost: deque[bytes] = deque()
         self._lock = threading.RLock()
         self._index: OrderedDict[bytes, Loc] = OrderedDict()  # in write-time order
         self._dead: dict[bytes, int] = {}  # key -> ts of the newest tombstone seen
@@ -305,6 +309,7 @@ class SegmentFiles:
                 self._drop(key, loc)
             self.expired += 1
             self.misses += 1
+            self._lost.append(key)
             return None
         value = self._read(key, loc)
         if value is None and loc.seg is not None and loc.seg not in self._segs and self.refresh_interval >= 0:
@@ -563,7 +568,23 @@ class SegmentFiles:
             return None
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _report_lost(self) -> None:
+        on_lost = self.on_lost
+        while self._lost:
+            key = self._lost.popleft()
+            if on_lost is not None:
+                try:
+                    on_lost(key)
+                except Exception:  # noqa: BLE001
+                    log.exception("%s: on_lost failed", self.name)
+
     async def get(self, key: bytes) -> bytes | None:
+        value = await self._get(key)
+        if self._lost:
+            self._report_lost()
+        return value
+
+    async def _get(self, key: bytes) -> bytes | None:
         if self._closed:
             return None
         if self.inline_reads:
@@ -584,16 +605,22 @@ class SegmentFiles:
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if self._closed:
             return
-        if self.inline_reads:
+        if self.inline_reads or self._cheap_set(len(value)):
             evicted = self.set_sync(key, value, ttl)
         else:
             evicted = await self._run(self.set_sync, key, value, ttl)
         if evicted:
             await self._deliver(evicted)
+        if self._lost:
+            self._report_lost()
         self._after_write()
 
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
         raise NotImplementedError
+
+    def _cheap_set(self, size: int) -> bool:
+        """Whether a set of ``size`` bytes touches no file (then it runs on the loop)."""
+        return False
 
     def delete_sync(self, key: bytes) -> bool:
         raise NotImplementedError
@@ -618,6 +645,8 @@ class SegmentFiles:
         if self._closed or (key not in self._index and not self._refresh_due()):
             return False
         found = self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key)
+        if self._lost:
+            self._report_lost()
         self._after_write()
         return bool(found)
 

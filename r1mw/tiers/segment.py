@@ -98,6 +98,7 @@ class SegmentTier(SegmentFiles):
             self.corrupt += 1  # truncated, flipped or overwritten: never served
             with self._lock:
                 self._drop(key, loc)
+            self._lost.append(key)
             return None
         return data[rec.value_start:rec.value_start + rec.value_len]
 
@@ -116,6 +117,8 @@ class SegmentTier(SegmentFiles):
                 self.write_errors += 1
                 return []
             if not self._write(key, rec, ts, expires, False):
+                if key not in self._index:
+                    self._lost.append(key)  # not stored here: the store may have lost it
                 return []
             self.sets += 1
             evicted = self._enforce()
@@ -171,6 +174,8 @@ class SegmentTier(SegmentFiles):
         self.evictions += 1
         if value is not None:
             evicted.append((key, value))
+        else:
+            self._lost.append(key)  # expired or unreadable: nothing to move down
 
     # -- compaction ----------------------------------------------------------------------------------
     def _maint_lock(self) -> contextlib.AbstractContextManager[bool]:
