@@ -1,17 +1,20 @@
 """Cold tiers: get/set p50/p99 for L3 (segments), L4 (archive), Redis, and Redis down.
 
-    python benchmarks/tiers_cold.py [--n 5000] [--size 3000]
+    python benchmarks/tiers_cold.py [--n 3000]
 
-Prints one table (microseconds). Values are R1-shaped replies as bytes (reasoning prose with
-numbers); L3/L4 live in a temporary directory (page cache warm: this measures the code path,
-not the disk). Redis: R1MW_TEST_REDIS_URL or redis://127.0.0.1:6379/15, keys under a throwaway
-prefix; "stopped" and "paused" use a throwaway redis-server on a free port.
+Prints one table (microseconds). Values are what the store hands these tiers: R1-shaped
+replies (benchmarks/r1_replies.py: reasoning 2-6 KB, answer 1-3 KB of real prose) as entries
+encoded by the default codec (msgpack+lz4 envelope). L3/L4 live in a temporary directory
+(page cache warm: this measures the code path, not the disk). L4's stored bytes are reported
+against the replies' raw JSON. Redis: R1MW_TEST_REDIS_URL or redis://127.0.0.1:6379/15, keys
+under a throwaway prefix; "stopped" and "paused" use a throwaway redis-server on a free port.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -24,25 +27,30 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
-from r1mw.tiers.archive import ArchiveTier
-from r1mw.tiers.redis import RedisTier
-from r1mw.tiers.segment import SegmentTier
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-WORDS = ("the 50-day moving average of {t} crossed above the 200-day, so momentum favours a long entry "
-         "near {p} with a stop {s}% below; volume confirms, but the RSI at {r} warns of a pullback. "
-         "Wait, consider the earnings date and the options skew before sizing the position. ").split()
+from r1_replies import replies  # noqa: E402
+
+from r1mw.adapters.shapes import reply_of_dict  # noqa: E402
+from r1mw.codec import Lz4Codec  # noqa: E402
+from r1mw.tiers import Entry  # noqa: E402
+from r1mw.tiers.archive import ArchiveTier  # noqa: E402
+from r1mw.tiers.redis import RedisTier  # noqa: E402
+from r1mw.tiers.segment import SegmentTier  # noqa: E402
+
+RAW_JSON: list[int] = []  # bytes of each reply as JSON
+ENCODED: list[bytes] = []  # the same replies as the store encodes them
 
 
-def reply(i: int, size: int) -> bytes:
-    rnd = random.Random(i)
-    out: list[str] = []
-    n = 0
-    while n < size:
-        w = rnd.choice(WORDS).format(t=rnd.choice(["AAPL", "MSFT", "NVDA", "TSLA"]), p=rnd.randint(50, 900),
-                                     s=rnd.randint(2, 9), r=rnd.randint(20, 80))
-        out.append(w)
-        n += len(w) + 1
-    return " ".join(out)[:size].encode()
+def load(n: int) -> None:
+    codec = Lz4Codec()
+    for r in replies(n):
+        RAW_JSON.append(len(json.dumps(r).encode()))
+        ENCODED.append(codec.encode(Entry(reply_of_dict(r)).to_wire()))
+
+
+def reply(i: int, size: int = 0) -> bytes:
+    return ENCODED[i % len(ENCODED)]
 
 
 def pct(samples: list[float]) -> tuple[float, float]:
@@ -98,7 +106,7 @@ def bench_l3_reopen(n: int) -> None:
     d = tempfile.mkdtemp(prefix="r1mw-bench-l3-reopen-")
     try:
         t = SegmentTier(d, max_entries=n, segment_bytes=4 * 2**20, fsync=False)
-        value = reply(0, 200)
+        value = ENCODED[0][:200]  # small values: this measures the index, not the disk
         for i in range(n):
             t.set_sync(uuid.uuid4().bytes, value)
         t.close_sync()
@@ -119,20 +127,46 @@ async def bench_l4(n: int, size: int, codec: str) -> None:
         keys = [uuid.uuid4().bytes for _ in range(n)]
         values = [reply(i, size) for i in range(n)]
         label = f"L4 {codec} inline"
-        row(label, "set", await timed(lambda i: t.set(keys[i], values[i]), list(range(n))), "p99 = a block flush")
+        row(label, "set", await timed(lambda i: t.set(keys[i], values[i]), list(range(n))),
+            "p99 = a 64 KiB block compressed and appended")
         await t.flush()
         order = random.Random(2).sample(range(n), n)
         row(label, "get", await timed(lambda i: t.get(keys[i]), order), "random keys: mostly a block decode")
         seq = list(range(n))
         row(label, "get", await timed(lambda i: t.get(keys[i]), seq), "in write order: decoded block reused")
-        s = t.stats()
-        print(f"{'':<28} stored/raw = {s['stored_bytes'] / s['raw_bytes'] * 100:.1f} % ({s['blocks_written']} blocks)")
         await t.close()
+        disk = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".arc"))
+        raw = sum(RAW_JSON[i % len(RAW_JSON)] for i in range(n))
+        enc = sum(len(v) for v in values)
+        print(f"{'':<28} on disk {disk / n:,.0f} B per reply = {disk / raw * 100:.1f} % of its raw JSON "
+              f"(the store's msgpack+lz4 entries: {enc / raw * 100:.1f} %)")
         t = ArchiveTier(d, codec=codec)
         row(f"L4 {codec} thread", "get", await timed(lambda i: t.get(keys[i]), order[:2000]))
         await t.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+async def bench_l4_blocks() -> None:
+    """Block size: stored bytes against the cost of a random get (a block decode)."""
+    n = len(ENCODED)
+    raw = sum(RAW_JSON)
+    for codec in ("zstd", "lz4"):
+        for block in (16 * 1024, 32 * 1024, 64 * 1024):
+            d = tempfile.mkdtemp(prefix="r1mw-bench-l4-blocks-")
+            try:
+                t = ArchiveTier(d, codec=codec, block_bytes=block, inline_reads=True, fsync=False)
+                for i, v in enumerate(ENCODED):
+                    t.set_sync(b"k%d" % i, v)
+                t.flush_sync()
+                order = random.Random(3).sample(range(n), n)
+                p50, _ = pct(await timed(lambda i: t.get(b"k%d" % i), order))
+                t.close_sync()
+                disk = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".arc"))
+                print(f"{'L4 blocks':<28} {codec:<5} {block // 1024:>2} KiB: {disk / raw * 100:5.1f} % of raw JSON, "
+                      f"random get p50 {p50:6.1f} us")
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -199,13 +233,17 @@ async def bench_redis(n: int, size: int) -> None:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--size", type=int, default=3000, help="value bytes")
+    ap.add_argument("--n", type=int, default=3000)
     args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, n={args.n}, value={args.size} B\n")
+    args.size = 0
+    load(min(args.n, 2000))
+    mean = sum(map(len, ENCODED)) / len(ENCODED)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, n={args.n}, {len(ENCODED)} distinct "
+          f"R1-shaped replies, {mean:,.0f} B encoded on average\n")
     await bench_l3(args.n, args.size, inline=True)
     await bench_l3(args.n, args.size, inline=False)
     bench_l3_reopen(100_000)
+    await bench_l4_blocks()
     await bench_l4(args.n, args.size, "zstd")
     await bench_l4(args.n, args.size, "lz4")
     await bench_redis(args.n, args.size)

@@ -294,7 +294,7 @@ FLAGS: tuple[Flag, ...] = (
          "L3/L4 look for other processes' writes and deletes at most this often (on a lookup)"),
     Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
          "archive block compression; auto = zstd when zstandard is installed, else lz4"),
-    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 16 * 2**10, _bytes,
+    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
          "records gathered into one compressed L4 block"),
     Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
     Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),

@@ -387,3 +387,28 @@ class TestArchiveTierConformance(TierConformance):
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([byte[0] ^ 0x10]))
         return True
+
+
+async def test_compressed_entries_are_archived_uncompressed_inside_blocks(tmp_path):
+    from r1mw.codec import Lz4Codec, decode, peek_codec
+    from r1mw.tiers import Entry
+
+    codec = Lz4Codec()
+    entries = [codec.encode(Entry({"answer": reply_bytes(i).decode()}).to_wire()) for i in range(50)]
+    assert all(peek_codec(e) == "msgpack+lz4" and e[4] & 1 for e in entries)
+    t = open_tier(tmp_path, codec="lz4", block_bytes=64 * 1024)
+    for i, e in enumerate(entries):
+        await t.set(b"k%d" % i, e)
+    await t.close()
+    t = open_tier(tmp_path)
+    for i, e in enumerate(entries):
+        got = await t.get(b"k%d" % i)
+        assert peek_codec(got) == "msgpack" and decode(got) == decode(e)  # same value, plain envelope
+    await t.set(b"not-an-envelope", b"R1 but not an entry")
+    assert await t.get(b"not-an-envelope") == b"R1 but not an entry"
+    await t.close()
+    t = open_tier(tmp_path / "as-given", codec="lz4", block_bytes=64 * 1024, recompress=False)
+    for i, e in enumerate(entries):
+        await t.set(b"k%d" % i, e)
+    assert await t.get(b"k1") == entries[1]
+    await t.close()

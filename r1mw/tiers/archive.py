@@ -41,6 +41,8 @@ from typing import Any
 import lz4.frame
 import xxhash
 
+from ..codec import MsgpackCodec, decode
+from ..errors import CodecError
 from . import recordio
 from .fileutil import remove_stale_tmp
 from .hintfile import HintEntry
@@ -61,6 +63,20 @@ _RAW, _LZ4, _ZSTD = 0, 1, 2
 _CODEC_IDS = {"raw": _RAW, "lz4": _LZ4, "zstd": _ZSTD}
 
 Records = dict[bytes, tuple[int, bytes, bool]]  # key -> (ts, value, tombstone)
+
+_PLAIN = MsgpackCodec(threshold=1 << 62)  # re-seals a value uncompressed
+
+
+def uncompressed(value: bytes) -> bytes:
+    """An entry envelope whose payload is compressed (lz4, zstd), re-sealed as plain msgpack:
+    the block compressor then sees the text and finds what records share. The store reads
+    either form (the envelope names its codec). Anything else is returned as it is."""
+    if len(value) > 10 and value[:2] == b"R1" and value[4] & 1:
+        try:
+            return _PLAIN.encode(decode(value))
+        except CodecError:
+            pass
+    return value
 
 
 def zstd_available() -> bool:
@@ -105,9 +121,10 @@ class ArchiveTier(SegmentFiles):
     INDEX_SUFFIX = ".idx"
 
     def __init__(self, path: str | os.PathLike[str], *, name: str = "l4", max_bytes: int = 0,
-                 segment_bytes: int = 64 * 2**20, block_bytes: int = 16 * 2**10, codec: str = "auto",
+                 segment_bytes: int = 64 * 2**20, block_bytes: int = 64 * 2**10, codec: str = "auto",
                  level: int = 3, inline_reads: bool = False, refresh_interval: float = 1.0,
-                 flush_interval: float = 1.0, fsync: bool = True, cached_blocks: int = 16) -> None:
+                 flush_interval: float = 1.0, fsync: bool = True, cached_blocks: int = 16,
+                 recompress: bool = True) -> None:
         if codec == "auto":
             codec = "zstd" if zstandard is not None else "lz4"
         if codec not in _CODEC_IDS:
@@ -121,6 +138,7 @@ class ArchiveTier(SegmentFiles):
         self.level = level
         self.flush_interval = flush_interval
         self.cached_blocks = cached_blocks
+        self.recompress = recompress
         self._codec_id = _CODEC_IDS[codec]
         self._zc = zstandard.ZstdCompressor(level=level) if codec == "zstd" else None
         self._blocks: OrderedDict[tuple[str, int], Records] = OrderedDict()
@@ -226,7 +244,7 @@ class ArchiveTier(SegmentFiles):
         """Add a record to the pending block; returns what a segment drop evicted."""
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
-        value = bytes(value)
+        value = uncompressed(bytes(value)) if self.recompress else bytes(value)
         expires = time.time() + ttl if ttl else 0.0
         with self._lock:
             ts = self._next_ts()
