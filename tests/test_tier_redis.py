@@ -311,3 +311,29 @@ async def test_requests_succeed_while_redis_is_down_and_it_is_used_again_after(t
         await r1mw.wrap(fake, other)(model="deepseek-reasoner", messages=question(99))
         assert other.stats()["hits_by"] == {"exact:redis": 1}
     assert len(fake.calls) == 7
+
+
+async def test_the_full_chain_with_redis_last(tmp_path, redis_url):
+    prefix = f"r1mwtest:{uuid.uuid4().hex}:"
+    fake = FakeR1()
+    kw = dict(stages="exact", tiers="l1,l2,l3,l4,redis", redis_url=redis_url, redis_prefix=prefix,
+              l1_size=2, l2_size=2, l3_size=2, l3_inline_reads=True)
+    try:
+        async with r1mw.Pipeline(r1mw.Settings(cache_dir=tmp_path / "a", **kw)) as a:
+            llm = r1mw.wrap(fake, a)
+            for i in range(10):
+                await llm(model="deepseek-reasoner", messages=question(i))
+            for i in range(10):
+                await llm(model="deepseek-reasoner", messages=question(i))
+            local = a.stats()
+        async with r1mw.Pipeline(r1mw.Settings(cache_dir=tmp_path / "b", **kw)) as b:
+            llm = r1mw.wrap(fake, b)
+            for i in range(10):
+                await llm(model="deepseek-reasoner", messages=question(i))
+            shared = b.stats()
+        assert len(fake.calls) == 10
+        assert "exact:redis" not in local["hits_by"]  # the local chain kept everything
+        assert local["tiers"]["l4"]["demotions"] > 0
+        assert shared["hits_by"] == {"exact:redis": 10}
+    finally:
+        await RedisTier(redis_url, prefix=prefix).clear()
