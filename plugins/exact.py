@@ -21,6 +21,8 @@ class ExactStage:
     def __init__(self, pipeline: r1mw.Pipeline) -> None:
         assert pipeline.store is not None
         self.store = pipeline.store
+        # Tiers beyond a synchronous RAM tier need an awaited lookup after get_nowait.
+        self.multi_tier = len(pipeline.store.tiers) > 1 or not pipeline.store.has_nowait
         self.flight = pipeline.singleflight
         self.default_ttl = pipeline.settings.default_ttl
         self.spawn = pipeline.spawn
@@ -43,7 +45,7 @@ class ExactStage:
         if entry is not None:
             request.source, request.tier = "exact", self.store.first.name
             return entry.reply
-        found = await self.store.get(key) if len(self.store.tiers) > 1 else None
+        found = await self.store.get(key, after_nowait=True) if self.multi_tier else None
         if found is not None:
             request.source, request.tier = "exact", found[1]
             return found[0].reply

@@ -94,7 +94,7 @@ class Pipeline:
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
         tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
-        self.store = TieredStore(tiers)
+        self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         self.stages = [factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
         for stage in self.stages:
             start = getattr(stage, "start", None)

@@ -235,6 +235,11 @@ FLAGS: tuple[Flag, ...] = (
          'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
     Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
          "log level of the r1mw logger"),
+    # Tiers (RAM and disk).
+    Flag("R1MW_L1_POLICY", "l1_policy", "s3fifo", _choice("s3fifo", "lru", "sieve", "wtinylfu"),
+         "eviction policy of the RAM tier"),
+    Flag("R1MW_L2_FSYNC", "l2_fsync", "none", _choice("none", "file", "full"),
+         "L2 durability: none (atomic rename only), file (fsync before rename), full (and the directory)"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}
