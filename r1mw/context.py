@@ -305,8 +305,8 @@ class ContextCache:
         entry = store.get_nowait(key)
         if entry is not None:
             return entry, store.first.name
-        if len(store.tiers) > 1 or not hasattr(store.first, "get_nowait"):
-            return await store.get(key)
+        if len(store.tiers) > 1 or not store.has_nowait:
+            return await store.get(key, after_nowait=True)
         return None
 
     def _hit(self, tier: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import zlib
 
 import msgpack
 import numpy as np
@@ -383,3 +384,75 @@ def test_canonical_tells_apart_what_differs():
     packed = {msgpack.packb(canonical(v), use_bin_type=True) for v in distinct}
     assert len(packed) == len(distinct)
     assert canonical(np.arange(6)[::2]) == canonical(np.array([0, 2, 4]))
+
+
+# -- through the disk tier -----------------------------------------------------------------
+
+
+def _big_context(query: str) -> dict:
+    rng = np.random.default_rng(zlib.crc32(query.encode()))
+    text = "\n".join(f"[{query} / section {i}] " + "revenue grew while margins held; " * 20 for i in range(200))
+    return {"query": query, "text": text, "embedding": rng.standard_normal((32, 64)).astype(np.float32),
+            "raw": b"\x00\xff" * 100, "meta": {"sections": 200, "score": 0.25, "tags": ("a", "b")}}
+
+
+async def test_survives_a_restart_through_the_disk_tiers(tmp_path):
+    calls = []
+
+    async def build_context(query):
+        calls.append(query)
+        return _big_context(query)
+
+    settings = dict(tiers="l1,l2", cache_dir=str(tmp_path / "shared"))
+    async with pipeline(**settings) as first:
+        f = r1mw.cached(pipeline=first, name="build_context")(build_context)
+        original = await f("AAPL 10-K")
+        l2 = first.stats()["tiers"]["l2"]
+        assert l2["entries"] == 1
+        stored = l2["bytes"]
+    raw_size = len(original["text"]) + original["embedding"].nbytes
+    assert stored < raw_size  # the text compresses (lz4 above COMPRESSION_THRESHOLD)
+
+    async with pipeline(**settings) as second:  # a new process, in effect: empty RAM tier
+        g = r1mw.cached(pipeline=second, name="build_context")(build_context)
+        again = await g("AAPL 10-K")
+        stats = second.stats()["context"]
+        assert await g("AAPL 10-K") is not None
+        assert second.stats()["context"]["hits_by_tier"] == {"l2": 1, "l1": 1}  # promoted to RAM
+    assert calls == ["AAPL 10-K"]
+    assert stats["hits"] == 1 and stats["misses"] == 0
+    assert again["text"] == original["text"]
+    assert again["embedding"].dtype == np.float32 and again["embedding"].tobytes() == original["embedding"].tobytes()
+    assert again["raw"] == original["raw"] and again["meta"] == original["meta"] == {
+        "sections": 200, "score": 0.25, "tags": ["a", "b"]}
+
+
+async def test_a_corrupt_disk_entry_is_a_miss_and_is_recomputed(tmp_path):
+    calls = []
+
+    async def build_context(query):
+        calls.append(query)
+        return _big_context(query)
+
+    settings = dict(tiers="l1,l2", cache_dir=str(tmp_path / "shared"))
+    async with pipeline(**settings) as first:
+        await r1mw.cached(pipeline=first, name="bc")(build_context)("q")
+    files = [p for p in (tmp_path / "shared" / "l2").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(files) == 1
+    data = bytearray(files[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    async with pipeline(**settings) as second:
+        value = await r1mw.cached(pipeline=second, name="bc")(build_context)("q")
+        assert second.stats()["tiers"]["l2"]["corrupt"] == 1
+    assert calls == ["q", "q"]
+    assert value["text"] == _big_context("q")["text"]
+
+
+async def test_large_values_count_their_real_size_in_ram():
+    async with pipeline(l1_max_bytes="3MB") as pipe:
+        ctx = pipe.context_cache
+        for i in range(5):
+            await ctx.set(i, "x" * 1_000_000)
+        l1 = pipe.stats()["tiers"]["l1"]
+    assert l1["bytes"] <= 3_000_000 and l1["entries"] < 5

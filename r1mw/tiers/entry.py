@@ -44,7 +44,11 @@ class Entry:
         return cls(value, float(data["e"]), dict(data["m"]), float(data["t"]))
 
     def size_hint(self) -> int:
-        """Approximate bytes in RAM: the text dominates."""
+        """Approximate bytes in RAM: the text dominates. A ``meta["size"]`` set at store time
+        (the context cache measures its values) wins over the guess."""
+        known = self.meta.get("size")
+        if type(known) is int:
+            return 200 + known
         value = self.value
         if isinstance(value, Reply):
             n = 200
