@@ -1,0 +1,605 @@
+"""LiteLLM-native switch-on: r1mw serves ``litellm.acompletion`` as LiteLLM's own cache.
+
+::
+
+    import r1mw.integrations.litellm as r1mw_litellm
+    r1mw_litellm.enable("litellm_config.yaml")        # once, at start-up
+    reply = await litellm.acompletion(model=..., messages=[...])   # call sites unchanged
+
+Where it plugs in (LiteLLM 1.110): ``litellm.cache`` is a :class:`litellm.caching.Cache`
+built with ``_backend=`` set to :class:`R1mwCacheBackend`, a LiteLLM ``BaseCache``. LiteLLM's
+own client wrapper then asks that backend before every ``acompletion`` and hands it every
+result, so every call site, ``from litellm import acompletion`` included, goes through r1mw
+without being wrapped. LiteLLM keeps doing what it does on a hit (rebuilding a
+``ModelResponse``, replaying it as a stream for ``stream=True``, logging ``cache_hit``); r1mw
+decides what is a hit: the request runs through the r1mw pipeline (template, exact, semantic,
+prefetch stages, tiers, single-flight), so ``pipe.stats()`` counts it.
+
+How a miss is stored: LiteLLM's cache interface splits a call into a lookup and a later
+write, while an r1mw pipeline wants the upstream call inside it. So the lookup starts the
+request in the pipeline with an upstream that waits for the result; when the pipeline reaches
+that upstream (a miss) the lookup answers "miss" and LiteLLM calls the provider. The result
+comes back through the backend's write, or through a LiteLLM callback (:class:`_Outcomes`,
+which also sees failures and ``no-store`` calls), and the waiting pipeline request stores it.
+Identical calls arriving meanwhile wait in r1mw's single-flight and are answered from that
+one provider call. If the provider fails, the waiters make their own calls (LiteLLM treats a
+lookup error as a miss); if nothing is reported within ``pending_timeout`` seconds, the same.
+
+LiteLLM traps handled: ``caching=False`` skips the lookup but LiteLLM still writes; r1mw
+stores only results of calls it looked up, so ``caching=False`` really means no caching.
+Its ``max_messages`` default (4) would silently skip longer conversations: r1mw sets None.
+Its cache-hit path imports ``fastapi``, ``orjson`` and ``soundfile``: the ``litellm`` extra
+of r1mw installs them. Only ``acompletion`` is served: the sync ``completion`` is not cached
+while r1mw is LiteLLM's cache.
+
+Configuration: a LiteLLM config YAML (the proxy's format) with ``litellm_settings.cache`` and
+``cache_params``, plus an ``r1_optimizations`` block; see :func:`settings_from_config` for
+the mapping onto r1mw's flags. Environment values are read as LiteLLM does:
+``host: os.environ/REDIS_HOST``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..adapters.shapes import dict_of_reply, reply_of_dict
+from ..errors import ConfigError, R1mwError
+from ..keys import split_params
+from ..manager import build_plugin_manager, collect
+from ..pipeline import Pipeline
+from ..settings import Settings
+from ..types import CacheControl, Reply, Request
+
+__all__ = [
+    "LiteLLMIntegration",
+    "LiteLLMResultMissing",
+    "OPTIMIZATIONS",
+    "R1mwCacheBackend",
+    "disable",
+    "enable",
+    "load_config",
+    "settings_from_config",
+]
+
+log = logging.getLogger("r1mw.litellm")
+
+# Stages in the order DESIGN.md runs them, outermost first.
+_STAGE_ORDER = ("metrics", "template", "exact", "semantic", "prefetch")
+
+
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download at import
+    try:
+        import litellm
+    except ImportError:
+        raise ConfigError("the LiteLLM integration needs litellm: pip install 'r1mw[litellm]'") from None
+    return litellm
+
+
+class LiteLLMResultMissing(R1mwError):
+    """LiteLLM reported neither a result nor a failure for a call r1mw was waiting on."""
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+# r1_optimizations key -> (what it maps onto, for the docs and errors)
+OPTIMIZATIONS: dict[str, str] = {
+    "template_cache": "bool: the `template` stage in R1MW_STAGES",
+    "template_cache_size": "int: R1_TEMPLATE_CACHE_SIZE",
+    "semantic_dedup": "bool: the `semantic` stage in R1MW_STAGES and R1_SEMANTIC_DEDUP_ENABLED",
+    "similarity_threshold": "float or 'auto': SIMILARITY_THRESHOLD",
+    "prefetch": "bool: the `prefetch` stage in R1MW_STAGES and R1_CONTEXT_PREFETCH_ENABLED",
+    "metrics": "bool: the `metrics` stage in R1MW_STAGES",
+    "max_context_expansion": "int tokens: pipe.services['max_context_expansion'], the budget for context builders",
+    "compression_threshold": "int bytes: COMPRESSION_THRESHOLD",
+    "l1_size": "int: CACHE_L1_SIZE",
+    "l2_size": "int: CACHE_L2_SIZE",
+    "l3_size": "int: CACHE_L3_SIZE",
+    "cache_dir": "path: R1MW_CACHE_DIR",
+    "scope_by_user": "bool: R1MW_SCOPE_BY_USER",
+    "stages": "list: R1MW_STAGES (replaces the stage booleans)",
+    "tiers": "list: R1MW_TIERS (replaces the tiers cache_params.type implies)",
+    "flags": "mapping of any r1mw flag by env name, e.g. {R1MW_L2_FSYNC: file}",
+}
+_SETTING_OF = {"template_cache_size": "template_cache_size", "similarity_threshold": "similarity_threshold",
+               "compression_threshold": "compression_threshold", "l1_size": "l1_size", "l2_size": "l2_size",
+               "l3_size": "l3_size", "cache_dir": "cache_dir", "scope_by_user": "scope_by_user"}
+_BOOL_STAGES = {"template_cache": "template", "semantic_dedup": "semantic", "prefetch": "prefetch",
+                "metrics": "metrics"}
+
+# cache_params keys r1mw understands (LiteLLM's names); anything else is refused.
+_CACHE_PARAMS = frozenset({
+    "type", "host", "port", "password", "username", "db", "url", "redis_url", "ssl", "namespace", "ttl",
+    "default_in_memory_ttl", "default_in_redis_ttl", "mode", "supported_call_types", "similarity_threshold",
+    "disk_cache_dir", "max_messages",
+})
+# cache_params.type -> tiers, fastest first (those not installed are skipped with a warning)
+_TIERS_OF_TYPE = {"local": ("l1",), "disk": ("l1", "l2"), "redis": ("l1", "l2", "redis")}
+
+
+@dataclass(slots=True)
+class LiteLLMConfig:
+    """What :func:`settings_from_config` made of a config file."""
+
+    enabled: bool
+    overrides: dict[str, Any]
+    mode: str = "default_on"
+    max_context_expansion: int | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a LiteLLM config YAML (ConfigError if unreadable or not a mapping)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("reading a LiteLLM config needs PyYAML: pip install 'r1mw[yaml]'") from None
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"LiteLLM config {str(path)!r} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"LiteLLM config {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"LiteLLM config {str(path)!r}: expected a mapping at the top level")
+    return data
+
+
+def _env(value: Any, where: str) -> Any:
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        name = value[len("os.environ/"):]
+        if name not in os.environ:
+            raise ConfigError(f"{where}={value!r}: the environment variable {name} is not set")
+        return os.environ[name]
+    return value
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}={value!r} is invalid: expected true or false")
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(i).strip() for i in items if str(i).strip())
+
+
+def _registered(kind: str, settings: Settings) -> set[str]:
+    pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
+    return set(collect(getattr(pm.hook, f"r1mw_register_{kind}")(), kind))
+
+
+def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = None) -> tuple[Settings, LiteLLMConfig]:
+    """Map a LiteLLM config onto r1mw :class:`Settings` (over ``base``, default the environment).
+
+    ``litellm_settings.cache_params``:
+
+    ========================================  ======================================================
+    ``type: local``                           R1MW_TIERS=l1
+    ``type: disk`` (+ ``disk_cache_dir``)     R1MW_TIERS=l1,l2 (+ R1MW_CACHE_DIR)
+    ``type: redis``                           R1MW_TIERS=l1,l2,redis; R1MW_REDIS_URL from
+                                              ``url``/``redis_url`` or host, port, password, db, ssl
+    ``namespace``                             R1MW_NAMESPACE
+    ``ttl`` (or ``default_in_*_ttl``)         R1MW_DEFAULT_TTL
+    ``similarity_threshold``                  SIMILARITY_THRESHOLD
+    ``mode``                                  LiteLLM's own (default_on / default_off = opt-in)
+    ========================================  ======================================================
+
+    ``r1_optimizations``: see :data:`OPTIMIZATIONS`; an unknown key is a ConfigError naming it.
+    Stages and tiers a config asks for but no installed plugin provides are skipped with a
+    warning (listed in ``LiteLLMConfig.skipped``): fewer hits, never a wrong one.
+    """
+    base = base if base is not None else Settings.from_env()
+    ls = config.get("litellm_settings") or {}
+    if not isinstance(ls, Mapping):
+        raise ConfigError("litellm_settings: expected a mapping")
+    enabled = _as_bool(ls.get("cache", False), "litellm_settings.cache")
+    params = ls.get("cache_params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError("litellm_settings.cache_params: expected a mapping")
+    opts = config.get("r1_optimizations") or {}
+    if not isinstance(opts, Mapping):
+        raise ConfigError("r1_optimizations: expected a mapping")
+
+    overrides: dict[str, Any] = {}
+    out = LiteLLMConfig(enabled=enabled, overrides=overrides)
+    for name in params:
+        if name not in _CACHE_PARAMS:
+            raise ConfigError(f"litellm_settings.cache_params.{name}: not a setting r1mw serves; "
+                              f"allowed: {', '.join(sorted(_CACHE_PARAMS))}")
+    p = {k: _env(v, f"litellm_settings.cache_params.{k}") for k, v in params.items()}
+    kind = str(p.get("type", "redis" if any(k in p for k in ("host", "url", "redis_url")) else "local"))
+    if kind not in _TIERS_OF_TYPE:
+        raise ConfigError(f"litellm_settings.cache_params.type={kind!r} is not served by r1mw; "
+                          f"allowed: {', '.join(_TIERS_OF_TYPE)}")
+    tiers: tuple[str, ...] = _TIERS_OF_TYPE[kind]
+    if kind == "redis":
+        url = p.get("url") or p.get("redis_url")
+        if not url:
+            auth = ""
+            if p.get("password"):
+                auth = f"{p.get('username') or ''}:{p['password']}@"
+            scheme = "rediss" if _as_bool(p.get("ssl", False), "cache_params.ssl") else "redis"
+            url = f"{scheme}://{auth}{p.get('host') or '127.0.0.1'}:{int(p.get('port') or 6379)}/{int(p.get('db') or 0)}"
+        overrides["redis_url"] = str(url)
+    if p.get("disk_cache_dir"):
+        overrides["cache_dir"] = p["disk_cache_dir"]
+    ttl = p.get("ttl", p.get("default_in_redis_ttl" if kind == "redis" else "default_in_memory_ttl"))
+    if ttl is not None:
+        overrides["default_ttl"] = ttl
+    if p.get("namespace") is not None:
+        overrides["namespace"] = p["namespace"]
+    if p.get("similarity_threshold") is not None:
+        overrides["similarity_threshold"] = p["similarity_threshold"]
+    if p.get("mode") is not None:
+        out.mode = str(p["mode"])
+        if out.mode not in ("default_on", "default_off"):
+            raise ConfigError(f"litellm_settings.cache_params.mode={out.mode!r} is invalid: "
+                              "expected default_on or default_off")
+    calls = p.get("supported_call_types")
+    if calls is not None and "acompletion" not in _names(calls):
+        raise ConfigError(f"litellm_settings.cache_params.supported_call_types={calls!r}: r1mw serves "
+                          "acompletion; include it")
+
+    for name in opts:
+        if name not in OPTIMIZATIONS:
+            raise ConfigError(f"r1_optimizations.{name}: unknown key; allowed: {', '.join(sorted(OPTIMIZATIONS))}")
+    o = {k: _env(v, f"r1_optimizations.{k}") for k, v in opts.items()}
+    stages = ["exact"]
+    for key, stage in _BOOL_STAGES.items():
+        if key in o and _as_bool(o[key], f"r1_optimizations.{key}"):
+            stages.append(stage)
+    if "semantic_dedup" in o:
+        overrides["semantic_dedup_enabled"] = _as_bool(o["semantic_dedup"], "r1_optimizations.semantic_dedup")
+    if "prefetch" in o:
+        overrides["prefetch_enabled"] = _as_bool(o["prefetch"], "r1_optimizations.prefetch")
+    for key, attr in _SETTING_OF.items():
+        if key in o:
+            overrides[attr] = o[key]
+    if "max_context_expansion" in o:
+        try:
+            out.max_context_expansion = int(o["max_context_expansion"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"r1_optimizations.max_context_expansion={o['max_context_expansion']!r} is "
+                              "invalid: expected an integer number of tokens") from None
+    flags = o.get("flags") or {}
+    if not isinstance(flags, Mapping):
+        raise ConfigError("r1_optimizations.flags: expected a mapping of r1mw flag names to values")
+    if flags:
+        from ..settings import FLAGS
+
+        known = {f.env for f in FLAGS}
+        for name in flags:
+            if name not in known:
+                raise ConfigError(f"r1_optimizations.flags.{name}: not an r1mw flag (see `r1mw config`)")
+        try:
+            via_flags = Settings.from_env({str(k): str(v) for k, v in flags.items()}, dotenv=None)
+        except ConfigError as exc:
+            raise ConfigError(f"r1_optimizations.flags: {exc}") from None
+        overrides.update({attr: via_flags.as_dict()[attr] for attr in via_flags.as_dict()
+                          if via_flags.source(attr) == "env"})
+    explicit_stages = "stages" in o
+    explicit_tiers = "tiers" in o
+    if explicit_stages:
+        stages = list(_names(o["stages"]))
+    if explicit_tiers:
+        tiers = _names(o["tiers"])
+
+    try:
+        settings = base.replace(**overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"LiteLLM config: {exc}") from None
+    # Keep what is installed; what is not is skipped loudly (explicit lists are kept as given,
+    # so a typo there fails at start-up with the list of names that exist).
+    if not explicit_stages:
+        have = _registered("stages", settings)
+        for name in stages:
+            if name not in have:
+                out.skipped.append(f"stage {name}")
+        stages = [s for s in _STAGE_ORDER if s in stages and s in have]
+    if not explicit_tiers:
+        have = _registered("tiers", settings)
+        for name in tiers:
+            if name not in have:
+                out.skipped.append(f"tier {name}")
+        tiers = tuple(t for t in tiers if t in have)
+    for what in out.skipped:
+        log.warning("LiteLLM config asks for the %s, which no installed r1mw plugin provides: skipped", what)
+    settings = settings.replace(stages=list(stages), tiers=list(tiers))
+    return settings, out
+
+
+# -- the backend LiteLLM calls --------------------------------------------------------------
+
+
+class _Pending:
+    """One looked-up miss whose result LiteLLM has yet to report."""
+
+    __slots__ = ("asked", "result", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.asked: asyncio.Future[None] = loop.create_future()
+        self.result: asyncio.Future[Any] = loop.create_future()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def resolve(self, response: Any) -> None:
+        if not self.result.done():
+            self.result.set_result(response)
+        self._stop()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.result.done():
+            self.result.set_exception(exc)
+            self.result.exception()  # retrieved: nobody may be waiting any more
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _response_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping) and "response" in value and "timestamp" in value:
+        value = value["response"]  # LiteLLM's stored form: {"timestamp", "response": json}
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"unexpected LiteLLM result of type {type(value).__name__}")
+    return dict(value)
+
+
+def _base_cache() -> type:
+    from litellm.caching.base_cache import BaseCache
+
+    return BaseCache
+
+
+def _custom_logger() -> type:
+    from litellm.integrations.custom_logger import CustomLogger
+
+    return CustomLogger
+
+
+class R1mwCacheBackend:
+    """The ``BaseCache`` LiteLLM's ``Cache`` calls; instances are made by :func:`enable`
+    (the class is rebuilt on LiteLLM's ``BaseCache`` there, so importing r1mw never imports
+    litellm)."""
+
+    def __init__(self, pipeline: Pipeline, *, pending_timeout: float = 900.0) -> None:
+        self.pipeline = pipeline
+        self.pending_timeout = pending_timeout
+        self.default_ttl = int(pipeline.settings.default_ttl or 0)
+        self._pending: dict[str, _Pending] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counts = {"lookups": 0, "served": 0, "misses": 0, "reported": 0, "failed": 0, "timeouts": 0,
+                       "ignored_writes": 0, "lookup_errors": 0}
+        litellm = _litellm()
+        from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
+        from litellm.types.utils import is_litellm_owned_kwarg
+
+        self._api_params = frozenset(ModelParamHelper.get_all_llm_api_params())
+        self._owned = is_litellm_owned_kwarg
+        self._litellm = litellm
+
+    # -- request building --------------------------------------------------------------
+    def _request(self, kwargs: Mapping[str, Any], pending: _Pending) -> Request:
+        control = kwargs.get("cache")
+        control = {k: v for k, v in control.items() if k in _CONTROL_KEYS} if isinstance(control, Mapping) else None
+        rest: dict[str, Any] = {}
+        for name, value in kwargs.items():
+            if name in ("model", "messages", "cache", "stream", "cache_key", "preset_cache_key", "parent_otel_span"):
+                continue
+            if self._owned(name) and name not in self._api_params:
+                continue  # LiteLLM's own plumbing (call id, logging object, mock_response, ...)
+            rest[name] = value
+        params, passthrough = split_params(rest)
+
+        async def upstream(request: Request) -> Reply:
+            if not pending.asked.done():
+                pending.asked.set_result(None)
+            return reply_of_dict(_response_dict(await pending.result), "litellm")
+
+        # stream is LiteLLM's business: it replays a hit as a stream itself.
+        return self.pipeline.request(str(kwargs["model"]), list(kwargs["messages"]), params, passthrough,
+                                     control=CacheControl.from_mapping(control), upstream=upstream)
+
+    # -- BaseCache ------------------------------------------------------------------------
+    async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
+        call_id = kwargs.get("litellm_call_id")
+        if not call_id or "messages" not in kwargs or "model" not in kwargs:
+            return None
+        self.counts["lookups"] += 1
+        pending = _Pending(asyncio.get_running_loop())
+        try:
+            request = self._request(kwargs, pending)
+        except Exception as exc:  # a malformed cache= or messages: LiteLLM itself decides
+            self.counts["lookup_errors"] += 1
+            log.warning("r1mw could not read a LiteLLM call for lookup: %s", exc)
+            return None
+        self._pending[call_id] = pending
+        task = asyncio.ensure_future(self.pipeline.handle(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        await asyncio.wait((task, pending.asked), return_when=asyncio.FIRST_COMPLETED)
+        if pending.asked.done():  # a miss: LiteLLM calls the provider, the pipeline waits for it
+            self.counts["misses"] += 1
+            pending.timer = asyncio.get_running_loop().call_later(
+                self.pending_timeout, self._timed_out, call_id, pending)
+            return None
+        self._pending.pop(call_id, None)
+        if task.cancelled() or task.exception() is not None:
+            return None  # e.g. the identical call we waited on failed: make our own call
+        self.counts["served"] += 1
+        return {"timestamp": time.time(), "response": dict_of_reply(task.result())}
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("r1mw request for a LiteLLM call ended with %r", task.exception())
+
+    def _timed_out(self, call_id: str, pending: _Pending) -> None:
+        if self._pending.get(call_id) is pending:
+            del self._pending[call_id]
+        self.counts["timeouts"] += 1
+        pending.fail(LiteLLMResultMissing(
+            f"LiteLLM reported no result for call {call_id} within {self.pending_timeout} s"))
+
+    def report(self, call_id: Any, response: Any) -> None:
+        """A result for a looked-up miss (from the cache write or the success callback)."""
+        pending = self._pending.pop(call_id, None) if call_id else None
+        if pending is None:
+            return
+        try:
+            pending.resolve(_response_dict(response))
+        except Exception as exc:
+            pending.fail(exc)
+            return
+        self.counts["reported"] += 1
+
+    def report_failure(self, call_id: Any, exc: BaseException | None) -> None:
+        pending = self._pending.pop(call_id, None) if call_id else None
+        if pending is not None:
+            self.counts["failed"] += 1
+            pending.fail(exc if isinstance(exc, BaseException) else R1mwError("the LiteLLM call failed"))
+
+    async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
+        call_id = kwargs.get("litellm_call_id")
+        if call_id not in self._pending:
+            # Not looked up by us (caching=False still writes, a no-cache call, an embedding):
+            # r1mw stores only what went through its pipeline.
+            self.counts["ignored_writes"] += 1
+            return
+        self.report(call_id, value)
+
+    async def async_set_cache_pipeline(self, cache_list: Any, **kwargs: Any) -> None:
+        self.counts["ignored_writes"] += 1  # embeddings: not served by r1mw
+
+    async def batch_cache_write(self, key: str, value: Any, **kwargs: Any) -> None:
+        await self.async_set_cache(key, value, **kwargs)
+
+    def get_cache(self, key: str, **kwargs: Any) -> None:
+        return None  # the sync completion() is not served (the pipeline is async)
+
+    def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
+        return None
+
+    async def disconnect(self) -> None:
+        await self.pipeline.close()
+
+    async def test_connection(self) -> dict[str, Any]:
+        return {"status": "success", "message": "r1mw pipeline", "error": None}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "pending": len(self._pending)}
+
+
+_CONTROL_KEYS = frozenset({"no-cache", "no-store", "ttl", "s-maxage", "namespace"})
+
+
+def _make_backend(pipeline: Pipeline, pending_timeout: float) -> R1mwCacheBackend:
+    cls = type("R1mwLiteLLMBackend", (R1mwCacheBackend, _base_cache()), {})
+    return cls(pipeline, pending_timeout=pending_timeout)  # type: ignore[no-any-return]
+
+
+def _make_outcomes(backend: R1mwCacheBackend) -> Any:
+    class _Outcomes(_custom_logger()):  # type: ignore[misc]
+        """LiteLLM callback: results and failures of the calls r1mw is waiting on."""
+
+        async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                          end_time: Any) -> None:
+            if not kwargs.get("cache_hit"):
+                backend.report(kwargs.get("litellm_call_id"), response_obj)
+
+        async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                          end_time: Any) -> None:
+            backend.report_failure(kwargs.get("litellm_call_id"), kwargs.get("exception"))
+
+    return _Outcomes()
+
+
+# -- switch on / off -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LiteLLMIntegration:
+    """r1mw installed as LiteLLM's cache: ``pipeline`` serves, ``cache`` is ``litellm.cache``."""
+
+    pipeline: Pipeline
+    backend: R1mwCacheBackend
+    cache: Any
+    outcomes: Any
+    config: LiteLLMConfig
+    previous_cache: Any
+
+    def stats(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline.stats(), "litellm": self.backend.stats()}
+
+    async def close(self) -> None:
+        """Uninstall and close the pipeline."""
+        disable()
+        await self.pipeline.close()
+
+
+_active: LiteLLMIntegration | None = None
+
+
+def enable(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
+           pipeline: Pipeline | None = None, pending_timeout: float = 900.0) -> LiteLLMIntegration | None:
+    """Make r1mw LiteLLM's cache, from a LiteLLM config YAML (path or parsed mapping).
+
+    With ``pipeline`` given, that pipeline serves and the config's r1mw mapping is not applied
+    (its ``litellm_settings.cache`` still decides whether to switch on). Returns None when the
+    config has ``cache: false``. Calling it again replaces the previous installation.
+    """
+    global _active
+    litellm = _litellm()
+    data = load_config(config) if isinstance(config, (str, os.PathLike)) else dict(config or {})
+    if config is None:
+        data = {"litellm_settings": {"cache": True}}
+    settings, parsed = settings_from_config(data, base=pipeline.settings if pipeline is not None else None)
+    if not parsed.enabled:
+        log.info("LiteLLM config has litellm_settings.cache false: r1mw not enabled")
+        return None
+    if _active is not None:
+        disable()
+    pipe = pipeline if pipeline is not None else Pipeline(settings)
+    if parsed.max_context_expansion is not None:
+        pipe.services["max_context_expansion"] = parsed.max_context_expansion
+    backend = _make_backend(pipe, pending_timeout)
+    from litellm.caching.caching import Cache
+
+    cache = Cache(_backend=backend, mode=parsed.mode, max_messages=None, supported_call_types=["acompletion"])
+    outcomes = _make_outcomes(backend)
+    previous = litellm.cache
+    litellm.cache = cache
+    litellm.logging_callback_manager.add_litellm_callback(outcomes)
+    _active = LiteLLMIntegration(pipe, backend, cache, outcomes, parsed, previous)
+    return _active
+
+
+def disable() -> None:
+    """Give LiteLLM back the cache it had before :func:`enable` (the pipeline stays open)."""
+    global _active
+    active, _active = _active, None
+    if active is None:
+        return
+    litellm = _litellm()
+    if litellm.cache is active.cache:
+        litellm.cache = active.previous_cache
+    litellm.logging_callback_manager.remove_callback_from_all_lists(active.outcomes)
