@@ -144,11 +144,12 @@ async def test_no_store_and_no_cache_per_call(integration, provider):
     await _settle()
     await litellm.acompletion(model=MODEL, messages=q, mock_response="Ample.")
     await _settle()
-    await litellm.acompletion(model=MODEL, messages=q, mock_response="Ample.", cache={"no-cache": True})
+    await litellm.acompletion(model=MODEL, messages=q, mock_response="Fresh.", cache={"no-cache": True})
     await _settle()
-    await litellm.acompletion(model=MODEL, messages=q, mock_response="Ample.")
+    latest = await litellm.acompletion(model=MODEL, messages=q, mock_response="Ample.")
     await _settle()
     assert len(provider.calls) == 3 and provider.hits == 1
+    assert latest.choices[0].message.content == "Fresh."  # no-cache: fresh, and stored for the next
     assert integration.backend.stats()["pending"] == 0
 
 

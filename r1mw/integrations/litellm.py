@@ -27,7 +27,8 @@ lookup error as a miss); if nothing is reported within ``pending_timeout`` secon
 
 LiteLLM traps handled: ``caching=False`` skips the lookup but LiteLLM still writes; r1mw
 stores only results of calls it looked up, so ``caching=False`` really means no caching.
-Its ``max_messages`` default (4) would silently skip longer conversations: r1mw sets None.
+A ``cache={"no-cache": True}`` call is not looked up by LiteLLM; r1mw still stores its fresh
+result, as r1mw's no-cache does. Its ``max_messages`` default (4) would silently skip longer conversations: r1mw sets None.
 Its cache-hit path imports ``fastapi``, ``orjson`` and ``soundfile``: the ``litellm`` extra
 of r1mw installs them. Only ``acompletion`` is served: the sync ``completion`` is not cached
 while r1mw is LiteLLM's cache.
@@ -480,12 +481,28 @@ class R1mwCacheBackend:
 
     async def async_set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         call_id = kwargs.get("litellm_call_id")
-        if call_id not in self._pending:
-            # Not looked up by us (caching=False still writes, a no-cache call, an embedding):
-            # r1mw stores only what went through its pipeline.
-            self.counts["ignored_writes"] += 1
+        if call_id in self._pending:
+            self.report(call_id, value)
             return
-        self.report(call_id, value)
+        control = kwargs.get("cache")
+        if (isinstance(control, Mapping) and control.get("no-cache") is True and kwargs.get("caching") is not False
+                and "messages" in kwargs and "model" in kwargs):
+            # LiteLLM skips the lookup of a no-cache call; r1mw's no-cache means "fresh, and
+            # stored": run it through the pipeline with its result as the upstream.
+            await self._store_fresh(kwargs, value)
+            return
+        # Not looked up by us (caching=False still writes, an embedding): r1mw stores only
+        # what went through its pipeline.
+        self.counts["ignored_writes"] += 1
+
+    async def _store_fresh(self, kwargs: Mapping[str, Any], value: Any) -> None:
+        pending = _Pending(asyncio.get_running_loop())
+        try:
+            pending.resolve(_response_dict(value))
+            await self.pipeline.handle(self._request(kwargs, pending))
+        except Exception as exc:
+            self.counts["lookup_errors"] += 1
+            log.warning("r1mw could not store a no-cache LiteLLM result: %s", exc)
 
     async def async_set_cache_pipeline(self, cache_list: Any, **kwargs: Any) -> None:
         self.counts["ignored_writes"] += 1  # embeddings: not served by r1mw
