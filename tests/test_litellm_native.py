@@ -179,6 +179,22 @@ async def test_streamed_miss_is_stored_and_hits_replay_as_streams(integration, p
     assert len(provider.calls) == 1 and integration.pipeline.stats()["hits"] == 2
 
 
+async def test_a_cancelled_call_does_not_hold_up_identical_calls(integration, provider):
+    q = user("Backtest a momentum strategy on SPY")
+    leader = asyncio.ensure_future(litellm.acompletion(model=MODEL, messages=q, mock_response="slow", mock_delay=0.5))
+    await asyncio.sleep(0.05)  # the leader is at the provider now
+    follower = asyncio.ensure_future(litellm.acompletion(model=MODEL, messages=q, mock_response="own call"))
+    await asyncio.sleep(0.05)  # the follower waits on the leader in r1mw's single-flight
+    leader.cancel()
+    # wait_for only guards against a hang (the follower would otherwise wait pending_timeout)
+    reply = await asyncio.wait_for(follower, 10)
+    await _settle()
+    assert leader.cancelled()
+    assert reply.choices[0].message.content == "own call"
+    assert provider.calls == [q[0]["content"]]  # only the follower's call completed
+    assert integration.backend.stats()["pending"] == 0
+
+
 async def test_cache_false_in_the_config_does_not_switch_on(shipped_config):
     shipped_config["litellm_settings"]["cache"] = False
     assert r1mw_litellm.enable(shipped_config) is None

@@ -382,7 +382,7 @@ class R1mwCacheBackend:
     (the class is rebuilt on LiteLLM's ``BaseCache`` there, so importing r1mw never imports
     litellm)."""
 
-    def __init__(self, pipeline: Pipeline, *, pending_timeout: float = 900.0) -> None:
+    def __init__(self, pipeline: Pipeline, *, pending_timeout: float = 600.0) -> None:
         self.pipeline = pipeline
         self.pending_timeout = pending_timeout
         self.default_ttl = int(pipeline.settings.default_ttl or 0)
@@ -437,11 +437,21 @@ class R1mwCacheBackend:
         task = asyncio.ensure_future(self.pipeline.handle(request))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        await asyncio.wait((task, pending.asked), return_when=asyncio.FIRST_COMPLETED)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait((task, pending.asked), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self._abandon(call_id, pending, "the LiteLLM call was cancelled during its lookup")
+            raise
         if pending.asked.done():  # a miss: LiteLLM calls the provider, the pipeline waits for it
             self.counts["misses"] += 1
-            pending.timer = asyncio.get_running_loop().call_later(
-                self.pending_timeout, self._timed_out, call_id, pending)
+            pending.timer = loop.call_later(self.pending_timeout, self._timed_out, call_id, pending)
+            caller = asyncio.current_task()
+            if caller is not None:
+                # A cancelled call reports nothing to LiteLLM's callbacks (CancelledError is no
+                # Exception): without this, identical calls would wait for pending_timeout.
+                streamed = bool(kwargs.get("stream"))
+                caller.add_done_callback(lambda t: self._caller_done(t, call_id, pending, streamed))
             return None
         self._pending.pop(call_id, None)
         if task.cancelled() or task.exception() is not None:
@@ -454,12 +464,28 @@ class R1mwCacheBackend:
         if not task.cancelled() and task.exception() is not None:
             log.debug("r1mw request for a LiteLLM call ended with %r", task.exception())
 
-    def _timed_out(self, call_id: str, pending: _Pending) -> None:
+    def _abandon(self, call_id: str, pending: _Pending, why: str) -> None:
         if self._pending.get(call_id) is pending:
             del self._pending[call_id]
+        pending.fail(LiteLLMResultMissing(f"{why} (call {call_id})"))
+
+    def _timed_out(self, call_id: str, pending: _Pending) -> None:
         self.counts["timeouts"] += 1
-        pending.fail(LiteLLMResultMissing(
-            f"LiteLLM reported no result for call {call_id} within {self.pending_timeout} s"))
+        self._abandon(call_id, pending, f"LiteLLM reported no result within {self.pending_timeout:g} s")
+
+    def _caller_done(self, caller: asyncio.Task[Any], call_id: str, pending: _Pending, streamed: bool) -> None:
+        if pending.result.done():
+            return
+        if caller.cancelled():
+            self._abandon(call_id, pending, "the LiteLLM call was cancelled")
+            return
+        if streamed:
+            return  # the stream it returned may be read by another task, for minutes: keep waiting
+        # Ended otherwise: LiteLLM's write or callback runs in a task of its own, soon; if it
+        # does not come (an abandoned stream, an error no callback reported), give up shortly.
+        pending._stop()
+        pending.timer = asyncio.get_running_loop().call_later(
+            _GRACE, self._timed_out, call_id, pending)
 
     def report(self, call_id: Any, response: Any) -> None:
         """A result for a looked-up miss (from the cache write or the success callback)."""
@@ -527,6 +553,7 @@ class R1mwCacheBackend:
 
 
 _CONTROL_KEYS = frozenset({"no-cache", "no-store", "ttl", "s-maxage", "namespace"})
+_GRACE = 5.0  # seconds a finished call's result may take to reach the cache
 
 
 def _make_backend(pipeline: Pipeline, pending_timeout: float) -> R1mwCacheBackend:
@@ -577,7 +604,7 @@ _active: LiteLLMIntegration | None = None
 
 
 def enable(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
-           pipeline: Pipeline | None = None, pending_timeout: float = 900.0) -> LiteLLMIntegration | None:
+           pipeline: Pipeline | None = None, pending_timeout: float = 600.0) -> LiteLLMIntegration | None:
     """Make r1mw LiteLLM's cache, from a LiteLLM config YAML (path or parsed mapping).
 
     With ``pipeline`` given, that pipeline serves and the config's r1mw mapping is not applied
