@@ -456,3 +456,20 @@ async def test_large_values_count_their_real_size_in_ram():
             await ctx.set(i, "x" * 1_000_000)
         l1 = pipe.stats()["tiers"]["l1"]
     assert l1["bytes"] <= 3_000_000 and l1["entries"] < 5
+
+
+async def test_methods_with_ignored_self_share_entries_across_instances():
+    async with pipeline() as pipe:
+        class Retriever:
+            def __init__(self):
+                self.built = []
+
+            @r1mw.cached(pipeline=pipe, ignore=("self",))
+            async def context(self, query: str) -> str:
+                self.built.append(query)
+                return f"context for {query}"
+
+        a, b = Retriever(), Retriever()
+        assert await a.context("q") == "context for q"
+        assert await b.context(query="q") == "context for q"
+        assert a.built == ["q"] and b.built == []
