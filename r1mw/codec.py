@@ -237,36 +237,48 @@ class ZstdCodec(Codec):
     """msgpack, then zstd above ``threshold`` bytes, optionally with a trained dictionary.
 
     Needs the optional ``zstandard`` package (``pip install r1mw[zstd]``). Frames carry the
-    dictionary id, so entries written with one dictionary are refused (a miss) by a codec
-    built with another, never misread.
+    dictionary id; every dictionary a codec was built with in this process stays readable,
+    and a frame whose dictionary is unknown is a CodecError (a miss), never misread.
     """
 
     name = "msgpack+zstd"
     codec_id = CODEC_IDS["msgpack+zstd"]
+    _decompressors: dict[int, Any] = {}  # dictionary id (0 = none) -> decompressor
 
-    def __init__(self, threshold: int = 1000, level: int = 6, dictionary: bytes | None = None) -> None:
+    def __init__(self, threshold: int = 1000, level: int = 3, dictionary: bytes | None = None) -> None:
         super().__init__(threshold)
         try:
             import zstandard
         except ImportError:
             raise ConfigError("R1MW_CODEC='msgpack+zstd' needs the zstandard package: "
                               "pip install 'r1mw[zstd]'") from None
+        self._zstd = zstandard
         zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
         self.level = level
         self.dictionary = dictionary
+        self.dict_id = zdict.dict_id() if zdict is not None else 0
         self._c = zstandard.ZstdCompressor(level=level, dict_data=zdict, write_content_size=True,
                                            write_checksum=False, write_dict_id=True)
-        self._d = zstandard.ZstdDecompressor(dict_data=zdict)
-        register_decoder(self.codec_id, self._decompress)
+        ZstdCodec._decompressors.setdefault(0, zstandard.ZstdDecompressor())
+        if zdict is not None:
+            ZstdCodec._decompressors[self.dict_id] = zstandard.ZstdDecompressor(dict_data=zdict)
+        register_decoder(self.codec_id, ZstdCodec._decompress)
 
     def compress(self, raw: bytes) -> bytes:
         return self._c.compress(raw)
 
-    def _decompress(self, payload: memoryview) -> bytes:
-        return self._d.decompress(payload)
+    @staticmethod
+    def _decompress(payload: memoryview) -> bytes:
+        import zstandard
+
+        dict_id = zstandard.get_frame_parameters(payload).dict_id
+        decompressor = ZstdCodec._decompressors.get(dict_id)
+        if decompressor is None:
+            raise CodecError(f"zstd dictionary {dict_id} is not loaded (R1MW_ZSTD_DICT)")
+        return decompressor.decompress(payload)
 
     @staticmethod
-    def train(samples: list[bytes], size: int = 16384) -> bytes:
+    def train(samples: list[bytes], size: int = 65536) -> bytes:
         """A zstd dictionary trained on msgpack samples (e.g. ``pack(entry.to_wire())``)."""
         import zstandard
 

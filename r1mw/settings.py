@@ -240,6 +240,9 @@ FLAGS: tuple[Flag, ...] = (
          "eviction policy of the RAM tier"),
     Flag("R1MW_L2_FSYNC", "l2_fsync", "none", _choice("none", "file", "full"),
          "L2 durability: none (atomic rename only), file (fsync before rename), full (and the directory)"),
+    Flag("R1MW_ZSTD_DICT", "zstd_dict", None, _path,
+         "zstd dictionary for R1MW_CODEC=msgpack+zstd (default: <cache dir>/zstd.dict if present; "
+         "make one with `r1mw zstd-dict`)"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}

@@ -12,18 +12,22 @@ wrong checksum, another key) is a miss: counted as corrupt and removed.
 Durability (``fsync``): ``none`` (default) leaves flushing to the OS: a crash of the process
 loses nothing written, a power cut may lose recent entries or leave empty/garbled files,
 which the checksum turns into misses. ``file`` fsyncs the file before the rename; ``full``
-also fsyncs the directory after it. Both move the write to a thread (an fsync costs about
-0.3 ms).
+also fsyncs the directory after it. (An fsync costs about
+0.3 ms, in the writer thread.)
 
 Start-up does not read entries: it lists the fan-out directories and stats each file
 (size and mtime), removes temp files of dead writers, and rebuilds the eviction order from
 mtimes. Expiry is read from the header when an entry is read. Another process's writes are
 found on read (a file the index does not know is adopted); the index is resynchronised by
-a rescan every ``rescan_every`` writes, so the bounds hold per process and converge.
+a rescan after ``rescan_every`` writes and at most every ``rescan_interval`` seconds, so the
+bounds hold per process and converge when several share the directory.
 
 Reads run inline: an open/read/close of a warm page costs microseconds where a hop to a
 thread costs 120 us. ``inline_reads=False`` sends every read to a thread, for directories
-on slow or network disks where a read may block for milliseconds.
+on slow or network disks where a read may block for milliseconds. Writes go to a thread
+(``inline_writes=False``, the default): creating and renaming a file costs 30-300 us on a
+shared SSD and milliseconds at p99, which must not stall the event loop; they are off the
+hit path anyway (a write follows an upstream call of seconds).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class DiskTier:
     def __init__(self, directory: str | os.PathLike[str], name: str = "l2", max_entries: int = 10_000,
                  max_bytes: int = 0, *, fsync: str = "none", policy: str = "s3fifo",
                  inline_reads: bool = True, read_size: int = 64 * 1024, rescan_every: int = 1000,
+                 rescan_interval: float = 30.0, inline_writes: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
@@ -72,15 +77,19 @@ class DiskTier:
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.inline_reads = inline_reads
+        self.inline_writes = inline_writes
         self.read_size = read_size
         self.rescan_every = rescan_every
+        self.rescan_interval = rescan_interval
         self._clock = clock
         self._policy_name = policy
         # The policy orders files for eviction; values are unused, sizes are file sizes.
         self._index: Policy = make_policy(policy, max(1, max_entries or 1 << 62), max_bytes)
         self._seq = itertools.count()
         self._writes_since_scan = 0
+        self._scanned_at = time.monotonic()
         self.on_evict: Callable[[bytes, bytes], Any] | None = None
+        self.on_lost: Callable[[bytes], Any] | None = None  # removed on its own: expired, corrupt
         self.hits = self.misses = self.evictions = self.expired = 0
         self.corrupt = self.write_errors = self.writes = 0
         self._open()
@@ -122,9 +131,8 @@ class DiskTier:
         for _, key, size in found:
             for node in index.put(key, None, size):
                 overflow.append(node.key)  # type: ignore[arg-type]
-        for key in overflow:  # bounds lowered since the last run, or another process overfilled
-            self._unlink(key)
-            self.evictions += 1
+        # Bounds lowered since the last run, or other processes overfilled the directory.
+        self._evict(overflow)
         self._writes_since_scan = 0
 
     @staticmethod
@@ -187,6 +195,7 @@ class DiskTier:
             self._remove(key)
             self.expired += 1
             self.misses += 1
+            self._lost(key)
             return None
         node = self._index.get(key)
         if node is None:  # written by another process: adopt it
@@ -215,10 +224,15 @@ class DiskTier:
         self.misses += 1
         log.warning("l2: corrupt entry %s removed", path)
         self._remove(key)
+        self._lost(key)
+
+    def _lost(self, key: bytes) -> None:
+        if self.on_lost is not None:
+            self.on_lost(key)
 
     # -- writes -------------------------------------------------------------------------------
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
-        if self.fsync == "none":
+        if self.inline_writes and self.fsync == "none":
             ok = self._write(key, value, ttl)
         else:
             ok = await asyncio.to_thread(self._write, key, value, ttl)
@@ -273,20 +287,26 @@ class DiskTier:
         return True
 
     def _account(self, key: bytes, size: int) -> None:
-        for node in self._index.put(key, None, size):
-            victim: bytes = node.key  # type: ignore[assignment]
+        self._evict([node.key for node in self._index.put(key, None, size)])  # type: ignore[misc]
+        self._writes_since_scan += 1
+        if (self.rescan_every and self._writes_since_scan >= self.rescan_every
+                and time.monotonic() - self._scanned_at >= self.rescan_interval):
+            self._scan()
+
+    def _evict(self, victims: list[bytes]) -> None:
+        """Remove evicted files, handing each readable, unexpired value to ``on_evict``."""
+        for victim in victims:
             self.evictions += 1
             on_evict = self.on_evict
-            if on_evict is not None:
-                data = self._read_raw(victim)
+            if on_evict is None:
                 self._unlink(victim)
-                if data is not None:
-                    on_evict(victim, data)
-            else:
-                self._unlink(victim)
-        self._writes_since_scan += 1
-        if self.rescan_every and self._writes_since_scan >= self.rescan_every:
-            self._scan()
+                continue
+            data = self._read_raw(victim)
+            self._unlink(victim)
+            if data is not None:
+                on_evict(victim, data)
+            else:  # expired or unreadable: nothing to move down
+                self._lost(victim)
 
     def _read_raw(self, key: bytes) -> bytes | None:
         try:
@@ -302,6 +322,17 @@ class DiskTier:
         if expires and expires <= self._clock():
             return None  # expired: dropped, not demoted
         return value
+
+    def sample(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored values (checked, unexpired), newest first: for training."""
+        out: list[bytes] = []
+        for key in reversed(list(self._index.keys())):
+            if len(out) >= limit:
+                break
+            value = self._read_raw(key)  # type: ignore[arg-type]
+            if value is not None:
+                out.append(value)
+        return out
 
     # -- removal --------------------------------------------------------------------------------
     def _unlink(self, key: bytes) -> None:

@@ -33,6 +33,7 @@ class MemoryTier:
         self._clock = clock
         self.hits = self.misses = self.evictions = self.expired = 0
         self.on_evict: Callable[[bytes, Entry], Any] | None = None
+        self.on_lost: Callable[[bytes], Any] | None = None  # removed on its own (expired)
 
     def get_nowait(self, key: bytes) -> Entry | None:
         node = self._index.get(key)
@@ -43,6 +44,8 @@ class MemoryTier:
             self.policy.pop(key)
             self.expired += 1
             self.misses += 1
+            if self.on_lost is not None:
+                self.on_lost(key)
             return None
         self._hit(node)
         self.hits += 1

@@ -77,6 +77,8 @@ class TieredStore:
         for i, tier in enumerate(self.tiers):
             if hasattr(tier, "on_evict"):
                 tier.on_evict = self._evicted_from(i)
+            if hasattr(tier, "on_lost"):
+                tier.on_lost = self._lost_from(i)
 
     # -- listeners ------------------------------------------------------------------------
     def add_drop_listener(self, listener: Callable[[bytes], Any]) -> None:
@@ -130,6 +132,8 @@ class TieredStore:
                 await self._safe_set(0, key, entry if self._entry[0] else found, ttl)
                 await self._settle()
             return entry, tier.name
+        if self._pending:
+            await self._settle()
         return None
 
     def _decode(self, i: int, data: Any) -> Entry | None:
@@ -181,15 +185,44 @@ class TieredStore:
 
         return on_evict
 
-    async def _settle(self) -> None:
-        """Move what tiers evicted one tier down, until nothing is left to move."""
+    def _lost_from(self, i: int) -> Callable[[bytes], None]:
         pending = self._pending
+
+        def on_lost(key: bytes) -> None:
+            # The tier removed the key on its own (expired, corrupt): maybe the store lost it.
+            pending.append((i, key, None))
+
+        return on_lost
+
+    async def _settle(self) -> None:
+        """Move what tiers evicted one tier down, until nothing is left to move; report
+        keys no tier holds any more."""
+        pending = self._pending
+        dropped: set[bytes] = set()
         while pending:
             i, key, value = pending.popleft()
             try:
-                await self._demote(i, key, value)
+                if value is None:
+                    if key not in dropped and not await self._held(key):
+                        dropped.add(key)
+                        self._dropped(key)
+                else:
+                    await self._demote(i, key, value)
             except Exception:
                 log.exception("demotion of a key from %s failed", self.tiers[i].name)
+
+    async def _held(self, key: bytes) -> bool:
+        """Whether any tier holds ``key`` (the evicting one may hold a newer copy), or it is
+        on its way down."""
+        if any(k == key and v is not None for _, k, v in self._pending):
+            return True
+        for k, tier in enumerate(self.tiers):
+            try:
+                if await tier.exists(key):
+                    return True
+            except Exception:
+                self._counters[k].errors += 1
+        return False
 
     async def _demote(self, i: int, key: bytes, value: Any) -> None:
         entry = value if self._entry[i] else self._decode(i, value)
@@ -209,11 +242,12 @@ class TieredStore:
             await self._safe_set(j, key, payload, ttl)
             return
         # Left the last tier (or expired): dropped unless a tier still holds it.
-        for k, tier in enumerate(self.tiers):
-            if k != i and await tier.exists(key):
-                if not expired:
-                    return
-                await self._safe_delete(k, key)
+        if expired:
+            for k in range(len(self.tiers)):
+                if k != i:
+                    await self._safe_delete(k, key)
+        elif await self._held(key):
+            return
         self._dropped(key)
 
     async def _expire(self, key: bytes) -> None:
@@ -248,8 +282,9 @@ class TieredStore:
     def stats(self) -> dict[str, Any]:
         """Per tier: the tier's own figures (entries, bytes, hits, misses, evictions, ...)
         plus promotions into it, demotions into it, undecodable entries, errors and get
-        latency percentiles (us) over the last 1024 lookups through ``get``."""
-        out: dict[str, Any] = {"promotions": self.promotions, "order": [t.name for t in self.tiers]}
+        latency percentiles (us) over the last 1024 lookups through ``get``. Tiers appear in
+        their order, fastest first; ``promotions`` is the total."""
+        out: dict[str, Any] = {"promotions": self.promotions}
         for tier, c in zip(self.tiers, self._counters):
             figures = dict(tier.stats())
             figures["corrupt"] = figures.get("corrupt", 0) + c.corrupt
