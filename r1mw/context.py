@@ -155,19 +155,6 @@ def _normalize_numpy(value: Any, path: str) -> Any:
     raise _refuse(value, path)
 
 
-def value_size(value: Any) -> int:
-    """Rough bytes of a normalized value (text, bytes and arrays dominate)."""
-    kind = type(value)
-    if kind is str or kind is bytes:
-        return len(value)
-    if kind is list:
-        return 8 * len(value) + sum(value_size(v) for v in value)
-    if kind is dict:
-        return sum(len(k) + 8 + value_size(v) for k, v in value.items())
-    nbytes = getattr(value, "nbytes", None)
-    return int(nbytes) if nbytes is not None else 8
-
-
 # -- keys: canonical arguments ------------------------------------------------------------
 
 # Containers are tagged arrays and scalars are never arrays, so no two different arguments
@@ -315,7 +302,7 @@ class ContextCache:
 
     async def _put(self, store: "TieredStore", key: bytes, value: Any, ttl: float | None, label: str) -> None:
         ttl = self.pipeline.settings.default_ttl if ttl is None else ttl
-        entry = Entry(value, time.time() + ttl if ttl else 0.0, {"context": label, "size": value_size(value)})
+        entry = Entry(value, time.time() + ttl if ttl else 0.0, {"context": label})
         try:
             await store.set(key, entry)
         except Exception:  # a full disk or a dead Redis: the value is still good, only not kept

@@ -196,7 +196,7 @@ _SHARER = textwrap.dedent("""
     import os, sys, random
     from r1mw.tiers import DiskTier
     directory, me, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    tier = DiskTier(directory, max_entries=150, rescan_every=50, rescan_interval=0)
+    tier = DiskTier(directory, max_entries=150, rescan_every=200, rescan_interval=0)
     rng = random.Random(me)
     def key(i): return i.to_bytes(16, "big")
     def value(i, who, n): return f"{who}:{i}:{n}:".encode() + bytes([i % 251]) * (50 + (i * n) % 3000)
@@ -216,7 +216,7 @@ _SHARER = textwrap.dedent("""
 
 
 async def test_two_processes_share_a_directory(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", _SHARER, str(tmp_path), who, "3000"],
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARER, str(tmp_path), who, "1500"],
                               stdout=subprocess.PIPE, text=True) for who in ("a", "b")]
     outs = [p.communicate(timeout=60)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
