@@ -97,7 +97,8 @@ async def bench(tiers: str, directory: Path, values: list[dict[str, Any]], n: in
         got = await ctx.get(("ctx", 0))
         assert got["context"] == values[0]["context"] and got["embedding"].tobytes() == values[0]["embedding"].tobytes()
         tier_stats = pipe.stats()["tiers"]
-        disk = [t for t in tier_stats.get("order", []) if t != "l1" and "bytes" in tier_stats[t]]
+        disk = [t for t in tiers.split(",") if t != "l1" and isinstance(tier_stats.get(t), dict)
+                and "bytes" in tier_stats[t]]
         if disk:
             result["stored"] = tier_stats[disk[0]]["bytes"] / max(1, tier_stats[disk[0]]["entries"])
             result["stored_in"] = disk[0]
