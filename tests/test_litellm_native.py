@@ -213,6 +213,7 @@ async def test_cache_false_in_the_config_does_not_switch_on(shipped_config):
         (lambda c: c["litellm_settings"]["cache_params"].update(s3_bucket_name="b"), r"cache_params\.s3_bucket_name"),
         (lambda c: c["litellm_settings"]["cache_params"].update(host="os.environ/NO_SUCH_VAR"), r"NO_SUCH_VAR is not set"),
         (lambda c: c["litellm_settings"]["cache_params"].update(ttl=-5), r"R1MW_DEFAULT_TTL=-5"),
+        (lambda c: c["litellm_settings"]["cache_params"].update(port="six"), r"cache_params\.port='six' is invalid"),
     ],
 )
 def test_config_errors_are_one_clear_line(shipped_config, change, message):
@@ -221,6 +222,18 @@ def test_config_errors_are_one_clear_line(shipped_config, change, message):
         r1mw_litellm.settings_from_config(shipped_config)
     assert "\n" not in str(info.value)
     assert litellm.cache is None
+
+
+def test_a_config_without_cache_type_or_stages_keeps_the_environment(monkeypatch):
+    monkeypatch.setenv("R1MW_TIERS", "l1,l2")
+    monkeypatch.setenv("R1MW_STAGES", "exact")
+    settings, parsed = r1mw_litellm.settings_from_config(
+        {"litellm_settings": {"cache": True, "cache_params": {"namespace": "desk"}},
+         "r1_optimizations": {"l1_size": 50}})
+    assert settings.tiers == ("l1", "l2") and settings.stages == ("exact",)
+    assert settings.namespace == "desk" and settings.l1_size == 50 and parsed.skipped == []
+    local, _ = r1mw_litellm.settings_from_config({"litellm_settings": {"cache": True, "cache_params": {"type": "local"}}})
+    assert local.tiers == ("l1",)
 
 
 def test_config_file_errors(tmp_path):

@@ -173,6 +173,15 @@ def _as_bool(value: Any, where: str) -> bool:
     raise ConfigError(f"{where}={value!r} is invalid: expected true or false")
 
 
+def _int(value: Any, default: int, name: str) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"litellm_settings.cache_params.{name}={value!r} is invalid: expected an integer") from None
+
+
 def _names(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return tuple(str(i).strip() for i in items if str(i).strip())
@@ -222,11 +231,13 @@ def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = N
             raise ConfigError(f"litellm_settings.cache_params.{name}: not a setting r1mw serves; "
                               f"allowed: {', '.join(sorted(_CACHE_PARAMS))}")
     p = {k: _env(v, f"litellm_settings.cache_params.{k}") for k, v in params.items()}
-    kind = str(p.get("type", "redis" if any(k in p for k in ("host", "url", "redis_url")) else "local"))
+    typed = "type" in p or any(k in p for k in ("host", "url", "redis_url"))
+    kind = str(p.get("type", "redis" if typed else "local"))
     if kind not in _TIERS_OF_TYPE:
         raise ConfigError(f"litellm_settings.cache_params.type={kind!r} is not served by r1mw; "
                           f"allowed: {', '.join(_TIERS_OF_TYPE)}")
-    tiers: tuple[str, ...] = _TIERS_OF_TYPE[kind]
+    # No cache type in the file: the tiers of the environment (R1MW_TIERS) stay.
+    tiers: tuple[str, ...] = _TIERS_OF_TYPE[kind] if typed else tuple(base.tiers)
     if kind == "redis":
         url = p.get("url") or p.get("redis_url")
         if not url:
@@ -234,7 +245,8 @@ def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = N
             if p.get("password"):
                 auth = f"{p.get('username') or ''}:{p['password']}@"
             scheme = "rediss" if _as_bool(p.get("ssl", False), "cache_params.ssl") else "redis"
-            url = f"{scheme}://{auth}{p.get('host') or '127.0.0.1'}:{int(p.get('port') or 6379)}/{int(p.get('db') or 0)}"
+            port, db = _int(p.get("port"), 6379, "port"), _int(p.get("db"), 0, "db")
+            url = f"{scheme}://{auth}{p.get('host') or '127.0.0.1'}:{port}/{db}"
         overrides["redis_url"] = str(url)
     if p.get("disk_cache_dir"):
         overrides["cache_dir"] = p["disk_cache_dir"]
@@ -259,7 +271,9 @@ def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = N
         if name not in OPTIMIZATIONS:
             raise ConfigError(f"r1_optimizations.{name}: unknown key; allowed: {', '.join(sorted(OPTIMIZATIONS))}")
     o = {k: _env(v, f"r1_optimizations.{k}") for k, v in opts.items()}
-    stages = ["exact"]
+    # No stage named in the file: the stages of the environment (R1MW_STAGES) stay.
+    staged = any(key in o for key in _BOOL_STAGES)
+    stages = ["exact"] if staged else list(base.stages)
     for key, stage in _BOOL_STAGES.items():
         if key in o and _as_bool(o[key], f"r1_optimizations.{key}"):
             stages.append(stage)
@@ -310,7 +324,9 @@ def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = N
         for name in stages:
             if name not in have:
                 out.skipped.append(f"stage {name}")
-        stages = [s for s in _STAGE_ORDER if s in stages and s in have]
+        stages = [s for s in stages if s in have]
+        if staged:
+            stages = [s for s in _STAGE_ORDER if s in stages]
     if not explicit_tiers:
         have = _registered("tiers", settings)
         for name in tiers:
