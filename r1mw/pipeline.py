@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .errors import PipelineStateError
 from .events import EventBus
@@ -26,6 +26,9 @@ from .settings import Settings
 from .singleflight import SingleFlight
 from .tiers import TieredStore
 from .types import CacheControl, Reply, Request, StreamedReply
+
+if TYPE_CHECKING:
+    from .context import ContextCache
 
 __all__ = ["Pipeline"]
 
@@ -77,7 +80,7 @@ class Pipeline:
                                                   "miss": deque(maxlen=_LATENCY_WINDOW)}
         self._tokens_saved = 0
         self._since = time.time()
-        self._context_cache: Any = None  # made on first use of .context_cache
+        self._context_cache: ContextCache | None = None  # made on first use of .context_cache
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "Pipeline":
@@ -141,7 +144,7 @@ class Pipeline:
                 await wait()
 
     @property
-    def context_cache(self) -> Any:
+    def context_cache(self) -> "ContextCache":
         """The :class:`~r1mw.ContextCache` over this pipeline's store (``@r1mw.cached`` uses it):
         ``await pipe.context_cache.get(key)`` / ``.set(key, value, ttl=...)`` / ``.delete(key)``."""
         if self._context_cache is None:
