@@ -14,6 +14,7 @@ import pytest
 
 import r1mw
 from r1mw.integrations import litellm as r1mw_litellm
+from r1mw.settings import FLAGS
 
 litellm = pytest.importorskip("litellm")
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
@@ -56,6 +57,8 @@ def shipped_config(monkeypatch):
     params = data["litellm_settings"]["cache_params"]
     params["db"] = 15  # tests use db 15 and a namespace of their own
     params["namespace"] = f"r1mw-test-{uuid.uuid4().hex[:8]}"
+    if "R1MW_REDIS_PREFIX" in {f.env for f in FLAGS}:  # with the redis tier installed: keys of our own
+        data["r1_optimizations"]["flags"] = {"R1MW_REDIS_PREFIX": f"r1mw-test-{uuid.uuid4().hex[:8]}:"}
     return data
 
 
@@ -63,6 +66,10 @@ def shipped_config(monkeypatch):
 async def integration(shipped_config):
     active = r1mw_litellm.enable(shipped_config)
     yield active
+    store = active.pipeline.store
+    for tier in store.tiers if store is not None else ():
+        if tier.name == "redis":
+            await tier.clear()  # only this test's prefix, never FLUSHDB
     await active.close()
     assert litellm.cache is None  # what LiteLLM had before
 
