@@ -103,6 +103,14 @@ async def latency(n: int) -> None:
         l2f = DiskTier(Path(tmp) / "f", max_entries=100_000, fsync="file")
         print(f"l2 set fsync=file        {pct(await atimed(lambda: l2f.set(next(it).to_bytes(16, 'big'), encoded[0]), min(n // 10, 300)))}")
 
+        # Start-up: names and sizes only, no entry read.
+        many = DiskTier(Path(tmp) / "many", max_entries=100_000)
+        for i in range(10_000):
+            many.set_sync(i.to_bytes(4, "big") * 4, encoded[i % 200])
+        t0 = time.perf_counter()
+        reopened = DiskTier(Path(tmp) / "many", max_entries=100_000)
+        print(f"l2 open, {len(reopened):,} entries    {(time.perf_counter() - t0) * 1e3:8.1f} ms (scan, no reads)")
+
         # The exact stage end to end: a hit from l1, and one from l2 (tiers=l2 only).
         fake = FakeR1()
         q = [{"role": "user", "content": "Analyze AAPL using RSI(14) mean reversion"}]
@@ -149,6 +157,22 @@ def policy(keys: int, n: int) -> None:
             best = max(ratios, key=ratios.get)  # type: ignore[arg-type]
             print(f"{alpha:>5} {frac:>6.0%} " + " ".join(f"{ratios[k]:>9.4f}" for k in names)
                   + f"   {best} +{(ratios[best] - ratios['lru']) * 100:.1f} pts")
+    print("-- a scan through a hot set: 1 request in 4 for 50 hot keys, the rest never repeat (cache 100) --")
+    import random
+
+    for name in names:
+        pol = POLICIES[name](100)
+        rng = random.Random(1)
+        hot_hits = hot_requests = 0
+        for i in range(200_000):
+            key = rng.randrange(50) if i % 4 == 0 else 1_000 + i
+            hit = pol.get(key) is not None
+            if not hit:
+                pol.put(key, True)
+            if key < 50:
+                hot_requests += 1
+                hot_hits += hit
+        print(f"{name:>9}: hot-key hit ratio {hot_hits / hot_requests:.3f}")
     print("-- cost of one L1 hit per policy (MemoryTier.get_nowait, 1,000 entries, Zipf 1.0 keys) --")
     trace = zipf_trace(1000, 20_000, 1.0, seed=5)
     keys_b = [k.to_bytes(16, "big") for k in trace]

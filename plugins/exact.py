@@ -8,11 +8,14 @@ make one upstream call, and a cancelled caller does not stop the store.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
+
+log = logging.getLogger("r1mw.exact")
 
 
 class ExactStage:
@@ -28,6 +31,7 @@ class ExactStage:
         self.spawn = pipeline.spawn
         self.events = pipeline.events
         self.stored = 0
+        self.store_errors = 0
 
     @staticmethod
     def key(request: Request) -> bytes:
@@ -67,13 +71,18 @@ class ExactStage:
         ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
         meta: dict[str, Any] = request.meta.get("store_meta", {})
         entry = Entry(reply, time.time() + ttl if ttl else 0.0, meta)
-        await self.store.set(key, entry)
+        try:
+            await self.store.set(key, entry)
+        except r1mw.CodecError as exc:  # a cache fault: the caller still gets the reply
+            self.store_errors += 1
+            log.warning("exact: reply not stored: %s", exc)
+            return
         self.stored += 1
         if self.events.enabled:
             self.events.emit("stored", key=key, namespace=request.namespace, model=request.model)
 
     def stats(self) -> dict[str, Any]:
-        return {"stored": self.stored, "inflight": len(self.flight),
+        return {"stored": self.stored, "store_errors": self.store_errors, "inflight": len(self.flight),
                 "leaders": self.flight.leaders, "coalesced": self.flight.coalesced}
 
 

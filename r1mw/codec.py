@@ -41,8 +41,10 @@ __all__ = [
     "MsgpackCodec",
     "ZstdCodec",
     "decode",
+    "pack",
     "peek_codec",
     "register_decoder",
+    "unpack",
 ]
 
 MAGIC = b"R1"

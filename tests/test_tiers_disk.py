@@ -241,3 +241,12 @@ async def test_threaded_reads_for_slow_disks(tmp_path):
     tier = DiskTier(tmp_path, inline_reads=False, fsync="file")
     await asyncio.gather(*(tier.set(key(i), value(i)) for i in range(10)))
     assert await asyncio.gather(*(tier.get(key(i)) for i in range(10))) == [value(i) for i in range(10)]
+
+
+async def test_a_key_too_long_for_a_file_name_is_not_stored_and_never_raises(tmp_path):
+    tier = DiskTier(tmp_path)
+    long_key = b"k" * 300  # 600 hex characters: longer than a file name may be
+    await tier.set(long_key, b"value")
+    assert await tier.get(long_key) is None
+    assert not await tier.exists(long_key) and await tier.delete(long_key) is False
+    assert tier.stats()["write_errors"] == 1 and tier.stats()["entries"] == 0

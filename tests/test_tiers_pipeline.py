@@ -112,3 +112,35 @@ async def test_unknown_codec_fails_at_start(tmp_path):
         async with r1mw.Pipeline(r1mw.Settings(stages="exact", tiers="l1,l2", codec="snappy",
                                                cache_dir=tmp_path)):
             pass
+
+
+class _BadMeta:
+    """A stage that leaves an unencodable value in store_meta (a buggy plugin)."""
+
+    name = "badmeta"
+
+    async def handle(self, request, call_next):
+        request.meta["store_meta"] = {"oops": {1, 2}}
+        return await call_next(request)
+
+
+class _BadMetaPlugin:
+    __name__ = "badmeta-plugin"
+
+    @r1mw.hookimpl
+    def r1mw_register_stages(self):
+        return {"badmeta": lambda pipeline: _BadMeta()}
+
+
+async def test_a_reply_the_codec_refuses_is_served_not_stored(tmp_path, caplog):
+    fake = FakeR1()
+    settings = r1mw.Settings(stages="badmeta,exact", tiers="l1,l2", cache_dir=tmp_path / "cache")
+    async with r1mw.Pipeline(settings, plugins=[_BadMetaPlugin()]) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        first = await llm(model="m", messages=q(1))
+        second = await llm(model="m", messages=q(1))
+        stats = pipe.stats()
+    assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+    assert len(fake.calls) == 2  # nothing was stored, nothing was raised
+    assert stats["stages"]["exact"]["store_errors"] == 2
+    assert "cannot store a value of type builtins.set" in caplog.text

@@ -158,21 +158,20 @@ class DiskTier:
     async def get(self, key: bytes) -> bytes | None:
         if self.inline_reads:
             return self.get_sync(key)
-        return await asyncio.to_thread(self.get_sync, key)
+        # Only the file I/O goes to the thread; the index is touched on the event loop.
+        path = self._path(key)
+        return self._finish(key, path, await asyncio.to_thread(self._read_file, path))
 
     def get_sync(self, key: bytes) -> bytes | None:
         """Read an entry in the calling thread; None on a miss, expiry or fault."""
         path = self._path(key)
+        return self._finish(key, path, self._read_file(path))
+
+    def _read_file(self, path: str) -> bytes | OSError:
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            self._forget(key)
-            self.misses += 1
-            return None
         except OSError as exc:
-            log.warning("l2 read of %s failed: %s", path, exc)
-            self.misses += 1
-            return None
+            return exc
         try:
             data = os.read(fd, self.read_size)
             if len(data) == self.read_size:  # maybe more: read to the end
@@ -180,12 +179,20 @@ class DiskTier:
                 while chunk := os.read(fd, 1 << 20):
                     rest.append(chunk)
                 data = b"".join(rest)
+            return data
         except OSError as exc:
-            log.warning("l2 read of %s failed: %s", path, exc)
-            self.misses += 1
-            return None
+            return exc
         finally:
             os.close(fd)
+
+    def _finish(self, key: bytes, path: str, data: bytes | OSError) -> bytes | None:
+        if isinstance(data, OSError):
+            self.misses += 1
+            if isinstance(data, FileNotFoundError):
+                self._forget(key)
+            else:
+                log.warning("l2 read of %s failed: %s", path, data)
+            return None
         value = self._check(key, data)
         if value is None:
             self._corrupt(key, path)

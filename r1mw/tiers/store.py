@@ -122,6 +122,7 @@ class TieredStore:
                 entry = self._decode(i, found)
                 if entry is None:
                     await self._safe_delete(i, key)
+                    self._pending.append((i, key, None))  # dropped if no other tier has it
                     continue
             if entry.expired(self._clock()):
                 await self._expire(key)
@@ -129,7 +130,11 @@ class TieredStore:
             if i:
                 self._counters[0].promotions += 1
                 ttl = entry.expires - self._clock() if entry.expires else None
-                await self._safe_set(0, key, entry if self._entry[0] else found, ttl)
+                if self._entry[0]:
+                    payload = entry
+                else:
+                    payload = found if not self._entry[i] else self.codec.encode(entry.to_wire())
+                await self._safe_set(0, key, payload, ttl)
                 await self._settle()
             return entry, tier.name
         if self._pending:
@@ -160,12 +165,14 @@ class TieredStore:
             await self._safe_delete(i, key)
         await self._settle()
 
-    async def _safe_set(self, i: int, key: bytes, value: Any, ttl: float | None) -> None:
+    async def _safe_set(self, i: int, key: bytes, value: Any, ttl: float | None) -> bool:
         try:
             await self.tiers[i].set(key, value, ttl)
+            return True
         except Exception as exc:
             self._counters[i].errors += 1
             log.warning("tier %s: set failed: %r", self.tiers[i].name, exc)
+            return False
 
     async def _safe_delete(self, i: int, key: bytes) -> bool:
         try:
@@ -216,21 +223,25 @@ class TieredStore:
         on its way down."""
         if any(k == key and v is not None for _, k, v in self._pending):
             return True
-        for k, tier in enumerate(self.tiers):
-            try:
-                if await tier.exists(key):
-                    return True
-            except Exception:
-                self._counters[k].errors += 1
+        for k in range(len(self.tiers)):
+            if await self._safe_exists(k, key):
+                return True
         return False
+
+    async def _safe_exists(self, i: int, key: bytes) -> bool:
+        try:
+            return bool(await self.tiers[i].exists(key))
+        except Exception as exc:
+            self._counters[i].errors += 1
+            log.warning("tier %s: exists failed: %r", self.tiers[i].name, exc)
+            return False
 
     async def _demote(self, i: int, key: bytes, value: Any) -> None:
         entry = value if self._entry[i] else self._decode(i, value)
         expired = entry is None or entry.expired(self._clock())
         j = i + 1
         if not expired and j < len(self.tiers):
-            target = self.tiers[j]
-            if await target.exists(key):
+            if await self._safe_exists(j, key):
                 return  # same version already there (set invalidates older ones)
             assert entry is not None
             ttl = entry.expires - self._clock() if entry.expires else None
@@ -238,8 +249,12 @@ class TieredStore:
                 payload: Any = entry
             else:
                 payload = value if not self._entry[i] else self.codec.encode(entry.to_wire())
-            self._counters[j].demotions += 1
-            await self._safe_set(j, key, payload, ttl)
+            if await self._safe_set(j, key, payload, ttl):
+                self._counters[j].demotions += 1
+                return
+            if await self._held(key):  # could not move it down; maybe another tier has it
+                return
+            self._dropped(key)
             return
         # Left the last tier (or expired): dropped unless a tier still holds it.
         if expired:
