@@ -122,6 +122,25 @@ async def test_config_maps_onto_r1mw_settings(integration, shipped_config):
         assert name not in (s.stages if kind == "stage" else s.tiers)
 
 
+async def test_the_configs_model_list_through_a_router_is_served_too(integration, provider, shipped_config,
+                                                                     monkeypatch):
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-not-used")
+    model_list = shipped_config["model_list"]
+    for deployment in model_list:
+        deployment["litellm_params"]["mock_response"] = "Routed."
+    # LiteLLM's Router passes caching=False unless cache_responses=True (the proxy sets it when
+    # litellm_settings.cache is true); r1mw honours caching=False like every other call.
+    router = litellm.Router(model_list=model_list, cache_responses=True)
+    q = user("Which sector leads the S&P 500 this quarter?")
+    first = await router.acompletion(model="deepseek-reasoner", messages=q)
+    await _settle()
+    second = await router.acompletion(model="deepseek-reasoner", messages=q)
+    assert first.choices[0].message.content == second.choices[0].message.content == "Routed."
+    assert second._hidden_params.get("cache_hit") is True
+    assert provider.calls == [q[0]["content"]]
+    assert integration.pipeline.stats()["hits"] == 1
+
+
 async def test_concurrent_identical_calls_reach_the_provider_once(integration, provider):
     q = user("What is the 50-day moving average of NVDA?")
     replies = await asyncio.gather(*(litellm.acompletion(model=MODEL, messages=q, mock_response="About 120.")
