@@ -179,6 +179,21 @@ async def test_no_store_and_no_cache_per_call(integration, provider):
     assert integration.backend.stats()["pending"] == 0
 
 
+async def test_s_maxage_refetches_an_entry_too_old_for_this_caller(integration, provider):
+    q = user("Latest close of AMZN?")
+    await litellm.acompletion(model=MODEL, messages=q, mock_response="v1")
+    await _settle()
+    await asyncio.sleep(0.05)
+    young = await litellm.acompletion(model=MODEL, messages=q, mock_response="v2", cache={"s-maxage": 3600})
+    fresh = await litellm.acompletion(model=MODEL, messages=q, mock_response="v2", cache={"s-maxage": 0.01})
+    await _settle()
+    latest = await litellm.acompletion(model=MODEL, messages=q, mock_response="v3")
+    assert young.choices[0].message.content == "v1"  # young enough for this caller
+    assert fresh.choices[0].message.content == "v2"  # too old: fetched afresh...
+    assert latest.choices[0].message.content == "v2"  # ...and stored for everybody
+    assert len(provider.calls) == 2 and integration.backend.stats()["too_old"] == 1
+
+
 async def test_provider_errors_reach_the_caller_and_are_not_cached(integration, provider):
     q = user("Price XOM options")
     with pytest.raises(Exception) as info:

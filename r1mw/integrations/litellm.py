@@ -405,7 +405,7 @@ class R1mwCacheBackend:
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counts = {"lookups": 0, "served": 0, "misses": 0, "reported": 0, "failed": 0, "timeouts": 0,
-                       "ignored_writes": 0, "lookup_errors": 0}
+                       "ignored_writes": 0, "lookup_errors": 0, "too_old": 0}
         litellm = _litellm()
         from litellm.litellm_core_utils.model_param_helper import ModelParamHelper
         from litellm.types.utils import is_litellm_owned_kwarg
@@ -415,9 +415,11 @@ class R1mwCacheBackend:
         self._litellm = litellm
 
     # -- request building --------------------------------------------------------------
-    def _request(self, kwargs: Mapping[str, Any], pending: _Pending) -> Request:
+    def _request(self, kwargs: Mapping[str, Any], pending: _Pending, fresh: bool = False) -> Request:
         control = kwargs.get("cache")
-        control = {k: v for k, v in control.items() if k in _CONTROL_KEYS} if isinstance(control, Mapping) else None
+        control = {k: v for k, v in control.items() if k in _CONTROL_KEYS} if isinstance(control, Mapping) else {}
+        if fresh:
+            control["no-cache"] = True
         rest: dict[str, Any] = {}
         for name, value in kwargs.items():
             if name in ("model", "messages", "cache", "stream", "cache_key", "preset_cache_key", "parent_otel_span"):
@@ -442,9 +444,12 @@ class R1mwCacheBackend:
         if not call_id or "messages" not in kwargs or "model" not in kwargs:
             return None
         self.counts["lookups"] += 1
+        return await self._lookup(call_id, kwargs, fresh=False)
+
+    async def _lookup(self, call_id: str, kwargs: Mapping[str, Any], fresh: bool) -> Any:
         pending = _Pending(asyncio.get_running_loop())
         try:
-            request = self._request(kwargs, pending)
+            request = self._request(kwargs, pending, fresh)
         except Exception as exc:  # a malformed cache= or messages: LiteLLM itself decides
             self.counts["lookup_errors"] += 1
             log.warning("r1mw could not read a LiteLLM call for lookup: %s", exc)
@@ -472,8 +477,21 @@ class R1mwCacheBackend:
         self._pending.pop(call_id, None)
         if task.cancelled() or task.exception() is not None:
             return None  # e.g. the identical call we waited on failed: make our own call
+        stored_at = self._stored_at(request)
+        max_age = _max_age(kwargs)
+        if max_age is not None and not fresh and stored_at is not None and time.time() - stored_at > max_age:
+            # LiteLLM's s-maxage: too old for this caller. Fetch afresh through the pipeline
+            # (no-cache: the fresh reply replaces the old one for everybody).
+            self.counts["too_old"] += 1
+            return await self._lookup(call_id, kwargs, fresh=True)
         self.counts["served"] += 1
-        return {"timestamp": time.time(), "response": dict_of_reply(task.result())}
+        return {"timestamp": stored_at or time.time(), "response": dict_of_reply(task.result())}
+
+    def _stored_at(self, request: Request) -> float | None:
+        # A hit below RAM was promoted, and a coalesced reply was just stored: both are in L1.
+        store = self.pipeline.store
+        entry = store.get_nowait(request.key) if store is not None and request.key is not None else None
+        return entry.stored_at if entry is not None else None
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -568,7 +586,20 @@ class R1mwCacheBackend:
         return {**self.counts, "pending": len(self._pending)}
 
 
-_CONTROL_KEYS = frozenset({"no-cache", "no-store", "ttl", "s-maxage", "namespace"})
+# Per-call control passed on to r1mw. LiteLLM's s-maxage is a lookup constraint (not r1mw's
+# ttl alias): the backend checks it against the entry's age itself.
+_CONTROL_KEYS = frozenset({"no-cache", "no-store", "ttl", "namespace"})
+
+
+def _max_age(kwargs: Mapping[str, Any]) -> float | None:
+    control = kwargs.get("cache")
+    if not isinstance(control, Mapping):
+        return None
+    value = control.get("s-max-age", control.get("s-maxage"))
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 _GRACE = 5.0  # seconds a finished call's result may take to reach the cache
 
 
