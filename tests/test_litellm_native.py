@@ -236,6 +236,15 @@ async def test_a_cancelled_call_does_not_hold_up_identical_calls(integration, pr
     assert integration.backend.stats()["pending"] == 0
 
 
+async def test_sync_completion_still_works_uncached(integration):
+    q = user("Define beta in one line")
+    replies = [litellm.completion(model=MODEL, messages=q, mock_response="Sensitivity to the market.")
+               for _ in range(2)]
+    assert [r.choices[0].message.content for r in replies] == ["Sensitivity to the market."] * 2
+    assert all(r._hidden_params.get("cache_hit") is not True for r in replies)
+    assert integration.backend.stats()["lookups"] == 0
+
+
 async def test_cache_false_in_the_config_does_not_switch_on(shipped_config):
     shipped_config["litellm_settings"]["cache"] = False
     assert r1mw_litellm.enable(shipped_config) is None
