@@ -22,16 +22,19 @@ that upstream (a miss) the lookup answers "miss" and LiteLLM calls the provider.
 comes back through the backend's write, or through a LiteLLM callback (:class:`_Outcomes`,
 which also sees failures and ``no-store`` calls), and the waiting pipeline request stores it.
 Identical calls arriving meanwhile wait in r1mw's single-flight and are answered from that
-one provider call. If the provider fails, the waiters make their own calls (LiteLLM treats a
-lookup error as a miss); if nothing is reported within ``pending_timeout`` seconds, the same.
+one provider call. If the provider fails or the call is cancelled, the waiters make their own
+calls (LiteLLM treats a lookup error as a miss); if nothing is reported within
+``pending_timeout`` seconds, the same.
 
 LiteLLM traps handled: ``caching=False`` skips the lookup but LiteLLM still writes; r1mw
 stores only results of calls it looked up, so ``caching=False`` really means no caching.
 A ``cache={"no-cache": True}`` call is not looked up by LiteLLM; r1mw still stores its fresh
-result, as r1mw's no-cache does. Its ``max_messages`` default (4) would silently skip longer conversations: r1mw sets None.
-Its cache-hit path imports ``fastapi``, ``orjson`` and ``soundfile``: the ``litellm`` extra
-of r1mw installs them. Only ``acompletion`` is served: the sync ``completion`` is not cached
-while r1mw is LiteLLM's cache.
+result, as r1mw's no-cache does. ``s-maxage`` is checked against the stored entry's age.
+LiteLLM's ``max_messages`` default (4) would silently skip longer conversations: r1mw sets
+None. Its cache-hit path imports ``fastapi``, ``orjson`` and ``soundfile``: the ``litellm``
+extra of r1mw installs them. Only ``acompletion`` is served: the sync ``completion`` is not
+cached while r1mw is LiteLLM's cache. ``litellm.Router`` calls are served when the Router has
+``cache_responses=True`` (otherwise it passes ``caching=False``).
 
 Configuration: a LiteLLM config YAML (the proxy's format) with ``litellm_settings.cache`` and
 ``cache_params``, plus an ``r1_optimizations`` block; see :func:`settings_from_config` for
