@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import r1mw
-import r1mw.integrations.litellm as r1mw_litellm
+import r1mw.integrations.litellm_config as r1mw_litellm
 
 
 def _litellm_config(args: argparse.Namespace) -> int:
