@@ -250,3 +250,53 @@ async def test_a_key_too_long_for_a_file_name_is_not_stored_and_never_raises(tmp
     assert await tier.get(long_key) is None
     assert not await tier.exists(long_key) and await tier.delete(long_key) is False
     assert tier.stats()["write_errors"] == 1 and tier.stats()["entries"] == 0
+
+
+async def test_damage_while_reading_gives_misses_never_wrong_values(tmp_path):
+    import random
+    import threading
+
+    tier = DiskTier(tmp_path, max_entries=1000)
+    for i in range(50):
+        await tier.set(key(i), value(i))
+    with open(tier._path(key(0)), "r+b") as f:  # at least one damaged entry, whatever the timing
+        f.seek(30)
+        f.write(b"\xff")
+    stop = threading.Event()
+
+    def vandal():
+        rng = random.Random(4)
+        while not stop.is_set():
+            paths = files(tmp_path)
+            if not paths:
+                continue
+            path = rng.choice(paths)
+            try:
+                data = bytearray(open(path, "rb").read())
+                how = rng.randrange(3)
+                if how == 0 and data:
+                    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                    open(path, "r+b").write(bytes(data))  # in place: readers may see it mid-write
+                elif how == 1:
+                    os.truncate(path, rng.randrange(len(data) + 1))
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=vandal)
+    thread.start()
+    try:
+        wrong = 0
+        for n in range(3000):
+            i = n % 50
+            got = await tier.get(key(i))
+            if got is not None and got != value(i):
+                wrong += 1
+            if got is None and n % 7 == 0:
+                await tier.set(key(i), value(i))
+    finally:
+        stop.set()
+        thread.join()
+    assert wrong == 0
+    assert tier.stats()["corrupt"] >= 1  # damage was seen, and served as a miss
