@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import PipelineStateError
 from .events import EventBus
@@ -26,6 +26,9 @@ from .settings import Settings
 from .singleflight import SingleFlight
 from .tiers import TieredStore
 from .types import CacheControl, Reply, Request, StreamedReply
+
+if TYPE_CHECKING:
+    from .context import ContextCache
 
 __all__ = ["Pipeline"]
 
@@ -83,6 +86,7 @@ class Pipeline:
                                                   "miss": deque(maxlen=_LATENCY_WINDOW)}
         self._tokens_saved = 0
         self._since = time.time()
+        self._context_cache: ContextCache | None = None  # made on first use of .context_cache
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "Pipeline":
@@ -137,6 +141,8 @@ class Pipeline:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.singleflight.close()
+        if self._context_cache is not None:
+            await self._context_cache.close()
         for stage in reversed(self.stages):
             close = getattr(stage, "close", None)
             if close is not None:
@@ -154,6 +160,16 @@ class Pipeline:
             wait = getattr(stage, "wait_ready", None)
             if wait is not None:
                 await wait()
+
+    @property
+    def context_cache(self) -> "ContextCache":
+        """The :class:`~r1mw.ContextCache` over this pipeline's store (``@r1mw.cached`` uses it):
+        ``await pipe.context_cache.get(key)`` / ``.set(key, value, ttl=...)`` / ``.delete(key)``."""
+        if self._context_cache is None:
+            from .context import ContextCache
+
+            self._context_cache = ContextCache(self)
+        return self._context_cache
 
     # -- plugin registries ---------------------------------------------------------------
     def registry(self, kind: str) -> dict[str, Callable[..., Any]]:
@@ -258,6 +274,8 @@ class Pipeline:
             "tiers": self.store.stats() if self.store is not None else {},
             "events": {"delivered": self.events.delivered, "dropped": self.events.dropped},
         }
+        if self._context_cache is not None:
+            out["context"] = self._context_cache.stats()
         return out
 
 

@@ -205,9 +205,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
-    Flag("R1MW_STAGES", "stages", ("exact",), _names,
+    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
          "stages that run, outermost first"),
-    Flag("R1MW_TIERS", "tiers", ("l1",), _names, "storage tiers, fastest first"),
+    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _names, "storage tiers, fastest first"),
     Flag("R1MW_CODEC", "codec", "msgpack+lz4", _str, "codec for the tiers below RAM"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
     Flag("R1MW_DISABLE_PLUGINS", "disable_plugins", (), _names,

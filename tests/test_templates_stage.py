@@ -22,6 +22,8 @@ def settings_(**kw):
     """Settings for a test: keyword settings ignore the environment, so pass the test's own
     cache dir (the autouse fixture's R1MW_CACHE_DIR), never the user's ~/.cache."""
     kw.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])
+    # RAM only: hypothesis examples share the test's cache dir, a disk tier would carry over.
+    kw.setdefault("tiers", "l1")
     return r1mw.Settings(**kw)
 
 
