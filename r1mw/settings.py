@@ -285,7 +285,7 @@ FLAGS: tuple[Flag, ...] = (
          "prompts of one shape (differing in the same positions) before it becomes a mined template"),
     # cold tiers (L3 segments, L4 archive, Redis)
     Flag("R1MW_L3_SEGMENT_BYTES", "l3_segment_bytes", 64 * 2**20, _bytes,
-         "L3 segment file size before it is sealed (at most a quarter of R1MW_L3_MAX_BYTES)"),
+         "L3 segment file size before it is sealed (at most a quarter of R1MW_L3_MAX_BYTES; 0 = 64 MiB)"),
     Flag("R1MW_L3_INLINE_READS", "l3_inline_reads", False, _bool,
          "read L3 on the event loop (fast disks); false keeps slow disks in a thread"),
     Flag("R1MW_L3_COMPACT_RATIO", "l3_compact_ratio", 0.5, _float(0.05, 1.0),
@@ -295,7 +295,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
          "archive block compression; auto = zstd when zstandard is installed, else lz4"),
     Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
-         "records gathered into one compressed L4 block"),
+         "records gathered into one compressed L4 block (0 = 64 KiB)"),
     Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
     Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),
          "Redis failures in a row that open the circuit breaker (Redis skipped)"),
