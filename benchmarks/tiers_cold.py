@@ -91,7 +91,8 @@ async def bench_l3(n: int, size: int, inline: bool) -> None:
             await t.delete(keys[i])
         t0 = time.perf_counter()
         await t.compact()
-        print(f"{'':<28} compaction after deleting half: {time.perf_counter() - t0:.3f} s; {t.stats()['segments']} segments")
+        took = time.perf_counter() - t0
+        print(f"{'':<28} compaction after deleting half: {took:.3f} s; {t.stats()['segments']} segments")
         await t.close()
         t0 = time.perf_counter()
         t2 = SegmentTier(d, max_entries=n * 2)

@@ -320,7 +320,8 @@ class SegmentTier(SegmentFiles):
 
     async def compact(self) -> int:
         """Compact now (in the background thread) and wait for it."""
-        return await asyncio.get_running_loop().run_in_executor(self._maint, self.compact_sync)  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._maint, self.compact_sync)  # type: ignore[no-any-return]
 
     def _before_close(self) -> None:
         if self._compacting is not None:
