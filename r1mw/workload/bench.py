@@ -38,10 +38,6 @@ from .simulator import SimulatedR1
 
 __all__ = ["add_parser", "run_bench"]
 
-FULL_STAGES = ("metrics", "template", "exact", "semantic", "prefetch")
-FULL_TIERS = ("l1", "l2")
-
-
 def _row(name: str, samples: Sequence[float], *, ops: int | None = None, wall: float | None = None,
          note: str = "") -> dict[str, Any]:
     """A result row: latencies in microseconds, throughput in operations per second."""
@@ -89,11 +85,16 @@ class Bench:
         self.root = root
         self.rows: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        from ..demo import _wanted_stages, _wanted_tiers
+
+        # The same pipeline as the demo's r1mw run: the defaults, as far as they are installed.
         stages, tiers = available()
-        self.stages = tuple(s for s in FULL_STAGES if s in stages)
-        self.tiers = tuple(t for t in FULL_TIERS if t in tiers) or ("l1",)
+        wanted_stages, wanted_tiers = _wanted_stages(), _wanted_tiers()
+        self.stages = tuple(s for s in wanted_stages if s in stages)
+        self.tiers = tuple(t for t in wanted_tiers if t in tiers) or ("l1",)
         self.all_tiers = sorted(tiers)
-        missing = [s for s in FULL_STAGES if s not in stages] + [t for t in FULL_TIERS if t not in tiers]
+        self.registered = set(stages)
+        missing = [s for s in wanted_stages if s not in stages] + [t for t in wanted_tiers if t not in tiers]
         if missing:
             self.notes.append(f"not installed yet, left out: {', '.join(missing)}")
 
@@ -210,7 +211,7 @@ class Bench:
 
     # -- templates ------------------------------------------------------------------------------------
     async def templates(self) -> None:
-        if "template" not in self.stages:
+        if "template" not in self.registered:
             self.notes.append("template matching: the template stage is not installed")
             return
         from ..demo import bundled_templates
@@ -235,11 +236,11 @@ class Bench:
 
     # -- semantic ---------------------------------------------------------------------------------------
     async def semantic(self) -> None:
-        if "semantic" not in self.stages:
+        if "semantic" not in self.registered:
             self.notes.append("semantic search: the semantic stage is not installed")
             return
         for size in self.args.semantic_sizes:
-            stages = tuple(s for s in ("exact", "semantic") if s in self.stages)
+            stages = ("exact", "semantic")
             settings = self.settings(f"semantic-{size}", stages=stages, tiers=("l1",), l1_size=size + 1000,
                                      l1_max_bytes=0)
             async with Pipeline(settings) as pipe:
