@@ -319,7 +319,10 @@ class AutoDictZstdCodec(Codec):
             self.trainings += 1
             held_out = samples[::8]
             train = [s for i, s in enumerate(samples) if i % 8] or samples
-            data = zstandard.train_dictionary(self.dict_size, train, level=self.level).as_bytes()
+            # Few samples train a small dictionary well and a big one badly (zstd's rule of
+            # thumb: samples of 10-100x the dictionary's size).
+            size = min(self.dict_size, max(1024, sum(map(len, train)) // 16))
+            data = zstandard.train_dictionary(size, train, level=self.level).as_bytes()
             zdict = zstandard.ZstdCompressionDict(data)
             current = _dicts.get(self.dict_id)
             if current is not None:
