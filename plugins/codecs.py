@@ -107,6 +107,26 @@ def _train(args: argparse.Namespace) -> int:
 
 
 @r1mw.hookimpl
+def r1mw_pipeline_started(pipeline: r1mw.Pipeline) -> None:
+    """No dictionary yet, but L2 already holds enough entries (written by processes that each
+    stored fewer than R1MW_ZSTD_TRAIN_AFTER): train on them now, in the background."""
+    codec = pipeline.store.codec if pipeline.store is not None else None
+    if not isinstance(codec, AutoDictZstdCodec) or codec.dict_id or not codec.train_after:
+        return
+    disk = next((t for t in pipeline.store.tiers if isinstance(t, DiskTier)), None)
+    if disk is None or len(disk) < codec.train_after:
+        return
+    samples = []
+    # Bounded: at most 400 entries read and decoded once at start-up (a few milliseconds).
+    for blob in disk.sample(400):
+        try:
+            samples.append(pack(decode(blob)))
+        except r1mw.CodecError:
+            continue
+    codec.train_on(samples)
+
+
+@r1mw.hookimpl
 def r1mw_add_cli_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("zstd-dict", help="train a zstd dictionary on the entries stored in L2")
     p.add_argument("--dir", help="L2 directory (default: R1MW_L2_DIR or <cache dir>/l2)")

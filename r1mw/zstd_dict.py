@@ -298,9 +298,22 @@ class AutoDictZstdCodec(Codec):
             samples = list(self._samples)
             self._samples.clear()
             self._next = self._seen * _RETRAIN_FACTOR
-            self._thread = threading.Thread(target=self._train, args=(samples,), name="r1mw-zstd-train",
-                                            daemon=True)
-            self._thread.start()
+            self._start_training(samples)
+
+    def _start_training(self, samples: list[bytes]) -> None:
+        self._thread = threading.Thread(target=self._train, args=(samples,), name="r1mw-zstd-train", daemon=True)
+        self._thread.start()
+
+    def train_on(self, samples: list[bytes]) -> bool:
+        """Train on msgpack ``samples`` in the background now, if no dictionary exists yet,
+        training is on (``train_after`` > 0) and none is running; return whether it started.
+        The codecs plugin calls it at start-up with entries already in L2, so that processes
+        too short-lived to write ``train_after`` entries each still get a dictionary."""
+        if self.dict_id or not self.train_after or self._thread is not None or len(samples) < 20:
+            return False
+        self._next = max(self._next, self.train_after * _RETRAIN_FACTOR)
+        self._start_training(samples[-self._samples.maxlen:])  # type: ignore[misc]
+        return True
 
     def _check_saved(self, dict_id: int) -> None:
         # Another process may have pruned the dictionary this one still writes with.

@@ -289,3 +289,18 @@ def test_random_replies_round_trip_with_and_without_a_dictionary(tmp_path_factor
         blob = codec.encode(entry.to_wire())
         assert r1mw.Entry.from_wire(decode(blob)) == entry
         assert r1mw.Entry.from_wire(codec.decode(blob)) == entry
+
+
+async def test_short_lived_processes_get_a_dictionary_from_what_l2_holds(tmp_path):
+    # Each process writes fewer entries than R1MW_ZSTD_TRAIN_AFTER; together they pass it.
+    for run in range(3):
+        async with r1mw.Pipeline(pipeline_settings(tmp_path, zstd_train_after=40)) as pipe:
+            assert pipe.store.codec.dict_id == 0
+            await fill(pipe, range(run * 15, run * 15 + 15))
+    async with r1mw.Pipeline(pipeline_settings(tmp_path, zstd_train_after=40)) as pipe:
+        pipe.store.codec.wait_trained()  # started at start-up on the 45 entries in L2
+        assert pipe.store.codec.dict_id and pipe.store.codec.trainings == 1
+        await fill(pipe, range(100, 102))
+        assert peek_codec(pipe.store.tiers[1].get_sync(key(101))) == "msgpack+zstd+dict"
+    async with r1mw.Pipeline(pipeline_settings(tmp_path, zstd_train_after=40)) as pipe:
+        assert pipe.store.codec.dict_id and pipe.store.codec.trainings == 0  # found, not retrained
