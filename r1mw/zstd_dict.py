@@ -53,6 +53,7 @@ log = logging.getLogger("r1mw.zstd_dict")
 
 SUFFIX = ".zdict"
 _ID = struct.Struct("<Q")
+_unpack_id = _ID.unpack_from
 _RETRAIN_FACTOR = 8
 _MIN_GAIN = 0.05  # a new dictionary must save 5 % on held-out entries to replace the current one
 _RESAVE_EVERY = 1024  # writes between checks that the dictionary in use is still on disk
@@ -146,7 +147,12 @@ def _decompressor(dict_id: int) -> Any:
 def _decompress(payload: memoryview) -> bytes:
     if len(payload) < _ID.size:
         raise CodecError("dictionary-compressed payload too short")
-    return _decompressor(_ID.unpack_from(payload)[0]).decompress(payload[_ID.size:])
+    dict_id = _unpack_id(payload)[0]
+    try:  # the hit path: this thread has used the dictionary before
+        dctx = _local.d[dict_id]
+    except (AttributeError, KeyError):
+        dctx = _decompressor(dict_id)
+    return dctx.decompress(payload[8:])
 
 
 register_decoder(CODEC_IDS["msgpack+zstd+dict"], _decompress)
