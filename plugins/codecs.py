@@ -103,6 +103,11 @@ def _train(args: argparse.Namespace) -> int:
     os.replace(tmp, out)
     print(f"trained a {len(dictionary):,}-byte zstd dictionary on {len(samples)} entries -> {out}")
     print("use it with R1MW_CODEC=msgpack+zstd (entries written before stay readable)")
+    # The default codec (msgpack+zstd+dict) takes the newest dictionary of its directory at start.
+    dicts = DictionaryDir(_dicts_dir(settings))
+    dict_id = dicts.save(dictionary)
+    dicts.prune(settings.zstd_dicts_kept, protect=dict_id)
+    print(f"and as {dicts.path(dict_id)}: msgpack+zstd+dict pipelines started from now on write with it")
     return 0
 
 

@@ -258,6 +258,7 @@ class AutoDictZstdCodec(Codec):
         self._next = train_after if train_after > 0 else 0
         self._thread: threading.Thread | None = None
         self.trainings = self.adopted = self.train_failures = 0
+        self.raw_bytes = self.stored_bytes = self._last_raw = 0  # msgpack in, envelopes out
         # (dictionary id, its compressor), swapped as one object by the training thread.
         self._active: tuple[int, Any] | None = None
         found = self.dir.newest()
@@ -279,7 +280,13 @@ class AutoDictZstdCodec(Codec):
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, value: Any) -> bytes:
-        raw = pack(value)
+        out = self._encode(pack(value))
+        self.raw_bytes += self._last_raw
+        self.stored_bytes += len(out)
+        return out
+
+    def _encode(self, raw: bytes) -> bytes:
+        self._last_raw = len(raw)
         if len(raw) <= self.threshold:
             return _seal(self.codec_id, 0, raw)
         self._seen += 1
@@ -372,6 +379,10 @@ class AutoDictZstdCodec(Codec):
             thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
+        """Dictionary in use, training counts, msgpack/stored bytes ratio of what it wrote,
+        and the process-wide dictionary lookups (``loaded``, ``missing``, ``corrupt``)."""
         return {"codec": self.name, "dictionary": f"{self.dict_id:016x}" if self.dict_id else None,
                 "seen": self._seen, "next_training_at": self._next, "trainings": self.trainings,
-                "adopted": self.adopted, "train_failures": self.train_failures, **dictionary_stats()}
+                "adopted": self.adopted, "train_failures": self.train_failures,
+                "compression_ratio": self.raw_bytes / self.stored_bytes if self.stored_bytes else None,
+                **dictionary_stats()}

@@ -83,7 +83,9 @@ async def test_the_default_codec_trains_a_dictionary_after_enough_entries(tmp_pa
         for i in (0, 40):  # both forms read back through L2
             found = await pipe.store.get(key(i))
             assert found is not None and found[0].reply == reply(i) and found[1] == "l2"
-        assert pipe.stats()["tiers"]["l2"]["codec_stats"]["dictionary"] == f"{codec.dict_id:016x}"
+        l2 = pipe.stats()["tiers"]["l2"]
+        assert l2["codec_stats"]["dictionary"] == f"{codec.dict_id:016x}" and l2["codec"] == "msgpack+zstd+dict"
+        assert l2["compression_ratio"] == codec.raw_bytes / codec.stored_bytes > 1.5
 
 
 async def test_a_new_pipeline_finds_the_dictionary_by_id(tmp_path):

@@ -322,7 +322,9 @@ class TieredStore:
                 figures["codec"] = codec.name
                 codec_stats = getattr(codec, "stats", None)
                 if codec_stats is not None:
-                    figures["codec_stats"] = codec_stats()
+                    figures["codec_stats"] = cs = codec_stats()
+                    if cs.get("compression_ratio") is not None:  # msgpack bytes / stored bytes
+                        figures.setdefault("compression_ratio", cs["compression_ratio"])
             figures.update(promotions=c.promotions, demotions=c.demotions, errors=c.errors,
                            latency_us=_percentiles(c.latency))
             out[tier.name] = figures
