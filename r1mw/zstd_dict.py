@@ -44,7 +44,7 @@ from typing import Any
 
 import xxhash
 
-from .codec import CODEC_IDS, FLAG_COMPRESSED, Codec, _seal, pack, register_decoder
+from .codec import CODEC_IDS, FLAG_COMPRESSED, Codec, _seal, register_decoder
 from .errors import CodecError, ConfigError
 
 __all__ = ["AutoDictZstdCodec", "DictionaryDir", "dictionary_id", "dictionary_stats", "forget_dictionaries"]
@@ -244,7 +244,7 @@ class AutoDictZstdCodec(Codec):
     def __init__(self, directory: str | os.PathLike[str], threshold: int = 1000, *, level: int = 3,
                  train_after: int = 200, dict_size: int = 64 * 1024, keep: int = 4, samples: int = 400) -> None:
         super().__init__(threshold)
-        zstd = _require()
+        _require()
         from .codec import ZstdCodec  # registers the plain zstd decoder (codec id 3)
 
         self._plain = ZstdCodec(threshold, level=level)
@@ -258,19 +258,19 @@ class AutoDictZstdCodec(Codec):
         self._next = train_after if train_after > 0 else 0
         self._thread: threading.Thread | None = None
         self.trainings = self.adopted = self.train_failures = 0
-        self.raw_bytes = self.stored_bytes = self._last_raw = 0  # msgpack in, envelopes out
-        # (dictionary id, its compressor), swapped as one object by the training thread.
-        self._active: tuple[int, Any] | None = None
+        self.raw_bytes = self.stored_bytes = 0  # msgpack in, envelopes out
+        # (dictionary id, its compressor, the dictionary), swapped as one object by the
+        # training thread.
+        self._active: tuple[int, Any, Any] | None = None
         found = self.dir.newest()
         if found is not None:
             self._use(*found)
             self._next = train_after * _RETRAIN_FACTOR if train_after > 0 else 0
-        self._zstd = zstd
 
     def _use(self, dict_id: int, zdict: Any) -> None:
         cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_content_size=True,
                                         write_checksum=False, write_dict_id=False)
-        self._active = (dict_id, cctx)  # one assignment: encode sees both or neither
+        self._active = (dict_id, cctx, zdict)  # one assignment: encode sees all or nothing
 
     @property
     def dict_id(self) -> int:
@@ -279,14 +279,14 @@ class AutoDictZstdCodec(Codec):
         return active[0] if active is not None else 0
 
     # -- encoding -----------------------------------------------------------------------------
-    def encode(self, value: Any) -> bytes:
-        out = self._encode(pack(value))
-        self.raw_bytes += self._last_raw
+    def encode_raw(self, raw: bytes) -> bytes:
+        """Envelope of msgpack bytes ``raw`` (``encode(value)`` packs, then calls this)."""
+        out = self._encode(raw)
+        self.raw_bytes += len(raw)
         self.stored_bytes += len(out)
         return out
 
     def _encode(self, raw: bytes) -> bytes:
-        self._last_raw = len(raw)
         if len(raw) <= self.threshold:
             return _seal(self.codec_id, 0, raw)
         self._seen += 1
@@ -295,9 +295,9 @@ class AutoDictZstdCodec(Codec):
         active = self._active
         if active is None:
             return self._plain.encode_raw(raw)
-        dict_id, cctx = active
+        dict_id, cctx, zdict = active
         if self._seen % _RESAVE_EVERY == 0:
-            self._check_saved(dict_id)
+            self._check_saved(dict_id, zdict)
         packed = _ID.pack(dict_id) + cctx.compress(raw)
         if len(packed) >= len(raw):
             return _seal(self.codec_id, 0, raw)
@@ -328,16 +328,15 @@ class AutoDictZstdCodec(Codec):
         self._start_training(samples[-self._samples.maxlen:])  # type: ignore[misc]
         return True
 
-    def _check_saved(self, dict_id: int) -> None:
+    def _check_saved(self, dict_id: int, zdict: Any) -> None:
         # Another process may have pruned the dictionary this one still writes with.
         path = self.dir.path(dict_id)
         if not path.exists():
-            zdict = _dicts.get(dict_id)
-            if zdict is not None:
-                try:
-                    self.dir.save(zdict.as_bytes())
-                except OSError as exc:
-                    log.warning("cannot restore zstd dictionary %s: %s", path, exc)
+            try:
+                self.dir.save(zdict.as_bytes())
+                log.info("zstd: dictionary %016x was removed while in use here: written again", dict_id)
+            except OSError as exc:
+                log.warning("cannot restore zstd dictionary %s: %s", path, exc)
 
     # -- training (background thread) --------------------------------------------------------------
     def _train(self, samples: list[bytes]) -> None:

@@ -204,11 +204,15 @@ async def test_retraining_adopts_a_better_dictionary_and_keeps_a_bounded_number(
     assert codec.trainings == 3 and codec.adopted == 3 and len(set(ids)) == 3
     assert codec.stats()["next_training_at"] == 1280 * 8
     assert sorted(DictionaryDir(tmp_path / "d").ids()) == sorted(ids[1:])  # keep=2: the oldest went
-    # The retrain after the last brings nothing new: not adopted, no new file.
+    # As a new process sees it: entries of the kept dictionaries (and of plain zstd) read back,
+    # those of the removed one are counted misses.
     await store.tiers[0].clear()
-    for i in (25, 200):
+    forget_dictionaries()
+    for i in (5, 200, 1279):
         found = await store.get(key(i))
-        assert found is not None
+        assert found is not None and found[0].reply == reply(i, (_TEXT, other, _TEXT[::-1])[(i >= 20) + (i >= 160)])
+    assert await store.get(key(25)) is None
+    assert store.stats()["l2"]["corrupt"] == 1
 
 
 async def test_a_retrained_dictionary_that_does_not_pay_is_not_adopted(tmp_path):
@@ -306,3 +310,16 @@ async def test_short_lived_processes_get_a_dictionary_from_what_l2_holds(tmp_pat
         assert peek_codec(pipe.store.tiers[1].get_sync(key(101))) == "msgpack+zstd+dict"
     async with r1mw.Pipeline(pipeline_settings(tmp_path, zstd_train_after=40)) as pipe:
         assert pipe.store.codec.dict_id and pipe.store.codec.trainings == 0  # found, not retrained
+
+
+def test_a_dictionary_removed_while_in_use_is_written_again(tmp_path):
+    codec = AutoDictZstdCodec(tmp_path / "d", 100, train_after=30)
+    for i in range(30):
+        codec.encode(r1mw.Entry(reply(i)).to_wire())
+    codec.wait_trained()
+    path = codec.dir.path(codec.dict_id)
+    path.unlink()  # e.g. pruned by another process that trained 4 newer ones
+    blobs = [codec.encode({"n": i, "text": " ".join(_TEXT[i : i + 40])}) for i in range(1024)]
+    assert path.is_file() and dictionary_id(path.read_bytes()) == codec.dict_id
+    forget_dictionaries()  # as another process would: load by id from the file
+    assert [decode(b)["n"] for b in blobs[-3:]] == [1021, 1022, 1023]
