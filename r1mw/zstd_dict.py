@@ -341,6 +341,14 @@ class AutoDictZstdCodec(Codec):
     # -- training (background thread) --------------------------------------------------------------
     def _train(self, samples: list[bytes]) -> None:
         try:
+            if self._active is None:
+                # Processes sharing the directory: the first to train sets the dictionary for
+                # all that have none yet (one file instead of one per process).
+                found = self.dir.newest()
+                if found is not None:
+                    self._use(*found)
+                    log.info("zstd: using dictionary %016x trained by another process", found[0])
+                    return
             self.trainings += 1
             held_out = samples[::8]
             train = [s for i, s in enumerate(samples) if i % 8] or samples

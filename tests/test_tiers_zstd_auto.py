@@ -323,3 +323,16 @@ def test_a_dictionary_removed_while_in_use_is_written_again(tmp_path):
     assert path.is_file() and dictionary_id(path.read_bytes()) == codec.dict_id
     forget_dictionaries()  # as another process would: load by id from the file
     assert [decode(b)["n"] for b in blobs[-3:]] == [1021, 1022, 1023]
+
+
+def test_a_second_codec_takes_the_dictionary_another_trained_meanwhile(tmp_path):
+    first = AutoDictZstdCodec(tmp_path / "d", 100, train_after=30)
+    second = AutoDictZstdCodec(tmp_path / "d", 100, train_after=30)  # started before any dictionary
+    for i in range(30):
+        first.encode(r1mw.Entry(reply(i)).to_wire())
+    first.wait_trained()
+    for i in range(30):
+        second.encode(r1mw.Entry(reply(i + 500)).to_wire())
+    second.wait_trained()
+    assert second.dict_id == first.dict_id and second.trainings == 0
+    assert len(DictionaryDir(tmp_path / "d").ids()) == 1
