@@ -26,9 +26,12 @@ last one (200, 1,600, 12,800, ...), so a process trains O(log n) times. A new di
 adopted only if it stores held-out recent entries at least 5 % smaller than the current one.
 The directory keeps the ``keep`` (default 4) newest dictionaries; an older one is removed
 when a newer one is saved, and the entries written with it become counted misses. With the
-geometric schedule those entries are at least 6 generations of writes old (most already left
-L2's ``CACHE_L2_SIZE``). A process that starts where a dictionary exists uses the newest one
-and does not train until its own schedule says so.
+geometric schedule those entries are old (the first dictionary writes entries 200-1,600, a
+fifth comes at write 819,200: far beyond L2's ``CACHE_L2_SIZE``). A process that starts where
+a dictionary exists uses the newest one and does not train until its own schedule says so;
+one whose training comes due takes a dictionary another process saved meanwhile (the first
+one always, a newer one if it does as well on recent entries), so processes sharing the
+directory converge on the same dictionaries.
 """
 
 from __future__ import annotations
@@ -341,32 +344,42 @@ class AutoDictZstdCodec(Codec):
     # -- training (background thread) --------------------------------------------------------------
     def _train(self, samples: list[bytes]) -> None:
         try:
-            if self._active is None:
+            active = self._active
+            newest = self.dir.newest()
+            if active is None and newest is not None:
                 # Processes sharing the directory: the first to train sets the dictionary for
                 # all that have none yet (one file instead of one per process).
-                found = self.dir.newest()
-                if found is not None:
-                    self._use(*found)
-                    log.info("zstd: using dictionary %016x trained by another process", found[0])
-                    return
-            self.trainings += 1
+                self._use(*newest)
+                self.adopted += 1
+                log.info("zstd: using dictionary %016x trained by another process", newest[0])
+                return
             held_out = samples[::8]
             train = [s for i, s in enumerate(samples) if i % 8] or samples
+
+            def stored(zdict: Any) -> int:
+                # A fresh compressor: the codec's own is in use on the event loop's thread.
+                c = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_dict_id=False)
+                return sum(len(c.compress(s)) for s in held_out)
+
+            current = stored(active[2]) if active is not None else 0
+            if active is not None and newest is not None and newest[0] != active[0] \
+                    and stored(newest[1]) <= current:
+                # Another process retrained since: its dictionary does as well here, so the
+                # fleet converges on it instead of each process adding its own.
+                self._use(*newest)
+                self.adopted += 1
+                log.info("zstd: switched to dictionary %016x trained by another process", newest[0])
+                return
+            self.trainings += 1
             # Few samples train a small dictionary well and a big one badly (zstd's rule of
             # thumb: samples of 10-100x the dictionary's size).
             size = min(self.dict_size, max(1024, sum(map(len, train)) // 16))
             data = zstandard.train_dictionary(size, train, level=self.level).as_bytes()
-            zdict = zstandard.ZstdCompressionDict(data)
-            current = _dicts.get(self.dict_id)
-            if current is not None:
-                # Fresh compressors: the codec's own is in use on the event loop's thread.
-                new = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_dict_id=False)
-                old = zstandard.ZstdCompressor(level=self.level, dict_data=current, write_dict_id=False)
-                new_size = sum(len(new.compress(s)) for s in held_out)
-                old_size = sum(len(old.compress(s)) for s in held_out)
-                if new_size > old_size * (1 - _MIN_GAIN):
+            if active is not None:
+                new_size = stored(zstandard.ZstdCompressionDict(data))
+                if new_size > current * (1 - _MIN_GAIN):
                     log.info("zstd: retrained dictionary saves %.1f %%: kept %016x",
-                             100 * (1 - new_size / max(1, old_size)), self.dict_id)
+                             100 * (1 - new_size / max(1, current)), active[0])
                     return
             dict_id = self.dir.save(data)
             self.dir.prune(self.keep, protect=dict_id)

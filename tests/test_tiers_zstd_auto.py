@@ -336,3 +336,22 @@ def test_a_second_codec_takes_the_dictionary_another_trained_meanwhile(tmp_path)
     second.wait_trained()
     assert second.dict_id == first.dict_id and second.trainings == 0
     assert len(DictionaryDir(tmp_path / "d").ids()) == 1
+
+
+def test_a_retraining_takes_another_process_newer_dictionary_when_it_does_as_well(tmp_path):
+    first = AutoDictZstdCodec(tmp_path / "d", 100, train_after=30)
+    for i in range(30):
+        first.encode(r1mw.Entry(reply(i)).to_wire())
+    first.wait_trained()
+    second = AutoDictZstdCodec(tmp_path / "d", 100, train_after=4)  # starts with first's; retrains at 32
+    other = sorted(set(_TEXT))
+    for i in range(32):
+        second.encode(r1mw.Entry(reply(i, other)).to_wire())
+    second.wait_trained()
+    assert second.dict_id != first.dict_id and second.trainings == 1
+    # first's retraining (due at 240) finds second's dictionary: better on these entries, taken.
+    for i in range(210):
+        first.encode(r1mw.Entry(reply(1000 + i, other)).to_wire())
+    first.wait_trained()
+    assert first.dict_id == second.dict_id and first.trainings == 1
+    assert len(DictionaryDir(tmp_path / "d").ids()) == 2
