@@ -355,3 +355,24 @@ def test_a_retraining_takes_another_process_newer_dictionary_when_it_does_as_wel
     first.wait_trained()
     assert first.dict_id == second.dict_id and first.trainings == 1
     assert len(DictionaryDir(tmp_path / "d").ids()) == 2
+
+
+def test_damaged_dictionary_entries_are_codec_errors(tmp_path):
+    from r1mw.codec import FLAG_COMPRESSED, _seal
+
+    codec = _codec_with_dictionary(tmp_path / "d")
+    data = codec.encode(r1mw.Entry(reply(7)).to_wire())
+    assert peek_codec(data) == "msgpack+zstd+dict"
+    for n in range(0, len(data), 7):
+        with pytest.raises(r1mw.CodecError):
+            decode(data[:n])
+    for i in range(0, len(data), 3):
+        flipped = bytearray(data)
+        flipped[i] ^= 0x20
+        with pytest.raises(r1mw.CodecError):
+            decode(bytes(flipped))
+    # Valid envelopes around a bad payload: too short, garbage frame, unknown dictionary id.
+    for payload in (b"\x01\x02", codec.dict_id.to_bytes(8, "little") + b"not a zstd frame",
+                    (12345).to_bytes(8, "little") + data[10 + 8 : -8]):
+        with pytest.raises(r1mw.CodecError):
+            decode(_seal(4, FLAG_COMPRESSED, payload))
