@@ -84,7 +84,7 @@ async def test_the_default_codec_trains_a_dictionary_after_enough_entries(tmp_pa
             found = await pipe.store.get(key(i))
             assert found is not None and found[0].reply == reply(i) and found[1] == "l2"
         l2 = pipe.stats()["tiers"]["l2"]
-        assert l2["codec_stats"]["dictionary"] == f"{codec.dict_id:016x}" and l2["codec"] == "msgpack+zstd+dict"
+        assert l2["codec_stats"]["dictionary"] == f"{codec.dict_id:016x}" and l2["entry_codec"] == "msgpack+zstd+dict"
         assert l2["compression_ratio"] == codec.raw_bytes / codec.stored_bytes > 1.5
 
 
@@ -240,7 +240,7 @@ async def test_a_tier_with_its_own_codec_gets_entries_reencoded(tmp_path):
     codec = AutoDictZstdCodec(tmp_path / "d", 200, train_after=20)
     l2 = DiskTier(tmp_path / "l2", "l2", max_entries=5)
     l3 = DiskTier(tmp_path / "l3", "l3", max_entries=100)
-    l3.codec = Lz4Codec(200)  # e.g. a tier shared with machines that do not have our dictionaries
+    l3.entry_codec = Lz4Codec(200)  # e.g. a tier shared with machines that do not have our dictionaries
     store = TieredStore([MemoryTier("l1", max_entries=2), l2, l3], codec)
     for i in range(21):
         await store.set(key(i), r1mw.Entry(reply(i)))
@@ -251,7 +251,7 @@ async def test_a_tier_with_its_own_codec_gets_entries_reencoded(tmp_path):
     demoted = [i for i in range(21, 34) if l3.get_sync(key(i)) is not None]
     assert demoted and all(peek_codec(l3.get_sync(key(i))) == "msgpack+lz4" for i in demoted)
     stats = store.stats()
-    assert stats["l3"]["codec"] == "msgpack+lz4" and stats["l2"]["codec"] == "msgpack+zstd+dict"
+    assert stats["l3"]["entry_codec"] == "msgpack+lz4" and stats["l2"]["entry_codec"] == "msgpack+zstd+dict"
     for i in range(40):
         found = await store.get(key(i))
         assert found is not None and found[0].reply == reply(i)
@@ -313,10 +313,12 @@ async def test_short_lived_processes_get_a_dictionary_from_what_l2_holds(tmp_pat
 
 
 def test_a_dictionary_removed_while_in_use_is_written_again(tmp_path):
-    codec = AutoDictZstdCodec(tmp_path / "d", 100, train_after=30)
+    trainer = AutoDictZstdCodec(tmp_path / "d", 100, train_after=30)
     for i in range(30):
-        codec.encode(r1mw.Entry(reply(i)).to_wire())
-    codec.wait_trained()
+        trainer.encode(r1mw.Entry(reply(i)).to_wire())
+    trainer.wait_trained()
+    codec = AutoDictZstdCodec(tmp_path / "d", 100, train_after=0)  # uses it, never retrains
+    assert codec.dict_id == trainer.dict_id
     path = codec.dir.path(codec.dict_id)
     path.unlink()  # e.g. pruned by another process that trained 4 newer ones
     blobs = [codec.encode({"n": i, "text": " ".join(_TEXT[i : i + 40])}) for i in range(1024)]
@@ -376,3 +378,36 @@ def test_damaged_dictionary_entries_are_codec_errors(tmp_path):
                     (12345).to_bytes(8, "little") + data[10 + 8 : -8]):
         with pytest.raises(r1mw.CodecError):
             decode(_seal(4, FLAG_COMPRESSED, payload))
+
+
+async def test_the_redis_tier_gets_entries_without_a_dictionary(tmp_path):
+    # Redis is shared with machines that do not have this one's dictionary directory.
+    url = os.environ.get("R1MW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    redis = pytest.importorskip("redis.asyncio")
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and Redis is missing: {exc}")
+        pytest.skip(f"no Redis at {url}: {exc}")
+    finally:
+        await client.aclose()
+    prefix = f"r1mwtest:zstd-auto:{os.getpid()}:"
+    s = pipeline_settings(tmp_path, zstd_train_after=30).replace(tiers="l1,l2,redis", redis_url=url,
+                                                                  redis_prefix=prefix)
+    async with r1mw.Pipeline(s) as pipe:
+        try:
+            await fill(pipe, range(31))
+            pipe.store.codec.wait_trained()
+            await fill(pipe, range(100, 102))
+            l2, shared = pipe.store.tiers[1], pipe.store.tiers[2]
+            assert peek_codec(l2.get_sync(key(101))) == "msgpack+zstd+dict"
+            assert peek_codec(await shared.get(key(101))) == "msgpack+zstd"
+            assert pipe.stats()["tiers"]["redis"]["entry_codec"] == "msgpack+zstd"
+            await pipe.store.tiers[0].clear()
+            await l2.delete(key(101))
+            found = await pipe.store.get(key(101))
+            assert found is not None and found[1] == "redis" and found[0].reply == reply(101)
+        finally:
+            await pipe.store.tiers[2].clear()

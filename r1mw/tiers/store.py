@@ -12,10 +12,10 @@ What a tier evicts moves one tier down (demotion) unless that tier already holds
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
 the first tier is decoded and promoted to the first tier. A tier fault is a miss, counted.
 
-Codecs: every bytes tier stores what ``codec`` encodes, unless the tier names its own with a
-``codec`` attribute (e.g. a tier shared with other machines, which cannot see this machine's
-zstd dictionaries, takes ``msgpack+lz4``); an entry moving between tiers of different codecs
-is re-encoded. Reads decode any envelope whatever codec wrote it.
+Codecs: every bytes tier stores what ``codec`` encodes, unless the tier names its own with an
+``entry_codec`` attribute (e.g. a tier shared with other machines, which cannot see this
+machine's zstd dictionaries, takes a dictionary-free codec); an entry moving between tiers of
+different codecs is re-encoded. Reads decode any envelope whatever codec wrote it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class TieredStore:
         self.codec = codec if codec is not None else Lz4Codec()
         self._clock = clock
         self._entry = [getattr(t, "takes", "bytes") == "entry" for t in self.tiers]
-        self._codecs: list[Codec] = [getattr(t, "codec", None) or self.codec for t in self.tiers]
+        self._codecs: list[Codec] = [getattr(t, "entry_codec", None) or self.codec for t in self.tiers]
         nowait = getattr(self.first, "get_nowait", None) if self._entry[0] else None
         self.get_nowait: Callable[[bytes], Entry | None] = nowait if nowait is not None else _none
         self.has_nowait = nowait is not None
@@ -319,7 +319,7 @@ class TieredStore:
             figures = dict(tier.stats())
             figures["corrupt"] = figures.get("corrupt", 0) + c.corrupt
             if not takes_entry:
-                figures["codec"] = codec.name
+                figures["entry_codec"] = codec.name
                 codec_stats = getattr(codec, "stats", None)
                 if codec_stats is not None:
                     figures["codec_stats"] = cs = codec_stats()
