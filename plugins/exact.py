@@ -9,6 +9,7 @@ make one upstream call, and a cancelled caller does not stop the store.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ class ExactStage:
         self.events = pipeline.events
         self.stored = 0
         self.store_errors = 0
+        self.not_storable = 0
 
     @staticmethod
     def key(request: Request) -> bytes:
@@ -59,7 +61,8 @@ class ExactStage:
 
     async def _fetch(self, request: Request, call_next: r1mw.Handler, key: bytes) -> Reply | StreamedReply:
         reply = await call_next(request)
-        if request.control.no_store or request.source != "upstream":
+        control = request.control
+        if control.no_store or request.source != "upstream" or (control.ttl is not None and control.ttl <= 0):
             return reply
         if isinstance(reply, StreamedReply):
             reply.on_complete(lambda done: self.spawn(self._store(request, key, done), name="r1mw-store"))
@@ -68,9 +71,12 @@ class ExactStage:
         return reply
 
     async def _store(self, request: Request, key: bytes, reply: Reply) -> None:
+        if not reply.storable:  # an empty or failed reply: served, never cached
+            self.not_storable += 1
+            return
         ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
         meta: dict[str, Any] = request.meta.get("store_meta", {})
-        entry = Entry(reply, time.time() + ttl if ttl else 0.0, meta)
+        entry = Entry(reply, time.time() + ttl if ttl and ttl != math.inf else 0.0, meta)
         try:
             await self.store.set(key, entry)
         except r1mw.CodecError as exc:  # a cache fault: the caller still gets the reply
@@ -82,7 +88,8 @@ class ExactStage:
             self.events.emit("stored", key=key, namespace=request.namespace, model=request.model)
 
     def stats(self) -> dict[str, Any]:
-        return {"stored": self.stored, "store_errors": self.store_errors, "inflight": len(self.flight),
+        return {"stored": self.stored, "store_errors": self.store_errors, "not_storable": self.not_storable,
+                "inflight": len(self.flight),
                 "leaders": self.flight.leaders, "coalesced": self.flight.coalesced}
 
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import msgpack
 import xxhash
 
-__all__ = ["NOT_KEYED", "key_of", "split_params"]
+__all__ = ["NOT_KEYED", "NOT_REPLAYABLE", "key_of", "replayable", "split_params"]
 
 NOT_KEYED: frozenset[str] = frozenset(
     {
@@ -25,6 +25,18 @@ NOT_KEYED: frozenset[str] = frozenset(
         "logger_fn", "proxy_server_request", "acompletion", "client",
     }
 )
+
+
+# Parameters asking for reply parts a stored Reply does not keep (token logprobs, audio):
+# a hit could not reproduce them, so such requests go to the upstream, uncached.
+NOT_REPLAYABLE: frozenset[str] = frozenset({"logprobs", "top_logprobs", "audio"})
+
+
+def replayable(params: Mapping[str, Any]) -> bool:
+    """False when ``params`` ask for something a cached reply cannot give back."""
+    if params.keys().isdisjoint(NOT_REPLAYABLE):
+        return True
+    return not any(params.get(name) for name in NOT_REPLAYABLE)
 
 
 def split_params(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,9 +59,23 @@ def _canon(value: Any) -> Any:
         return [_canon(v) for v in value]
     if isinstance(value, (str, int, float, bool, bytes)) or value is None:
         return value
+    if isinstance(value, type):
+        # A pydantic class as response_format (LiteLLM takes one): its schema is what the
+        # upstream sees. Its repr would make every class named alike share one key.
+        schema = getattr(value, "model_json_schema", None)
+        if schema is not None:
+            return ["\x00schema", _canon(schema())]
+        return f"\x00type:{value.__module__}.{value.__qualname__}"
     dump = getattr(value, "model_dump", None)  # pydantic objects (tools, response_format)
     if dump is not None:
         return _canon(dump())
+    if type(value).__repr__ is object.__repr__:
+        # The default repr is an address, which another object may reuse after this one is
+        # gone: key the object's fields instead.
+        fields = getattr(value, "__dict__", None)
+        if fields is None:
+            fields = {n: getattr(value, n, None) for c in type(value).__mro__ for n in getattr(c, "__slots__", ())}
+        return ["\x00obj", f"{type(value).__module__}.{type(value).__qualname__}", _canon(fields)]
     return repr(value)
 
 
@@ -92,5 +118,22 @@ def key_of(namespace: str, model: str, messages: Any, params: Mapping[str, Any])
     ...     key_of("", "m", [{"content": "hi", "role": "user"}], {})
     True
     """
-    blob = _pack((1, namespace, model, _canon_messages(messages), _canon_params(params) if params else None))
+    canonical = (1, namespace, model, _canon_messages(messages), _canon_params(params) if params else None)
+    try:
+        blob = _pack(canonical)
+    except UnicodeEncodeError:  # lone surrogates (a broken client or decoder): still one key each
+        blob = _pack(_surrogates_escaped(canonical))
     return xxhash.xxh3_128_digest(blob)
+
+
+def _surrogates_escaped(value: Any) -> Any:
+    # Strings that are not valid UTF-8 become an ext type: distinct from every str and bytes.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return msgpack.ExtType(1, value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, (list, tuple)):
+        return [_surrogates_escaped(v) for v in value]
+    return value

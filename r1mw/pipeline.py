@@ -16,10 +16,12 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import PipelineStateError
 from .events import EventBus
+from .keys import replayable
 from .manager import build_plugin_manager, collect, select
 from .protocols import Handler, Stage
 from .settings import Settings
@@ -101,7 +103,14 @@ class Pipeline:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if not self._started:
-                await self._start()
+                try:
+                    await self._start()
+                except BaseException:
+                    # Release what had started (tasks spawned, stages, tiers); the pipeline
+                    # is unusable after a failed start, like a closed one.
+                    self._started = True
+                    await self.close()
+                    raise
 
     async def _start(self) -> None:
         s = self.settings
@@ -112,10 +121,14 @@ class Pipeline:
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
         built = (factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES"))
         self.stages = [stage for stage in built if stage is not None]
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             start = getattr(stage, "start", None)
             if start is not None:
-                await start()
+                try:
+                    await start()
+                except BaseException:
+                    self.stages = self.stages[:i]  # close() closes those that started
+                    raise
         chain: Handler = _terminal
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
@@ -130,7 +143,12 @@ class Pipeline:
         if not self._started or self._closed:
             return
         self._closed = True
-        self.pm.hook.r1mw_pipeline_closing(pipeline=self)
+        self._chain = None  # requests after close are refused, not run on closed tiers
+        if self.pm is not None:
+            try:
+                self.pm.hook.r1mw_pipeline_closing(pipeline=self)
+            except Exception:
+                log.exception("an r1mw_pipeline_closing hook failed")
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -195,6 +213,8 @@ class Pipeline:
         user = passthrough.get("user") if passthrough else None
         if user and self._scope_by_user:
             namespace = f"{namespace}\x00user:{user}"
+        if params and not replayable(params):  # logprobs, audio: a hit could not give them back
+            control = replace(control, no_cache=True, no_store=True)
         # Positional: this runs on every request (the settings were read once, in __init__).
         return Request(model, messages, params, passthrough, stream, control, namespace, user, upstream)
 
@@ -206,7 +226,8 @@ class Pipeline:
                 raise PipelineStateError("the pipeline is closed")
             await self.start()
             chain = self._chain
-            assert chain is not None
+            if chain is None:  # closed while starting
+                raise PipelineStateError("the pipeline is closed")
         counts = self._counts
         try:
             reply = await chain(request)

@@ -100,6 +100,16 @@ def _names(raw: Any) -> tuple[str, ...]:
 _names.allowed = "comma-separated names"  # type: ignore[attr-defined]
 
 
+def _some_names(raw: Any) -> tuple[str, ...]:
+    names = _names(raw)
+    if not names:
+        raise ValueError("a comma-separated list of at least one name")
+    return names
+
+
+_some_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         value = str(raw).strip().lower()
@@ -207,7 +217,7 @@ FLAGS: tuple[Flag, ...] = (
     # r1mw's own flags.
     Flag("R1MW_STAGES", "stages", ("exact",), _names,
          "stages that run, outermost first"),
-    Flag("R1MW_TIERS", "tiers", ("l1",), _names, "storage tiers, fastest first"),
+    Flag("R1MW_TIERS", "tiers", ("l1",), _some_names, "storage tiers, fastest first"),
     Flag("R1MW_CODEC", "codec", "msgpack+lz4", _str, "codec for the tiers below RAM"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
     Flag("R1MW_DISABLE_PLUGINS", "disable_plugins", (), _names,

@@ -61,7 +61,23 @@ class SingleFlight:
         task = loop.create_task(self._lead(key, future, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task), False
+        try:
+            return await asyncio.shield(task), False
+        except asyncio.CancelledError:
+            # The caller is gone; the call goes on for the waiters. A stream it returns would
+            # have nobody to read it and its waiters would wait for its end forever.
+            task.add_done_callback(self._orphaned)
+            raise
+
+    def _orphaned(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        reply = task.result()
+        if isinstance(reply, StreamedReply) and not reply.done:
+            reply.abandon()  # waiters make their own calls; nothing is stored
+            closing = asyncio.get_running_loop().create_task(reply.aclose())  # release the connection
+            self._tasks.add(closing)
+            closing.add_done_callback(self._tasks.discard)
 
     async def _lead(self, key: Hashable, future: asyncio.Future[Reply | StreamedReply],
                     call: Callable[[], Awaitable[Reply | StreamedReply]]) -> Reply | StreamedReply:

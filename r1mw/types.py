@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class CacheControl:
     """Per-request cache control, LiteLLM's spelling: ``cache={"no-cache": True, ...}``.
 
     ``no_cache`` skips lookups (the reply is still stored unless ``no_store``);
-    ``no_store`` skips storing; ``ttl`` in seconds overrides the default;
+    ``no_store`` skips storing; ``ttl`` in seconds overrides the default (``ttl <= 0``:
+    not stored, like ``s-maxage=0``; ``inf``: no expiry);
     ``namespace`` is the tenant boundary; ``session`` names the analyst's session for prefetch.
     """
 
@@ -77,14 +79,26 @@ class CacheControl:
             raise TypeError(
                 f"cache= has unknown keys {sorted(unknown)}; allowed: {sorted(_CONTROL_KEYS)}"
             )
-        ttl = value.get("ttl", value.get("s-maxage"))
         return cls(
             no_cache=bool(value.get("no-cache", value.get("no_cache", False))),
             no_store=bool(value.get("no-store", value.get("no_store", False))),
-            ttl=None if ttl is None else float(ttl),
+            ttl=_ttl(value.get("ttl", value.get("s-maxage"))),
             namespace=None if value.get("namespace") is None else str(value["namespace"]),
             session=None if value.get("session") is None else str(value["session"]),
         )
+
+
+def _ttl(raw: Any) -> float | None:
+    # ttl <= 0 means "do not store" (as s-maxage=0 does), never "keep forever"; inf = no expiry.
+    if raw is None:
+        return None
+    try:
+        ttl = float(raw)
+    except (TypeError, ValueError):
+        ttl = math.nan
+    if ttl != ttl:
+        raise ValueError(f"cache={{'ttl': {raw!r}}}: expected a number of seconds (<= 0: not stored)")
+    return ttl
 
 
 _CONTROL_KEYS = frozenset(
@@ -215,6 +229,20 @@ class Reply:
     @property
     def finish_reason(self) -> str | None:
         return self.choices[0].finish_reason if self.choices else None
+
+    @property
+    def storable(self) -> bool:
+        """Whether this reply may be cached: it has choices, none ended in ``error``, and
+        each carries something (content, reasoning or tool calls). An empty or failed reply
+        is an upstream fault dressed as a reply (HTTP 200 with an error body): caching it
+        would turn a transient failure into a permanent answer. A reply cut by max_tokens
+        (``length``) is storable: max_tokens is in the key."""
+        if not self.choices:
+            return False
+        for c in self.choices:
+            if c.finish_reason == "error" or not (c.content or c.reasoning_content or c.tool_calls):
+                return False
+        return True
 
     # -- the stored form: plain msgpack-able structure, versioned by field order ---------
     def to_wire(self) -> dict[str, Any]:

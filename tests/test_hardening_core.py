@@ -1,0 +1,330 @@
+"""Hardening: bugs found by an adversarial review of the core, each pinned by a test.
+
+Every test here failed before its fix (see docs/design.md, "Hardening notes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+import r1mw
+from r1mw.keys import key_of
+from r1mw.testing import FakeR1
+from r1mw.tiers import DiskTier
+
+pytestmark = pytest.mark.anyio
+
+Q = [{"role": "user", "content": "Analyze AAPL using RSI(14) mean reversion"}]
+
+
+def pipeline(**settings):
+    return r1mw.Pipeline(r1mw.Settings(stages="exact", **settings))
+
+
+async def _until(predicate, steps=10_000):
+    """Yield to the loop until ``predicate()`` holds (a step count, not a clock)."""
+    for _ in range(steps):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never reached")
+
+
+# -- single-flight: a streaming leader whose caller is gone ----------------------------------
+
+async def test_waiters_of_a_stream_whose_caller_was_cancelled_do_not_hang():
+    fake = FakeR1()
+    gate = asyncio.Event()
+
+    async def slow(**kwargs):
+        await gate.wait()
+        return await fake(**kwargs)
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(slow, pipe)
+        leader = asyncio.ensure_future(llm(model="m", messages=Q, stream=True))
+        await _until(lambda: len(pipe.singleflight) == 1)
+        waiter = asyncio.ensure_future(llm(model="m", messages=Q))
+        await _until(lambda: pipe.singleflight.coalesced == 1)
+        leader.cancel()  # the caller leaves before the stream reaches it: nobody will read it
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        gate.set()
+        # The stream nobody reads must be abandoned, so the waiter makes its own call.
+        await _until(waiter.done)
+        reply = waiter.result()
+        assert reply["choices"][0]["message"]["content"] == fake.answer_for(Q[0]["content"])
+        assert len(pipe.singleflight) == 0
+        # Later identical requests are not stuck behind the orphaned stream either.
+        again = await llm(model="m", messages=Q)
+        assert again["choices"][0]["message"]["content"] == fake.answer_for(Q[0]["content"])
+
+
+# -- replies shared between the caller and the cache ---------------------------------------
+
+def _tool_reply(**kwargs):
+    return {
+        "id": "t-1", "object": "chat.completion", "created": 1, "model": kwargs["model"],
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_price", "arguments": '{"ticker": "AAPL"}'}}]}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+    }
+
+
+async def test_a_caller_mutating_tool_calls_cannot_corrupt_the_cache():
+    calls = []
+
+    async def upstream(**kwargs):
+        calls.append(kwargs)
+        return _tool_reply(**kwargs)
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        miss = await llm(model="m", messages=Q)
+        # A caller that parses the arguments in place (a common pattern) ...
+        miss["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = {"ticker": "AAPL"}
+        hit = await llm(model="m", messages=Q)
+        assert hit["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"ticker": "AAPL"}'
+        hit["choices"][0]["message"]["tool_calls"][0]["function"]["name"] = "sell_everything"
+        again = await llm(model="m", messages=Q)
+        assert again["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_price"
+    assert len(calls) == 1
+
+
+# -- per-request TTL -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ttl", [0, -5])
+async def test_ttl_zero_or_negative_stores_nothing(ttl):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=Q, cache={"ttl": ttl})
+        await llm(model="m", messages=Q)
+    assert len(fake.calls) == 2  # s-maxage=0 means "do not reuse", never "keep forever"
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), "soon"])
+async def test_a_ttl_that_is_not_a_number_is_a_clear_error(ttl):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        with pytest.raises(ValueError, match="ttl"):
+            await llm(model="m", messages=Q, cache={"ttl": ttl})
+    assert fake.calls == []
+
+
+async def test_an_infinite_ttl_means_no_expiry():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=Q, cache={"ttl": float("inf")})
+        await llm(model="m", messages=Q)
+    assert len(fake.calls) == 1
+
+
+# -- replies a hit cannot reproduce, and upstream failures dressed as replies ----------------
+
+async def test_requests_for_logprobs_are_not_served_from_a_reply_without_them():
+    calls = []
+
+    async def upstream(**kwargs):
+        calls.append(kwargs)
+        reply = await FakeR1()(**kwargs)
+        reply["choices"][0]["logprobs"] = {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": []}]}
+        return reply
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        first = await llm(model="m", messages=Q, logprobs=True)
+        second = await llm(model="m", messages=Q, logprobs=True)
+    assert first["choices"][0]["logprobs"] is not None
+    assert second["choices"][0]["logprobs"] is not None  # the cache cannot replay them: no hit
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("shape", ["no_choices", "finish_error", "empty_message"])
+async def test_an_upstream_failure_returned_as_a_reply_is_not_cached(shape):
+    calls = []
+
+    async def upstream(**kwargs):
+        calls.append(kwargs)
+        reply = await FakeR1()(**kwargs)
+        if shape == "no_choices":  # OpenRouter-style: HTTP 200 with an error body
+            reply["choices"] = []
+            reply["error"] = {"message": "provider overloaded", "code": 502}
+        elif shape == "finish_error":
+            reply["choices"][0]["finish_reason"] = "error"
+        else:
+            reply["choices"][0]["message"] = {"role": "assistant", "content": None}
+        return reply
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        await llm(model="m", messages=Q)
+        await llm(model="m", messages=Q)
+    assert len(calls) == 2
+
+
+async def test_a_reply_cut_by_max_tokens_is_cached_under_its_max_tokens():
+    # Decision (docs/design.md): finish_reason "length" is the upstream's answer to *this*
+    # max_tokens, which is in the key; the same request asked again gets the same kind of reply.
+    calls = []
+
+    async def upstream(**kwargs):
+        calls.append(kwargs)
+        reply = await FakeR1()(**kwargs)
+        reply["choices"][0]["finish_reason"] = "length"
+        return reply
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        await llm(model="m", messages=Q, max_tokens=5)
+        await llm(model="m", messages=Q, max_tokens=5)
+        await llm(model="m", messages=Q, max_tokens=500)
+    assert len(calls) == 2
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+async def test_lone_surrogates_in_a_prompt_do_not_raise():
+    fake = FakeR1()
+    bad = [{"role": "user", "content": "price of \ud83d AAPL"}]
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        reply = await llm(model="m", messages=bad)
+    assert reply["choices"][0]["message"]["content"] == fake.answer_for(bad[0]["content"])
+    k = key_of("", "m", bad, {})
+    assert k != key_of("", "m", [{"role": "user", "content": "price of \\ud83d AAPL"}], {})
+    assert k != key_of("", "m", [{"role": "user", "content": "price of \ud83e AAPL"}], {})
+    assert k != key_of("", "m", [{"role": "user", "content": "price of \ud83d AAPL".encode("utf-8", "surrogatepass")}], {})
+
+
+def test_pydantic_classes_as_response_format_are_keyed_by_their_schema():
+    pydantic = pytest.importorskip("pydantic")
+    A = pydantic.create_model("Out", price=(float, ...))
+    B = pydantic.create_model("Out", ticker=(str, ...))
+    assert repr(A) == repr(B)  # what the key used to see
+    ka = key_of("", "m", Q, {"response_format": A})
+    assert ka != key_of("", "m", Q, {"response_format": B})
+    assert ka == key_of("", "m", Q, {"response_format": pydantic.create_model("Out", price=(float, ...))})
+
+
+def test_objects_without_a_faithful_repr_are_keyed_by_content():
+    class Opaque:  # a tool spec object with the default repr (an address, reusable after GC)
+        def __init__(self, name):
+            self.name = name
+
+    ka = key_of("", "m", Q, {"tools": [Opaque("buy")]})
+    assert ka != key_of("", "m", Q, {"tools": [Opaque("sell")]})
+    assert ka == key_of("", "m", Q, {"tools": [Opaque("buy")]})
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+async def test_a_closed_pipeline_refuses_requests():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=Q)
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await llm(model="m", messages=Q)
+    await pipe.close()  # idempotent
+    await pipe.start()  # a no-op on a closed pipeline, and still refusing
+    with pytest.raises(r1mw.PipelineStateError):
+        await llm(model="m", messages=[{"role": "user", "content": "new"}])
+
+
+class _Background:
+    name = "bg"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.task = None
+        self.closed = False
+
+    async def start(self):
+        self.task = self.pipeline.spawn(asyncio.Event().wait(), name="bg-forever")
+
+    async def close(self):
+        self.closed = True
+
+    async def handle(self, request, call_next):
+        return await call_next(request)
+
+
+class _Broken:
+    name = "broken"
+
+    def __init__(self, pipeline):
+        pass
+
+    async def start(self):
+        raise RuntimeError("cannot start")
+
+    async def handle(self, request, call_next):
+        return await call_next(request)
+
+
+class _Plugin:
+    __name__ = "hardening-test-plugin"
+    stages: dict = {}
+
+    @r1mw.hookimpl
+    def r1mw_register_stages(self):
+        return {"bg": self.make_bg, "broken": _Broken}
+
+    def make_bg(self, pipeline):
+        stage = _Background(pipeline)
+        self.stages["bg"] = stage
+        return stage
+
+
+async def test_a_failed_start_releases_what_it_had_started():
+    plugin = _Plugin()
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="bg,broken,exact"), plugins=[plugin])
+    with pytest.raises(RuntimeError, match="cannot start"):
+        await pipe.start()
+    bg = plugin.stages["bg"]
+    await _until(bg.task.done)
+    assert bg.task.cancelled() and bg.closed
+    with pytest.raises(r1mw.PipelineStateError):
+        await pipe.handle(pipe.request("m", Q, {}, {}, upstream=FakeR1()))
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+def test_no_tiers_is_a_one_line_config_error():
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({"R1MW_TIERS": ""})
+    assert "R1MW_TIERS" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(r1mw.ConfigError, match="R1MW_TIERS"):
+        r1mw.Settings(tiers=" , ")
+
+
+# -- disk tier ---------------------------------------------------------------------------------
+
+def test_two_disk_tiers_of_one_process_on_one_directory_do_not_share_temp_names(tmp_path, monkeypatch):
+    a = DiskTier(tmp_path, "l2")
+    b = DiskTier(tmp_path, "l2")
+    key_a, key_b = bytes([7]) + bytes(15), bytes([7]) + bytes(14) + b"\x01"  # one fan-out directory
+    real_replace = os.replace
+    nested = []
+
+    def replace(src, dst):
+        # `a` has written its temp file and is about to rename it: `b` writes meanwhile.
+        if not nested:
+            nested.append(True)
+            b.set_sync(key_b, b"b's value")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    a.set_sync(key_a, b"a's value")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (a.write_errors, b.write_errors) == (0, 0)
+    assert a.get_sync(key_a) == b"a's value"
+    assert b.get_sync(key_b) == b"b's value"
