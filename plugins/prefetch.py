@@ -183,9 +183,12 @@ class PrefetchStage:
             messages = [*current.messages[:-1], {"role": "user", "content": text}]
             params = dict(current.params)
         else:
-            if not prediction.example:
+            example = prediction.example
+            # Symbols are learned across namespaces; a remembered request is re-issued only in
+            # the namespace that asked it (never under another tenant's identity or cache).
+            if not example or example.get("namespace") != current.namespace:
                 return None
-            messages, params = prediction.example["messages"], dict(prediction.example["params"])
+            messages, params = example["messages"], dict(example["params"])
         return Request(
             model=current.model, messages=messages, params=params, passthrough=dict(current.passthrough),
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
@@ -275,7 +278,7 @@ def _symbol_of(request: Request) -> tuple[str, dict[str, Any] | None, Any]:
     digest = xxhash.xxh3_64_hexdigest(f"{request.namespace}\x00{request.model}\x00{text}".encode("utf-8", "surrogatepass"))
     example = None
     if sum(len(str(m.get("content", ""))) for m in request.messages) <= _EXAMPLE_MAX_CHARS:
-        example = {"messages": request.messages, "params": request.params}
+        example = {"messages": request.messages, "params": request.params, "namespace": request.namespace}
     return f"q:{digest}", None, example
 
 

@@ -299,3 +299,30 @@ async def test_prefetch_never_exceeds_its_budgets_on_random_traffic(traffic):
 # anyio's plugin runs the hypothesis-driven coroutine test on the asyncio backend.
 test_prefetch_never_exceeds_its_budgets_on_random_traffic = pytest.mark.anyio(
     test_prefetch_never_exceeds_its_budgets_on_random_traffic)
+
+
+async def test_a_prefetch_never_carries_another_namespace_s_request():
+    # Hardening: transitions are learned across namespaces (template ids are shared), but an
+    # untemplated request remembered in one namespace must never be re-issued in another,
+    # under that other tenant's identity and key, nor stored in its cache.
+    fake = FakeR1()
+    secret = "Hedge our desk's private 1M-share position before the close"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for s in range(3):
+            await llm(model="r1", messages=ask("Analyze AAPL using RSI"), user="alice",
+                      cache={"namespace": "desk-a", "session": f"a{s}"})
+            await llm(model="r1", messages=ask(secret), user="alice",
+                      cache={"namespace": "desk-a", "session": f"a{s}", "no-store": True})
+        await settle(pipe)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI"), user="bob",
+                  cache={"namespace": "desk-b", "session": "b0"})
+        await settle(pipe, until=lambda s: s["observed"] >= 7)
+        # Within desk-a the same pattern is still prefetched (the guard is not a switch-off).
+        await llm(model="r1", messages=ask("Analyze MSFT using RSI"), user="alice",
+                  cache={"namespace": "desk-a", "session": "a9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+    leaked = [c for c in fake.calls if c["messages"][-1]["content"] == secret and c.get("user") == "bob"]
+    assert leaked == []
+    assert stats["issued"] >= 1
+    assert [c.get("user") for c in fake.calls if c["messages"][-1]["content"] == secret][-1] == "alice"
