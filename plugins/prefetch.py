@@ -78,6 +78,10 @@ class PrefetchStage:
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
         self._call_next = call_next
         reply = await call_next(request)
+        # What is learnt (and maybe re-issued much later) is this request as asked now: the
+        # caller may reuse its message dicts for its next question once this call returns.
+        if request.control.session or request.user or "session" in request.meta:  # learnt only then
+            request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
         self._queue.append((request, reply))
         wake = self._wake
         if wake is not None:
@@ -180,7 +184,7 @@ class PrefetchStage:
                 text = templates.render(prediction.symbol[2:], dict(prediction.slots or {}))
             except Exception:  # a template that changed or a slot it refuses: no guess
                 return None
-            messages = [*current.messages[:-1], {"role": "user", "content": text}]
+            messages = [*(dict(m) for m in current.messages[:-1]), {"role": "user", "content": text}]
             params = dict(current.params)
         else:
             example = prediction.example
@@ -188,7 +192,10 @@ class PrefetchStage:
             # the namespace that asked it (never under another tenant's identity or cache).
             if not example or example.get("namespace") != current.namespace:
                 return None
-            messages, params = example["messages"], dict(example["params"])
+            # Copies: the issued request owns its dicts (its key and its upstream call must
+            # see the same text, whatever happens to the remembered example meanwhile).
+            messages = [dict(m) if isinstance(m, dict) else m for m in example["messages"]]
+            params = dict(example["params"])
         return Request(
             model=current.model, messages=messages, params=params, passthrough=dict(current.passthrough),
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,

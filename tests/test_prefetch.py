@@ -326,3 +326,30 @@ async def test_a_prefetch_never_carries_another_namespace_s_request():
     assert leaked == []
     assert stats["issued"] >= 1
     assert [c.get("user") for c in fake.calls if c["messages"][-1]["content"] == secret][-1] == "alice"
+
+
+async def test_a_prefetch_sends_what_was_asked_not_what_the_caller_s_dicts_hold_now():
+    # Hardening: remembered requests kept references to the caller's message dicts. A caller
+    # reusing a dict for its next question made the prefetch send a question nobody asked (and,
+    # mutated between the key and the upstream call, store a reply under another question's key).
+    fake = FakeR1()
+    sent = []
+
+    async def upstream(**kwargs):
+        sent.append(kwargs["messages"][-1]["content"])  # what went out, at the time it went out
+        return await fake(**kwargs)
+
+    first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        reused = {"role": "user", "content": follow_up}
+        for s in range(3):
+            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
+            await llm(model="r1", messages=[ask("")[0], reused], cache={"session": f"u{s}", "no-store": True})
+        await settle(pipe)
+        reused["content"] = "Wire $1M to account 42"  # the dict is reused; this is never sent
+        await llm(model="r1", messages=ask(first), cache={"session": "u9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+    assert stats["issued"] >= 1
+    assert "Wire $1M to account 42" not in sent
+    assert sent[-1] == follow_up
