@@ -19,7 +19,7 @@ from collections import Counter, deque
 from dataclasses import replace
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
-from .errors import PipelineStateError
+from .errors import ConfigError, PipelineStateError, PluginError
 from .events import EventBus
 from .keys import replayable
 from .manager import build_plugin_manager, collect, select
@@ -116,10 +116,10 @@ class Pipeline:
         s = self.settings
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
-        tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
+        tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
-        built = (factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES"))
+        built = [self._make(n, f, "R1MW_STAGES") for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
         self.stages = [stage for stage in built if stage is not None]
         for i, stage in enumerate(self.stages):
             start = getattr(stage, "start", None)
@@ -185,7 +185,17 @@ class Pipeline:
     def build(self, kind: str, name: str, flag: str) -> Any:
         """Build one registered component by name, e.g. ``build("codecs", "msgpack+lz4", "R1MW_CODEC")``."""
         (_, factory), = select(self.registry(kind), [name], flag)
-        return factory(self)
+        return self._make(name, factory, flag)
+
+    def _make(self, name: str, factory: Callable[..., Any], flag: str) -> Any:
+        # A plugin's factory failing is reported as that plugin's fault, in one line; its own
+        # ConfigError (a flag it reads) already names the flag and passes through.
+        try:
+            return factory(self)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{flag}: {name!r} failed to build: {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
 
     def stage(self, name: str) -> Stage | None:
         for stage in self.stages:

@@ -328,3 +328,34 @@ def test_two_disk_tiers_of_one_process_on_one_directory_do_not_share_temp_names(
     assert (a.write_errors, b.write_errors) == (0, 0)
     assert a.get_sync(key_a) == b"a's value"
     assert b.get_sync(key_b) == b"b's value"
+
+
+# -- plugin manager ----------------------------------------------------------------------------
+
+class _FailingFactory:
+    __name__ = "hardening-failing-factory"
+
+    @r1mw.hookimpl
+    def r1mw_register_stages(self):
+        def build(pipeline):
+            raise KeyError("the stage's own bug")
+
+        return {"fragile": build}
+
+
+async def test_a_stage_factory_that_raises_is_a_plugin_error_naming_it():
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="exact,fragile"), plugins=[_FailingFactory()])
+    with pytest.raises(r1mw.PluginError) as err:
+        await pipe.start()
+    message = str(err.value)
+    assert "R1MW_STAGES" in message and "'fragile'" in message and "the stage's own bug" in message
+    assert "\n" not in message and isinstance(err.value.__cause__, KeyError)
+
+
+async def test_naming_a_built_in_module_in_r1mw_plugins_is_harmless():
+    fake = FakeR1()
+    async with r1mw.Pipeline(r1mw.Settings(stages="exact", plugins="r1mw_plugins.exact")) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=Q)
+        await llm(model="m", messages=Q)
+    assert len(fake.calls) == 1
