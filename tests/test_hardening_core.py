@@ -359,3 +359,25 @@ async def test_naming_a_built_in_module_in_r1mw_plugins_is_harmless():
         await llm(model="m", messages=Q)
         await llm(model="m", messages=Q)
     assert len(fake.calls) == 1
+
+
+async def test_requests_in_flight_when_the_pipeline_closes_get_a_clear_error_not_a_cancellation():
+    gate = asyncio.Event()
+    fake = FakeR1()
+
+    async def slow(**kwargs):
+        await gate.wait()
+        return await fake(**kwargs)
+
+    pipe = pipeline()
+    await pipe.start()
+    llm = r1mw.wrap(slow, pipe)
+    leader = asyncio.ensure_future(llm(model="m", messages=Q))
+    await _until(lambda: len(pipe.singleflight) == 1)
+    waiter = asyncio.ensure_future(llm(model="m", messages=Q))
+    await _until(lambda: pipe.singleflight.coalesced == 1)
+    await pipe.close()
+    for task in (leader, waiter):
+        await _until(task.done)
+        assert not task.cancelled()  # nobody cancelled these callers: they must not see CancelledError
+        assert isinstance(task.exception(), r1mw.PipelineStateError)
