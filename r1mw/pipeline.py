@@ -204,8 +204,12 @@ class Pipeline:
         return None
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
-        """Run a background task owned by the pipeline (cancelled at close)."""
+        """Run a background task owned by the pipeline (cancelled at close; after close,
+        cancelled before it starts)."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
+        if self._closed:  # e.g. the store of a stream that ended after close: never runs
+            task.cancel()
+            return task
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task

@@ -381,3 +381,19 @@ async def test_requests_in_flight_when_the_pipeline_closes_get_a_clear_error_not
         await _until(task.done)
         assert not task.cancelled()  # nobody cancelled these callers: they must not see CancelledError
         assert isinstance(task.exception(), r1mw.PipelineStateError)
+
+
+async def test_a_stream_finishing_after_close_stores_nothing_and_leaves_no_task():
+    fake = FakeR1()
+    before = set(asyncio.all_tasks())
+    pipe = pipeline()
+    await pipe.start()
+    llm = r1mw.wrap(fake, pipe)
+    stream = await llm(model="m", messages=Q, stream=True)
+    await pipe.close()
+    chunks = [c async for c in stream]  # the caller still reads what it was given
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert pipe.stage("exact").stored == 0
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
