@@ -36,6 +36,7 @@ log = logging.getLogger("r1mw.prefetch")
 _EXAMPLE_MAX_CHARS = 8_000  # untemplated requests remembered for re-issue only when small
 _OUTSTANDING_MAX = 10_000
 _SAVE_EVERY_S = 300.0
+_STREAM_ONLY = frozenset({"stream_options"})
 
 
 class PrefetchStage:
@@ -196,8 +197,10 @@ class PrefetchStage:
             # see the same text, whatever happens to the remembered example meanwhile).
             messages = [dict(m) if isinstance(m, dict) else m for m in example["messages"]]
             params = dict(example["params"])
+        # A plain call: stream-only options would make the upstream refuse it (HTTP 400).
+        passthrough = {k: v for k, v in current.passthrough.items() if k not in _STREAM_ONLY}
         return Request(
-            model=current.model, messages=messages, params=params, passthrough=dict(current.passthrough),
+            model=current.model, messages=messages, params=params, passthrough=passthrough,
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
             user=current.user, upstream=current.upstream,
             meta={"prefetch": True, "store_meta": {"prefetched": True}},

@@ -353,3 +353,41 @@ async def test_a_prefetch_sends_what_was_asked_not_what_the_caller_s_dicts_hold_
     assert stats["issued"] >= 1
     assert "Wire $1M to account 42" not in sent
     assert sent[-1] == follow_up
+
+
+async def test_prefetches_learnt_from_streaming_callers_are_valid_plain_requests():
+    # Hardening: a prefetch (stream=False) copied the caller's passthrough, stream_options
+    # included, which the OpenAI API refuses without stream=True (HTTP 400): every prefetch
+    # learnt from a streaming caller failed.
+    fake = FakeR1()
+
+    async def strict(**kwargs):
+        if "stream_options" in kwargs and not kwargs.get("stream"):
+            raise ValueError("400: stream_options is only allowed when stream is true")
+        result = await fake(**kwargs)
+        if not kwargs.get("stream"):
+            return result
+
+        async def with_usage():  # as the API streams it with include_usage
+            async for chunk in result:
+                yield chunk
+            yield {"id": "u", "object": "chat.completion.chunk", "created": 1, "model": "r1", "choices": [],
+                   "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}
+
+        return with_usage()
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(strict, pipe)
+
+        async def asks(text, session):
+            stream = await llm(model="r1", messages=ask(text), stream=True,
+                               stream_options={"include_usage": True}, cache={"session": session})
+            return [c async for c in stream]
+
+        for i, t in enumerate(["AAPL", "MSFT", "TSLA"]):
+            for shape in ("analyze", "risk"):
+                await asks(_SHAPES[shape].format(symbol=t), f"s{i}")
+        await settle(pipe)
+        await asks("Analyze NVDA using RSI", "new")
+        stats = await settle(pipe, until=lambda s: s["issued"] + s["errors"] >= 1)
+    assert stats["errors"] == 0 and stats["issued"] >= 1
