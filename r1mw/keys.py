@@ -27,16 +27,18 @@ NOT_KEYED: frozenset[str] = frozenset(
 )
 
 
-# Parameters asking for reply parts a stored Reply does not keep (token logprobs, audio):
-# a hit could not reproduce them, so such requests go to the upstream, uncached.
-NOT_REPLAYABLE: frozenset[str] = frozenset({"logprobs", "top_logprobs", "audio"})
+# Parameters asking for reply parts a stored Reply does not keep (token logprobs, audio,
+# web-search annotations): a hit could not reproduce them, so such requests go to the
+# upstream, uncached.
+NOT_REPLAYABLE: frozenset[str] = frozenset({"logprobs", "top_logprobs", "audio", "web_search_options"})
 
 
 def replayable(params: Mapping[str, Any]) -> bool:
-    """False when ``params`` ask for something a cached reply cannot give back."""
+    """False when ``params`` ask for something a cached reply cannot give back
+    (``logprobs=False`` asks for nothing; ``web_search_options={}`` does)."""
     if params.keys().isdisjoint(NOT_REPLAYABLE):
         return True
-    return not any(params.get(name) for name in NOT_REPLAYABLE)
+    return all(params.get(name) in (None, False) for name in NOT_REPLAYABLE)
 
 
 def split_params(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -397,3 +397,22 @@ async def test_a_stream_finishing_after_close_stores_nothing_and_leaves_no_task(
         await asyncio.sleep(0)
     assert pipe.stage("exact").stored == 0
     assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
+
+
+def test_a_dotenv_line_naming_a_flag_that_cannot_be_parsed_is_a_config_error(tmp_path):
+    env = tmp_path / "quirky.env"
+    # python-dotenv skips this line with a warning: the namespace would silently be "".
+    env.write_text('CACHE_L1_SIZE=5\nexport SOMETHING_ELSE\nR1MW_NAMESPACE="desk-a\n')
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({}, dotenv=env)
+    assert "R1MW_NAMESPACE" in str(err.value) and "line 3" in str(err.value) and "\n" not in str(err.value)
+    env.write_text('CACHE_L1_SIZE=5\nnot a line of ours\nR1MW_NAMESPACE="desk-a"  # quoted\n')
+    settings = r1mw.Settings.from_env({}, dotenv=env)  # foreign junk is not our business
+    assert (settings.l1_size, settings.namespace) == (5, "desk-a")
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    env = tmp_path / "latin1.env"
+    env.write_bytes(b"R1MW_NAMESPACE=d\xe9sk\n")
+    with pytest.raises(r1mw.ConfigError, match="latin1.env"):
+        r1mw.Settings.from_env({}, dotenv=env)

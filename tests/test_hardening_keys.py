@@ -91,3 +91,13 @@ def test_what_cannot_change_the_answer_never_changes_the_key(a, harmless, not_gi
     keyed, passthrough = split_params(kwargs)
     assert set(passthrough) == set(harmless)
     assert key_of(namespace, model, _reordered(messages), keyed) == key_of(namespace, model, messages, params)
+
+
+def test_what_a_stored_reply_cannot_give_back_is_not_replayable():
+    from r1mw.keys import replayable
+
+    assert replayable({}) and replayable({"temperature": 0.6})
+    assert replayable({"logprobs": False}) and replayable({"logprobs": None})
+    assert not replayable({"logprobs": True}) and not replayable({"top_logprobs": 5, "logprobs": True})
+    assert not replayable({"web_search_options": {}})  # empty options still turn search on
+    assert not replayable({"audio": {"voice": "alloy", "format": "wav"}})
