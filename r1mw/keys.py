@@ -54,9 +54,11 @@ def split_params(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def _canon(value: Any) -> Any:
-    # Dict order never matters to the upstream; sort so it never matters to the key.
+    # Dict order never matters to the upstream; sort so it never matters to the key. A
+    # mapping stays a msgpack map (insertion order = sorted order): as a list of pairs,
+    # {"a": {}} and {"a": []} (or {"k": 1} and [["k", 1]]) would share a key.
     if isinstance(value, Mapping):
-        return [(str(k), _canon(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+        return {str(k): _canon(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
         return [_canon(v) for v in value]
     if isinstance(value, (str, int, float, bool, bytes)) or value is None:
@@ -96,8 +98,8 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _canon_params(params: Mapping[str, Any]) -> Any:
-    # Fast path for the common shape (str names, scalar values): the very list _canon builds
-    # (pairs sorted by name), without its per-value dispatch. 0.2 us instead of 1.7 us.
+    # Fast path for the common shape (str names, scalar values): the very map _canon builds
+    # (sorted by name), without its per-value dispatch. 0.3 us instead of 1.7 us.
     try:
         items = sorted(params.items())
     except TypeError:  # names of mixed types
@@ -105,7 +107,7 @@ def _canon_params(params: Mapping[str, Any]) -> Any:
     for name, value in items:
         if type(name) is not str or type(value) not in _SCALARS:
             return _canon(params)
-    return items
+    return dict(items)
 
 
 # The packer's buffer is reused (half the cost of packb). Safe: pack() runs entirely in C
@@ -138,4 +140,6 @@ def _surrogates_escaped(value: Any) -> Any:
             return msgpack.ExtType(1, value.encode("utf-8", "surrogatepass"))
     if isinstance(value, (list, tuple)):
         return [_surrogates_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {_surrogates_escaped(k): _surrogates_escaped(v) for k, v in value.items()}
     return value

@@ -101,3 +101,11 @@ def test_what_a_stored_reply_cannot_give_back_is_not_replayable():
     assert not replayable({"logprobs": True}) and not replayable({"top_logprobs": 5, "logprobs": True})
     assert not replayable({"web_search_options": {}})  # empty options still turn search on
     assert not replayable({"audio": {"voice": "alloy", "format": "wav"}})
+
+
+def test_a_mapping_and_a_list_never_share_a_key():
+    q = [{"role": "user", "content": "q"}]
+    assert key_of("", "m", q, {"extra_body": {"x": {}}}) != key_of("", "m", q, {"extra_body": {"x": []}})
+    assert key_of("", "m", q, {"tools": [{"k": 1}]}) != key_of("", "m", q, {"tools": [[["k", 1]]]})
+    # the common shape keeps its fast path and its key
+    assert key_of("", "m", q, {"temperature": 0.6, "max_tokens": 10}) == key_of("", "m", q, {"max_tokens": 10, "temperature": 0.6})
