@@ -416,3 +416,18 @@ def test_a_dotenv_file_that_is_not_utf8_is_a_config_error(tmp_path):
     env.write_bytes(b"R1MW_NAMESPACE=d\xe9sk\n")
     with pytest.raises(r1mw.ConfigError, match="latin1.env"):
         r1mw.Settings.from_env({}, dotenv=env)
+
+
+# -- RAM tier byte bound -----------------------------------------------------------------------
+
+def test_the_ram_byte_budget_counts_tool_calls_and_meta():
+    from r1mw.tiers import Entry, MemoryTier
+
+    tier = MemoryTier("l1", max_entries=1000, max_bytes=20_000)
+    big_args = "x" * 5_000
+    for i in range(20):
+        call = {"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": big_args}}
+        reply = r1mw.Reply(choices=(r1mw.Choice(content=None, tool_calls=(call,), finish_reason="tool_calls"),))
+        tier.set_nowait(bytes([i]) * 16, Entry(reply, meta={"question": "y" * 1_000}))
+    held = len(tier)
+    assert held * 6_000 <= 20_000  # what really sits in RAM stays within the budget
