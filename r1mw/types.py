@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import re
 import time
@@ -34,6 +35,8 @@ __all__ = [
     "Usage",
     "split_think",
 ]
+
+log = logging.getLogger("r1mw")
 
 _THINK = re.compile(r"<think>(.*?)</think>\s*", re.S)
 
@@ -353,12 +356,21 @@ class StreamedReply:
 
     async def _iterate(self) -> AsyncIterator[Any]:
         ended = False
+        readable = True
         try:
             async for chunk in self._source:
-                deltas, usage, info = self._to_deltas(chunk)
-                self._builder.add(deltas, usage, info)
+                if readable:
+                    try:
+                        deltas, usage, info = self._to_deltas(chunk)
+                        self._builder.add(deltas, usage, info)
+                    except Exception:
+                        # A chunk r1mw cannot normalize is the caller's all the same: the
+                        # stream goes on untouched, only nothing is assembled or stored.
+                        readable = False
+                        log.warning("a streamed chunk could not be read; this reply is not stored",
+                                    exc_info=True)
                 yield chunk
-            ended = True
+            ended = readable
         except BaseException as exc:
             self._fail(exc)
             raise

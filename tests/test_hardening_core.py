@@ -431,3 +431,27 @@ def test_the_ram_byte_budget_counts_tool_calls_and_meta():
         tier.set_nowait(bytes([i]) * 16, Entry(reply, meta={"question": "y" * 1_000}))
     held = len(tier)
     assert held * 6_000 <= 20_000  # what really sits in RAM stays within the budget
+
+
+async def test_a_stream_chunk_r1mw_cannot_read_still_reaches_the_caller_and_nothing_is_stored():
+    fake = FakeR1()
+
+    async def odd(**kwargs):
+        result = await fake(**kwargs)
+
+        async def chunks():
+            async for chunk in result:
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content") == "Answer ":
+                    chunk["choices"][0]["index"] = "first"  # a provider quirk r1mw cannot normalize
+                yield chunk
+
+        return chunks()
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(odd, pipe)
+        chunks = [c async for c in await llm(model="m", messages=Q, stream=True)]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"  # the whole stream arrived
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert pipe.stage("exact").stored == 0
+        assert pipe.stats()["errors"] == 0
