@@ -79,6 +79,7 @@ class Pipeline:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
+        self._start_error: BaseException | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._latency: dict[str, deque[float]] = {"hit": deque(maxlen=_LATENCY_WINDOW),
@@ -105,9 +106,10 @@ class Pipeline:
             if not self._started:
                 try:
                     await self._start()
-                except BaseException:
+                except BaseException as exc:
                     # Release what had started (tasks spawned, stages, tiers); the pipeline
                     # is unusable after a failed start, like a closed one.
+                    self._start_error = exc
                     self._started = True
                     await self.close()
                     raise
@@ -236,12 +238,11 @@ class Pipeline:
         """Run one request through the chain. Upstream errors propagate unchanged."""
         chain = self._chain
         if chain is None:
-            if self._closed:
-                raise PipelineStateError("the pipeline is closed")
-            await self.start()
-            chain = self._chain
-            if chain is None:  # closed while starting
-                raise PipelineStateError("the pipeline is closed")
+            if not self._closed:
+                await self.start()
+                chain = self._chain
+            if chain is None:
+                raise self._closed_error()
         counts = self._counts
         try:
             reply = await chain(request)
@@ -267,6 +268,15 @@ class Pipeline:
                              latency=elapsed, model=request.model, namespace=request.namespace,
                              template=request.meta.get("template_id"), stream=request.stream)
         return reply
+
+    def _closed_error(self) -> PipelineStateError:
+        failed = self._start_error
+        if failed is not None:  # a lazily started pipeline: say why, on every request
+            err = PipelineStateError(f"the pipeline failed to start ({type(failed).__name__}: {failed}); "
+                                     "build a new one")
+            err.__cause__ = failed
+            return err
+        return PipelineStateError("the pipeline is closed")
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

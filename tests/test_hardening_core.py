@@ -292,7 +292,7 @@ async def test_a_failed_start_releases_what_it_had_started():
     bg = plugin.stages["bg"]
     await _until(bg.task.done)
     assert bg.task.cancelled() and bg.closed
-    with pytest.raises(r1mw.PipelineStateError):
+    with pytest.raises(r1mw.PipelineStateError, match="failed to start.*cannot start"):
         await pipe.handle(pipe.request("m", Q, {}, {}, upstream=FakeR1()))
 
 
