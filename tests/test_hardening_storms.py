@@ -111,3 +111,62 @@ async def _scenario(ops, failures):
 @given(st.lists(_op, min_size=1, max_size=10), st.lists(st.booleans(), max_size=4))
 def test_single_flight_storms_never_hang_and_never_mix_answers(ops, failures):
     asyncio.run(_scenario(ops, failures))
+
+
+# -- a model of cache control: when must the upstream be called? ------------------------------
+
+_request = st.fixed_dictionaries({
+    "q": st.integers(0, 2),
+    "namespace": st.sampled_from([None, "desk-a", "desk-b"]),
+    "user": st.sampled_from([None, "alice", "bob"]),
+    "temperature": st.sampled_from([None, 0.0, 0.6]),
+    "no_cache": st.booleans(),
+    "no_store": st.booleans(),
+    "ttl": st.sampled_from([None, None, 0, -1, 3600]),
+    "stream": st.booleans(),
+})
+
+
+async def _model_run(requests, tiers, scope_by_user, cache_dir):
+    fake = FakeR1()
+    settings = r1mw.Settings(stages="exact", tiers=tiers, scope_by_user=scope_by_user, cache_dir=cache_dir)
+    stored: set[tuple] = set()
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for r in requests:
+            namespace = r["namespace"] or ""
+            if scope_by_user and r["user"]:
+                namespace += "/" + r["user"]
+            key = (namespace, r["q"], r["temperature"])
+            control = {"no-cache": r["no_cache"], "no-store": r["no_store"]}
+            if r["namespace"] is not None:
+                control["namespace"] = r["namespace"]
+            if r["ttl"] is not None:
+                control["ttl"] = r["ttl"]
+            kwargs = {"user": r["user"]} if r["user"] else {}
+            if r["temperature"] is not None:
+                kwargs["temperature"] = r["temperature"]
+            calls = len(fake.calls)
+            messages = [{"role": "user", "content": QUESTIONS[r["q"]]}]
+            if r["stream"]:
+                stream = await llm(model="m", messages=messages, cache=control, stream=True, **kwargs)
+                text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in stream if c["choices"]])
+                for _ in range(20):  # the store of a stream is a spawned task
+                    await asyncio.sleep(0)
+            else:
+                reply = await llm(model="m", messages=messages, cache=control, **kwargs)
+                text = reply["choices"][0]["message"]["content"]
+            assert text.rstrip() == fake.answer_for(QUESTIONS[r["q"]])
+            expected_call = r["no_cache"] or key not in stored
+            assert (len(fake.calls) > calls) == expected_call, (r, stored)
+            if expected_call and not r["no_store"] and (r["ttl"] is None or r["ttl"] > 0):
+                stored.add(key)
+
+
+@hsettings(max_examples=50, deadline=None)
+@given(st.lists(_request, min_size=1, max_size=12), st.sampled_from(["l1", "l1,l2"]), st.booleans())
+def test_cache_control_namespaces_and_scopes_follow_the_model(requests, tiers, scope_by_user):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        asyncio.run(_model_run(requests, tiers, scope_by_user, cache_dir))
