@@ -251,7 +251,8 @@ class PrefetchStage:
         self._last_save = time.monotonic()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            # Unique per stage object: two pipelines of one process (threads) share the path.
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
             tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost},
                                           use_bin_type=True, default=str))
             os.replace(tmp, self.path)
