@@ -34,6 +34,7 @@ class ExactStage:
         self.stored = 0
         self.store_errors = 0
         self.not_storable = 0
+        self.unkeyable = 0
 
     @staticmethod
     def key(request: Request) -> bytes:
@@ -44,7 +45,12 @@ class ExactStage:
         return key
 
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
-        key = self.key(request)
+        try:
+            key = self.key(request)
+        except Exception as exc:  # a cache fault: the request goes upstream, uncached
+            self.unkeyable += 1
+            log.warning("exact: request not keyable, not cached: %s: %s", type(exc).__name__, exc)
+            return await call_next(request)
         if request.control.no_cache:
             return await self._fetch(request, call_next, key)
         entry = self.store.get_nowait(key)
@@ -89,6 +95,7 @@ class ExactStage:
 
     def stats(self) -> dict[str, Any]:
         return {"stored": self.stored, "store_errors": self.store_errors, "not_storable": self.not_storable,
+                "unkeyable": self.unkeyable,
                 "inflight": len(self.flight),
                 "leaders": self.flight.leaders, "coalesced": self.flight.coalesced}
 

@@ -455,3 +455,18 @@ async def test_a_stream_chunk_r1mw_cannot_read_still_reaches_the_caller_and_noth
             await asyncio.sleep(0)
         assert pipe.stage("exact").stored == 0
         assert pipe.stats()["errors"] == 0
+
+
+async def test_a_request_r1mw_cannot_key_goes_upstream_uncached():
+    class Unprintable:  # a parameter value whose repr fails (a library object mid-teardown...)
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for _ in range(2):
+            reply = await llm(model="m", messages=Q, extra_body={"opaque": Unprintable()})
+            assert reply["choices"][0]["message"]["content"] == fake.answer_for(Q[0]["content"])
+        assert pipe.stage("exact").stats()["unkeyable"] == 2
+    assert len(fake.calls) == 2
