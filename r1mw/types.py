@@ -83,12 +83,20 @@ class CacheControl:
                 f"cache= has unknown keys {sorted(unknown)}; allowed: {sorted(_CONTROL_KEYS)}"
             )
         return cls(
-            no_cache=bool(value.get("no-cache", value.get("no_cache", False))),
-            no_store=bool(value.get("no-store", value.get("no_store", False))),
+            no_cache=_flag(value, "no-cache", "no_cache"),
+            no_store=_flag(value, "no-store", "no_store"),
             ttl=_ttl(value.get("ttl", value.get("s-maxage"))),
             namespace=None if value.get("namespace") is None else str(value["namespace"]),
             session=None if value.get("session") is None else str(value["session"]),
         )
+
+
+def _flag(value: Mapping[str, Any], name: str, alias: str) -> bool:
+    # bool("false") is True: a string here is a mistake to report, not to guess at.
+    raw = value.get(name, value.get(alias, False))
+    if raw is None or isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
+        return bool(raw)
+    raise TypeError(f"cache={{'{name}': {raw!r}}}: expected True or False")
 
 
 def _ttl(raw: Any) -> float | None:

@@ -470,3 +470,15 @@ async def test_a_request_r1mw_cannot_key_goes_upstream_uncached():
             assert reply["choices"][0]["message"]["content"] == fake.answer_for(Q[0]["content"])
         assert pipe.stage("exact").stats()["unkeyable"] == 2
     assert len(fake.calls) == 2
+
+
+@pytest.mark.parametrize("value", ["false", "no", 2])
+async def test_a_cache_switch_that_is_not_a_boolean_is_a_clear_error(value):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        with pytest.raises(TypeError, match="no-store"):
+            await llm(model="m", messages=Q, cache={"no-store": value})  # bool("false") was True
+        await llm(model="m", messages=Q, cache={"no-store": 0, "no-cache": False})
+        await llm(model="m", messages=Q)
+    assert len(fake.calls) == 1
