@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import ConfigError, PipelineStateError, PluginError
 from .events import EventBus
@@ -28,6 +28,9 @@ from .settings import Settings
 from .singleflight import SingleFlight
 from .tiers import TieredStore
 from .types import CacheControl, Reply, Request, StreamedReply
+
+if TYPE_CHECKING:
+    from .context import ContextCache
 
 __all__ = ["Pipeline"]
 
@@ -86,6 +89,7 @@ class Pipeline:
                                                   "miss": deque(maxlen=_LATENCY_WINDOW)}
         self._tokens_saved = 0
         self._since = time.time()
+        self._context_cache: ContextCache | None = None  # made on first use of .context_cache
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "Pipeline":
@@ -118,6 +122,9 @@ class Pipeline:
         s = self.settings
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
+        # The bus exists before tiers and stages are built: they may keep a reference to it.
+        if self.pm.hook.r1mw_events.get_hookimpls():
+            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
         tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
@@ -135,9 +142,7 @@ class Pipeline:
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
         self._chain = chain
-        if self.pm.hook.r1mw_events.get_hookimpls():
-            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
-            self.events.start()
+        self.events.start()
         self._started = True
         self.pm.hook.r1mw_pipeline_started(pipeline=self)
 
@@ -156,6 +161,8 @@ class Pipeline:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.singleflight.close()
+        if self._context_cache is not None:
+            await self._context_cache.close()
         for stage in reversed(self.stages):
             close = getattr(stage, "close", None)
             if close is not None:
@@ -173,6 +180,16 @@ class Pipeline:
             wait = getattr(stage, "wait_ready", None)
             if wait is not None:
                 await wait()
+
+    @property
+    def context_cache(self) -> "ContextCache":
+        """The :class:`~r1mw.ContextCache` over this pipeline's store (``@r1mw.cached`` uses it):
+        ``await pipe.context_cache.get(key)`` / ``.set(key, value, ttl=...)`` / ``.delete(key)``."""
+        if self._context_cache is None:
+            from .context import ContextCache
+
+            self._context_cache = ContextCache(self)
+        return self._context_cache
 
     # -- plugin registries ---------------------------------------------------------------
     def registry(self, kind: str) -> dict[str, Callable[..., Any]]:
@@ -302,6 +319,8 @@ class Pipeline:
             "tiers": self.store.stats() if self.store is not None else {},
             "events": {"delivered": self.events.delivered, "dropped": self.events.dropped},
         }
+        if self._context_cache is not None:
+            out["context"] = self._context_cache.stats()
         return out
 
 

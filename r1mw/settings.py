@@ -215,10 +215,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
-    Flag("R1MW_STAGES", "stages", ("exact",), _names,
+    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
          "stages that run, outermost first"),
-    Flag("R1MW_TIERS", "tiers", ("l1",), _some_names, "storage tiers, fastest first"),
-    Flag("R1MW_CODEC", "codec", "msgpack+lz4", _str, "codec for the tiers below RAM"),
+    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _some_names, "storage tiers, fastest first"),
+    Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
+         "codec for the tiers below RAM (msgpack+zstd+dict trains its zstd dictionary by itself)"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
     Flag("R1MW_DISABLE_PLUGINS", "disable_plugins", (), _names,
          "plugins (entry-point names, e.g. r1mw.semantic) not to load"),
@@ -290,6 +291,34 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_ZSTD_DICT", "zstd_dict", None, _path,
          "zstd dictionary for R1MW_CODEC=msgpack+zstd (default: <cache dir>/zstd.dict if present; "
          "make one with `r1mw zstd-dict`)"),
+    # -- templates (issue 3) --
+    Flag("R1MW_TEMPLATE_MINE_MIN", "template_mine_min", 3, _int(2),
+         "prompts of one shape (differing in the same positions) before it becomes a mined template"),
+    # cold tiers (L3 segments, L4 archive, Redis)
+    Flag("R1MW_L3_SEGMENT_BYTES", "l3_segment_bytes", 64 * 2**20, _bytes,
+         "L3 segment file size before it is sealed (at most a quarter of R1MW_L3_MAX_BYTES; 0 = 64 MiB)"),
+    Flag("R1MW_L3_INLINE_READS", "l3_inline_reads", False, _bool,
+         "read L3 on the event loop (fast disks); false keeps slow disks in a thread"),
+    Flag("R1MW_L3_COMPACT_RATIO", "l3_compact_ratio", 0.5, _float(0.05, 1.0),
+         "compact an L3 segment once this share of its bytes is dead"),
+    Flag("R1MW_SHARED_REFRESH_MS", "shared_refresh_ms", 1000.0, _float(0.0),
+         "L3/L4 look for other processes' writes and deletes at most this often (on a lookup)"),
+    Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
+         "archive block compression; auto = zstd when zstandard is installed, else lz4"),
+    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
+         "records gathered into one compressed L4 block (0 = 64 KiB)"),
+    Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
+    Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),
+         "Redis failures in a row that open the circuit breaker (Redis skipped)"),
+    Flag("R1MW_REDIS_BREAKER_COOLDOWN_S", "redis_breaker_cooldown_s", 5.0, _float(0.0),
+         "seconds Redis is skipped before one call probes it again"),
+    # Codec: zstd dictionaries trained automatically (R1MW_CODEC=msgpack+zstd+dict).
+    Flag("R1MW_ZSTD_TRAIN_AFTER", "zstd_train_after", 200, _int(0),
+         "compressible entries written before the first zstd dictionary is trained (retrains after 8x as many; 0 = never)"),
+    Flag("R1MW_ZSTD_DICTS_KEPT", "zstd_dicts_kept", 4, _int(1),
+         "zstd dictionaries kept on disk; entries written with an older one become misses"),
+    Flag("R1MW_ZSTD_DICT_DIR", "zstd_dict_dir", None, _path,
+         "directory of the trained zstd dictionaries (default: <cache dir>/zstd-dicts; share it with every process sharing the disk tiers)"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}

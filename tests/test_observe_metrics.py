@@ -46,6 +46,8 @@ def msgs(text):
 
 
 def pipeline(**kw):
+    # RAM only: hypothesis runs many examples in one test's cache dir, a disk tier would carry over.
+    kw.setdefault("tiers", "l1")
     return r1mw.Pipeline(r1mw.Settings(stages="metrics,tagger,exact", **kw), plugins=[TaggerPlugin()])
 
 

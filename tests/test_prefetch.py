@@ -301,6 +301,32 @@ test_prefetch_never_exceeds_its_budgets_on_random_traffic = pytest.mark.anyio(
     test_prefetch_never_exceeds_its_budgets_on_random_traffic)
 
 
+async def test_with_the_real_template_stage_the_next_templated_request_is_prefetched():
+    from r1mw.templating import BUNDLED
+
+    fake = FakeR1()
+    settings = r1mw.Settings(stages="prefetch,template,exact", templates=BUNDLED, prefetch_min_prob=0.5,
+                             prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
+            await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
+                      cache={"session": f"t{i}"})
+            await llm(model="r1", messages=ask(f"Predict movement for {ticker} over the next trading day"),
+                      cache={"session": f"t{i}"})
+        await settle(pipe)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"), cache={"session": "t9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert stats["issued"] == 1
+        calls = len(fake.calls)
+        # a reworded form of the predicted request: the template stage gives it the same key
+        reply = await llm(model="r1", messages=ask("Forecast NVDA's price movement over the next trading day"),
+                          cache={"session": "t9"})
+        assert len(fake.calls) == calls
+        assert "NVDA" in reply["choices"][0]["message"]["content"]
+        assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
+
+
 async def test_a_prefetch_never_carries_another_namespace_s_request():
     # Hardening: transitions are learned across namespaces (template ids are shared), but an
     # untemplated request remembered in one namespace must never be re-issued in another,

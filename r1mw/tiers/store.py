@@ -11,6 +11,11 @@ into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``).
 What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
 the first tier is decoded and promoted to the first tier. A tier fault is a miss, counted.
+
+Codecs: every bytes tier stores what ``codec`` encodes, unless the tier names its own with an
+``entry_codec`` attribute (e.g. a tier shared with other machines, which cannot see this
+machine's zstd dictionaries, takes a dictionary-free codec); an entry moving between tiers of
+different codecs is re-encoded. Reads decode any envelope whatever codec wrote it.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class TieredStore:
         self.codec = codec if codec is not None else Lz4Codec()
         self._clock = clock
         self._entry = [getattr(t, "takes", "bytes") == "entry" for t in self.tiers]
+        self._codecs: list[Codec] = [getattr(t, "entry_codec", None) or self.codec for t in self.tiers]
         nowait = getattr(self.first, "get_nowait", None) if self._entry[0] else None
         self.get_nowait: Callable[[bytes], Entry | None] = nowait if nowait is not None else _none
         self.has_nowait = nowait is not None
@@ -130,16 +136,19 @@ class TieredStore:
             if i:
                 self._counters[0].promotions += 1
                 ttl = entry.expires - self._clock() if entry.expires else None
-                if self._entry[0]:
-                    payload = entry
-                else:
-                    payload = found if not self._entry[i] else self.codec.encode(entry.to_wire())
+                payload = entry if self._entry[0] else self._payload(i, 0, found, entry)
                 await self._safe_set(0, key, payload, ttl)
                 await self._settle()
             return entry, tier.name
         if self._pending:
             await self._settle()
         return None
+
+    def _payload(self, i: int, j: int, value: Any, entry: Entry) -> bytes:
+        """Bytes for bytes tier ``j`` of what tier ``i`` held: as they are under the same codec."""
+        if not self._entry[i] and self._codecs[i] is self._codecs[j]:
+            return value  # type: ignore[no-any-return]
+        return self._codecs[j].encode(entry.to_wire())
 
     def _decode(self, i: int, data: Any) -> Entry | None:
         try:
@@ -153,14 +162,23 @@ class TieredStore:
     async def set(self, key: bytes, entry: Entry) -> None:
         """Store ``entry`` (see the module docstring for where). Raises UnencodableValueError
         for a value the codec refuses, before anything is written; tier faults are logged."""
-        data = self.codec.encode(entry.to_wire())
+        wire = entry.to_wire()
+        data = self.codec.encode(wire)
+        encoded = {id(self.codec): data}
         ttl = None
         if entry.expires:
             ttl = entry.expires - self._clock()
             if ttl <= 0:
                 return
         for i in self._written:
-            await self._safe_set(i, key, entry if self._entry[i] else data, ttl)
+            if self._entry[i]:
+                await self._safe_set(i, key, entry, ttl)
+                continue
+            codec = self._codecs[i]
+            blob = encoded.get(id(codec))
+            if blob is None:
+                blob = encoded[id(codec)] = codec.encode(wire)
+            await self._safe_set(i, key, blob, ttl)
         for i in self._invalidated:
             await self._safe_delete(i, key)
         await self._settle()
@@ -245,10 +263,7 @@ class TieredStore:
                 return  # same version already there (set invalidates older ones)
             assert entry is not None
             ttl = entry.expires - self._clock() if entry.expires else None
-            if self._entry[j]:
-                payload: Any = entry
-            else:
-                payload = value if not self._entry[i] else self.codec.encode(entry.to_wire())
+            payload: Any = entry if self._entry[j] else self._payload(i, j, value, entry)
             if await self._safe_set(j, key, payload, ttl):
                 self._counters[j].demotions += 1
                 return
@@ -300,9 +315,16 @@ class TieredStore:
         latency percentiles (us) over the last 1024 lookups through ``get``. Tiers appear in
         their order, fastest first; ``promotions`` is the total."""
         out: dict[str, Any] = {"promotions": self.promotions}
-        for tier, c in zip(self.tiers, self._counters):
+        for tier, c, codec, takes_entry in zip(self.tiers, self._counters, self._codecs, self._entry):
             figures = dict(tier.stats())
             figures["corrupt"] = figures.get("corrupt", 0) + c.corrupt
+            if not takes_entry:
+                figures["entry_codec"] = codec.name
+                codec_stats = getattr(codec, "stats", None)
+                if codec_stats is not None:
+                    figures["codec_stats"] = cs = codec_stats()
+                    if cs.get("compression_ratio") is not None:  # msgpack bytes / stored bytes
+                        figures.setdefault("compression_ratio", cs["compression_ratio"])
             figures.update(promotions=c.promotions, demotions=c.demotions, errors=c.errors,
                            latency_us=_percentiles(c.latency))
             out[tier.name] = figures
