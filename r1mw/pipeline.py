@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import ConfigError, PipelineStateError, PluginError
 from .events import EventBus
-from .keys import replayable
+from .keys import NOT_REPLAYABLE, replayable
 from .manager import build_plugin_manager, collect, select
 from .protocols import Handler, Stage
 from .settings import Settings
@@ -246,7 +246,8 @@ class Pipeline:
         user = passthrough.get("user") if passthrough else None
         if user and self._scope_by_user:
             namespace = f"{namespace}\x00user:{user}"
-        if params and not replayable(params):  # logprobs, audio: a hit could not give them back
+        # logprobs, audio, web search: a hit could not give them back (the set test first: 50 ns)
+        if params and not NOT_REPLAYABLE.isdisjoint(params) and not replayable(params):
             control = replace(control, no_cache=True, no_store=True)
         # Positional: this runs on every request (the settings were read once, in __init__).
         return Request(model, messages, params, passthrough, stream, control, namespace, user, upstream)
