@@ -76,6 +76,7 @@ class TieredStore:
         self._nowait_set = getattr(self.first, "set_nowait", None) if self._entry[0] else None
         self._writes: set[asyncio.Task[None]] = set()
         self._behind: dict[bytes, Entry] = {}  # key -> entry whose write-behind is in flight
+        self._closed = False
         self.write_errors = 0
         durable = next((i for i, takes_entry in enumerate(self._entry) if not takes_entry), None)
         written = {0} | ({durable} if durable is not None else set())
@@ -314,7 +315,7 @@ class TieredStore:
             await tier.clear()
         self._pending.clear()
 
-    def set_behind(self, key: bytes, entry: Entry) -> None:
+    def set_behind(self, key: bytes, entry: Entry) -> bool:
         """Store ``entry`` without making the caller wait for the slow tiers (write-behind).
 
         The entry is encoded first (UnencodableValueError before anything is kept, as with
@@ -323,6 +324,8 @@ class TieredStore:
         :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
         the writes still in flight, which are later misses, never wrong data.
         """
+        if self._closed:  # e.g. a stream that ended after the pipeline closed: keep nothing
+            return False
         wire = entry.to_wire()
         data = self.codec.encode(wire)  # an unencodable value fails here, before anything is kept
         if self._entry[0] and self._nowait_set is not None:
@@ -333,6 +336,7 @@ class TieredStore:
                                                       name="r1mw-write-behind")
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        return True
 
     async def _write_behind(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
         try:
@@ -350,6 +354,7 @@ class TieredStore:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
     async def close(self) -> None:
+        self._closed = True
         await self.flush()
         # A codec training a dictionary in a thread writes into the cache dir: let it finish
         # before the tiers (and maybe the directory) go away.
