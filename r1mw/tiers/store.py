@@ -6,7 +6,9 @@ writes the bytes to the first tier that takes bytes (the durable one, L2 by defa
 every tier that declares ``write_through = True`` (a shared Redis tier), and deletes the key
 from the other tiers so that no older version can resurface. All of it is awaited before
 ``set`` returns: when ``set`` returns, the entry is in the durable tier's directory (renamed
-into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``).
+into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``). ``set_behind``
+(what the exact stage uses) encodes and fills the RAM tier at once and leaves the rest to a
+task the store owns; ``get`` sees entries whose write is in flight, ``close`` awaits them.
 
 What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
