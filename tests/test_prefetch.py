@@ -417,3 +417,24 @@ async def test_prefetches_learnt_from_streaming_callers_are_valid_plain_requests
         await asks("Analyze NVDA using RSI", "new")
         stats = await settle(pipe, until=lambda s: s["issued"] + s["errors"] >= 1)
     assert stats["errors"] == 0 and stats["issued"] >= 1
+
+
+def test_a_slot_that_embeds_the_previous_ticker_in_a_fixed_text_is_carried():
+    m = SequenceModel(order=1, min_support=2)
+    for t in ("AAPL", "MSFT", "TSLA"):
+        m.observe(t, "t:analyze", {"symbol": t, "strategy": "RSI"})
+        m.observe(t, "t:risk", {"position_size": f"a $50,000 long position in {t}"})
+    m.observe("new", "t:analyze", {"symbol": "NVDA", "strategy": "RSI"})
+    best = m.predict("new")[0]
+    assert best.symbol == "t:risk" and dict(best.slots) == {"position_size": "a $50,000 long position in NVDA"}
+    m.observe("mixed", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
+    m.observe("mixed", "t:risk", {"position_size": "a $10,000 short position in AMD"})
+    m.observe("mixed2", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
+    m.observe("mixed2", "t:risk", {"position_size": "a $20,000 short position in AMD"})
+    m.observe("next", "t:analyze", {"symbol": "IBM", "strategy": "RSI"})
+    # 3 of 5 transitions agree on the pattern: still the majority
+    assert dict(m.predict("next")[0].slots) == {"position_size": "a $50,000 long position in IBM"}
+    m.observe("mixed3", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
+    m.observe("mixed3", "t:risk", {"position_size": "a $30,000 short position in AMD"})
+    m.observe("last", "t:analyze", {"symbol": "ORCL", "strategy": "RSI"})
+    assert m.predict("last") == []  # 3 of 6: no majority, no guess
