@@ -235,6 +235,11 @@ FLAGS: tuple[Flag, ...] = (
          'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
     Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
          "log level of the r1mw logger"),
+    # -- semantic stage (issue 7) --
+    Flag("R1MW_SEMANTIC_ANN_MIN", "semantic_ann_min", 100_000, _int(0),
+         "entries in one scope beyond which the semantic index uses usearch (the `ann` extra); 0 = never"),
+    Flag("R1MW_SEMANTIC_TOP_K", "semantic_top_k", 4, _int(1, 100),
+         "semantic candidates above the threshold checked by the guards per lookup"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}

@@ -1,0 +1,304 @@
+"""What the guards know about a prompt: its words, numbers, symbols, periods, negations, roles.
+
+:func:`analyze` turns a text into a :class:`Facts` value once (memoized): the guards compare two
+of them. Everything here is plain lexical analysis, general English and finance conventions;
+nothing is fitted to a data set.
+
+>>> analyze("Buy 1,000 AAPL at $190.5 above the 50-day average").numbers
+(('', 50.0), ('', 190.5), ('', 1000.0))
+>>> sorted(analyze("Convert 100 USD to EUR").currencies)
+['eur', 'usd']
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+from . import lexicon as lx
+
+__all__ = ["Facts", "analyze", "normalize_question", "stem"]
+
+MAX_ANALYZED_CHARS = 1 << 20
+
+_WORD = re.compile(r"[$€£¥₹₿₩]?[^\W_][\w'’.\-/]*[\w]|[$€£¥₹₿₩]?[^\W_]|`[^`]{1,200}`", re.UNICODE)
+# A number with its optional currency sign, sign, thousands separators, decimals and suffix
+# (multiplier "k/M/bn/million", "%", a unit stuck to it like "15m", an ordinal "16th").
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<cur>[$€£¥₹₿₩])?\s?(?P<sign>(?<![\w\-])[-+−])?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?(?![\d,]*\.\d)"
+    r"(?:\s?(?P<mult>k|K|thousand|M|mm|mn|mln|million|bn|B|billion|tn|T|trillion)\b"
+    r"|\s?(?P<pct>%|percent\b|per\s?cent\b|pct\b|bps\b|basis points\b)"
+    r"|(?P<unit>[a-zA-Z°µ]+))?",
+)
+_ROMAN = re.compile(r"\b(?=[MDCLXVI]{2,}\b)M{0,3}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})\b")
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
+_SENTENCE_END = re.compile(r"[.!?:;\"“(\[]\s*$")
+_CLITICS = frozenset({"s", "re", "ve", "ll", "d", "m"})
+_ORDINAL = frozenset({"st", "nd", "rd", "th"})
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_question(text: str) -> str:
+    """The form that is embedded, indexed and compared: valid UTF-8 (lone surrogates replaced),
+    NFKC, whitespace collapsed, trimmed."""
+    if not isinstance(text, str):
+        text = str(text)
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = unicodedata.normalize("NFKC", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to match "tokenize/tokenizes/tokenized/tokenizing"."""
+    w = word.lower().replace("’", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    w = w.strip("'")
+    if len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "y"
+    elif len(w) > 4 and w.endswith("sses"):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if len(w) > 5 and w.endswith("ing"):
+        w = w[:-3]
+    elif len(w) > 4 and w.endswith("ed"):
+        w = w[:-2]
+    if len(w) > 3 and w.endswith("e"):
+        w = w[:-1]
+    return w
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """The comparable facts of one prompt (all lower case)."""
+
+    text: str
+    words: tuple[str, ...]            # every word token, lower case, in order
+    content: tuple[str, ...]          # stems of the content words (no function words), in order
+    numbers: tuple[tuple[str, float], ...]   # sorted (unit, value); "%" for percentages
+    number_order: tuple[float, ...]   # the values in order of appearance
+    currencies: frozenset[str]        # ISO-ish codes: "$5" -> usd, "euros" -> eur
+    symbols: frozenset[str]           # tickers, identifiers, proper names (lower case)
+    periods: frozenset[str]           # months, weekdays, quarters, "last week", "daily", ...
+    negations: int                    # count of negating words
+    directions: tuple[tuple[int, int], ...]  # (axis, +1/-1) mentioned
+    qtype: str | None                 # what/why/how/how-much/when/where/who/yesno, None = statement
+    roles: tuple[tuple[str, str], ...]       # (word, role preposition) pairs, e.g. ("eur", "to")
+    anchors: tuple[str, ...]          # symbols and currencies in order of appearance
+
+
+@lru_cache(maxsize=8192)
+def analyze(text: str) -> Facts:
+    """The :class:`Facts` of ``text`` (memoized: the stored side is analysed once)."""
+    text = text[:MAX_ANALYZED_CHARS]
+    raw_tokens = [m.group(0) for m in _WORD.finditer(text)]
+    starts = [m.start() for m in _WORD.finditer(text)]
+    words: list[str] = []
+    content: list[str] = []
+    symbols: set[str] = set()
+    currencies: set[str] = set()
+    periods: set[str] = set()
+    anchors: list[str] = []
+    negations = 0
+    directions: set[tuple[int, int]] = set()
+    headline = _is_headline(raw_tokens)
+    numbers = _numbers(text)
+    number_positions = {m.start() for m in _NUMBER.finditer(text)}
+    lowered: list[str] = []
+    for tok in raw_tokens:
+        low = tok.lower().replace("’", "'").strip("`").rstrip(".")
+        head, _, tail = low.partition("'")
+        if tail in _CLITICS and head and not low.endswith("n't"):
+            low = head  # "what's" -> "what", "Tesla's" -> "tesla"
+        lowered.append(low)
+    for i, (tok, low) in enumerate(zip(raw_tokens, lowered)):
+        plain = low.lstrip("$€£¥₹₿₩")
+        words.append(plain)
+        # -- currencies and cashtags
+        if tok[0] in lx.CURRENCY_SYMBOLS:
+            rest = tok[1:]
+            if rest and rest[0].isalpha():  # "$AAPL" is a ticker, "$5" is money
+                symbols.add(rest.lower())
+                anchors.append(rest.lower())
+                continue
+            currencies.add(lx.CURRENCY_SYMBOLS[tok[0]])
+            anchors.append(lx.CURRENCY_SYMBOLS[tok[0]])
+        if plain in lx.CURRENCY_CODES and (tok.isupper() or len(plain) == 3 and _near_number(i, lowered)):
+            currencies.add(plain)
+            anchors.append(plain)
+            continue
+        if plain in lx.CURRENCY_WORDS:
+            currencies.add(lx.CURRENCY_WORDS[plain])
+            anchors.append(lx.CURRENCY_WORDS[plain])
+            continue
+        # -- negations ("don't" -> "dont")
+        bare = plain.replace("'", "")
+        if bare in lx.NEGATIONS or plain.endswith("n't"):
+            negations += 1
+            continue
+        # -- periods and dates
+        if plain in lx.MONTHS and (plain not in lx.AMBIGUOUS_MONTHS or _near_number(i, lowered)):
+            periods.add(f"month:{lx.MONTHS[plain]}")
+        elif plain in lx.WEEKDAYS and (tok[0].isupper() or len(plain) > 3):
+            periods.add(plain[:3])
+        elif plain in lx.PERIOD_WORDS:
+            prev = lowered[i - 1] if i else ""
+            periods.add(f"{prev} {plain}" if prev in lx.PERIOD_MODIFIERS else plain)
+        # -- directions
+        for axis, (plus, minus) in enumerate(lx.DIRECTION_AXES):
+            if plain in plus:
+                directions.add((axis, 1))
+            elif plain in minus:
+                directions.add((axis, -1))
+        # -- symbols: tickers, identifiers, proper names
+        if _is_symbol(tok, i, starts, text, headline) and starts[i] not in number_positions:
+            symbols.add(plain)
+            anchors.append(plain)
+        if plain in lx.STOPWORDS or bare in lx.STOPWORDS or not plain or plain[0].isdigit():
+            continue  # numbers have their own guard, in whatever spelling
+        content.append(stem(plain))
+    for m in _ROMAN.finditer(text):
+        symbols.add(m.group(0).lower())
+    return Facts(
+        text=text,
+        words=tuple(words),
+        content=tuple(content),
+        numbers=tuple(sorted(numbers)),
+        number_order=tuple(v for _, v in numbers),
+        currencies=frozenset(currencies),
+        symbols=frozenset(symbols),
+        periods=frozenset(periods),
+        negations=negations,
+        directions=tuple(sorted(directions)),
+        qtype=_question_type(lowered),
+        roles=_roles(lowered),
+        anchors=tuple(anchors),
+    )
+
+
+def _is_headline(tokens: list[str]) -> bool:
+    # "Stocks Close Higher On Fed Hopes": in title case capitals mark nothing. Told apart from
+    # a sentence full of names by its capitalized function words.
+    small = [t for t in tokens[1:] if t.lower() in lx.STOPWORDS and len(t) > 1]
+    alpha = [t for t in tokens if t[:1].isalpha()]
+    if len(alpha) >= 3 and all(t[0].isupper() for t in alpha):
+        return True
+    return len(small) >= 1 and sum(t[0].isupper() for t in small) >= 0.6 * len(small)
+
+
+def _is_symbol(tok: str, i: int, starts: list[int], text: str, headline: bool) -> bool:
+    core = tok.strip("`").rstrip(".")
+    if tok.startswith("`"):
+        return True
+    letters = [c for c in core if c.isalpha()]
+    if not letters:
+        return False
+    if any(c.isdigit() for c in core):  # H100, Q1, GPT-4, 401k, BRK.B
+        return True
+    if "_" in core or ("." in core.strip(".")) or "()" in core:  # dl_manager, Next.js, f()
+        return True
+    if len(letters) >= 2 and core.isupper():  # tickers and acronyms: AAPL, GDP, RSI
+        return True
+    if any(c.isupper() for c in core[1:]) and any(c.islower() for c in core):  # JavaScript, iPhone
+        return True
+    if core[0].isupper() and not headline and core.lower() != "i":
+        # A capitalized word inside a sentence is a name (Gold, Mars, Nike); at a sentence
+        # start it is just grammar.
+        before = text[: starts[i]]
+        if before.strip() and not _SENTENCE_END.search(before):
+            return True
+    return False
+
+
+def _near_number(i: int, lowered: list[str]) -> bool:
+    for j in (i - 1, i + 1, i - 2, i + 2):
+        if 0 <= j < len(lowered) and lowered[j][:1].isdigit():
+            return True
+    return False
+
+
+_ALPHA = re.compile(r"[A-Za-z]+")
+
+
+def _numbers(text: str) -> tuple[tuple[str, float], ...]:
+    """(unit, value) of every number, in order of appearance."""
+    found: list[tuple[int, str, float]] = []
+    for m in _NUMBER.finditer(text):
+        value = float(m.group("int").replace(",", "") + (m.group("dec") or ""))
+        if m.group("sign") in ("-", "−"):
+            value = -value
+        unit = ""
+        mult = m.group("mult")
+        if mult:
+            value *= lx.MULTIPLIERS[mult.lower()]
+        elif m.group("pct"):
+            pct = m.group("pct").lower()
+            unit = "bp" if pct.startswith(("bp", "basis")) else "%"
+        elif m.group("unit"):
+            u = m.group("unit")
+            if u.lower() in _ORDINAL:
+                pass  # "16th" is the number 16
+            elif u in ("k", "K"):
+                value *= 1e3
+            else:
+                unit = u.lower()
+        found.append((m.start(), unit, round(value, 9)))
+    for w in _ALPHA.finditer(text):
+        low = w.group(0).lower()
+        if low in lx.NUMBER_WORDS and low not in lx.SOFT_NUMBER_WORDS:
+            found.append((w.start(), "", lx.NUMBER_WORDS[low]))
+    for m in _ROMAN.finditer(text):
+        found.append((m.start(), "", float(_roman_value(m.group(0)))))
+    found.sort(key=lambda f: f[0])
+    return tuple((unit, value) for _, unit, value in found)
+
+
+def _roman_value(s: str) -> int:
+    total = 0
+    for a, b in zip(s, s[1:] + " "):
+        va, vb = _ROMAN_VALUES[a], _ROMAN_VALUES.get(b, 0)
+        total += -va if va < vb else va
+    return total
+
+
+def _question_type(lowered: list[str]) -> str | None:
+    for i, w in enumerate(lowered[:6]):
+        if w in lx.QUESTION_WORDS:
+            kind = lx.QUESTION_WORDS[w]
+            if kind == "how" and i + 1 < len(lowered) and lowered[i + 1] in lx.HOW_QUANTITY:
+                return "how-" + lowered[i + 1]
+            return kind
+        if w in lx.FILLERS:
+            continue
+        if w in lx.AUX_START:
+            return "yesno"
+        if i >= 1:
+            break
+    return None
+
+
+def _roles(lowered: list[str]) -> tuple[tuple[str, str], ...]:
+    roles: list[tuple[str, str]] = []
+    for i, w in enumerate(lowered):
+        role = lx.ROLE_PREPOSITIONS.get(w)
+        if role is None:
+            continue
+        # the first content word after the preposition, skipping determiners and amounts
+        for nxt in lowered[i + 1 : i + 4]:
+            if nxt in ("the", "a", "an", "my", "our", "your", "their", "its") or nxt[:1].isdigit():
+                continue
+            if nxt in lx.STOPWORDS:
+                break
+            roles.append((lx.CURRENCY_SYMBOLS.get(nxt[:1], nxt) if nxt[:1] in lx.CURRENCY_SYMBOLS
+                          else lx.CURRENCY_WORDS.get(nxt, nxt), role))
+            break
+    return tuple(roles)
+
+
+def content_counter(facts: Facts) -> Counter[str]:
+    return Counter(facts.content)
