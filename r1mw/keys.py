@@ -74,5 +74,6 @@ def key_of(namespace: str, model: str, messages: Any, params: Mapping[str, Any])
     blob = msgpack.packb(
         (1, namespace, model, _canon_messages(messages), _canon(params) if params else None),
         use_bin_type=True,
+        unicode_errors="surrogatepass",  # a lone surrogate in a prompt must not crash the key
     )
     return xxhash.xxh3_128_digest(blob)
