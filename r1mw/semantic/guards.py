@@ -30,7 +30,7 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from . import lexicon as lx
-from .text import Facts, analyze
+from .text import Facts, analyze, stem
 
 __all__ = [
     "BUILTIN_GUARDS",
@@ -143,25 +143,58 @@ class RoleGuard:
 
     name = "roles"
     same_words = 0.7
+    short_prompt = 5
     content_order = True
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
-        if a.roles != b.roles:
-            ra, rb = _role_map(a), _role_map(b)
-            words_a, words_b = set(a.words) | a.currencies, set(b.words) | b.currencies
-            for word in set(ra) | set(rb):
-                if word in words_a and word in words_b and ra.get(word, set()) != rb.get(word, set()):
-                    return False
+        if a.roles != b.roles and _role_moved(a, b):
+            return False
         if _swapped(a.words, b.words):
             return False
+        if a.passive != b.passive:
+            # Active against passive: agent and object trade places ("A specifies B" / "B is
+            # specified by A"), so the same words in the same order mean the roles flipped.
+            # Only names and short prompts are checked: in a long sentence one passive clause
+            # says nothing about the order of the other words.
+            n = min(len(a.raw_content), len(b.raw_content))
+            return not ((n <= 2 * self.short_prompt and _same_order(a.anchors, b.anchors))
+                        or (n <= self.short_prompt and _same_order(a.raw_content, b.raw_content)))
+        if len(a.roles) >= 2 and sorted(a.roles) == sorted(b.roles):
+            # prepositions carry every role the same way and only those phrases moved:
+            # "flights from Boston to Denver" / "flights to Denver from Boston"
+            held = {stem(w) for w, _ in a.roles}
+            if [w for w in a.raw_content if w not in held] == [w for w in b.raw_content if w not in held]:
+                return True
+        if a.raw_content != b.raw_content and Counter(a.raw_content) == Counter(b.raw_content):
+            return False  # the very same words in another order ("dog bites man")
         # Nearly the same words: then names and tickers must also keep their order
-        # ("A is a tributary of B" vs "B is a tributary of A"). A real rewording may move
-        # them (passive voice), and the other guards watch what it changes.
+        # ("A is a tributary of B" vs "B is a tributary of A"), and so must the words. A real
+        # rewording may move them; the other guards watch what it changes.
         if _jaccard(a.words, b.words) >= self.same_words and (
-                _order(a.anchors, b.anchors) or (self.content_order and _order(a.content, b.content))):
+                _order(a.anchors, b.anchors) or (self.content_order and _order(a.raw_content, b.raw_content))):
             return False
         return True
+
+
+def _role_moved(a: Facts, b: Facts) -> bool:
+    """True when a role ("from", "to", "than", "vs") passes from one shared word to another:
+    "convert USD to EUR" / "convert EUR to USD". A role that appears or goes with a rewording
+    ("the module's function" / "the function from the module") is no conflict."""
+    shared = (set(a.words) | a.currencies) & (set(b.words) | b.currencies)
+    holders_a: dict[str, set[str]] = {}
+    holders_b: dict[str, set[str]] = {}
+    for word, role in a.roles:
+        if word in shared:
+            holders_a.setdefault(role, set()).add(word)
+    for word, role in b.roles:
+        if word in shared:
+            holders_b.setdefault(role, set()).add(word)
+    for role, ha in holders_a.items():
+        hb = holders_b.get(role)
+        if hb and ha != hb and (ha - hb) and (hb - ha):
+            return True
+    return False
 
 
 def _role_map(f: Facts) -> dict[str, set[str]]:
@@ -183,6 +216,13 @@ def _order(xs: Sequence[str], ys: Sequence[str]) -> bool:
     if len(shared) < 2:
         return False
     return [w for w in xs if w in shared] != [w for w in ys if w in shared]
+
+
+def _same_order(xs: Sequence[str], ys: Sequence[str]) -> bool:
+    """True when at least two shared items come in the same order in both sequences."""
+    cx, cy = Counter(xs), Counter(ys)
+    shared = {w for w in cx if cx[w] == 1 and cy.get(w) == 1}
+    return len(shared) >= 2 and [w for w in xs if w in shared] == [w for w in ys if w in shared]
 
 
 _SWAP_WINDOW = 400  # tokens compared for swaps: enough for any question, bounded for 1 MB prompts
@@ -227,18 +267,25 @@ class EditGuard:
     name = "edit"
     max_changed = 2
     max_changed_ratio = 2.0
+    long_prompt = 1000
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
-        ca, cb = Counter(a.content), Counter(b.content)
-        only_a, only_b = ca - cb, cb - ca
-        if not only_a and not only_b:
+        ra, rb = Counter(a.raw_content), Counter(b.raw_content)
+        raw_changed = max(sum((ra - rb).values()), sum((rb - ra).values()))
+        if raw_changed == 0:
             return True
-        changed = max(sum(only_a.values()), sum(only_b.values()))
+        ca, cb = Counter(a.content), Counter(b.content)
+        changed = max(sum((ca - cb).values()), sum((cb - ca).values()))
         shared = sum((ca & cb).values())
-        # a word or two swapped out: that is the question; most words changed: the shared
-        # frame ("what are the symptoms of ... in ...") is all the cosine saw
-        return self.max_changed < changed <= shared * self.max_changed_ratio
+        if raw_changed <= self.max_changed:
+            # one or two words changed: that is the question, unless they are everyday
+            # synonyms ("employ" for "use") or a detail of a long statement (numbers, names,
+            # negations and directions have their own guards)
+            return changed == 0 or shared > self.long_prompt
+        # a real rewording; but if most words changed, the shared frame ("what are the
+        # symptoms of ... in ...") is all the cosine saw
+        return changed <= shared * self.max_changed_ratio
 
 
 class SlotGuard:

@@ -37,6 +37,7 @@ _NUMBER = re.compile(
 _ROMAN = re.compile(r"\b(?=[MDCLXVI]{2,}\b)M{0,3}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})\b")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
 _SENTENCE_END = re.compile(r"[.!?:;\"“(\[]\s*$")
+_LIGHT = frozenset({"us"})  # "use" (and "employ", "utilize"): "X is used to Y" says "X does Y"
 _CLITICS = frozenset({"s", "re", "ve", "ll", "d", "m"})
 _ORDINAL = frozenset({"st", "nd", "rd", "th"})
 _SPACE = re.compile(r"\s+")
@@ -64,12 +65,14 @@ def stem(word: str) -> str:
         w = w[:-2]
     elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
-    if len(w) > 5 and w.endswith("ing"):
+    if len(w) >= 5 and w.endswith("ing"):
         w = w[:-3]
-    elif len(w) > 4 and w.endswith("ed"):
+    elif len(w) >= 4 and w.endswith("ed"):
         w = w[:-2]
-    if len(w) > 3 and w.endswith("e"):
+    if len(w) > 2 and w.endswith("e"):
         w = w[:-1]
+    if len(w) > 3 and w.endswith("i"):
+        w = w[:-1] + "y"  # "specified" -> "specify"
     return w
 
 
@@ -79,7 +82,8 @@ class Facts:
 
     text: str
     words: tuple[str, ...]            # every word token, lower case, in order
-    content: tuple[str, ...]          # stems of the content words (no function words), in order
+    content: tuple[str, ...]          # content words (no function words), synonyms folded, stemmed
+    raw_content: tuple[str, ...]      # the same words stemmed, synonyms not folded
     numbers: tuple[tuple[str, float], ...]   # sorted (unit, value); "%" for percentages
     number_order: tuple[float, ...]   # the values in order of appearance
     currencies: frozenset[str]        # ISO-ish codes: "$5" -> usd, "euros" -> eur
@@ -90,6 +94,7 @@ class Facts:
     qtype: str | None                 # what/why/how/how-much/when/where/who/yesno, None = statement
     roles: tuple[tuple[str, str], ...]       # (word, role preposition) pairs, e.g. ("eur", "to")
     anchors: tuple[str, ...]          # symbols and currencies in order of appearance
+    passive: bool = False             # has a passive clause ("is built", "are processed by X")
 
 
 @lru_cache(maxsize=8192)
@@ -100,6 +105,7 @@ def analyze(text: str) -> Facts:
     starts = [m.start() for m in _WORD.finditer(text)]
     words: list[str] = []
     content: list[str] = []
+    raw_content: list[str] = []
     symbols: set[str] = set()
     currencies: set[str] = set()
     periods: set[str] = set()
@@ -138,6 +144,8 @@ def analyze(text: str) -> Facts:
             continue
         # -- negations ("don't" -> "dont")
         bare = plain.replace("'", "")
+        if i == 0 and plain in ("no", "yes") and len(raw_tokens) > 1 and text[len(tok):].lstrip().startswith(","):
+            continue  # "No, the page does not exist": an answer particle, not a negation
         if bare in lx.NEGATIONS or plain.endswith("n't"):
             negations += 1
             continue
@@ -159,15 +167,21 @@ def analyze(text: str) -> Facts:
         if _is_symbol(tok, i, starts, text, headline) and starts[i] not in number_positions:
             symbols.add(plain)
             anchors.append(plain)
-        if plain in lx.STOPWORDS or bare in lx.STOPWORDS or not plain or plain[0].isdigit():
-            continue  # numbers have their own guard, in whatever spelling
-        content.append(stem(plain))
+        for part in plain.split("-") if "-" in plain and not any(ch.isdigit() for ch in plain) else (plain,):
+            # "site-specific" is two words: "large, site-specific" is not "specific, site-large"
+            if part in lx.STOPWORDS or not part or part[0].isdigit() or part.replace("'", "") in lx.STOPWORDS:
+                continue  # numbers have their own guard, in whatever spelling
+            canonical = _canonical(part)
+            if canonical not in _LIGHT:
+                content.append(canonical)
+                raw_content.append(stem(part))
     for m in _ROMAN.finditer(text):
         symbols.add(m.group(0).lower())
     return Facts(
         text=text,
         words=tuple(words),
         content=tuple(content),
+        raw_content=tuple(raw_content),
         numbers=tuple(sorted(numbers)),
         number_order=tuple(v for _, v in numbers),
         currencies=frozenset(currencies),
@@ -178,7 +192,17 @@ def analyze(text: str) -> Facts:
         qtype=_question_type(lowered),
         roles=_roles(lowered),
         anchors=tuple(anchors),
+        passive=_passive(lowered),
     )
+
+
+def _canonical(word: str) -> str:
+    """The stem of a word's everyday synonym group ("employ" -> "us", "furnish" -> "provid")."""
+    w = lx.SYNONYMS.get(word)
+    if w is None:
+        base = stem(word)
+        w = lx.SYNONYMS.get(base) or lx.SYNONYMS.get(base + "e") or word
+    return stem(w)
 
 
 def _is_headline(tokens: list[str]) -> bool:
@@ -280,6 +304,17 @@ def _question_type(lowered: list[str]) -> str | None:
         if i >= 1:
             break
     return None
+
+
+def _passive(lowered: list[str]) -> bool:
+    for i, w in enumerate(lowered):
+        if w not in lx.PASSIVE_AUX:
+            continue
+        for j in range(i + 1, min(i + 3, len(lowered))):
+            p = lowered[j]
+            if (p.endswith(("ed", "en")) and len(p) > 4) or p in lx.IRREGULAR_PARTICIPLES:
+                return True
+    return False
 
 
 def _roles(lowered: list[str]) -> tuple[tuple[str, str], ...]:
