@@ -27,6 +27,7 @@ similarity threshold, so they cost nothing on a miss.
 from __future__ import annotations
 
 from collections import Counter
+from difflib import SequenceMatcher
 from typing import Any, Mapping, Sequence
 
 from . import lexicon as lx
@@ -74,7 +75,18 @@ def _covered(symbols: frozenset[str], other: Facts) -> bool:
     if not symbols:
         return True
     words = set(other.words) | other.symbols
-    return all(s in words for s in symbols)
+    return all(s in words or _spelled_out(s, other.words) for s in symbols)
+
+
+def _spelled_out(acronym: str, words: Sequence[str]) -> bool:
+    """True when ``words`` spell ``acronym`` out: "RAM" / "random access memory"."""
+    n = len(acronym)
+    if not (2 <= n <= 6 and acronym.isalpha()):
+        return False
+    for i in range(len(words) - n + 1):
+        if all(words[i + j][:1] == acronym[j] for j in range(n)):
+            return True
+    return False
 
 
 class PeriodGuard:
@@ -266,7 +278,7 @@ class EditGuard:
 
     name = "edit"
     max_changed = 2
-    max_changed_ratio = 2.0
+    max_changed_ratio = 1.5
     long_prompt = 1000
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
@@ -283,9 +295,23 @@ class EditGuard:
             # synonyms ("employ" for "use") or a detail of a long statement (numbers, names,
             # negations and directions have their own guards)
             return changed == 0 or shared > self.long_prompt
-        # a real rewording; but if most words changed, the shared frame ("what are the
-        # symptoms of ... in ...") is all the cosine saw
+        if changed == 0:
+            return True
+        # One span swapped in an unchanged frame is a slot filled differently ("statute of
+        # limitations for personal injury / for contract breach in California"); a rewording
+        # changes words here and there.
+        if _one_span(a.raw_content, b.raw_content):
+            return False
+        # and if most words changed, the shared frame is all the cosine saw
         return changed <= shared * self.max_changed_ratio
+
+
+def _one_span(xs: Sequence[str], ys: Sequence[str]) -> bool:
+    """True when ``ys`` is ``xs`` with one contiguous span replaced, inserted or deleted."""
+    ops = SequenceMatcher(None, xs, ys, autojunk=False).get_opcodes()
+    edits = [op for op in ops if op[0] != "equal"]
+    kept = sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal")
+    return len(edits) == 1 and kept >= 2
 
 
 class SlotGuard:

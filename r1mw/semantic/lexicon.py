@@ -38,7 +38,8 @@ STOPWORDS: frozenset[str] = frozenset(
     hey hi hello ok okay yo bot thanks thank tell show give let get got make made
     approximately roughly about around nearly almost
     one's someone something anyone anything
-    like via per within upon onto across through throughout during
+    like via per within upon onto across through throughout during over inside among
+    well namely additionally moreover furthermore according accordingly thus hence therefore
     s t d ll re ve m""".split()
 )
 
@@ -179,7 +180,6 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "method approach technique way",
     "specify indicate",
     "represent signify denote",
-    "determine decide",
     "begin commence",
     "end conclude",
     "convert transform translate",
@@ -212,7 +212,7 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "picture image photo",
     "exist available present",
     "iterate cycle traverse loop",
-    "define specify set",
+    "define specify set determine",
     "amount number quantity",
     "describe outline detail",
     "perform execute run",

@@ -65,10 +65,14 @@ def stem(word: str) -> str:
         w = w[:-2]
     elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
-    if len(w) >= 5 and w.endswith("ing"):
+    if len(w) >= 6 and w.endswith("ing") and any(c in "aeiouy" for c in w[:-3]):
         w = w[:-3]
-    elif len(w) >= 4 and w.endswith("ed"):
+        if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+            w = w[:-1]  # "running" -> "run"
+    elif len(w) >= 5 and w.endswith("ed") and w[-3] != "e":  # not "need", "speed"
         w = w[:-2]
+        if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+            w = w[:-1]  # "stopped" -> "stop"
     if len(w) > 2 and w.endswith("e"):
         w = w[:-1]
     if len(w) > 3 and w.endswith("i"):
