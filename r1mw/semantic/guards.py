@@ -279,7 +279,7 @@ class EditGuard:
     name = "edit"
     max_changed = 2
     max_changed_ratio = 1.5
-    long_prompt = 1000
+    long_prompt = 10
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
@@ -294,7 +294,7 @@ class EditGuard:
             # one or two words changed: that is the question, unless they are everyday
             # synonyms ("employ" for "use") or a detail of a long statement (numbers, names,
             # negations and directions have their own guards)
-            return changed == 0 or shared > self.long_prompt
+            return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content))
         if changed == 0:
             return True
         # One span swapped in an unchanged frame is a slot filled differently ("statute of

@@ -157,7 +157,7 @@ ROLE_PREPOSITIONS: dict[str, str] = {
 # Everyday synonyms a rewording swaps freely, one group a line (first word = canonical form).
 # Only words with one common sense and no direction: a pair like "buy"/"sell" never goes here.
 SYNONYM_GROUPS: tuple[str, ...] = (
-    "use employ utilize utilise apply leverage",
+    "use used uses using employ employed employs utilize utilized utilise apply leverage",
     "make create generate build produce construct",
     "show display present",
     "get obtain retrieve fetch acquire",

@@ -98,7 +98,7 @@ class Facts:
     qtype: str | None                 # what/why/how/how-much/when/where/who/yesno, None = statement
     roles: tuple[tuple[str, str], ...]       # (word, role preposition) pairs, e.g. ("eur", "to")
     anchors: tuple[str, ...]          # symbols and currencies in order of appearance
-    passive: bool = False             # has a passive clause ("is built", "are processed by X")
+    passive: bool = False             # has a passive clause with an agent ("is specified by X")
 
 
 @lru_cache(maxsize=8192)
@@ -316,8 +316,10 @@ def _passive(lowered: list[str]) -> bool:
             continue
         for j in range(i + 1, min(i + 3, len(lowered))):
             p = lowered[j]
-            if (p.endswith(("ed", "en")) and len(p) > 4) or p in lx.IRREGULAR_PARTICIPLES:
-                return True
+            if (p.endswith(("ed", "en")) and len(p) > 3) or p in lx.IRREGULAR_PARTICIPLES:
+                if "by" in lowered[j + 1 : j + 8]:  # an agent: "is specified by X"
+                    return True
+                break
     return False
 
 
