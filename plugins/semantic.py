@@ -31,7 +31,7 @@ import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
-from r1mw.semantic.index import Record, VectorIndex, scope_of
+from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
 from r1mw.semantic.text import normalize_question
 
 log = logging.getLogger("r1mw.semantic")
@@ -66,6 +66,8 @@ class SemanticStage:
         self.index: VectorIndex | None = None
         self._loading: asyncio.Future[None] | None = None
         self._stores_itself = False
+        self._ann_task: asyncio.Future[None] | None = None
+        self._closing = False
         self._aliases: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()  # alias -> (served, similarity)
         self._aliased_by: dict[bytes, set[bytes]] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=_RECENT_HITS)
@@ -101,6 +103,7 @@ class SemanticStage:
             raise
         self.index = index
         self.pipeline.services["semantic_index"] = index
+        self._maybe_build_ann()
         log.info("semantic stage ready: %d entries reloaded, threshold %.3f (%s)",
                  self.loaded_entries, self.threshold, self.threshold_source)
 
@@ -109,6 +112,7 @@ class SemanticStage:
         await asyncio.shield(self._start_loading())
 
     async def close(self) -> None:
+        self._closing = True
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         if self.index is not None:
@@ -236,6 +240,32 @@ class SemanticStage:
         added = index.add(Record(key, scope, question, _plain(request.meta.get("slots")),
                                  request.meta.get("template_id"), time.time()), vector)
         self.counts["indexed" if added else "not_indexed"] += 1
+        if index.ann_due:
+            self._maybe_build_ann()
+
+    def _maybe_build_ann(self) -> None:
+        index = self.index
+        if index is None or not index.ann_due or self._ann_task is not None:
+            return
+        self._ann_task = self.pipeline.spawn(self._build_ann(index, next(iter(index.ann_due))),
+                                             name="r1mw-semantic-ann")
+
+    async def _build_ann(self, index: VectorIndex, scope: bytes) -> None:
+        """Copy a scope past R1MW_SEMANTIC_ANN_MIN into usearch off the event loop."""
+        snapshot = index.start_ann(scope)
+        try:
+            if snapshot is not None:
+                ann = await asyncio.to_thread(build_ann, index.dim, *snapshot)
+                index.finish_ann(scope, ann)
+                self.counts["ann_builds"] += 1
+        except BaseException:
+            index.abort_ann(scope)
+            log.exception("building the ANN index failed; the scope stays on exact search")
+            raise
+        finally:
+            self._ann_task = None
+            if not self._closing:
+                self._maybe_build_ann()
 
     def _twin(self, index: VectorIndex, request: Request, scope: bytes, question: str,
               vector: Any) -> tuple[Record, float] | None:
@@ -297,6 +327,7 @@ class SemanticStage:
             "skipped_too_long": c["skipped_too_long"], "unembeddable": c["unembeddable"],
             "candidates": c["candidates"], "vetoed_by": dict(self.vetoes), "stale": c["stale"],
             "indexed": c["indexed"], "dropped": c["dropped"], "reloaded": self.loaded_entries,
+            "ann_builds": c["ann_builds"],
             "dedup": {"enabled": self.dedup, "aliases": len(self._aliases),
                       "deduplicated": c["deduplicated"], "bytes_saved": self.bytes_saved},
             "guards": [g.name for g in self.guards],

@@ -7,8 +7,10 @@ even sees a vector from another model, temperature, tenant or conversation.
 
 A partition keeps a growing matrix; a search is one matrix-vector product and a threshold
 filter (``flatnonzero(sims >= threshold)``), then the few candidates are sorted: no full sort.
-Removed rows are zeroed and reused. Beyond ``ann_min`` entries a partition switches to an
-ANN backend (usearch, the ``ann`` extra) behind the same methods.
+Removed rows are zeroed and reused. A scope that grows past ``ann_min`` entries is copied
+into an ANN backend (usearch HNSW, the ``ann`` extra) in a worker thread while exact search
+goes on serving it; changes made during the build are journaled and replayed, then the ANN
+partition (same methods) takes over.
 
 The index is persisted as two files under the cache dir: ``vectors.npy`` (one float32 matrix,
 loaded with ``allow_pickle=False``) and ``records.msgpack`` (keys, scopes, texts, slots):
@@ -29,7 +31,7 @@ import numpy as np
 
 from ..keys import key_of
 
-__all__ = ["Candidate", "ExactPartition", "Record", "UsearchPartition", "VectorIndex", "scope_of"]
+__all__ = ["Candidate", "ExactPartition", "Record", "UsearchPartition", "VectorIndex", "build_ann", "scope_of"]
 
 log = logging.getLogger("r1mw.semantic")
 
@@ -73,6 +75,7 @@ class ExactPartition:
         self._rows: dict[bytes, int] = {}
         self._free: list[int] = []
         self._end = 0  # rows [0, _end) have been used
+        self.journal: list[bytes] | None = None  # keys changed while an ANN copy is built
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -90,6 +93,8 @@ class ExactPartition:
             self._rows[record.key] = row
         self._vectors[row] = vector
         self._records[row] = record
+        if self.journal is not None:
+            self.journal.append(record.key)
 
     def _grow(self) -> None:
         n = len(self._records)
@@ -102,6 +107,8 @@ class ExactPartition:
         row = self._rows.pop(key, None)
         if row is None:
             return False
+        if self.journal is not None:
+            self.journal.append(key)
         self._vectors[row] = 0.0  # a zero row scores 0: never above a positive threshold
         self._records[row] = None
         self._free.append(row)
@@ -130,19 +137,24 @@ class ExactPartition:
             if record is not None:
                 yield record, self._vectors[row]
 
+    def get(self, key: bytes) -> tuple[Record, np.ndarray] | None:
+        row = self._rows.get(key)
+        if row is None or self._records[row] is None:
+            return None
+        return self._records[row], self._vectors[row]  # type: ignore[return-value]
+
 
 class UsearchPartition:
     """Approximate search (HNSW, inner product) with usearch; same methods as ExactPartition."""
 
     kind = "usearch"
 
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
+    def __init__(self, dim: int) -> None:
         from usearch.index import Index
 
         self.dim = dim
         self._index = Index(ndim=dim, metric="ip", dtype="f32", connectivity=16,
                             expansion_add=128, expansion_search=64)
-        self._index.reserve(capacity)
         self._records: dict[int, Record] = {}
         self._ids: dict[bytes, int] = {}
         self._vectors: dict[int, np.ndarray] = {}
@@ -211,6 +223,7 @@ class VectorIndex:
         self.ann_min = ann_min if ann_min and ann_available() else 0
         self._parts: dict[bytes, ExactPartition | UsearchPartition] = {}
         self._scope_of_key: dict[bytes, bytes] = {}
+        self.ann_due: set[bytes] = set()  # scopes past ann_min waiting for their ANN build
         self.added = self.removed = self.rejected = 0
 
     def __len__(self) -> int:
@@ -235,8 +248,40 @@ class VectorIndex:
         self._scope_of_key[record.key] = record.scope
         self.added += 1
         if self.ann_min and part.kind == "exact" and len(part) >= self.ann_min:
-            self._parts[record.scope] = _to_ann(part)
+            self.ann_due.add(record.scope)
         return True
+
+    # -- switching a large scope to the ANN backend ---------------------------------------------
+    def start_ann(self, scope: bytes) -> tuple[list[Record], np.ndarray] | None:
+        """Snapshot a large exact scope (event-loop thread) for :func:`build_ann` (any thread);
+        changes made meanwhile are journaled and replayed by :meth:`finish_ann`."""
+        self.ann_due.discard(scope)
+        part = self._parts.get(scope)
+        if not isinstance(part, ExactPartition) or part.journal is not None:
+            return None
+        items = list(part.items())
+        part.journal = []
+        return [r for r, _ in items], np.stack([v for _, v in items]).astype(np.float32)
+
+    def abort_ann(self, scope: bytes) -> None:
+        part = self._parts.get(scope)
+        if isinstance(part, ExactPartition):
+            part.journal = None
+
+    def finish_ann(self, scope: bytes, ann: "UsearchPartition") -> None:
+        """Replay what changed during the build, then serve the scope from ``ann`` (loop thread)."""
+        part = self._parts.get(scope)
+        if not isinstance(part, ExactPartition) or part.journal is None:
+            return
+        for key in dict.fromkeys(part.journal):
+            current = part.get(key)
+            if current is None:
+                ann.remove(key)
+            else:
+                ann.add(*current)
+        part.journal = None
+        self._parts[scope] = ann
+        log.info("a scope of %d entries now uses the usearch ANN index", len(ann))
 
     def remove(self, key: bytes) -> bool:
         """Forget ``key`` (its entry left the last tier). Unknown keys are ignored."""
@@ -310,12 +355,11 @@ class VectorIndex:
             return 0
 
 
-def _to_ann(part: ExactPartition) -> UsearchPartition:
-    items = list(part.items())
-    ann = UsearchPartition(part.dim, capacity=max(1024, 2 * len(items)))
-    if items:
-        ann.add_many([r for r, _ in items], np.stack([v for _, v in items]))
-    log.info("a scope reached %d entries: switched to the usearch ANN index", len(items))
+def build_ann(dim: int, records: list[Record], vectors: np.ndarray) -> "UsearchPartition":
+    """Build a usearch partition from a snapshot (CPU-bound: run it in a worker thread)."""
+    ann = UsearchPartition(dim)
+    if records:
+        ann.add_many(records, vectors)
     return ann
 
 
