@@ -13,7 +13,7 @@ __all__ = ["CALIBRATED_THRESHOLDS", "UNCALIBRATED_THRESHOLD", "threshold_for"]
 
 CALIBRATED_THRESHOLDS: dict[str, float] = {
     # model name (as Model2VecEmbedder.model_name reports it) -> threshold
-    "tokenlearn-static-model": 0.80,
+    "tokenlearn-static-model": 0.82,
 }
 
 UNCALIBRATED_THRESHOLD = 0.95
