@@ -333,6 +333,7 @@ def main() -> None:
     ap.add_argument("--model", default="", help="R1MW_EMBED_MODEL (default: the offline model)")
     ap.add_argument("--calibrate", action="store_true", help="print the threshold sweep and the pick")
     ap.add_argument("--latency", action="store_true", help="semantic-hit latency at 10k and 100k entries")
+    ap.add_argument("--sizes", default="10000,100000", help="entry counts for --latency")
     ap.add_argument("--ann", type=int, default=0, help="usearch recall/latency on N random vectors")
     ap.add_argument("--no-rates", action="store_true", help="skip the pair rates and curves")
     args = ap.parse_args()
@@ -355,7 +356,9 @@ def main() -> None:
         print("\n## Semantic-hit latency (whole pipeline, one scope, warm, embedding cache off)\n")
         print("| entries | index | p50 ms | p99 ms | embed us | search us | hits/asked | fill s | ANN build s |")
         print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for n, ann in ((10_000, False), (100_000, False), (100_000, True)):
+        sizes = [int(x) for x in args.sizes.split(",")]
+        runs = [(n, False) for n in sizes] + [(n, True) for n in sizes if n >= 100_000]
+        for n, ann in runs:
             r = asyncio.run(latency(n, ann))
             print(f"| {n:,} | {'usearch' if ann else 'exact'} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                   f"{r['embed_us']:.0f} | {r['search_us']:.0f} | {r['hits']}/{r['asked']} | {r['fill_s']:.1f} | "

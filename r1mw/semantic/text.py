@@ -34,7 +34,8 @@ _NUMBER = re.compile(
     r"|\s?(?P<pct>%|percent\b|per\s?cent\b|pct\b|bps\b|basis points\b)"
     r"|(?P<unit>[a-zA-Z°µ]+))?",
 )
-_ROMAN = re.compile(r"\b(?=[MDCLXVI]{2,}\b)M{0,3}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})\b")
+# Roman numerals II..XXXIX only ("World War II", "Part IV"): larger ones read like tickers (CVX, CL, XL).
+_ROMAN = re.compile(r"\b(?=[XVI]{2,}\b)X{0,3}(IX|IV|V?I{0,3})\b")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
 _SENTENCE_END = re.compile(r"[.!?:;\"“(\[]\s*$")
 _LIGHT = frozenset({"us"})  # "use" (and "employ", "utilize"): "X is used to Y" says "X does Y"
@@ -262,12 +263,15 @@ def _numbers(text: str) -> tuple[tuple[str, float], ...]:
             value = -value
         unit = ""
         mult = m.group("mult")
+        money = bool(m.group("cur"))
+        if not mult and money and (m.group("unit") or "").lower() in ("m", "b", "t", "bn", "mn", "k"):
+            mult = m.group("unit")  # "$2m" is two million dollars, whatever the case
         if mult:
             value *= lx.MULTIPLIERS[mult.lower()]
         elif m.group("pct"):
             pct = m.group("pct").lower()
             unit = "bp" if pct.startswith(("bp", "basis")) else "%"
-        elif m.group("unit"):
+        elif m.group("unit") and not mult:
             u = m.group("unit")
             if u.lower() in _ORDINAL:
                 pass  # "16th" is the number 16
