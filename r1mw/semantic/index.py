@@ -63,6 +63,40 @@ class Candidate:
     similarity: float
 
 
+_BLAS: list[Any] | None = None
+
+
+def _blas_controllers() -> list[Any]:
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # threadpoolctl missing or unable to find the BLAS: plain numpy
+            _BLAS = []
+    return _BLAS
+
+
+def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """``matrix @ vector`` on one BLAS thread.
+
+    A multithreaded gemv must wait for a second core: on a busy machine that turns 0.2 ms into
+    10 ms and more. One thread is predictable, and the event loop runs one search at a time.
+    """
+    libs = _BLAS if _BLAS is not None else _blas_controllers()
+    if not libs:
+        return matrix @ vector
+    previous = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        return matrix @ vector
+    finally:
+        for lib, n in zip(libs, previous):
+            lib.set_num_threads(n)
+
+
 class ExactPartition:
     """Exact search over one scope's vectors."""
 
@@ -117,7 +151,7 @@ class ExactPartition:
     def search(self, vector: np.ndarray, threshold: float, k: int) -> list[Candidate]:
         if not self._rows:
             return []
-        sims = self._vectors[: self._end] @ vector
+        sims = _matvec(self._vectors[: self._end], vector)
         rows = np.flatnonzero(sims >= threshold)
         if rows.size == 0:
             return []
