@@ -32,7 +32,7 @@ from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
-from r1mw.semantic.text import normalize_question
+from r1mw.semantic.text import analyze, normalize_question
 
 log = logging.getLogger("r1mw.semantic")
 
@@ -237,6 +237,7 @@ class SemanticStage:
                 self.bytes_saved += _size(reply)
                 self.counts["deduplicated"] += 1
                 return
+        analyze(question)  # warm the guards' memo now, off the hit path
         added = index.add(Record(key, scope, question, _plain(request.meta.get("slots")),
                                  request.meta.get("template_id"), time.time()), vector)
         self.counts["indexed" if added else "not_indexed"] += 1

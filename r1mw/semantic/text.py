@@ -54,6 +54,14 @@ def normalize_question(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+_DIRECTIONS: dict[str, tuple[tuple[int, int], ...]] = {}
+for _axis, (_plus, _minus) in enumerate(lx.DIRECTION_AXES):
+    for _sign, _words in ((1, _plus), (-1, _minus)):
+        for _w in _words:
+            _DIRECTIONS[_w] = (*_DIRECTIONS.get(_w, ()), (_axis, _sign))
+
+
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A light suffix stripper: enough to match "tokenize/tokenizes/tokenized/tokenizing"."""
     w = word.lower().replace("’", "'")
@@ -163,11 +171,9 @@ def analyze(text: str) -> Facts:
             prev = lowered[i - 1] if i else ""
             periods.add(f"{prev} {plain}" if prev in lx.PERIOD_MODIFIERS else plain)
         # -- directions
-        for axis, (plus, minus) in enumerate(lx.DIRECTION_AXES):
-            if plain in plus:
-                directions.add((axis, 1))
-            elif plain in minus:
-                directions.add((axis, -1))
+        found = _DIRECTIONS.get(plain)
+        if found:
+            directions.update(found)
         # -- symbols: tickers, identifiers, proper names
         if _is_symbol(tok, i, starts, text, headline) and starts[i] not in number_positions:
             symbols.add(plain)
@@ -201,6 +207,7 @@ def analyze(text: str) -> Facts:
     )
 
 
+@lru_cache(maxsize=65536)
 def _canonical(word: str) -> str:
     """The stem of a word's everyday synonym group ("employ" -> "us", "furnish" -> "provid")."""
     w = lx.SYNONYMS.get(word)
