@@ -237,7 +237,7 @@ class SemanticStage:
                 self.bytes_saved += _size(reply)
                 self.counts["deduplicated"] += 1
                 return
-        analyze(question)  # warm the guards' memo now, off the hit path
+        asyncio.get_running_loop().call_soon(analyze, question)  # warm the guards' memo, off both paths
         added = index.add(Record(key, scope, question, _plain(request.meta.get("slots")),
                                  request.meta.get("template_id"), time.time()), vector)
         self.counts["indexed" if added else "not_indexed"] += 1

@@ -68,14 +68,31 @@ class SymbolGuard:
         a, b = analyze(asked), analyze(stored)
         if a.currencies != b.currencies:
             return False
-        return _covered(a.symbols, b) and _covered(b.symbols, a)
+        return _covered(a.symbols - _expansions(b, a), b) and _covered(b.symbols - _expansions(a, b), a)
 
 
 def _covered(symbols: frozenset[str], other: Facts) -> bool:
     if not symbols:
         return True
     words = set(other.words) | other.symbols
-    return all(s in words or _spelled_out(s, other.words) for s in symbols)
+    if all(s in words for s in symbols):
+        return True
+    stems = {stem(w) for w in words}  # "Datasets" against "dataset"
+    return all(s in words or stem(s) in stems or _spelled_out(s, other.words) for s in symbols)
+
+
+def _expansions(short: Facts, long: Facts) -> set[str]:
+    """Words of ``long`` that spell out an acronym of ``short`` ("Random Access Memory" for RAM)."""
+    out: set[str] = set()
+    words = long.words
+    for acronym in short.symbols:
+        n = len(acronym)
+        if not (2 <= n <= 6 and acronym.isalpha()):
+            continue
+        for i in range(len(words) - n + 1):
+            if all(words[i + j][:1] == acronym[j] for j in range(n)):
+                out.update(words[i : i + n])
+    return out
 
 
 def _spelled_out(acronym: str, words: Sequence[str]) -> bool:

@@ -47,8 +47,13 @@ STOPWORDS: frozenset[str] = frozenset(
 NEGATIONS: frozenset[str] = frozenset(
     """not no never none nothing nobody neither nor without nowhere cannot cant dont doesnt
     didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt
-    neednt aint""".split()
+    neednt aint
+    optional omit omits omitting omitted lack lacks lacking missing absent absence
+    prevent prevents preventing avoid avoids avoiding unable""".split()
 )
+# (The second line: words that carry a negation inside them. "optional" = "not mandatory",
+# "omitting the column" = "without the column": counted like "not", so both spellings agree,
+# and "is X optional?" / "is X mandatory?" differ.)
 
 # A prefix that turns a word into its opposite: "install" / "uninstall", "able" / "unable".
 NEGATING_PREFIXES: tuple[str, ...] = ("un", "de", "dis", "non", "in", "im", "il", "ir", "anti", "counter", "mis")

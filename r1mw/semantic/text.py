@@ -162,6 +162,8 @@ def analyze(text: str) -> Facts:
         if bare in lx.NEGATIONS or plain.endswith("n't"):
             negations += 1
             continue
+        if plain.startswith(("non-", "anti-", "un-")):
+            negations += 1  # "non-conductor", then the word itself still counts as content
         # -- periods and dates
         if plain in lx.MONTHS and (plain not in lx.AMBIGUOUS_MONTHS or _near_number(i, lowered)):
             periods.add(f"month:{lx.MONTHS[plain]}")
