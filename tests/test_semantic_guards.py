@@ -83,6 +83,8 @@ def test_different_numbers_are_vetoed(a, b):
     ("Flights from Paris to Rome", "Flights from Rome to Paris", RoleGuard),
     ("Is gold more volatile than silver?", "Is silver more volatile than gold?", RoleGuard),
     ("dog bites man", "man bites dog", RoleGuard),
+    ("Is the field optional?", "Is the field mandatory?", NegationGuard),
+    ("Flag it as a conductor", "Flag it as a non-conductor", NegationGuard),
     ("Side effects of ibuprofen", "Side effects of aspirin", EditGuard),
     ("What is the largest organ", "What is the largest internal organ", EditGuard),
 ])
@@ -103,6 +105,18 @@ def test_each_near_miss_is_vetoed_by_its_guard(a, b, guard):
 ])
 def test_rewordings_pass(a, b):
     assert allowed(a, b), first_veto(GUARDS, a, b, {})
+
+
+@pytest.mark.parametrize("a,b,guard", [
+    ("The parameter is optional and defaults to True.", "The parameter is not mandatory and defaults to True.",
+     NegationGuard),
+    ("How much RAM does the model need?", "How much Random Access Memory does the model need?", SymbolGuard),
+    ("Show the RSI of AAPL", "Show the relative strength index of AAPL", SymbolGuard),
+    ("Revenue in Q1", "Revenue in Q1", PeriodGuard),
+])
+def test_a_guard_lets_equivalent_spellings_through(a, b, guard):
+    # the edit guard may still refuse a one-word change: these only check the guard itself
+    assert guard().allows(a, b, {}) and guard().allows(b, a, {})
 
 
 def test_slots_must_match_when_both_requests_have_them():

@@ -425,3 +425,23 @@ async def test_a_bad_model_name_fails_wait_ready_with_a_config_error(tmp_path):
         reply = await r1mw.wrap(FakeR1(), pipe)(model=M, messages=q("still works"))
         assert content(reply) == "Answer to: still works"
         assert pipe.stats()["stages"]["semantic"]["skipped_not_ready"] == 1
+
+
+async def test_a_large_scope_switches_to_the_ann_index_in_the_background():
+    pytest.importorskip("usearch")
+    fake = FakeR1()
+    async with pipeline(semantic_ann_min=3) as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        for stored, _ in PARAPHRASES:
+            await llm(model=M, messages=q(stored))
+        stage = pipe.stage("semantic")
+        for _ in range(200):
+            if stage.stats()["ann_builds"]:
+                break
+            await asyncio.sleep(0.01)
+        assert stage.stats()["index"]["partitions"] == {"usearch": 1}
+        reply = await llm(model=M, messages=q(PARAPHRASES[0][1]))
+        near = await llm(model=M, messages=q(NEAR_MISSES[0][1]))
+    assert content(reply) == fake.answer_for(PARAPHRASES[0][0])
+    assert content(near) == fake.answer_for(NEAR_MISSES[0][1])
