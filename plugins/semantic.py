@@ -166,7 +166,12 @@ class SemanticStage:
             if vector is None:
                 return reply
         if isinstance(reply, StreamedReply):
-            reply.on_complete(lambda done: self._remember(request, key, scope, question, vector, done, False))
+            def completed(done: Reply) -> None:
+                self._remember(request, key, scope, question, vector, done, False)
+                if self._stores_itself:
+                    self.pipeline.spawn(self._store(request, key, done), name="r1mw-semantic-store")
+
+            reply.on_complete(completed)
         else:
             self._remember(request, key, scope, question, vector, reply, True)
             if self._stores_itself and not request.control.no_store:
@@ -223,7 +228,16 @@ class SemanticStage:
 
     def _remember(self, request: Request, key: bytes, scope: bytes, question: str, vector: Any,
                   reply: Reply, can_skip_store: bool) -> None:
-        """Index a completed miss, or make it an alias when an equivalent entry is stored."""
+        """Index a completed miss, or make it an alias when an equivalent entry is stored.
+        A fault here costs a future hit, never this reply: it is logged and counted."""
+        try:
+            self._index_or_alias(request, key, scope, question, vector, reply, can_skip_store)
+        except Exception:
+            self.counts["index_errors"] += 1
+            log.exception("indexing a semantic entry failed")
+
+    def _index_or_alias(self, request: Request, key: bytes, scope: bytes, question: str, vector: Any,
+                        reply: Reply, can_skip_store: bool) -> None:
         index = self.index
         if index is None:
             return
@@ -328,7 +342,7 @@ class SemanticStage:
             "skipped_too_long": c["skipped_too_long"], "unembeddable": c["unembeddable"],
             "candidates": c["candidates"], "vetoed_by": dict(self.vetoes), "stale": c["stale"],
             "indexed": c["indexed"], "dropped": c["dropped"], "reloaded": self.loaded_entries,
-            "ann_builds": c["ann_builds"],
+            "ann_builds": c["ann_builds"], "index_errors": c["index_errors"],
             "dedup": {"enabled": self.dedup, "aliases": len(self._aliases),
                       "deduplicated": c["deduplicated"], "bytes_saved": self.bytes_saved},
             "guards": [g.name for g in self.guards],

@@ -445,3 +445,19 @@ async def test_a_large_scope_switches_to_the_ann_index_in_the_background():
         near = await llm(model=M, messages=q(NEAR_MISSES[0][1]))
     assert content(reply) == fake.answer_for(PARAPHRASES[0][0])
     assert content(near) == fake.answer_for(NEAR_MISSES[0][1])
+
+
+async def test_without_the_exact_stage_streamed_misses_are_stored_and_served():
+    fake = FakeR1()
+    stored, asked = PARAPHRASES[0]
+    async with pipeline(stages="semantic") as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        stream = await llm(model=M, messages=q(stored), stream=True)
+        async for _ in stream:
+            pass
+        for _ in range(5):
+            await asyncio.sleep(0)
+        reply = await llm(model=M, messages=q(asked))
+    assert content(reply).strip() == fake.answer_for(stored)
+    assert len(fake.calls) == 1
