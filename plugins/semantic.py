@@ -377,3 +377,43 @@ def _size(reply: Reply) -> int:
 @r1mw.hookimpl
 def r1mw_register_stages() -> dict[str, Any]:
     return {"semantic": SemanticStage}
+
+
+def _explain(args: Any) -> int:
+    """``r1mw semantic "stored prompt" "asked prompt"``: would the stored reply serve the ask?"""
+    import numpy as np
+
+    settings = r1mw.Settings.from_env()
+    from r1mw.semantic.embedder import Model2VecEmbedder
+    from r1mw.semantic.guards import BUILTIN_GUARDS
+
+    embedder = Model2VecEmbedder(settings.embed_model)
+    asyncio.run(embedder.load())
+    threshold, source = threshold_for(embedder.model_name, settings.similarity_threshold)
+    stored, asked = normalize_question(args.stored), normalize_question(args.asked)
+    va, vb = embedder.embed([stored, asked])
+    similarity = float(np.dot(va, vb)) if va is not None and vb is not None else float("nan")
+    print(f"model {embedder.model_name}; threshold {threshold:.2f} ({source})")
+    print(f"cosine {similarity:.4f}: {'a candidate' if similarity >= threshold else 'below the threshold'}")
+    vetoes = []
+    for guard in (cls() for cls in BUILTIN_GUARDS):
+        try:
+            ok = guard.allows(asked, stored, {})
+        except Exception as exc:  # noqa: BLE001 - shown, and a raising guard vetoes
+            ok = False
+            print(f"  {guard.name:<10} raised {exc!r}")
+        print(f"  {guard.name:<10} {'allows' if ok else 'VETOES'}")
+        if not ok:
+            vetoes.append(guard.name)
+    served = similarity >= threshold and not vetoes
+    print("served from cache" if served else "not served: " + (", ".join(vetoes) or "cosine below threshold"))
+    return 0
+
+
+@r1mw.hookimpl
+def r1mw_add_cli_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser("semantic", help="explain whether a stored prompt's reply would serve another "
+                                                    "(cosine, threshold and each built-in guard)")
+    parser.add_argument("stored", help="the prompt whose reply is stored")
+    parser.add_argument("asked", help="the prompt asked now")
+    parser.set_defaults(func=_explain)

@@ -461,3 +461,14 @@ async def test_without_the_exact_stage_streamed_misses_are_stored_and_served():
         reply = await llm(model=M, messages=q(asked))
     assert content(reply).strip() == fake.answer_for(stored)
     assert len(fake.calls) == 1
+
+
+def test_the_cli_explains_a_decision(capsys):
+    from r1mw.cli import main
+
+    assert main(["semantic", "Convert 100 USD to EUR", "Convert 100 EUR to USD"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold 0.82 (calibrated for tokenlearn-static-model)" in out
+    assert "roles      VETOES" in out and "not served: roles" in out
+    assert main(["semantic", PARAPHRASES[0][0], PARAPHRASES[0][1]]) == 0
+    assert "served from cache" in capsys.readouterr().out
