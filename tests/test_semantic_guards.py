@@ -84,6 +84,7 @@ def test_different_numbers_are_vetoed(a, b):
     ("Is gold more volatile than silver?", "Is silver more volatile than gold?", RoleGuard),
     ("dog bites man", "man bites dog", RoleGuard),
     ("Is the field optional?", "Is the field mandatory?", NegationGuard),
+    ("Should I buy AAPL with leverage?", "Should I buy AAPL?", EditGuard),
     ("Flag it as a conductor", "Flag it as a non-conductor", NegationGuard),
     ("Side effects of ibuprofen", "Side effects of aspirin", EditGuard),
     ("What is the largest organ", "What is the largest internal organ", EditGuard),

@@ -162,7 +162,7 @@ ROLE_PREPOSITIONS: dict[str, str] = {
 # Everyday synonyms a rewording swaps freely, one group a line (first word = canonical form).
 # Only words with one common sense and no direction: a pair like "buy"/"sell" never goes here.
 SYNONYM_GROUPS: tuple[str, ...] = (
-    "use used uses using employ employed employs utilize utilized utilise apply leverage",
+    "use used uses using employ employed employs utilize utilized utilise",
     "make create generate build produce construct",
     "show display present",
     "get obtain retrieve fetch acquire",
@@ -215,7 +215,7 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "question query",
     "guide tutorial walkthrough",
     "picture image photo",
-    "exist available present",
+    "exist available",
     "iterate cycle traverse loop",
     "define specify set determine",
     "amount number quantity",
@@ -244,7 +244,22 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "quickly rapidly swiftly",
     "whole complete",
 )
-SYNONYMS: dict[str, str] = {w: g.split()[0] for g in SYNONYM_GROUPS for w in g.split()}
+def _synonym_classes(groups: tuple[str, ...]) -> dict[str, str]:
+    """word -> canonical word; groups sharing a word merge (canonical: the first group's head)."""
+    canon: dict[str, str] = {}
+    for group in groups:
+        words = group.split()
+        heads = {canon[w] for w in words if w in canon}
+        head = min(heads, key=lambda h: list(canon.values()).index(h)) if heads else words[0]
+        for w, c in list(canon.items()):
+            if c in heads:
+                canon[w] = head
+        for w in words:
+            canon[w] = head
+    return canon
+
+
+SYNONYMS: dict[str, str] = _synonym_classes(SYNONYM_GROUPS)
 
 # Auxiliaries and participles of a passive clause ("X is specified by Y").
 PASSIVE_AUX: frozenset[str] = frozenset("is are was were be been being get gets got gotten".split())

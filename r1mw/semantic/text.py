@@ -38,7 +38,8 @@ _NUMBER = re.compile(
 _ROMAN = re.compile(r"\b(?=[XVI]{2,}\b)X{0,3}(IX|IV|V?I{0,3})\b")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
 _SENTENCE_END = re.compile(r"[.!?:;\"“(\[]\s*$")
-_LIGHT = frozenset({"us"})  # "use" (and "employ", "utilize"): "X is used to Y" says "X does Y"
+# Light words: "X is used to Y" says "X does Y"; "it is possible to Y" says "you can Y".
+_LIGHT = frozenset({"us", "possibl", "abl"})
 _CLITICS = frozenset({"s", "re", "ve", "ll", "d", "m"})
 _ORDINAL = frozenset({"st", "nd", "rd", "th"})
 _SPACE = re.compile(r"\s+")
