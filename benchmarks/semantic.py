@@ -34,7 +34,7 @@ from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.embedder import Model2VecEmbedder
 from r1mw.semantic.guards import BUILTIN_GUARDS, first_veto
 from r1mw.semantic.index import Record, scope_of
-from r1mw.semantic.text import normalize_question
+from r1mw.semantic.text import embedding_text, normalize_question
 from r1mw.testing import FakeR1
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ def score_pairs(pairs: list[dict[str, str]], model: str = "") -> tuple[np.ndarra
     asyncio.run(embedder.load())
     a = [normalize_question(p["a"]) for p in pairs]
     b = [normalize_question(p["b"]) for p in pairs]
-    va, vb = embedder.embed(a), embedder.embed(b)
+    va, vb = embedder.embed([embedding_text(x) for x in a]), embedder.embed([embedding_text(x) for x in b])
     cos = np.array([float(x @ y) if x is not None and y is not None else -1.0 for x, y in zip(va, vb)])
     guards = [cls() for cls in BUILTIN_GUARDS]
     allowed = np.array([first_veto(guards, q, s, {}) is None for q, s in zip(b, a)])
@@ -208,9 +208,15 @@ def plot(table, path: Path) -> None:
 
 def calibrate(pairs, cos, allowed, model: str) -> float:
     """The threshold (step 0.01) that serves the most paraphrases with no cache-specific false hit
-    and false hits <= 1 % of all different pairs (ties: the higher threshold)."""
+    and false hits <= 1 % of all different pairs, at it and at the two steps below it (a margin
+    for unseen prompts); ties go to the higher threshold."""
     same = np.array([p["label"] == "same" for p in pairs])
     specific = np.array([p["source"] in CACHE_SPECIFIC and p["label"] == "different" for p in pairs])
+
+    def acceptable(t: float) -> bool:
+        hit = (cos >= t) & allowed
+        return int((hit & specific).sum()) == 0 and int((hit & ~same).sum()) <= 0.01 * int((~same).sum())
+
     best = None
     print("\n| threshold | paraphrases served | false hits (all different) | cache-specific false hits |")
     print("| ---: | ---: | ---: | ---: |")
@@ -218,7 +224,8 @@ def calibrate(pairs, cos, allowed, model: str) -> float:
         t = i / 100
         hit = (cos >= t) & allowed
         tp, fp, sp = int((hit & same).sum()), int((hit & ~same).sum()), int((hit & specific).sum())
-        ok = sp == 0 and fp <= 0.01 * int((~same).sum())
+        # a margin: the two thresholds just below must be acceptable too
+        ok = acceptable(t) and acceptable(t - 0.01) and acceptable(t - 0.02)
         if i % 5 == 0 or 75 <= i <= 90:
             print(f"| {t:.2f} | {tp / same.sum():.1%} | {fp / (~same).sum():.2%} | {sp} |{' ok' if ok else ''}")
         if ok and (best is None or tp >= best[1]):
@@ -258,7 +265,7 @@ async def latency(n: int, ann: bool, queries: int = 500) -> dict[str, Any]:
             stage = pipe.stage("semantic")
             texts = template_prompts(n)
             started = time.perf_counter()
-            vectors = stage.embedder.embed(texts)
+            vectors = stage.embedder.embed([embedding_text(normalize_question(t)) for t in texts])
             scope = scope_of("", "m", [], {}, None)
             reply = r1mw.Reply(choices=(r1mw.Choice(content="cached answer"),))
             for text, vec in zip(texts, vectors):
@@ -281,7 +288,7 @@ async def latency(n: int, ann: bool, queries: int = 500) -> dict[str, Any]:
                 times.append(time.perf_counter() - t0)
             sem = pipe.stats()["stages"]["semantic"]
             # component costs
-            probe = ["Please, " + t for t in targets[:200]]
+            probe = [embedding_text("please, " + t) for t in targets[:200]]
             t0 = time.perf_counter()
             for p in probe:
                 stage.embedder.embed([p])

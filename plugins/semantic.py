@@ -32,7 +32,7 @@ from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
-from r1mw.semantic.text import analyze, normalize_question
+from r1mw.semantic.text import analyze, embedding_text, normalize_question
 
 log = logging.getLogger("r1mw.semantic")
 
@@ -147,7 +147,7 @@ class SemanticStage:
                 if found is not None and isinstance(found[0].value, Reply):
                     return self._serve(request, found, alias[0], alias[1], question, None)
                 self._forget_alias(key)
-            vector = await self.embedder.embed_one(question)
+            vector = await self.embedder.embed_one(embedding_text(question))
             if vector is None:
                 counts["unembeddable"] += 1
             else:
@@ -162,7 +162,7 @@ class SemanticStage:
         if request.control.no_store or request.source != "upstream":
             return reply
         if vector is None:
-            vector = await self.embedder.embed_one(question)
+            vector = await self.embedder.embed_one(embedding_text(question))
             if vector is None:
                 return reply
         if isinstance(reply, StreamedReply):
@@ -391,7 +391,7 @@ def _explain(args: Any) -> int:
     asyncio.run(embedder.load())
     threshold, source = threshold_for(embedder.model_name, settings.similarity_threshold)
     stored, asked = normalize_question(args.stored), normalize_question(args.asked)
-    va, vb = embedder.embed([stored, asked])
+    va, vb = embedder.embed([embedding_text(stored), embedding_text(asked)])
     similarity = float(np.dot(va, vb)) if va is not None and vb is not None else float("nan")
     print(f"model {embedder.model_name}; threshold {threshold:.2f} ({source})")
     print(f"cosine {similarity:.4f}: {'a candidate' if similarity >= threshold else 'below the threshold'}")

@@ -39,7 +39,7 @@ STOPWORDS: frozenset[str] = frozenset(
     approximately roughly about around nearly almost
     one's someone something anyone anything
     like via per within upon onto across through throughout during over inside among
-    well namely additionally moreover furthermore according accordingly thus hence therefore
+    well namely additionally moreover furthermore according accordingly thus hence therefore now
     s t d ll re ve m""".split()
 )
 
@@ -115,7 +115,7 @@ WEEKDAYS: frozenset[str] = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun".split()
 )
 PERIOD_WORDS: frozenset[str] = frozenset(
-    """today yesterday tomorrow tonight now currently current recent recently
+    """today yesterday tomorrow tonight
     daily weekly monthly quarterly yearly annual annually hourly intraday overnight
     ytd mtd qtd wtd week weeks month months quarter quarters year years day days hour hours
     minute minutes decade decades century weekend morning afternoon evening noon midnight

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from . import lexicon as lx
 
-__all__ = ["Facts", "analyze", "normalize_question", "stem"]
+__all__ = ["Facts", "analyze", "embedding_text", "normalize_question", "stem"]
 
 MAX_ANALYZED_CHARS = 1 << 20
 
@@ -60,6 +60,13 @@ for _axis, (_plus, _minus) in enumerate(lx.DIRECTION_AXES):
     for _sign, _words in ((1, _plus), (-1, _minus)):
         for _w in _words:
             _DIRECTIONS[_w] = (*_DIRECTIONS.get(_w, ()), (_axis, _sign))
+
+
+def embedding_text(question: str) -> str:
+    """What the embedder sees: the normalized question in lower case. The offline model is
+    cased ("Explain call options" / "explain call options" score 0.48); case never changes a
+    question, and the guards still read the original."""
+    return question.lower()
 
 
 @lru_cache(maxsize=65536)
