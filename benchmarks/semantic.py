@@ -40,7 +40,7 @@ from r1mw.testing import FakeR1
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GRID = [round(0.50 + 0.05 * i, 2) for i in range(11)]
-CACHE_SPECIFIC = ("arko14-semantic-cache-blindspots", "trading-templates")
+CACHE_SPECIFIC = ("arko14-semantic-cache-blindspots", "trading-templates", "domain-handwritten")
 
 
 def find_pairs(arg: str | None) -> Path:
@@ -59,7 +59,7 @@ def load_pairs(path: Path, with_templates: bool = True) -> list[dict[str, str]]:
     for p in pairs:
         p["source"] = p["source"].split("/")[0]
     if with_templates:
-        pairs += template_pairs()
+        pairs += template_pairs() + domain_pairs()
     return pairs
 
 
@@ -79,6 +79,37 @@ def template_pairs(seed: int = 7) -> list[dict[str, str]]:
             out.append({"a": base, "b": t["template"].format(**other), "label": "different",
                         "source": "trading-templates", "kind": "near_miss"})
     return out
+
+
+# Hand-written near misses of the target users (tickers, directions, periods, numbers, role swaps)
+# and rewordings: written before they were run, kept whatever the result.
+DOMAIN_DIFFERENT = [("What is the P/E ratio of Apple?","What is the P/E ratio of Microsoft?"),("How do I open a Roth IRA?","How do I close a Roth IRA?"),
+("What's the dividend yield of KO?","What's the dividend yield of PEP?"),("Is it a good time to buy bonds?","Is it a good time to sell bonds?"),
+("How are capital gains taxed in the US?","How are capital gains taxed in Canada?"),("What does a high VIX mean?","What does a low VIX mean?"),
+("When does the market open?","When does the market close?"),("Explain call options","Explain put options"),
+("Should I invest in gold?","Should I invest in silver?"),("What are the risks of investing in emerging markets?","What are the benefits of investing in emerging markets?"),
+("How does inflation affect stocks?","How do stocks affect inflation?"),("Is bitcoin a good hedge against inflation?","Is gold a good hedge against inflation?"),
+("What happens to bond prices when rates rise?","What happens to bond prices when rates fall?"),("Is the Fed likely to hike in June?","Is the Fed likely to cut in June?"),
+("Summarize the bull case for NVDA","Summarize the bear case for NVDA"),("What is a good entry point for a long position in oil?","What is a good entry point for a short position in oil?"),
+("How much should I save for retirement at 30?","How much should I save for retirement at 40?"),("Can I deduct mortgage interest?","Can I deduct student loan interest?"),
+("What is the expense ratio of VOO?","What is the expense ratio of VTI?"),("Compare Tesla with Ford","Compare Ford with Tesla and GM"),
+("How do I calculate the Sharpe ratio?","How do I calculate the Sortino ratio?"),("Is it better to pay rent or buy a house?","Is it better to buy a house or pay rent?"),
+("What is the yield on the 10-year Treasury?","What is the yield on the 2-year Treasury?"),("Why did the stock market crash in 2008?","Why did the stock market crash in 1929?"),
+("Is the stock overvalued?","Is the stock undervalued?"),("What are the tax implications of selling stock at a loss?","What are the tax implications of selling stock at a gain?"),
+("Should I rebalance my portfolio monthly?","Should I rebalance my portfolio yearly?"),("What is the minimum balance for a brokerage account?","What is the maximum balance for a brokerage account?"),
+("How do interest rates affect growth stocks?","How do interest rates affect value stocks?"),("What is the best way to hedge currency risk for European stocks?","What is the best way to hedge currency risk for Japanese stocks?"),
+]
+DOMAIN_SAME = [("What is the P/E ratio of Apple?","what's Apple's P/E ratio"),("How do I open a Roth IRA?","How can I open a Roth IRA?"),
+("Is it a good time to buy bonds?","Is now a good time to buy bonds?"),("Explain call options","Please explain call options"),
+("What are the risks of investing in emerging markets?","What risks does investing in emerging markets carry?"),("How does inflation affect stocks?","How do stocks get affected by inflation?"),
+("What is the expense ratio of VOO?","VOO expense ratio?"),("Can I deduct mortgage interest?","Is mortgage interest deductible?"),]
+
+
+def domain_pairs() -> list[dict[str, str]]:
+    return ([{"a": a, "b": b, "label": "different", "source": "domain-handwritten", "kind": "near_miss"}
+             for a, b in DOMAIN_DIFFERENT]
+            + [{"a": a, "b": b, "label": "same", "source": "domain-handwritten", "kind": "paraphrase"}
+               for a, b in DOMAIN_SAME])
 
 
 # -- rates through the real pipeline ---------------------------------------------------------
@@ -349,7 +380,8 @@ def main() -> None:
     if not args.no_rates:
         path = find_pairs(args.pairs)
         pairs = load_pairs(path)
-        print(f"pairs: {path} ({len(pairs)} incl. {len(template_pairs())} generated trading-templates pairs)")
+        print(f"pairs: {path} ({len(pairs)} incl. {len(template_pairs())} generated trading-templates pairs "
+              f"and {len(domain_pairs())} hand-written domain pairs)")
         cos, allowed, model = score_pairs(pairs, args.model)
         if args.calibrate:
             calibrate(pairs, cos, allowed, model)
