@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -122,8 +121,9 @@ class Facts:
 def analyze(text: str) -> Facts:
     """The :class:`Facts` of ``text`` (memoized: the stored side is analysed once)."""
     text = text[:MAX_ANALYZED_CHARS]
-    raw_tokens = [m.group(0) for m in _WORD.finditer(text)]
-    starts = [m.start() for m in _WORD.finditer(text)]
+    matches = list(_WORD.finditer(text))
+    raw_tokens = [m.group(0) for m in matches]
+    starts = [m.start() for m in matches]
     words: list[str] = []
     content: list[str] = []
     raw_content: list[str] = []
@@ -361,6 +361,3 @@ def _roles(lowered: list[str]) -> tuple[tuple[str, str], ...]:
             break
     return tuple(roles)
 
-
-def content_counter(facts: Facts) -> Counter[str]:
-    return Counter(facts.content)
