@@ -8,11 +8,14 @@ make one upstream call, and a cancelled caller does not stop the store.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
+
+log = logging.getLogger("r1mw.exact")
 
 
 class ExactStage:
@@ -21,11 +24,14 @@ class ExactStage:
     def __init__(self, pipeline: r1mw.Pipeline) -> None:
         assert pipeline.store is not None
         self.store = pipeline.store
+        # Tiers beyond a synchronous RAM tier need an awaited lookup after get_nowait.
+        self.multi_tier = len(pipeline.store.tiers) > 1 or not pipeline.store.has_nowait
         self.flight = pipeline.singleflight
         self.default_ttl = pipeline.settings.default_ttl
         self.spawn = pipeline.spawn
         self.events = pipeline.events
         self.stored = 0
+        self.store_errors = 0
 
     @staticmethod
     def key(request: Request) -> bytes:
@@ -43,7 +49,7 @@ class ExactStage:
         if entry is not None:
             request.source, request.tier = "exact", self.store.first.name
             return entry.reply
-        found = await self.store.get(key) if len(self.store.tiers) > 1 else None
+        found = await self.store.get(key, after_nowait=True) if self.multi_tier else None
         if found is not None:
             request.source, request.tier = "exact", found[1]
             return found[0].reply
@@ -65,13 +71,18 @@ class ExactStage:
         ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
         meta: dict[str, Any] = request.meta.get("store_meta", {})
         entry = Entry(reply, time.time() + ttl if ttl else 0.0, meta)
-        await self.store.set(key, entry)
+        try:
+            await self.store.set(key, entry)
+        except r1mw.CodecError as exc:  # a cache fault: the caller still gets the reply
+            self.store_errors += 1
+            log.warning("exact: reply not stored: %s", exc)
+            return
         self.stored += 1
         if self.events.enabled:
             self.events.emit("stored", key=key, namespace=request.namespace, model=request.model)
 
     def stats(self) -> dict[str, Any]:
-        return {"stored": self.stored, "inflight": len(self.flight),
+        return {"stored": self.stored, "store_errors": self.store_errors, "inflight": len(self.flight),
                 "leaders": self.flight.leaders, "coalesced": self.flight.coalesced}
 
 

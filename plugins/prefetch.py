@@ -1,1 +1,287 @@
-"""Built-in plugin r1mw.prefetch (filled by its issue)."""
+"""The prefetch stage: learn what a session asks next and have it cached before it is asked.
+
+Placement: outside ``template`` and ``exact`` (default ``metrics,prefetch,template,exact,semantic``)
+so it sees every request of a session, hits included, with the template stage's annotations.
+On the request path it only appends to a queue; learning and prefetching happen in a
+background task, so it never delays or fails a caller.
+
+A prefetch goes down the same chain below this stage (template, exact, semantic, upstream)
+with ``meta["prefetch"] = True``: the exact stage's single-flight makes a real request that
+arrives meanwhile wait for that call instead of making a second one, and the reply is stored
+as a normal entry marked ``prefetched``. Spending is bounded by R1MW_PREFETCH_MAX_INFLIGHT,
+R1MW_PREFETCH_MAX_PER_MINUTE and R1MW_PREFETCH_TOKEN_BUDGET (per hour); a prediction must
+reach R1MW_PREFETCH_MIN_PROB. Off when R1_CONTEXT_PREFETCH_ENABLED is false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import xxhash
+
+import r1mw
+from r1mw import CacheControl, Reply, Request, StreamedReply
+from r1mw.budget import Budget, Grant
+from r1mw.predictor import Prediction, SequenceModel
+
+log = logging.getLogger("r1mw.prefetch")
+
+_EXAMPLE_MAX_CHARS = 8_000  # untemplated requests remembered for re-issue only when small
+_OUTSTANDING_MAX = 10_000
+_SAVE_EVERY_S = 300.0
+
+
+class PrefetchStage:
+    name = "prefetch"
+
+    def __init__(self, pipeline: r1mw.Pipeline, *, clock: Any = time.monotonic,
+                 horizon_s: float = 3600.0) -> None:
+        s = pipeline.settings
+        self.pipeline = pipeline
+        self.min_prob = s.prefetch_min_prob
+        self.model = SequenceModel()
+        self.budget = Budget(max_inflight=s.prefetch_max_inflight, max_per_minute=s.prefetch_max_per_minute,
+                             tokens_per_hour=s.prefetch_token_budget, clock=clock)
+        self.clock = clock
+        self.horizon_s = horizon_s  # a prefetched entry unused this long counts as wasted
+        self.path = Path(s.cache_path) / "prefetch" / "model.msgpack"
+        self._queue: deque[tuple[Request, Reply | StreamedReply]] = deque(maxlen=10_000)
+        self._wake: asyncio.Event | None = None
+        self._call_next: r1mw.Handler | None = None
+        self._inflight: dict[int, Request] = {}
+        self._pending: set[bytes] = set()  # signatures of predictions in flight
+        self._outstanding: OrderedDict[bytes, tuple[str, int, float]] = OrderedDict()
+        self._cost: dict[str, int] = {}  # symbol -> most tokens one real reply of it cost
+        self._last_save = 0.0
+        self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
+                       "wasted": 0, "errors": 0, "no_estimate": 0, "tokens_spent": 0, "tokens_saved": 0}
+        self.by_symbol: dict[str, list[int]] = {}  # symbol -> [issued, used]
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._load()
+        self.pipeline.spawn(self._work(), name="r1mw-prefetch")
+
+    async def close(self) -> None:
+        # The pipeline has cancelled our worker and prefetch calls already; keep what we learnt.
+        self._save()
+
+    # -- request path: append and go -----------------------------------------------------
+    async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
+        self._call_next = call_next
+        reply = await call_next(request)
+        self._queue.append((request, reply))
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+        return reply
+
+    # -- background ------------------------------------------------------------------------
+    async def _work(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                request, reply = self._queue.popleft()
+                try:
+                    self._observe(request, reply)
+                except Exception:  # a learning bug must never reach a caller
+                    log.exception("prefetch: observing a request failed")
+            if time.monotonic() - self._last_save > _SAVE_EVERY_S:
+                self._save()
+
+    def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
+        self.counts["observed"] += 1
+        self._account(request)
+        symbol, slots, example = _symbol_of(request)
+        self._learn_cost(symbol, reply)
+        session = request.control.session or request.meta.get("session") or request.user
+        if not session:
+            return
+        self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example)
+        for prediction in self.model.predict(f"{request.namespace}\x00{session}"):
+            if prediction.probability >= self.min_prob:
+                self._prefetch(request, prediction)
+
+    def _account(self, request: Request) -> None:
+        """Was this request answered by a prefetch (stored or in flight)?"""
+        now = self.clock()
+        while self._outstanding:  # unused for too long: wasted
+            key, (_, _, at) = next(iter(self._outstanding.items()))
+            if now - at < self.horizon_s:
+                break
+            self._outstanding.popitem(last=False)
+            self.counts["wasted"] += 1
+        key = request.key
+        if key is None or not request.hit:
+            return
+        found = self._outstanding.pop(key, None)
+        if found is None:
+            for pending in self._inflight.values():
+                if pending.key == key:
+                    found = (_symbol_of(pending)[0], 0, now)
+                    pending.meta["prefetch_used"] = True
+                    break
+        if found is not None:
+            symbol, tokens, _ = found
+            self.counts["used"] += 1
+            self.counts["tokens_saved"] += tokens
+            self.by_symbol.setdefault(symbol, [0, 0])[1] += 1
+            request.meta["prefetch_hit"] = True
+
+    def _learn_cost(self, symbol: str, reply: Reply | StreamedReply) -> None:
+        def record(done: Reply) -> None:
+            if done.usage is not None and done.usage.total_tokens:
+                self._cost[symbol] = max(self._cost.get(symbol, 0), done.usage.total_tokens)
+                if len(self._cost) > 10_000:
+                    self._cost.pop(next(iter(self._cost)))
+
+        if isinstance(reply, StreamedReply):
+            reply.on_complete(record)
+        else:
+            record(reply)
+
+    def _prefetch(self, current: Request, prediction: Prediction) -> None:
+        built = self._build(current, prediction)
+        if built is None:
+            return
+        signature = xxhash.xxh3_128_digest(msgpack.packb(
+            [built.namespace, built.model, built.messages, sorted(built.params.items())], default=str))
+        if signature in self._pending:
+            return
+        self.counts["predicted"] += 1
+        # The reservation is the dearest reply of this kind seen: the budget holds even if it hits.
+        estimate = self._cost.get(prediction.symbol) or max(self._cost.values(), default=0)
+        if not estimate:
+            self.counts["no_estimate"] += 1
+            return
+        grant = self.budget.try_acquire(estimate)
+        if grant is None:
+            return
+        self._pending.add(signature)
+        self._inflight[id(built)] = built
+        self.pipeline.spawn(self._run(built, grant, prediction.symbol, signature), name="r1mw-prefetch-call")
+
+    def _build(self, current: Request, prediction: Prediction) -> Request | None:
+        if prediction.symbol.startswith("t:"):
+            templates = self.pipeline.services.get("templates")
+            if templates is None:
+                return None
+            try:
+                text = templates.render(prediction.symbol[2:], dict(prediction.slots or {}))
+            except Exception:  # a template that changed or a slot it refuses: no guess
+                return None
+            messages = [*current.messages[:-1], {"role": "user", "content": text}]
+            params = dict(current.params)
+        else:
+            if not prediction.example:
+                return None
+            messages, params = prediction.example["messages"], dict(prediction.example["params"])
+        return Request(
+            model=current.model, messages=messages, params=params, passthrough=dict(current.passthrough),
+            stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
+            user=current.user, upstream=current.upstream,
+            meta={"prefetch": True, "store_meta": {"prefetched": True}},
+        )
+
+    async def _run(self, request: Request, grant: Grant, symbol: str, signature: bytes) -> None:
+        spent = 0
+        try:
+            assert self._call_next is not None
+            reply = await self._call_next(request)
+            if request.source == "upstream" and not request.coalesced:
+                usage = reply.usage if isinstance(reply, Reply) else None
+                spent = usage.total_tokens if usage is not None else grant.reserved
+                self.counts["issued"] += 1
+                self.counts["tokens_spent"] += spent
+                self.by_symbol.setdefault(symbol, [0, 0])[0] += 1
+                if request.meta.get("prefetch_used"):  # a real request already waited on it
+                    pass
+                elif request.key is not None:
+                    self._outstanding[request.key] = (symbol, spent, self.clock())
+                    while len(self._outstanding) > _OUTSTANDING_MAX:
+                        self._outstanding.popitem(last=False)
+                        self.counts["wasted"] += 1
+            else:
+                self.counts["already_cached"] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # upstream failure during prefetch: nobody's problem but ours
+            self.counts["errors"] += 1
+            log.debug("prefetch call failed: %r", exc)
+        finally:
+            self.budget.release(grant, spent)
+            self._pending.discard(signature)
+            self._inflight.pop(id(request), None)
+
+    # -- persistence -----------------------------------------------------------------------
+    def _load(self) -> None:
+        try:
+            data = msgpack.unpackb(self.path.read_bytes(), raw=False, strict_map_key=False)
+            self.model.load_data(data["model"])
+            self._cost.update({str(k): int(v) for k, v in data.get("cost", {}).items()})
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # a damaged model file: start afresh, never fail start-up
+            log.warning("prefetch: ignoring unreadable model %s (%s)", self.path, exc)
+
+    def _save(self) -> None:
+        self._last_save = time.monotonic()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost},
+                                          use_bin_type=True, default=str))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("prefetch: could not save the model to %s (%s)", self.path, exc)
+
+    # -- stats -----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counts
+        settled = c["used"] + c["wasted"]
+        top = sorted(self.by_symbol.items(), key=lambda kv: -kv[1][0])[:20]
+        return {
+            **c,
+            "outstanding": len(self._outstanding),
+            "inflight": self.budget.inflight,
+            "wasted_share": c["wasted"] / settled if settled else 0.0,
+            "refused": dict(self.budget.refused),
+            "tokens_last_hour": self.budget.spent_last_hour(),
+            "contexts": len(self.model),
+            "accuracy_by_template": {s: {"issued": i, "used": u, "accuracy": u / i if i else 0.0}
+                                     for s, (i, u) in top},
+        }
+
+
+def _symbol_of(request: Request) -> tuple[str, dict[str, Any] | None, Any]:
+    template = request.meta.get("template_id")
+    if template is not None:
+        return f"t:{template}", request.meta.get("slots"), None
+    text = request.question
+    digest = xxhash.xxh3_64_hexdigest(f"{request.namespace}\x00{request.model}\x00{text}".encode("utf-8", "surrogatepass"))
+    example = None
+    if sum(len(str(m.get("content", ""))) for m in request.messages) <= _EXAMPLE_MAX_CHARS:
+        example = {"messages": request.messages, "params": request.params}
+    return f"q:{digest}", None, example
+
+
+@r1mw.hookimpl
+def r1mw_register_stages() -> dict[str, Any]:
+    def build(pipeline: r1mw.Pipeline) -> PrefetchStage | None:
+        return PrefetchStage(pipeline) if pipeline.settings.prefetch_enabled else None
+
+    return {"prefetch": build}

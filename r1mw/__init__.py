@@ -10,6 +10,7 @@ Package map::
     r1mw/pipeline.py     Pipeline: builds the chain once, stats()
     r1mw/keys.py         canonical request -> 16-byte key
     r1mw/singleflight.py one upstream call per key
+    r1mw/context.py      @r1mw.cached and pipe.context_cache: any async function's results in the tiers
     r1mw/tiers/          Entry, TieredStore and the tiers
     r1mw/adapters/       wrap(): AsyncOpenAI, litellm.acompletion, any async callable
     r1mw_plugins/        the built-in stages and tiers (plugins/ in the source tree)
@@ -23,6 +24,7 @@ Quick use::
 """
 
 from .adapters import wrap
+from .context import ContextCache, cached
 from .errors import (
     CodecError,
     ConfigError,
@@ -49,6 +51,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "ContextCache",
     "Delta",
     "Embedder",
     "Entry",
@@ -68,6 +71,7 @@ __all__ = [
     "Tier",
     "UnencodableValueError",
     "Usage",
+    "cached",
     "hookimpl",
     "hookspec",
     "key_of",

@@ -64,6 +64,28 @@ def _canon_messages(messages: Any) -> Any:
     return out
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _canon_params(params: Mapping[str, Any]) -> Any:
+    # Fast path for the common shape (str names, scalar values): the very list _canon builds
+    # (pairs sorted by name), without its per-value dispatch. 0.2 us instead of 1.7 us.
+    try:
+        items = sorted(params.items())
+    except TypeError:  # names of mixed types
+        return _canon(params)
+    for name, value in items:
+        if type(name) is not str or type(value) not in _SCALARS:
+            return _canon(params)
+    return items
+
+
+# The packer's buffer is reused (half the cost of packb). Safe: pack() runs entirely in C
+# under the GIL, with no Python callback (there is no default= hook).
+# surrogatepass: a lone surrogate in a prompt (bad client decoding) must not crash the key.
+_pack = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass").pack
+
+
 def key_of(namespace: str, model: str, messages: Any, params: Mapping[str, Any]) -> bytes:
     """The exact-match key of a request.
 
@@ -71,9 +93,5 @@ def key_of(namespace: str, model: str, messages: Any, params: Mapping[str, Any])
     ...     key_of("", "m", [{"content": "hi", "role": "user"}], {})
     True
     """
-    blob = msgpack.packb(
-        (1, namespace, model, _canon_messages(messages), _canon(params) if params else None),
-        use_bin_type=True,
-        unicode_errors="surrogatepass",  # a lone surrogate in a prompt must not crash the key
-    )
+    blob = _pack((1, namespace, model, _canon_messages(messages), _canon_params(params) if params else None))
     return xxhash.xxh3_128_digest(blob)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import PipelineStateError
 from .events import EventBus
@@ -27,10 +27,14 @@ from .singleflight import SingleFlight
 from .tiers import TieredStore
 from .types import CacheControl, Reply, Request, StreamedReply
 
+if TYPE_CHECKING:
+    from .context import ContextCache
+
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("r1mw")
 
+_NO_CONTROL = CacheControl()
 _LATENCY_WINDOW = 10_000  # recent latencies kept per outcome for stats() percentiles
 
 
@@ -44,8 +48,10 @@ async def _terminal(request: Request) -> Reply | StreamedReply:
 def _link(stage: Stage, call_next: Handler) -> Handler:
     handle = stage.handle
 
-    async def step(request: Request) -> Reply | StreamedReply:
-        return await handle(request, call_next)
+    # A plain function returning the stage's coroutine, not a coroutine of its own: one
+    # coroutine per stage per request instead of two (about 0.15 us saved per stage).
+    def step(request: Request) -> Awaitable[Reply | StreamedReply]:
+        return handle(request, call_next)
 
     step.__qualname__ = f"stage:{stage.name}"
     return step
@@ -60,6 +66,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings | None = None, *, plugins: Iterable[Any] = ()) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
+        self._namespace: str = self.settings.namespace
+        self._scope_by_user: bool = self.settings.scope_by_user
         self._extra_plugins = tuple(plugins)
         self.pm: Any = None
         self.store: TieredStore | None = None
@@ -70,6 +78,7 @@ class Pipeline:
         self._chain: Handler | None = None
         self._registries: dict[str, dict[str, Callable[..., Any]]] = {}
         self._started = False
+        self._start_lock: asyncio.Lock | None = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
@@ -77,6 +86,7 @@ class Pipeline:
                                                   "miss": deque(maxlen=_LATENCY_WINDOW)}
         self._tokens_saved = 0
         self._since = time.time()
+        self._context_cache: ContextCache | None = None  # made on first use of .context_cache
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "Pipeline":
@@ -89,12 +99,26 @@ class Pipeline:
     async def start(self) -> None:
         if self._started:
             return
+        # Concurrent first requests of a lazily started pipeline (r1mw.wrap(fn) without a
+        # pipeline) must build it once: stage start() methods await.
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                await self._start()
+
+    async def _start(self) -> None:
         s = self.settings
         logging.getLogger("r1mw").setLevel(s.log_level.upper())
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
+        # The bus exists before tiers and stages are built: they may keep a reference to it.
+        if self.pm.hook.r1mw_events.get_hookimpls():
+            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
         tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
-        self.store = TieredStore(tiers)
-        self.stages = [factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
+        self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
+        # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
+        built = (factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES"))
+        self.stages = [stage for stage in built if stage is not None]
         for stage in self.stages:
             start = getattr(stage, "start", None)
             if start is not None:
@@ -103,9 +127,7 @@ class Pipeline:
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
         self._chain = chain
-        if self.pm.hook.r1mw_events.get_hookimpls():
-            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
-            self.events.start()
+        self.events.start()
         self._started = True
         self.pm.hook.r1mw_pipeline_started(pipeline=self)
 
@@ -119,6 +141,8 @@ class Pipeline:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.singleflight.close()
+        if self._context_cache is not None:
+            await self._context_cache.close()
         for stage in reversed(self.stages):
             close = getattr(stage, "close", None)
             if close is not None:
@@ -136,6 +160,16 @@ class Pipeline:
             wait = getattr(stage, "wait_ready", None)
             if wait is not None:
                 await wait()
+
+    @property
+    def context_cache(self) -> "ContextCache":
+        """The :class:`~r1mw.ContextCache` over this pipeline's store (``@r1mw.cached`` uses it):
+        ``await pipe.context_cache.get(key)`` / ``.set(key, value, ttl=...)`` / ``.delete(key)``."""
+        if self._context_cache is None:
+            from .context import ContextCache
+
+            self._context_cache = ContextCache(self)
+        return self._context_cache
 
     # -- plugin registries ---------------------------------------------------------------
     def registry(self, kind: str) -> dict[str, Callable[..., Any]]:
@@ -170,13 +204,16 @@ class Pipeline:
                 passthrough: dict[str, Any], *, stream: bool = False, control: CacheControl | None = None,
                 upstream: Any = None) -> Request:
         """Build a :class:`Request` with its namespace resolved (adapters call this)."""
-        control = control or CacheControl()
-        namespace = control.namespace if control.namespace is not None else self.settings.namespace
-        user = passthrough.get("user")
-        if self.settings.scope_by_user and user:
+        if control is None:
+            control = _NO_CONTROL
+        namespace = control.namespace
+        if namespace is None:
+            namespace = self._namespace
+        user = passthrough.get("user") if passthrough else None
+        if user and self._scope_by_user:
             namespace = f"{namespace}\x00user:{user}"
-        return Request(model=model, messages=messages, params=params, passthrough=passthrough,
-                       stream=stream, control=control, namespace=namespace, user=user, upstream=upstream)
+        # Positional: this runs on every request (the settings were read once, in __init__).
+        return Request(model, messages, params, passthrough, stream, control, namespace, user, upstream)
 
     async def handle(self, request: Request) -> Reply | StreamedReply:
         """Run one request through the chain. Upstream errors propagate unchanged."""
@@ -237,6 +274,8 @@ class Pipeline:
             "tiers": self.store.stats() if self.store is not None else {},
             "events": {"delivered": self.events.delivered, "dropped": self.events.dropped},
         }
+        if self._context_cache is not None:
+            out["context"] = self._context_cache.stats()
         return out
 
 

@@ -42,6 +42,13 @@ class Tier(Protocol):
     aiocache backend can serve as a tier through an adapter. Keys are bytes; values are
     encoded entries (bytes) except for a RAM tier, which may keep decoded objects.
     A tier never raises on a read fault: a corrupt or unreachable entry is a miss, counted.
+
+    Optional attributes the :class:`~r1mw.tiers.TieredStore` uses when present:
+    ``takes`` (``"entry"`` for decoded entries, else bytes), ``on_evict`` (set by the store to
+    ``callable(key, value)``: call it for what the tier evicts, so it moves down a tier),
+    ``on_lost`` (``callable(key)``: the tier removed a key on its own, expired or corrupt),
+    ``write_through = True`` (written on every store, e.g. a shared Redis tier), ``close()``.
+    ``tests/tier_conformance.py`` is the contract every tier passes.
     """
 
     name: str

@@ -160,6 +160,18 @@ def _default_cache_dir() -> str:
     return os.path.join(base, "r1mw")
 
 
+def _off_or(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, or None for an empty value / ``off`` / ``none`` (a rule switched off)."""
+
+    def parse_or_off(raw: Any) -> Any:
+        if raw is None or str(raw).strip().lower() in ("", "off", "none"):
+            return None
+        return parse(raw)
+
+    parse_or_off.allowed = f"{getattr(parse, 'allowed', 'a value')} or off"  # type: ignore[attr-defined]
+    return parse_or_off
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
@@ -193,10 +205,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
-    Flag("R1MW_STAGES", "stages", ("exact",), _names,
+    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
          "stages that run, outermost first"),
-    Flag("R1MW_TIERS", "tiers", ("l1",), _names, "storage tiers, fastest first"),
-    Flag("R1MW_CODEC", "codec", "msgpack+lz4", _str, "codec for the tiers below RAM"),
+    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _names, "storage tiers, fastest first"),
+    Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
+         "codec for the tiers below RAM (msgpack+zstd+dict trains its zstd dictionary by itself)"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
     Flag("R1MW_DISABLE_PLUGINS", "disable_plugins", (), _names,
          "plugins (entry-point names, e.g. r1mw.semantic) not to load"),
@@ -235,6 +248,67 @@ FLAGS: tuple[Flag, ...] = (
          'price overrides, JSON {"model": {"input": $/Mtok, "output": $/Mtok}}'),
     Flag("R1MW_LOG_LEVEL", "log_level", "warning", _choice("debug", "info", "warning", "error"),
          "log level of the r1mw logger"),
+    # -- observability (issue 5): metrics endpoint, snapshots, alert rules -------------------
+    Flag("R1MW_METRICS_HOST", "metrics_host", "127.0.0.1", _str,
+         "address the metrics endpoint binds (0.0.0.0 to let another host scrape)"),
+    Flag("R1MW_METRICS_TOP_N", "metrics_top_n", 20, _int(0, 1000),
+         "template ids / namespaces / models exported as their own label; the rest are `other`"),
+    Flag("R1MW_METRICS_SNAPSHOT_INTERVAL_S", "metrics_snapshot_interval_s", 60.0, _float(0.01),
+         "seconds between two metrics snapshots"),
+    Flag("R1MW_METRICS_SNAPSHOT_MAX_BYTES", "metrics_snapshot_max_bytes", 16 * 2**20, _bytes,
+         "snapshot file budget: past it, the oldest half is dropped (0 = unbounded)"),
+    Flag("R1MW_ALERT_HIT_RATE_BELOW", "alert_hit_rate_below", None, _off_or(_float(0.0, 1.0)),
+         "alert when the hit rate over the window is below this (0-1); unset = off"),
+    Flag("R1MW_ALERT_P99_MS_ABOVE", "alert_p99_ms_above", None, _off_or(_float(0.0)),
+         "alert when p99 latency over the window is above this many ms; unset = off"),
+    Flag("R1MW_ALERT_ERROR_RATE_ABOVE", "alert_error_rate_above", None, _off_or(_float(0.0, 1.0)),
+         "alert when the share of requests ending in an upstream error is above this (0-1); unset = off"),
+    Flag("R1MW_ALERT_DISK_FULL_PCT", "alert_disk_full_pct", None, _off_or(_float(0.0, 100.0)),
+         "alert when a tier below RAM is above this % of its byte budget; unset = off"),
+    Flag("R1MW_ALERT_REDIS_DOWN", "alert_redis_down", False, _bool,
+         "alert while a tier (Redis) reports it cannot be reached"),
+    Flag("R1MW_ALERT_WINDOW_S", "alert_window_s", 300.0, _float(1.0),
+         "sliding window the alert rules look at, in seconds"),
+    Flag("R1MW_ALERT_INTERVAL_S", "alert_interval_s", 15.0, _float(0.01),
+         "seconds between two evaluations of the alert rules"),
+    Flag("R1MW_ALERT_MIN_REQUESTS", "alert_min_requests", 20, _int(1),
+         "rate and latency rules stay quiet below this many requests in the window"),
+    # Tiers (RAM and disk).
+    Flag("R1MW_L1_POLICY", "l1_policy", "s3fifo", _choice("s3fifo", "lru", "sieve", "wtinylfu"),
+         "eviction policy of the RAM tier"),
+    Flag("R1MW_L2_FSYNC", "l2_fsync", "none", _choice("none", "file", "full"),
+         "L2 durability: none (atomic rename only), file (fsync before rename), full (and the directory)"),
+    Flag("R1MW_ZSTD_DICT", "zstd_dict", None, _path,
+         "zstd dictionary for R1MW_CODEC=msgpack+zstd (default: <cache dir>/zstd.dict if present; "
+         "make one with `r1mw zstd-dict`)"),
+    # -- templates (issue 3) --
+    Flag("R1MW_TEMPLATE_MINE_MIN", "template_mine_min", 3, _int(2),
+         "prompts of one shape (differing in the same positions) before it becomes a mined template"),
+    # cold tiers (L3 segments, L4 archive, Redis)
+    Flag("R1MW_L3_SEGMENT_BYTES", "l3_segment_bytes", 64 * 2**20, _bytes,
+         "L3 segment file size before it is sealed (at most a quarter of R1MW_L3_MAX_BYTES; 0 = 64 MiB)"),
+    Flag("R1MW_L3_INLINE_READS", "l3_inline_reads", False, _bool,
+         "read L3 on the event loop (fast disks); false keeps slow disks in a thread"),
+    Flag("R1MW_L3_COMPACT_RATIO", "l3_compact_ratio", 0.5, _float(0.05, 1.0),
+         "compact an L3 segment once this share of its bytes is dead"),
+    Flag("R1MW_SHARED_REFRESH_MS", "shared_refresh_ms", 1000.0, _float(0.0),
+         "L3/L4 look for other processes' writes and deletes at most this often (on a lookup)"),
+    Flag("R1MW_L4_CODEC", "l4_codec", "auto", _choice("auto", "zstd", "lz4"),
+         "archive block compression; auto = zstd when zstandard is installed, else lz4"),
+    Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
+         "records gathered into one compressed L4 block (0 = 64 KiB)"),
+    Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
+    Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),
+         "Redis failures in a row that open the circuit breaker (Redis skipped)"),
+    Flag("R1MW_REDIS_BREAKER_COOLDOWN_S", "redis_breaker_cooldown_s", 5.0, _float(0.0),
+         "seconds Redis is skipped before one call probes it again"),
+    # Codec: zstd dictionaries trained automatically (R1MW_CODEC=msgpack+zstd+dict).
+    Flag("R1MW_ZSTD_TRAIN_AFTER", "zstd_train_after", 200, _int(0),
+         "compressible entries written before the first zstd dictionary is trained (retrains after 8x as many; 0 = never)"),
+    Flag("R1MW_ZSTD_DICTS_KEPT", "zstd_dicts_kept", 4, _int(1),
+         "zstd dictionaries kept on disk; entries written with an older one become misses"),
+    Flag("R1MW_ZSTD_DICT_DIR", "zstd_dict_dir", None, _path,
+         "directory of the trained zstd dictionaries (default: <cache dir>/zstd-dicts; share it with every process sharing the disk tiers)"),
     # -- semantic stage (issue 7) --
     Flag("R1MW_SEMANTIC_ANN_MIN", "semantic_ann_min", 100_000, _int(0),
          "entries in one scope beyond which the semantic index uses usearch (the `ann` extra); 0 = never"),

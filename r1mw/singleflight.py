@@ -24,6 +24,7 @@ class SingleFlight:
         self.leaders = 0
         self.coalesced = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._owners: dict[int, asyncio.Task[Any] | None] = {}  # id(future) -> the leading caller's task
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -43,6 +44,10 @@ class SingleFlight:
                 on_wait()
             reply = await asyncio.shield(future)
             if isinstance(reply, StreamedReply):
+                if not reply.done and self._owners.get(id(future)) is asyncio.current_task():
+                    # The task holding the live stream asks again before reading it to the end:
+                    # waiting for that stream would wait on itself.
+                    return await call(), False
                 try:
                     return await reply.result(), True
                 except StreamIncomplete:
@@ -52,6 +57,7 @@ class SingleFlight:
         loop = asyncio.get_running_loop()
         # Registered before the task starts, so requests arriving meanwhile find it.
         future = self._inflight[key] = loop.create_future()
+        self._owners[id(future)] = asyncio.current_task()
         task = loop.create_task(self._lead(key, future, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -76,6 +82,7 @@ class SingleFlight:
                 streaming.add_done_callback(lambda: self._forget(key, future))
 
     def _forget(self, key: Hashable, future: asyncio.Future[Any]) -> None:
+        self._owners.pop(id(future), None)
         if self._inflight.get(key) is future:
             del self._inflight[key]
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import time
 from dataclasses import dataclass, field
@@ -361,11 +362,17 @@ class StreamedReply:
         self._future.exception()  # mark retrieved: nobody may be waiting
         self._callbacks.clear()
 
+    def abandon(self) -> None:
+        """The consumer is gone before the end: resolve as incomplete (nothing is stored)."""
+        self._fail(None)
+
     async def aclose(self) -> None:
         """Stop early: nothing is stored, the upstream connection is released."""
         self._fail(None)
         if self._closer is not None:
-            await self._closer()
+            closed = self._closer()
+            if inspect.isawaitable(closed):  # some streams close synchronously
+                await closed
 
 
 class _ReplyBuilder:

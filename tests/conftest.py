@@ -24,4 +24,7 @@ def _isolated_env(tmp_path, monkeypatch):
             "R1_CONTEXT_PREFETCH_ENABLED", "R1_SEMANTIC_DEDUP_ENABLED"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("R1MW_CACHE_DIR", str(tmp_path / "cache"))
+    # Settings(...) built by keyword ignore the environment: their default cache dir must be
+    # per test too, or state (a persisted model, a disk tier) leaks between tests and runs.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.chdir(tmp_path)

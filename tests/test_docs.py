@@ -26,3 +26,13 @@ def test_public_api_is_exactly_all():
     modules = {name for name in public if type(getattr(r1mw, name)).__name__ == "module"}
     assert sorted(r1mw.__all__) == r1mw.__all__
     assert public - modules == set(r1mw.__all__)
+
+
+def test_every_hook_is_documented_in_the_plugin_guide():
+    from r1mw import hookspecs
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    table = re.search(r"<!-- hooks:start -->\n(.*?)\n<!-- hooks:end -->", guide, re.S).group(1)
+    documented = set(re.findall(r"`(r1mw_\w+)\(", table))
+    declared = {name for name in dir(hookspecs) if name.startswith("r1mw_")}
+    assert documented == declared

@@ -176,3 +176,18 @@ def test_settings_precedence_env_over_dotenv(tmp_path):
     s = r1mw.Settings.from_env({"CACHE_L1_SIZE": "9"}, dotenv=env_file)
     assert s.l1_size == 9 and s.source("l1_size") == "env"
     assert s.namespace == "from-file" and s.source("namespace") == str(env_file)
+
+
+async def test_observers_get_the_events_stages_emit():
+    seen = []
+
+    class Observer:
+        @r1mw.hookimpl
+        def r1mw_events(self, pipeline, events):
+            seen.extend(e.kind for e in events)
+
+    async with r1mw.Pipeline(r1mw.Settings(stages="exact"), plugins=[Observer()]) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        await llm(model="m", messages=Q)
+        await llm(model="m", messages=Q)
+    assert seen.count("served") == 2 and seen.count("stored") == 1

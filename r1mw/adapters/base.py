@@ -10,6 +10,7 @@ An adapter supplies four translations (:class:`Native`); :func:`call_through` do
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol
 
 from ..keys import split_params
@@ -98,19 +99,42 @@ class PassthroughStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._upstream, name)
 
+    def __del__(self) -> None:
+        # Dropped without reaching its end (or never iterated): the stream will not finish,
+        # so identical requests waiting on it must stop waiting and make their own call.
+        streamed = self.__dict__.get("_streamed")
+        if streamed is not None and not streamed.done:
+            try:
+                streamed.abandon()
+            except RuntimeError:  # the event loop is already closed: nobody is waiting
+                pass
+
 
 def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable[[Request], Awaitable[Reply | StreamedReply]]:
     """The terminal call of the chain for one client: ``fn(**kwargs)`` translated back."""
 
     async def upstream(request: Request) -> Reply | StreamedReply:
-        result = await fn(**request.upstream_kwargs())
-        if request.stream:
+        result = fn(**request.upstream_kwargs())
+        if inspect.isawaitable(result):
+            result = await result
+        elif not hasattr(result, "__aiter__"):
+            # An async generator function is a fine streaming callable; anything else is a misuse.
+            raise TypeError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
+                            "not an awaitable; wrap an async function")
+        if hasattr(result, "__aiter__"):
             closer = getattr(result, "aclose", None) or getattr(result, "close", None)
             streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
-            request.meta["native_stream"] = result
-            return streamed
-        request.meta["native"] = result
-        return native.to_reply(result)
+            if request.stream:
+                request.meta["native_stream"] = result
+                return streamed
+            # A callable that always streams, asked for a plain reply: read it to the end.
+            async for _ in streamed:
+                pass
+            return await streamed.result()
+        # (A callable that ignores stream=True returns a complete reply: it is replayed as chunks.)
+        reply = native.to_reply(result)
+        request.meta["native"] = (result, reply)
+        return reply
 
     return upstream
 
@@ -122,8 +146,9 @@ async def _aiter(stream: Any) -> AsyncIterator[Any]:
 
 async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Request], Awaitable[Any]],
                        kwargs: dict[str, Any]) -> Any:
-    """Run one native call (``create(**kwargs)``) through the pipeline."""
-    kwargs = dict(kwargs)
+    """Run one native call (``create(**kwargs)``) through the pipeline.
+
+    ``kwargs`` is consumed (the wrappers pass the fresh dict of their own ``**kwargs``)."""
     control = CacheControl.from_mapping(kwargs.pop("cache", None))
     try:
         model = kwargs.pop("model")
@@ -140,11 +165,14 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
     if stream:
         return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
     original = request.meta.get("native")
-    if original is not None and request.source == "upstream" and not request.coalesced:
-        return original
+    if original is not None and original[1] is reply:
+        # The upstream's own object, untouched by the stages: hand it back as it came.
+        return original[0]
     return native.from_reply(reply)
 
 
 def _wants_usage(passthrough: Mapping[str, Any]) -> bool:
+    # As the OpenAI API does: a usage-only chunk (empty choices) only when asked for, since
+    # `chunk.choices[0]` in the caller's loop would fail on it.
     options = passthrough.get("stream_options") or {}
-    return bool(options.get("include_usage", True)) if isinstance(options, Mapping) else True
+    return bool(options.get("include_usage", False)) if isinstance(options, Mapping) else False

@@ -1,8 +1,19 @@
-"""Any async callable taking OpenAI chat kwargs and returning an OpenAI-shaped dict or object."""
+"""Any async callable taking OpenAI chat kwargs and returning an OpenAI-shaped dict or object.
+
+What a hit returns is what a miss returned: a fresh dict for a dict, an object of the same
+class for a pydantic model (rebuilt with ``model_validate``; ``parse_obj`` on pydantic 1).
+The class is learned from the first miss, or fixed up front with ``returns=`` (a model
+class, ``dict``, or a function that builds the object from the OpenAI-shaped dict).
+Streamed chunks are learned the same way: replayed as dicts until an object chunk was seen.
+
+A callable whose objects r1mw cannot rebuild (no ``model_validate``, no ``returns=``) is
+not cached: a hit could not have the type of a miss. It warns once and passes calls through.
+"""
 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from ..pipeline import Pipeline
@@ -10,13 +21,36 @@ from ..types import Delta, Reply, Usage
 from .base import call_through, make_upstream
 from .shapes import chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
 
-__all__ = ["DictNative", "wrap_callable"]
+__all__ = ["DictNative", "ModelNative", "learning_native", "wrap_callable"]
+
+
+def _builder(cls: Any) -> Callable[[dict[str, Any]], Any] | None:
+    """How to rebuild an object of ``cls`` from its OpenAI-shaped dict, if r1mw knows how."""
+    if cls is dict:
+        return None
+    for name in ("model_validate", "parse_obj"):  # pydantic 2, pydantic 1
+        build = getattr(cls, name, None)
+        if callable(build):
+            return build  # type: ignore[no-any-return]
+    if not isinstance(cls, type) and callable(cls):
+        return cls  # a factory: returns=lambda d: MyReply(**d)
+    return None
+
+
+def _same(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+def _dump(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    return dump() if dump is not None else obj
 
 
 class DictNative:
     """Plain dicts: a hit returns a fresh ``chat.completion`` dict, a replay dict chunks."""
 
     kind = "dict"
+    rebuildable = True
 
     def to_reply(self, obj: Any) -> Reply:
         return reply_of_dict(obj, self.kind)
@@ -32,61 +66,120 @@ class DictNative:
 
 
 class ModelNative(DictNative):
-    """Pydantic-style objects (``model_dump`` / ``model_validate``) of a known class."""
+    """Objects of a known class, rebuilt from the OpenAI-shaped dict on a hit."""
 
-    def __init__(self, cls: type, chunk_cls: type | None = None, kind: str = "object") -> None:
+    def __init__(self, cls: Any, chunk_cls: Any = None, kind: str = "object") -> None:
+        build = _builder(cls) if cls is not dict else _same
+        if build is None:
+            raise TypeError(
+                f"returns={getattr(cls, '__name__', cls)!r}: r1mw cannot rebuild it from a dict; "
+                "pass a pydantic model class, dict, or a function dict -> object"
+            )
         self.cls = cls
-        self.chunk_cls = chunk_cls
+        self._build = build
+        self._build_chunk = _builder(chunk_cls) if chunk_cls is not None else None
         self.kind = kind
 
     def to_reply(self, obj: Any) -> Reply:
-        return reply_of_dict(obj.model_dump() if hasattr(obj, "model_dump") else obj, self.kind)
+        return reply_of_dict(_dump(obj), self.kind)
 
     def from_reply(self, reply: Reply) -> Any:
-        return self.cls.model_validate(dict_of_reply(reply))
+        return self._build(dict_of_reply(reply))
+
+    def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]:
+        if self._build_chunk is None and not isinstance(chunk, Mapping):
+            self._build_chunk = _builder(type(chunk))  # learn the chunk class from a live stream
+        return delta_of_chunk(chunk)
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
         chunks = chunk_dicts(reply, include_usage=include_usage)
-        if self.chunk_cls is None:
+        build = self._build_chunk
+        if build is None:
             return chunks
-        return (self.chunk_cls.model_validate(c) for c in chunks)
+        return (build(c) for c in chunks)
 
 
 class _LearningNative(DictNative):
     """For a callable of unknown return type: learn it from the first miss.
 
-    Before any miss (a cache warmed by another process), hits answer as dicts unless
-    ``returns=`` was given to :func:`wrap`.
+    The completion class is learned from a plain miss, the chunk class from a live stream,
+    independently. Before that (a cache warmed by another wrapper), hits answer as dicts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.learned: DictNative | None = None
+        self._build_chunk: Callable[[dict[str, Any]], Any] | None = None
+
+    def _learn(self, obj: Any) -> DictNative:
+        learned = self.learned
+        if learned is None:
+            if isinstance(obj, Mapping):
+                learned = DictNative()
+            elif _builder(type(obj)) is not None:
+                learned = ModelNative(type(obj))
+            else:
+                learned = _Opaque()
+                warnings.warn(
+                    f"r1mw.wrap({self.name}): it returns {type(obj).__name__} objects, which r1mw cannot "
+                    "rebuild on a hit; calls pass through uncached (pass returns=... to cache them)",
+                    RuntimeWarning, stacklevel=2)
+            self.learned = learned
+        return learned
+
+    @property
+    def rebuildable(self) -> bool:  # type: ignore[override]
+        return self.learned is None or self.learned.rebuildable
 
     def to_reply(self, obj: Any) -> Reply:
-        if self.learned is None:
-            self.learned = DictNative() if isinstance(obj, Mapping) else ModelNative(type(obj))
-        return self.learned.to_reply(obj)
+        return self._learn(obj).to_reply(obj)
 
     def from_reply(self, reply: Reply) -> Any:
         return (self.learned or _DICT).from_reply(reply)
 
+    def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]:
+        if self._build_chunk is None and not isinstance(chunk, Mapping):
+            self._build_chunk = _builder(type(chunk))  # a streaming callable yielding model chunks
+        return delta_of_chunk(chunk)
+
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
-        return (self.learned or _DICT).replay_chunks(reply, include_usage)
+        chunks = chunk_dicts(reply, include_usage=include_usage)
+        build = self._build_chunk
+        return chunks if build is None else (build(c) for c in chunks)
+
+
+class _Opaque(DictNative):
+    rebuildable = False
+
+    def to_reply(self, obj: Any) -> Reply:
+        return reply_of_dict(_dump(obj), "object")
 
 
 _DICT = DictNative()
 
 
-def wrap_callable(fn: Callable[..., Awaitable[Any]], pipe: Pipeline, *, returns: type | None = None,
-                  chunk_type: type | None = None) -> Callable[..., Awaitable[Any]]:
-    if returns is None or returns is dict:
-        native: DictNative = _DICT if returns is dict else _LearningNative()
+def learning_native(name: str) -> DictNative:
+    """A native that learns the completion and chunk classes from the first miss/stream."""
+    return _LearningNative(name)
+
+
+def wrap_callable(fn: Callable[..., Awaitable[Any]], pipe: Pipeline, *, returns: Any = None,
+                  chunk_type: Any = None) -> Callable[..., Awaitable[Any]]:
+    """Wrap ``fn(**openai_chat_kwargs)``; see the module docstring for ``returns=``."""
+    native: DictNative
+    if returns is dict:
+        native = _DICT
+    elif returns is None:
+        native = learning_native(getattr(fn, "__qualname__", None) or type(fn).__name__)
     else:
         native = ModelNative(returns, chunk_type)
     upstream = make_upstream(native, fn)
 
-    @functools.wraps(fn)
+    @functools.wraps(fn, updated=())  # not the callable's own __dict__ (its state)
     async def cached(**kwargs: Any) -> Any:
+        if not native.rebuildable:
+            kwargs.pop("cache", None)
+            return await fn(**kwargs)
         return await call_through(pipe, native, upstream, kwargs)
 
     cached.__r1mw_pipeline__ = pipe  # type: ignore[attr-defined]

@@ -1,9 +1,11 @@
 """``litellm.acompletion``: a hit returns LiteLLM's own ``ModelResponse`` (or a stream of
-``ModelResponseStream`` chunks), like a miss does."""
+``ModelResponseStream`` chunks), like a miss does, with ``reasoning_content`` where LiteLLM
+carries it and ``_hidden_params["cache_hit"] = True`` as LiteLLM marks its own cache hits."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Any, Awaitable, Callable, Iterator
 
@@ -31,26 +33,42 @@ def _litellm() -> Any:
 class LiteLLMNative(DictNative):
     kind = "litellm"
 
+    def __init__(self) -> None:
+        litellm = _litellm()
+        self._response = litellm.ModelResponse
+        self._chunk = litellm.ModelResponseStream
+
     def to_reply(self, obj: Any) -> Reply:
         return reply_of_dict(obj.model_dump() if hasattr(obj, "model_dump") else obj, self.kind)
 
     def from_reply(self, reply: Reply) -> Any:
-        return _litellm().ModelResponse(**dict_of_reply(reply))
+        response = self._response(**dict_of_reply(reply))
+        response._hidden_params["cache_hit"] = True
+        return response
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
-        cls = _litellm().ModelResponseStream
+        cls = self._chunk
         return (cls(**c) for c in chunk_dicts(reply, include_usage=include_usage))
 
 
 def wrap_litellm(fn: Callable[..., Awaitable[Any]], pipe: Pipeline) -> Callable[..., Awaitable[Any]]:
+    if not inspect.iscoroutinefunction(inspect.unwrap(fn)):
+        raise TypeError(f"r1mw.wrap() needs litellm.acompletion, not the synchronous {getattr(fn, '__name__', fn)}")
     native = LiteLLMNative()
     upstream = make_upstream(native, fn)
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        signature = None
 
     @functools.wraps(fn)
     async def acompletion(*args: Any, **kwargs: Any) -> Any:
-        if args:  # litellm.acompletion(model, messages, ...) positional form
-            for name, value in zip(("model", "messages"), args):
-                kwargs[name] = value
+        if args:  # litellm.acompletion(model, messages, ...): bind as LiteLLM itself would
+            if signature is None:
+                kwargs.update(zip(("model", "messages"), args))
+            else:
+                kwargs = dict(signature.bind_partial(*args, **kwargs).arguments)
+                kwargs.update(kwargs.pop("kwargs", None) or {})  # its own **kwargs catch-all
         return await call_through(pipe, native, upstream, kwargs)
 
     acompletion.__r1mw_pipeline__ = pipe  # type: ignore[attr-defined]

@@ -36,10 +36,9 @@ def usage_of(raw: Any) -> Usage | None:
 def usage_dict(u: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                            "total_tokens": u.total_tokens}
-    if u.reasoning_tokens:
-        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
-    if u.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    # Both details, zeros included, as OpenAI and DeepSeek send them.
+    out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
     return out
 
 
@@ -123,9 +122,13 @@ def _pieces(text: str) -> Iterator[str]:
         yield text[start:start + PIECE]
 
 
-def chunk_dicts(reply: Reply, *, include_usage: bool = True) -> Iterator[dict[str, Any]]:
-    """Replay a Reply as ``chat.completion.chunk`` dicts: role, reasoning, content, finish,
-    then usage. Concatenating the deltas gives back content and reasoning byte for byte."""
+def chunk_dicts(reply: Reply, *, include_usage: bool = False) -> Iterator[dict[str, Any]]:
+    """Replay a Reply as ``chat.completion.chunk`` dicts: role, reasoning, content, finish.
+    Concatenating the deltas gives back content and reasoning byte for byte.
+
+    Usage rides on the last finish chunk, as DeepSeek sends it; with ``include_usage``
+    (``stream_options={"include_usage": True}``) it comes instead in a final chunk with empty
+    ``choices``, as the OpenAI API sends it."""
     head = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model}
     if reply.system_fingerprint is not None:
         head["system_fingerprint"] = reply.system_fingerprint
@@ -133,7 +136,8 @@ def chunk_dicts(reply: Reply, *, include_usage: bool = True) -> Iterator[dict[st
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
-    for c in reply.choices:
+    last = len(reply.choices) - 1
+    for n, c in enumerate(reply.choices):
         yield chunk(c.index, {"role": c.role, "content": ""})
         if c.reasoning_content:
             for piece in _pieces(c.reasoning_content):
@@ -143,6 +147,9 @@ def chunk_dicts(reply: Reply, *, include_usage: bool = True) -> Iterator[dict[st
                 yield chunk(c.index, {"content": piece})
         if c.tool_calls:
             yield chunk(c.index, {"tool_calls": [{"index": n, **t} for n, t in enumerate(c.tool_calls)]})
-        yield chunk(c.index, {}, c.finish_reason)
+        final = chunk(c.index, {}, c.finish_reason)
+        if n == last and not include_usage and reply.usage is not None:
+            final["usage"] = usage_dict(reply.usage)
+        yield final
     if include_usage and reply.usage is not None:
         yield {**head, "choices": [], "usage": usage_dict(reply.usage)}

@@ -44,16 +44,26 @@ class Entry:
         return cls(value, float(data["e"]), dict(data["m"]), float(data["t"]))
 
     def size_hint(self) -> int:
-        """Approximate bytes in RAM: the text dominates."""
+        """Approximate bytes in RAM (the L1 byte budget): text, bytes and arrays dominate."""
         value = self.value
         if isinstance(value, Reply):
             n = 200
             for c in value.choices:
                 n += len(c.content or "") + len(c.reasoning_content or "")
             return n
-        nbytes = getattr(value, "nbytes", None)
-        if nbytes is not None:
-            return 200 + int(nbytes)
-        if isinstance(value, (str, bytes)):
-            return 200 + len(value)
-        return 200 + len(repr(value)) if not isinstance(value, (dict, list, tuple)) else 200 + 64 * len(value)
+        return 200 + _size(value, 0)
+
+
+def _size(value: Any, depth: int) -> int:
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    nbytes = getattr(value, "nbytes", None)
+    if nbytes is not None:
+        return int(nbytes)
+    if depth > 8:  # deep structures: an estimate is enough
+        return 64
+    if isinstance(value, dict):
+        return sum(16 + _size(k, depth + 1) + _size(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(8 + _size(v, depth + 1) for v in value)
+    return 16

@@ -1,83 +1,343 @@
-"""TieredStore: look up fastest tier first, promote hits, write through on store."""
+"""TieredStore: fastest tier first; promote hits, demote evictions, drop what leaves the last.
+
+Write path (also in docs/design.md, "Tiers"): ``set`` encodes the entry once (so an
+unencodable value fails before anything is written), puts the decoded entry in the RAM tier,
+writes the bytes to the first tier that takes bytes (the durable one, L2 by default) and to
+every tier that declares ``write_through = True`` (a shared Redis tier), and deletes the key
+from the other tiers so that no older version can resurface. All of it is awaited before
+``set`` returns: when ``set`` returns, the entry is in the durable tier's directory (renamed
+into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``).
+
+What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
+leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
+the first tier is decoded and promoted to the first tier. A tier fault is a miss, counted.
+
+Codecs: every bytes tier stores what ``codec`` encodes, unless the tier names its own with an
+``entry_codec`` attribute (e.g. a tier shared with other machines, which cannot see this
+machine's zstd dictionaries, takes a dictionary-free codec); an entry moving between tiers of
+different codecs is re-encoded. Reads decode any envelope whatever codec wrote it.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from typing import Any, Callable, Sequence
 
+from ..codec import Codec, Lz4Codec
+from ..codec import decode as decode_envelope
+from ..errors import CodecError
 from .entry import Entry
 
 __all__ = ["TieredStore"]
 
+log = logging.getLogger("r1mw.tiers")
+
+_WINDOW = 1024  # recent get latencies kept per tier
+
+
+class _Counters:
+    __slots__ = ("promotions", "demotions", "corrupt", "errors", "latency")
+
+    def __init__(self) -> None:
+        self.promotions = self.demotions = self.corrupt = self.errors = 0
+        self.latency: deque[float] = deque(maxlen=_WINDOW)
+
 
 class TieredStore:
-    """Tiers in order, fastest first. The first tier may offer ``get_nowait``/``set_nowait``
-    (the RAM tier): an L1 hit then costs no await.
+    """Tiers in order, fastest first. A tier declares what it takes with ``takes``:
+    ``"entry"`` (decoded :class:`Entry` objects, the RAM tier) or ``"bytes"`` (the default:
+    entries encoded by ``codec``). Tiers with an ``on_evict`` attribute get it set to the
+    store's demotion hook.
 
-    ``get`` returns ``(entry, tier_name)`` or ``None``; a hit below L1 is promoted to L1.
+    ``get_nowait(key)`` is the first tier's own synchronous lookup when it has one (an L1
+    hit with no await and no extra frame); ``await get(key)`` returns ``(entry, tier name)``
+    or ``None``.
     """
 
-    def __init__(self, tiers: Sequence[Any]) -> None:
+    def __init__(self, tiers: Sequence[Any], codec: Codec | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
         if not tiers:
             raise ValueError("a TieredStore needs at least one tier")
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
         self.tiers = list(tiers)
         self.first = self.tiers[0]
-        self._nowait = getattr(self.first, "get_nowait", None)
-        self.promotions = 0
+        self.codec = codec if codec is not None else Lz4Codec()
+        self._clock = clock
+        self._entry = [getattr(t, "takes", "bytes") == "entry" for t in self.tiers]
+        self._codecs: list[Codec] = [getattr(t, "entry_codec", None) or self.codec for t in self.tiers]
+        nowait = getattr(self.first, "get_nowait", None) if self._entry[0] else None
+        self.get_nowait: Callable[[bytes], Entry | None] = nowait if nowait is not None else _none
+        self.has_nowait = nowait is not None
+        durable = next((i for i, takes_entry in enumerate(self._entry) if not takes_entry), None)
+        written = {0} | ({durable} if durable is not None else set())
+        written |= {i for i, t in enumerate(self.tiers) if getattr(t, "write_through", False)}
+        self._written = sorted(written)
+        self._invalidated = [i for i in range(len(self.tiers)) if i not in written]
+        self._counters = [_Counters() for _ in self.tiers]
+        self._pending: deque[tuple[int, bytes, Any]] = deque()
         self._drop_listeners: list[Callable[[bytes], Any]] = []
-        last = self.tiers[-1]
-        if hasattr(last, "on_evict"):
-            last.on_evict = lambda key, _entry: self._dropped(key)
+        for i, tier in enumerate(self.tiers):
+            if hasattr(tier, "on_evict"):
+                tier.on_evict = self._evicted_from(i)
+            if hasattr(tier, "on_lost"):
+                tier.on_lost = self._lost_from(i)
 
+    # -- listeners ------------------------------------------------------------------------
     def add_drop_listener(self, listener: Callable[[bytes], Any]) -> None:
-        """Call ``listener(key)`` when a key leaves the last tier (evicted, expired, deleted):
-        the semantic index drops its vector then."""
+        """Call ``listener(key)`` when a key leaves the store: evicted from the last tier and
+        held by no other, expired, or deleted. The semantic index drops its vector then."""
         self._drop_listeners.append(listener)
 
     def _dropped(self, key: bytes) -> None:
         for listener in self._drop_listeners:
-            listener(key)
+            try:
+                listener(key)
+            except Exception:
+                log.exception("drop listener %r failed", listener)
 
-    def get_nowait(self, key: bytes) -> Entry | None:
-        """L1 only, synchronously (None when the first tier is not a RAM tier)."""
-        return self._nowait(key) if self._nowait is not None else None
+    @property
+    def promotions(self) -> int:
+        return sum(c.promotions for c in self._counters)
 
-    async def get(self, key: bytes) -> tuple[Entry, str] | None:
-        now = time.time()
-        for i, tier in enumerate(self.tiers):
-            entry = await tier.get(key)
-            if entry is None:
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, key: bytes, *, after_nowait: bool = False) -> tuple[Entry, str] | None:
+        """Look tier by tier; decode, check expiry, promote. ``after_nowait=True`` skips the
+        first tier when the caller has just asked it through ``get_nowait``."""
+        start = 1 if after_nowait and self.has_nowait else 0
+        tiers = self.tiers
+        for i in range(start, len(tiers)):
+            tier = tiers[i]
+            counters = self._counters[i]
+            t0 = time.perf_counter()
+            try:
+                found = await tier.get(key)
+            except Exception as exc:
+                counters.errors += 1
+                log.warning("tier %s: get failed: %r", tier.name, exc)
                 continue
-            if entry.expired(now):
-                await tier.delete(key)
+            counters.latency.append(time.perf_counter() - t0)
+            if found is None:
                 continue
+            if self._entry[i]:
+                entry = found
+            else:
+                entry = self._decode(i, found)
+                if entry is None:
+                    await self._safe_delete(i, key)
+                    self._pending.append((i, key, None))  # dropped if no other tier has it
+                    continue
+            if entry.expired(self._clock()):
+                await self._expire(key)
+                return None
             if i:
-                self.promotions += 1
-                await self.first.set(key, entry)
+                self._counters[0].promotions += 1
+                ttl = entry.expires - self._clock() if entry.expires else None
+                payload = entry if self._entry[0] else self._payload(i, 0, found, entry)
+                await self._safe_set(0, key, payload, ttl)
+                await self._settle()
             return entry, tier.name
+        if self._pending:
+            await self._settle()
         return None
 
-    async def set(self, key: bytes, entry: Entry) -> None:
-        for tier in self.tiers:
-            await tier.set(key, entry)
+    def _payload(self, i: int, j: int, value: Any, entry: Entry) -> bytes:
+        """Bytes for bytes tier ``j`` of what tier ``i`` held: as they are under the same codec."""
+        if not self._entry[i] and self._codecs[i] is self._codecs[j]:
+            return value  # type: ignore[no-any-return]
+        return self._codecs[j].encode(entry.to_wire())
 
+    def _decode(self, i: int, data: Any) -> Entry | None:
+        try:
+            return Entry.from_wire(decode_envelope(data))
+        except (CodecError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            self._counters[i].corrupt += 1
+            log.warning("tier %s: undecodable entry dropped: %s", self.tiers[i].name, exc)
+            return None
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def set(self, key: bytes, entry: Entry) -> None:
+        """Store ``entry`` (see the module docstring for where). Raises UnencodableValueError
+        for a value the codec refuses, before anything is written; tier faults are logged."""
+        wire = entry.to_wire()
+        data = self.codec.encode(wire)
+        encoded = {id(self.codec): data}
+        ttl = None
+        if entry.expires:
+            ttl = entry.expires - self._clock()
+            if ttl <= 0:
+                return
+        for i in self._written:
+            if self._entry[i]:
+                await self._safe_set(i, key, entry, ttl)
+                continue
+            codec = self._codecs[i]
+            blob = encoded.get(id(codec))
+            if blob is None:
+                blob = encoded[id(codec)] = codec.encode(wire)
+            await self._safe_set(i, key, blob, ttl)
+        for i in self._invalidated:
+            await self._safe_delete(i, key)
+        await self._settle()
+
+    async def _safe_set(self, i: int, key: bytes, value: Any, ttl: float | None) -> bool:
+        try:
+            await self.tiers[i].set(key, value, ttl)
+            return True
+        except Exception as exc:
+            self._counters[i].errors += 1
+            log.warning("tier %s: set failed: %r", self.tiers[i].name, exc)
+            return False
+
+    async def _safe_delete(self, i: int, key: bytes) -> bool:
+        try:
+            return bool(await self.tiers[i].delete(key))
+        except Exception as exc:
+            self._counters[i].errors += 1
+            log.warning("tier %s: delete failed: %r", self.tiers[i].name, exc)
+            return False
+
+    # -- demotion -------------------------------------------------------------------------------
+    def _evicted_from(self, i: int) -> Callable[[bytes, Any], None]:
+        pending = self._pending
+
+        def on_evict(key: bytes, value: Any) -> None:
+            # Called synchronously inside the tier; the async work happens in _settle.
+            pending.append((i, key, value))
+
+        return on_evict
+
+    def _lost_from(self, i: int) -> Callable[[bytes], None]:
+        pending = self._pending
+
+        def on_lost(key: bytes) -> None:
+            # The tier removed the key on its own (expired, corrupt): maybe the store lost it.
+            pending.append((i, key, None))
+
+        return on_lost
+
+    async def _settle(self) -> None:
+        """Move what tiers evicted one tier down, until nothing is left to move; report
+        keys no tier holds any more."""
+        pending = self._pending
+        dropped: set[bytes] = set()
+        while pending:
+            i, key, value = pending.popleft()
+            try:
+                if value is None:
+                    if key not in dropped and not await self._held(key):
+                        dropped.add(key)
+                        self._dropped(key)
+                else:
+                    await self._demote(i, key, value)
+            except Exception:
+                log.exception("demotion of a key from %s failed", self.tiers[i].name)
+
+    async def _held(self, key: bytes) -> bool:
+        """Whether any tier holds ``key`` (the evicting one may hold a newer copy), or it is
+        on its way down."""
+        if any(k == key and v is not None for _, k, v in self._pending):
+            return True
+        for k in range(len(self.tiers)):
+            if await self._safe_exists(k, key):
+                return True
+        return False
+
+    async def _safe_exists(self, i: int, key: bytes) -> bool:
+        try:
+            return bool(await self.tiers[i].exists(key))
+        except Exception as exc:
+            self._counters[i].errors += 1
+            log.warning("tier %s: exists failed: %r", self.tiers[i].name, exc)
+            return False
+
+    async def _demote(self, i: int, key: bytes, value: Any) -> None:
+        entry = value if self._entry[i] else self._decode(i, value)
+        expired = entry is None or entry.expired(self._clock())
+        j = i + 1
+        if not expired and j < len(self.tiers):
+            if await self._safe_exists(j, key):
+                return  # same version already there (set invalidates older ones)
+            assert entry is not None
+            ttl = entry.expires - self._clock() if entry.expires else None
+            payload: Any = entry if self._entry[j] else self._payload(i, j, value, entry)
+            if await self._safe_set(j, key, payload, ttl):
+                self._counters[j].demotions += 1
+                return
+            if await self._held(key):  # could not move it down; maybe another tier has it
+                return
+            self._dropped(key)
+            return
+        # Left the last tier (or expired): dropped unless a tier still holds it.
+        if expired:
+            for k in range(len(self.tiers)):
+                if k != i:
+                    await self._safe_delete(k, key)
+        elif await self._held(key):
+            return
+        self._dropped(key)
+
+    async def _expire(self, key: bytes) -> None:
+        for i in range(len(self.tiers)):
+            await self._safe_delete(i, key)
+        self._dropped(key)
+
+    # -- the rest ------------------------------------------------------------------------------
     async def delete(self, key: bytes) -> bool:
         found = False
-        for tier in self.tiers:
-            found = await tier.delete(key) or found
+        for i in range(len(self.tiers)):
+            found = await self._safe_delete(i, key) or found
         if found:
             self._dropped(key)
         return found
 
     async def clear(self) -> None:
+        """Empty every tier (drop listeners are not called per key)."""
         for tier in self.tiers:
             await tier.clear()
+        self._pending.clear()
 
     async def close(self) -> None:
         for tier in self.tiers:
             close = getattr(tier, "close", None)
             if close is not None:
-                await close()
+                try:
+                    await close()
+                except Exception:
+                    log.exception("tier %s failed to close", tier.name)
 
     def stats(self) -> dict[str, Any]:
-        return {"promotions": self.promotions, **{t.name: t.stats() for t in self.tiers}}
+        """Per tier: the tier's own figures (entries, bytes, hits, misses, evictions, ...)
+        plus promotions into it, demotions into it, undecodable entries, errors and get
+        latency percentiles (us) over the last 1024 lookups through ``get``. Tiers appear in
+        their order, fastest first; ``promotions`` is the total."""
+        out: dict[str, Any] = {"promotions": self.promotions}
+        for tier, c, codec, takes_entry in zip(self.tiers, self._counters, self._codecs, self._entry):
+            figures = dict(tier.stats())
+            figures["corrupt"] = figures.get("corrupt", 0) + c.corrupt
+            if not takes_entry:
+                figures["entry_codec"] = codec.name
+                codec_stats = getattr(codec, "stats", None)
+                if codec_stats is not None:
+                    figures["codec_stats"] = cs = codec_stats()
+                    if cs.get("compression_ratio") is not None:  # msgpack bytes / stored bytes
+                        figures.setdefault("compression_ratio", cs["compression_ratio"])
+            figures.update(promotions=c.promotions, demotions=c.demotions, errors=c.errors,
+                           latency_us=_percentiles(c.latency))
+            out[tier.name] = figures
+        return out
+
+
+def _none(key: bytes) -> None:
+    return None
+
+
+def _percentiles(window: deque[float]) -> dict[str, float]:
+    if not window:
+        return {"count": 0}
+    ordered = sorted(window)
+    n = len(ordered)
+    return {"count": n, "p50": ordered[n // 2] * 1e6, "p99": ordered[min(n - 1, int(n * 0.99))] * 1e6}

@@ -1,0 +1,208 @@
+"""The Redis tier: a cache shared by every process pointed at the same server.
+
+Redis down, slow or restarting must make requests slower, never broken:
+
+* **No retries inside redis-py** (its defaults turn one call to a dead server into 3-4 s).
+  Each call has our own deadline (``timeout`` seconds, R1MW_REDIS_TIMEOUT_MS) on top of the
+  socket timeouts; past it the call is a miss (get) or a no-op (set, delete), counted.
+* **A circuit breaker**: after ``breaker_failures`` failures in a row Redis is skipped (a miss
+  in ~1 us) for ``breaker_cooldown`` seconds; then one call probes it: success closes the
+  breaker, failure opens it again. ``stats()`` shows errors, timeouts, breaker opens, skipped
+  calls and the seconds of outage seen.
+* **Reconnects by itself**: redis-py's pool opens a new connection on the next call after one
+  broke; a timed-out call drops its connection, so no late reply is read by another call.
+
+Keys are ``prefix + key`` (binary-safe), values the bytes given, TTL is Redis's own expiry.
+Nothing read from Redis is unpickled or run: the store's codec decodes the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+__all__ = ["CircuitBreaker", "RedisTier"]
+
+log = logging.getLogger("r1mw.tiers.redis")
+
+T = TypeVar("T")
+
+
+class CircuitBreaker:
+    """Closed -> (``failures`` in a row) -> open -> (``cooldown`` s) -> half-open: one probe."""
+
+    def __init__(self, failures: int = 3, cooldown: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self.clock = clock
+        self.state = "closed"
+        self.opens = 0
+        self._streak = 0
+        self._opened_at = 0.0
+        self._streak_start = 0.0
+        self._outage_start: float | None = None
+        self._outage_total = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        """May a call go to Redis now? (In half-open state, only the one probe may.)"""
+        if self.state == "closed":
+            return True
+        if self.state == "open" and self.clock() - self._opened_at >= self.cooldown:
+            self.state = "half-open"
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        if self._outage_start is not None:
+            self._outage_total += self.clock() - self._outage_start
+            self._outage_start = None
+        self.state = "closed"
+        self._streak = 0
+        self._probing = False
+
+    def failure(self) -> None:
+        now = self.clock()
+        if self._streak == 0:
+            self._streak_start = now
+        self._streak += 1
+        if self.state == "half-open" or (self.state == "closed" and self._streak >= self.failures):
+            if self.state == "closed":
+                self.opens += 1
+                self._outage_start = self._streak_start
+            self.state = "open"
+            self._opened_at = now
+            self._probing = False
+
+    @property
+    def outage_seconds(self) -> float:
+        """Seconds Redis was (or still is) unusable, from the first failure of each outage."""
+        current = self.clock() - self._outage_start if self._outage_start is not None else 0.0
+        return self._outage_total + current
+
+
+class RedisTier:
+    """A :class:`~r1mw.protocols.Tier` over ``redis.asyncio`` that never raises to its caller.
+
+    ``client`` may be given (tests, shared pools); otherwise one is built from ``url`` with
+    retries off and socket timeouts equal to the deadline. ``write_through``: the store writes
+    every entry here when it is stored (a shared tier must not wait for a local eviction).
+    Redis bounds and evicts by itself (``maxmemory``), so there is no ``on_evict``.
+    """
+
+    write_through = True
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
+                 prefix: bytes | str = b"r1mw:v1:", timeout: float = 0.05, breaker_failures: int = 3,
+                 breaker_cooldown: float = 5.0, max_connections: int = 64, client: Any = None) -> None:
+        self.name = name
+        self.url = url
+        self.prefix = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
+        self.timeout = timeout
+        self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
+        self._client = client if client is not None else _client(url, timeout, max_connections)
+        self.hits = self.misses = self.sets = self.deletes = 0
+        self.errors = self.timeouts = self.skipped = 0
+
+    async def _call(self, make: Callable[[], Awaitable[T]], default: T, deadline: float | None = None) -> T:
+        if not self.breaker.allow():
+            self.skipped += 1
+            return default
+        try:
+            result = await asyncio.wait_for(make(), deadline or self.timeout)
+        except asyncio.TimeoutError:
+            self.timeouts += 1
+            self.breaker.failure()
+            return default
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any Redis fault is a miss, counted
+            self.errors += 1
+            self.breaker.failure()
+            if self.errors < 5 or self.errors % 1000 == 0:
+                log.warning("%s: %s: %s (a miss; errors so far: %d)", self.name, type(exc).__name__, exc, self.errors)
+            return default
+        self.breaker.success()
+        return result
+
+    async def get(self, key: bytes) -> bytes | None:
+        value = await self._call(lambda: self._client.get(self.prefix + key), None)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return bytes(value)
+
+    async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
+        px = max(1, int(ttl * 1000)) if ttl else None
+        ok = await self._call(lambda: self._client.set(self.prefix + key, bytes(value), px=px), False)
+        if ok:
+            self.sets += 1
+
+    async def delete(self, key: bytes) -> bool:
+        n = await self._call(lambda: self._client.delete(self.prefix + key), 0)
+        if n:
+            self.deletes += 1
+        return bool(n)
+
+    async def exists(self, key: bytes) -> bool:
+        return bool(await self._call(lambda: self._client.exists(self.prefix + key), 0))
+
+    async def clear(self) -> None:
+        """Delete every key under this tier's prefix (SCAN + UNLINK, never FLUSHDB)."""
+        async def scan_and_unlink() -> int:
+            n = 0
+            batch: list[bytes] = []
+            async for k in self._client.scan_iter(match=_glob_escape(self.prefix) + b"*", count=1000):
+                batch.append(k)
+                if len(batch) >= 1000:
+                    n += await self._client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                n += await self._client.unlink(*batch)
+            return n
+
+        await self._call(scan_and_unlink, 0, deadline=max(5.0, 100 * self.timeout))
+
+    async def ping(self) -> bool:
+        """True when Redis answered within the deadline (goes through the breaker)."""
+        return bool(await self._call(lambda: self._client.ping(), False))
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        except Exception:  # noqa: BLE001 - closing a broken connection is not an error
+            pass
+
+    def stats(self) -> dict[str, Any]:
+        b = self.breaker
+        return {"up": b.state == "closed", "hits": self.hits, "misses": self.misses, "sets": self.sets,
+                "deletes": self.deletes,
+                "errors": self.errors, "timeouts": self.timeouts, "skipped": self.skipped,
+                "breaker": b.state, "breaker_opens": b.opens, "outage_s": round(b.outage_seconds, 3),
+                "timeout_ms": self.timeout * 1000.0}
+
+
+def _client(url: str, timeout: float, max_connections: int) -> Any:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                          retry=Retry(NoBackoff(), 0), retry_on_timeout=False, retry_on_error=[],
+                          health_check_interval=0, max_connections=max_connections)
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    out = bytearray()
+    for b in raw:
+        if b in b"*?[]\\":
+            out += b"\\"
+        out.append(b)
+    return bytes(out)

@@ -1,0 +1,327 @@
+"""The prefetch predictor: learns sessions, prefetches within hard budgets, never hurts a caller."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import r1mw
+from r1mw.budget import Budget
+from r1mw.predictor import SequenceModel
+from r1mw.testing import FakeR1
+
+pytestmark = pytest.mark.anyio
+
+# A minimal template stage for these tests (the real one is r1mw_plugins.template): it
+# annotates requests exactly as the contract says and publishes render().
+_SHAPES = {"analyze": "Analyze {symbol} using RSI", "risk": "Assess risk for {symbol}",
+           "predict": "Predict movement for {symbol}"}
+_PATTERNS = {tid: re.compile("^" + re.escape(t).replace(re.escape("{symbol}"), r"(?P<symbol>\w+)") + "$")
+             for tid, t in _SHAPES.items()}
+
+
+class _Templates:
+    def render(self, template_id, slots):
+        return _SHAPES[template_id].format(**slots)
+
+
+class _TemplateStage:
+    name = "tpl"
+
+    def __init__(self, pipeline):
+        pipeline.services["templates"] = _Templates()
+
+    async def handle(self, request, call_next):
+        for tid, pattern in _PATTERNS.items():
+            m = pattern.match(request.question)
+            if m:
+                request.meta["template_id"] = tid
+                request.meta["slots"] = m.groupdict()
+                break
+        return await call_next(request)
+
+
+class _TestTemplates:
+    @r1mw.hookimpl
+    def r1mw_register_stages(self):
+        return {"tpl": _TemplateStage}
+
+
+def pipeline(**kw):
+    settings = dict(stages="prefetch,tpl,exact", prefetch_min_prob=0.5, prefetch_max_inflight=4,
+                    prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+    settings.update(kw)
+    return r1mw.Pipeline(r1mw.Settings(**settings), plugins=[_TestTemplates()])
+
+
+def ask(text):
+    return [{"role": "system", "content": "You are an analyst."}, {"role": "user", "content": text}]
+
+
+async def settle(pipe, until=lambda s: True, rounds=400):
+    """Let background learning and prefetch calls run (bounded; no timing asserted)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0.005)
+        stats = pipe.stage("prefetch").stats()
+        if until(stats) and stats["inflight"] == 0 and not pipe.stage("prefetch")._queue:
+            return stats
+    return pipe.stage("prefetch").stats()
+
+
+async def run_sessions(llm, tickers, session_prefix="s"):
+    for i, t in enumerate(tickers):
+        for shape in ("analyze", "risk", "predict"):
+            await llm(model="r1", messages=ask(_SHAPES[shape].format(symbol=t)),
+                      cache={"session": f"{session_prefix}{i}"})
+
+
+def test_sequence_model_learns_transitions_with_slot_carry_over():
+    m = SequenceModel(order=2, min_support=2)
+    for t in ("AAPL", "MSFT", "TSLA"):
+        m.observe(t, "t:analyze", {"symbol": t})
+        m.observe(t, "t:risk", {"symbol": t})
+    m.observe("new", "t:analyze", {"symbol": "NVDA"})
+    best = m.predict("new")[0]
+    assert best.symbol == "t:risk" and dict(best.slots) == {"symbol": "NVDA"} and best.probability == 1.0
+    data = m.to_data()
+    fresh = SequenceModel(order=2, min_support=2)
+    fresh.load_data(data)
+    fresh.observe("again", "t:analyze", {"symbol": "AMD"})
+    assert dict(fresh.predict("again")[0].slots) == {"symbol": "AMD"}
+
+
+def test_sequence_model_memory_is_bounded():
+    m = SequenceModel(order=3, max_contexts=50, max_successors=4, max_sessions=10, max_examples=5)
+    for i in range(2000):
+        m.observe(f"s{i % 37}", f"q:{i % 101}", None, example={"messages": [], "params": {}})
+    assert len(m) <= 50 and len(m._sessions) <= 10 and len(m._examples) <= 5
+    assert all(len(s.counts) <= 4 for s in m._contexts.values())
+
+
+async def test_a_learned_session_pattern_turns_the_next_request_into_a_hit():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        calls = len(fake.calls)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI"), cache={"session": "new"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert stats["issued"] >= 1
+        prefetched = len(fake.calls) - calls - 1
+        assert prefetched >= 1 and "Assess risk for NVDA" in [c["messages"][-1]["content"] for c in fake.calls]
+        risk_calls = sum(c["messages"][-1]["content"] == "Assess risk for NVDA" for c in fake.calls)
+        await llm(model="r1", messages=ask("Assess risk for NVDA"), cache={"session": "new"})
+        # the analyst's question was answered by the prefetched entry: no call of its own
+        assert sum(c["messages"][-1]["content"] == "Assess risk for NVDA" for c in fake.calls) == risk_calls == 1
+        stats = await settle(pipe, until=lambda s: s["used"] >= 1)
+        assert stats["used"] >= 1 and stats["tokens_saved"] > 0
+        assert pipe.stats()["hits"] >= 1
+
+
+async def test_a_real_request_waits_for_its_prefetch_in_flight():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        fake.latency = 0.2  # prefetch calls now take a while
+        await llm(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "z"})
+        for _ in range(100):  # wait until the prefetch call is in flight
+            await asyncio.sleep(0.005)
+            if pipe.stage("prefetch").budget.inflight:
+                break
+        assert pipe.stage("prefetch").budget.inflight >= 1
+        risk_calls = lambda: sum(c["messages"][-1]["content"] == "Assess risk for AMD" for c in fake.calls)
+        reply = await llm(model="r1", messages=ask("Assess risk for AMD"), cache={"session": "z"})
+        assert reply["choices"][0]["message"]["content"] == fake.answer_for("Assess risk for AMD")
+        assert risk_calls() == 1  # single-flight across the prefetch and the real request
+        stats = await settle(pipe, until=lambda s: s["used"] >= 1)
+        assert stats["used"] >= 1 and pipe.stats()["coalesced"] >= 1
+
+
+async def test_untemplated_sequences_are_learned_too():
+    fake = FakeR1()
+    first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for s in range(3):  # the follow-up is not stored, so only a prefetch can cache it
+            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
+            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}", "no-store": True})
+        await settle(pipe)
+        await llm(model="r1", messages=ask(first), cache={"session": "u9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert stats["issued"] == 1
+        calls = len(fake.calls)
+        await llm(model="r1", messages=ask(follow_up), cache={"session": "u9"})
+        assert len(fake.calls) == calls
+        assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
+
+
+async def test_a_failing_upstream_during_prefetch_affects_no_caller():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        original = fake.__call__
+
+        async def flaky(**kwargs):
+            if kwargs["messages"][-1]["content"].startswith("Assess risk for NVDA"):
+                raise ConnectionError("upstream down")
+            return await original(**kwargs)
+
+        llm = r1mw.wrap(flaky, pipe)
+        reply = await llm(model="r1", messages=ask("Analyze NVDA using RSI"), cache={"session": "n"})
+        assert reply["choices"][0]["message"]["content"] == fake.answer_for("Analyze NVDA using RSI")
+        stats = await settle(pipe, until=lambda s: s["errors"] >= 1)
+        assert stats["errors"] >= 1 and pipe.stats()["errors"] == 0
+
+
+async def test_shutdown_with_prefetches_in_flight_leaves_nothing_running_or_half_stored():
+    fake = FakeR1()
+    before = set(asyncio.all_tasks())
+    pipe = pipeline()
+    await pipe.start()
+    llm = r1mw.wrap(fake, pipe)
+    await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+    await settle(pipe)
+    original = fake.__call__
+
+    async def slow_risk(**kwargs):  # the prefetched question will still be running at close
+        if kwargs["messages"][-1]["content"] == "Assess risk for NVDA":
+            await asyncio.sleep(30)
+        return await original(**kwargs)
+
+    llm = r1mw.wrap(slow_risk, pipe)
+    await llm(model="r1", messages=ask("Analyze NVDA using RSI"), cache={"session": "q"})
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if pipe.stage("prefetch").budget.inflight:
+            break
+    assert pipe.stage("prefetch").budget.inflight >= 1
+    stored_before = pipe.stage("exact").stored
+    await pipe.close()
+    assert set(asyncio.all_tasks()) - before == set()
+    assert pipe.stage("exact").stored == stored_before  # the cancelled call stored nothing
+
+
+async def test_the_model_persists_across_restarts():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        await run_sessions(r1mw.wrap(fake, pipe), ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+    async with pipeline() as pipe:  # same cache dir (the test's), fresh process state
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "after"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert stats["issued"] >= 1
+
+
+async def test_off_when_its_flag_is_off():
+    async with pipeline(prefetch_enabled=False) as pipe:
+        assert pipe.stage("prefetch") is None and [s.name for s in pipe.stages] == ["tpl", "exact"]
+
+
+class BudgetMachine(RuleBasedStateMachine):
+    """Random traffic against the budget: no limit is ever exceeded."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = 0.0
+        self.budget = Budget(max_inflight=3, max_per_minute=5, tokens_per_hour=5000, clock=lambda: self.now)
+        self.grants = []
+        self.starts = []
+        self.spent = []
+
+    @rule(estimate=st.integers(1, 3000))
+    def acquire(self, estimate):
+        grant = self.budget.try_acquire(estimate)
+        if grant is not None:
+            self.grants.append(grant)
+            self.starts.append(self.now)
+
+    @rule(data=st.data())
+    def release(self, data):
+        if self.grants:
+            grant = self.grants.pop(data.draw(st.integers(0, len(self.grants) - 1)))
+            spent = data.draw(st.integers(0, grant.reserved))  # a reply costs at most its reservation
+            self.budget.release(grant, spent)
+            self.spent.append((self.now, spent))
+
+    @rule(seconds=st.floats(0, 900))
+    def wait(self, seconds):
+        self.now += seconds
+
+    @invariant()
+    def limits_hold(self):
+        assert len(self.grants) <= 3
+        assert sum(1 for t in self.starts if t > self.now - 60) <= 5
+        reserved = sum(g.reserved for g in self.grants)
+        assert sum(s for t, s in self.spent if t > self.now - 3600) + reserved <= 5000
+
+
+TestBudget = BudgetMachine.TestCase
+TestBudget.settings = hsettings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(traffic=st.lists(st.tuples(st.sampled_from(["AAPL", "MSFT", "NVDA", "AMD", "TSLA"]),
+                                  st.sampled_from(list(_SHAPES)), st.integers(0, 3)), min_size=5, max_size=40))
+async def test_prefetch_never_exceeds_its_budgets_on_random_traffic(traffic):
+    fake = FakeR1()
+    inflight = peak = 0
+    original = fake.__call__
+
+    async def counting(**kwargs):
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        try:
+            return await original(**kwargs)
+        finally:
+            inflight -= 1
+
+    async with pipeline(prefetch_max_inflight=1, prefetch_max_per_minute=3, prefetch_token_budget=90) as pipe:
+        llm = r1mw.wrap(counting, pipe)
+        for symbol, shape, session in traffic:
+            await llm(model="r1", messages=ask(_SHAPES[shape].format(symbol=symbol)), cache={"session": str(session)})
+            await asyncio.sleep(0)
+        stats = await settle(pipe)
+    assert stats["issued"] + stats["already_cached"] <= 3  # per minute
+    assert stats["tokens_spent"] <= 90  # each FakeR1 reply costs 30 tokens
+
+
+# anyio's plugin runs the hypothesis-driven coroutine test on the asyncio backend.
+test_prefetch_never_exceeds_its_budgets_on_random_traffic = pytest.mark.anyio(
+    test_prefetch_never_exceeds_its_budgets_on_random_traffic)
+
+
+async def test_with_the_real_template_stage_the_next_templated_request_is_prefetched():
+    from r1mw.templating import BUNDLED
+
+    fake = FakeR1()
+    settings = r1mw.Settings(stages="prefetch,template,exact", templates=BUNDLED, prefetch_min_prob=0.5,
+                             prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
+            await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
+                      cache={"session": f"t{i}"})
+            await llm(model="r1", messages=ask(f"Predict movement for {ticker} over the next trading day"),
+                      cache={"session": f"t{i}"})
+        await settle(pipe)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"), cache={"session": "t9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert stats["issued"] == 1
+        calls = len(fake.calls)
+        # a reworded form of the predicted request: the template stage gives it the same key
+        reply = await llm(model="r1", messages=ask("Forecast NVDA's price movement over the next trading day"),
+                          cache={"session": "t9"})
+        assert len(fake.calls) == calls
+        assert "NVDA" in reply["choices"][0]["message"]["content"]
+        assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1

@@ -1,0 +1,133 @@
+"""Template files: TOML, JSON and YAML load alike; a malformed file fails at start-up with
+ConfigError naming the file, the line and the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import r1mw
+from r1mw.templating import BUNDLED, load_file
+
+pytestmark = pytest.mark.anyio
+
+
+def settings_(**kw):
+    """Settings for a test: keyword settings ignore the environment, so pass the test's own
+    cache dir (the autouse fixture's R1MW_CACHE_DIR), never the user's ~/.cache."""
+    kw.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])
+    return r1mw.Settings(**kw)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOML = textwrap.dedent('''\
+    version = 1
+
+    [slot_types]
+    size = "money"
+
+    [[templates]]
+    id = "risk"
+    template = "Assess risk for {size} in {symbol:ticker}"
+    variants = ["How risky is {size} in {symbol}?"]
+
+    [[templates]]
+    id = "close"
+    template = "How did {symbol} close on {day}?"
+    slots = { symbol = "ticker", day = "date" }
+    ''')
+
+YAML = textwrap.dedent('''\
+    version: 1
+    slot_types:
+      size: money
+    templates:
+      - id: risk
+        template: "Assess risk for {size} in {symbol:ticker}"
+        variants: ["How risky is {size} in {symbol}?"]
+      - id: close
+        template: "How did {symbol} close on {day}?"
+        slots: {symbol: ticker, day: date}
+    ''')
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_three_formats_load_the_same_templates(tmp_path):
+    data = {"version": 1, "slot_types": {"size": "money"}, "templates": [
+        {"id": "risk", "template": "Assess risk for {size} in {symbol:ticker}",
+         "variants": ["How risky is {size} in {symbol}?"]},
+        {"id": "close", "template": "How did {symbol} close on {day}?", "slots": {"symbol": "ticker", "day": "date"}},
+    ]}
+    loaded = [load_file(_write(tmp_path, "t.toml", TOML)), load_file(_write(tmp_path, "t.yaml", YAML)),
+              load_file(_write(tmp_path, "t.json", json.dumps(data)))]
+    forms = [[t.to_dict() for t in ts] for ts in loaded]
+    assert forms[0] == forms[1] == forms[2]
+    assert dict(loaded[0][0].slots) == {"size": "money", "symbol": "ticker"}
+    assert dict(loaded[0][1].slots) == {"day": "date", "symbol": "ticker"}
+
+
+def test_bundled_and_example_files_load():
+    assert len(load_file(BUNDLED)) == 14
+    assert [t.to_dict() for t in load_file(ROOT / "examples" / "trading_templates.json")] == \
+        [t.to_dict() for t in load_file(BUNDLED)]
+    assert {t.id for t in load_file(ROOT / "examples" / "templates.toml")} >= {"analyze_strategy", "price_on_date"}
+
+
+BAD = [
+    ("bad.json", '{\n  "templates": [\n    {"id": "a", "template": "x {y}"},\n  ]\n}\n', 4, "invalid JSON"),
+    ("bad.toml", 'version = 1\n[[templates]]\nid = "a"\ntemplate = "unterminated\n', 4, "invalid TOML"),
+    ("bad.yaml", "templates:\n  - id: a\n    template: [unclosed\n", 4, "invalid YAML"),
+    ("type.toml", 'version = 1\n\n[[templates]]\nid = "a"\ntemplate = "Analyze {s:stock}"\n', 4, "unknown slot type"),
+    ("variant.json", json.dumps({"templates": [{"id": "ok", "template": "Hi {x}"},
+                                               {"id": "bad", "template": "Analyze {a} with {b}",
+                                                "variants": ["Analyze {a}"]}]}, indent=1), 8, "variant"),
+    ("dup.yaml", "templates:\n  - id: a\n    template: 'A {x}'\n  - id: a\n    template: 'B {x}'\n", 4,
+     "declared twice"),
+    ("key.toml", '[[templates]]\nid = "a"\ntemplate = "A {x}"\nvaraints = ["B {x}"]\n', 4, "unknown keys"),
+    ("brace.json", '{"templates": [\n {"id": "a",\n  "template": "A {x} }"}]}', 2, "stray"),
+    ("slots.json", '{"templates": [\n {"id": "a", "template": "A {x}", "slots": ["y"]}]}', 2, "'slots' lists"),
+    ("empty.toml", "version = 1\n", 1, "'templates' must be a non-empty list"),
+    ("list.json", "[1, 2]", 1, "top level"),
+    ("notes.txt", "hello", None, "expected a .toml, .json, .yaml"),
+]
+
+
+@pytest.mark.parametrize("name,text,line,reason", BAD, ids=[b[0] for b in BAD])
+async def test_a_malformed_file_fails_at_start_up_naming_file_line_and_reason(tmp_path, name, text, line, reason):
+    path = _write(tmp_path, name, text)
+    with pytest.raises(r1mw.ConfigError) as err:
+        async with r1mw.Pipeline(settings_(stages="template,exact", templates=str(path))):
+            pass
+    message = str(err.value)
+    assert str(path) in message and reason in message
+    if line is not None:
+        assert message.startswith(f"{path}:{line}: "), message
+    assert "\n" not in message
+
+
+async def test_a_missing_file_names_the_flag(tmp_path):
+    with pytest.raises(r1mw.ConfigError, match="R1MW_TEMPLATES=.*no such file"):
+        async with r1mw.Pipeline(settings_(stages="template", templates=str(tmp_path / "none.toml"))):
+            pass
+
+
+def test_cli_check_lists_a_good_file_and_rejects_a_bad_one(tmp_path, capsys):
+    from r1mw.cli import main
+
+    good = shutil.copy(BUNDLED, tmp_path / "t.json")
+    assert main(["templates", "check", str(good)]) == 0
+    out = capsys.readouterr()
+    assert "analyze_strategy: Analyze {symbol} using {strategy}" in out.out and "14 templates OK" in out.err
+    bad = _write(tmp_path, "bad.toml", '[[templates]]\nid = "a"\ntemplate = "A {x:nope}"\n')
+    assert main(["templates", "check", str(bad)]) == 2
+    assert f"{bad}:2: template #1 ('a'): unknown slot type 'nope'" in capsys.readouterr().err

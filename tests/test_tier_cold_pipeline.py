@@ -1,0 +1,78 @@
+"""The cold tiers under the real TieredStore and exact stage: demotion L1 -> L2 -> L3 -> L4,
+hits from every tier, restart, and a corrupt L3 record that is a miss, not an error."""
+
+from __future__ import annotations
+
+import pytest
+
+import r1mw
+from r1mw.testing import FakeR1
+
+pytestmark = pytest.mark.anyio
+
+
+def q(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Summarize the Q{i % 4 + 1} earnings call of T{i}"}]
+
+
+def pipeline(tmp_path, **kw):
+    kw.setdefault("l1_size", 2)
+    kw.setdefault("l2_size", 3)
+    kw.setdefault("l3_size", 4)
+    return r1mw.Pipeline(r1mw.Settings(stages="exact", tiers="l1,l2,l3,l4", cache_dir=tmp_path / "cache",
+                                       l3_inline_reads=True, **kw))
+
+
+async def test_evictions_move_down_to_l4_and_every_entry_stays_reachable(tmp_path):
+    fake = FakeR1()
+    async with pipeline(tmp_path) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        first = [await llm(model="deepseek-reasoner", messages=q(i)) for i in range(12)]
+        tiers = pipe.stats()["tiers"]
+        assert tiers["l3"]["demotions"] > 0 and tiers["l4"]["demotions"] > 0
+        assert tiers["l3"]["entries"] <= 4 and tiers["l2"]["entries"] <= 3
+        again = [await llm(model="deepseek-reasoner", messages=q(i)) for i in range(12)]
+        stats = pipe.stats()
+    assert len(fake.calls) == 12  # nothing was lost on the way down
+    assert [a["choices"][0]["message"] for a in again] == [f["choices"][0]["message"] for f in first]
+    assert stats["hits_by"].get("exact:l3", 0) + stats["hits_by"].get("exact:l4", 0) > 0
+
+
+async def test_a_new_pipeline_finds_what_the_cold_tiers_kept(tmp_path):
+    fake = FakeR1()
+    async with pipeline(tmp_path) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i in range(12):
+            await llm(model="deepseek-reasoner", messages=q(i))
+    async with pipeline(tmp_path) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i in range(12):
+            reply = await llm(model="deepseek-reasoner", messages=q(i))
+            assert reply["choices"][0]["message"]["content"] == fake.answer_for(q(i)[0]["content"])
+        stats = pipe.stats()
+    assert len(fake.calls) == 12
+    assert {"exact:l2", "exact:l3", "exact:l4"} & set(stats["hits_by"])
+
+
+async def test_a_corrupt_l3_record_is_a_miss_and_the_call_goes_upstream(tmp_path):
+    fake = FakeR1()
+    async with pipeline(tmp_path) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i in range(12):
+            await llm(model="deepseek-reasoner", messages=q(i))
+        l3 = pipe.store.tiers[2]
+        damaged = 0
+        for key, loc in list(l3._index.items()):
+            with open(l3._data_path(loc.seg), "r+b") as f:
+                f.seek(loc.offset + loc.length - 1)
+                byte = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([byte[0] ^ 0xFF]))
+            damaged += 1
+        assert damaged
+        for i in range(12):
+            reply = await llm(model="deepseek-reasoner", messages=q(i))
+            assert reply["choices"][0]["message"]["content"] == fake.answer_for(q(i)[0]["content"])
+        stats = pipe.stats()
+    assert 12 < len(fake.calls) <= 12 + damaged  # only what was damaged went upstream again
+    assert stats["tiers"]["l3"]["corrupt"] >= 1 and stats["errors"] == 0
