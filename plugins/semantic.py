@@ -241,8 +241,9 @@ class SemanticStage:
         index = self.index
         if index is None:
             return
-        if self.dedup and can_skip_store and not self._stores_itself:
-            twin = self._twin(index, request, scope, question, vector)
+        # A refetch (no-cache, s-maxage) replaces what is stored: never deduplicated.
+        if self.dedup and can_skip_store and not self._stores_itself and not request.control.no_cache:
+            twin = self._twin(index, request, scope, question, vector, key)
             if twin is not None:
                 record, similarity = twin
                 self._alias(key, record.key, similarity)
@@ -283,13 +284,15 @@ class SemanticStage:
                 self._maybe_build_ann()
 
     def _twin(self, index: VectorIndex, request: Request, scope: bytes, question: str,
-              vector: Any) -> tuple[Record, float] | None:
+              vector: Any, key: bytes) -> tuple[Record, float] | None:
         # Synchronous: only entries the first tier holds count (no await between the
         # upstream reply and the exact stage's store).
         slots = request.meta.get("slots")
         template_id = request.meta.get("template_id")
         for cand in index.search(scope, vector, self.threshold, self.top_k):
             record = cand.record
+            if record.key == key:
+                continue  # its own key: this reply replaces that entry
             info = {"similarity": cand.similarity, "asked_slots": slots, "stored_slots": record.slots,
                     "asked_template": template_id, "stored_template": record.template_id}
             if first_veto(self.guards, question, record.text, info) is None \
@@ -299,8 +302,12 @@ class SemanticStage:
 
     async def _store(self, request: Request, key: bytes, reply: Reply) -> None:
         ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
-        await self.store.set(key, Entry(reply, time.time() + ttl if ttl else 0.0,
-                                        dict(request.meta.get("store_meta", {}))))
+        try:
+            await self.store.set(key, Entry(reply, time.time() + ttl if ttl else 0.0,
+                                            dict(request.meta.get("store_meta", {}))))
+        except r1mw.CodecError as exc:  # a cache fault: the caller has the reply already
+            self.counts["store_errors"] += 1
+            log.warning("semantic: reply not stored: %s", exc)
 
     # -- aliases and drops -----------------------------------------------------------------
     def _alias(self, alias: bytes, served: bytes, similarity: float) -> None:
