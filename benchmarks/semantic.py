@@ -119,7 +119,7 @@ async def pipeline_rates(pairs: list[dict[str, str]], threshold: float | None) -
     """Store ``a`` in a fresh namespace, ask ``b``: [hits, pairs] per (source, kind)."""
     fake = FakeR1()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = r1mw.Settings(stages="exact,semantic", l1_size=2 * len(pairs) + 10, cache_dir=tmp,
+        settings = r1mw.Settings(stages="exact,semantic", tiers="l1", l1_size=2 * len(pairs) + 10, cache_dir=tmp,
                                  similarity_threshold=threshold, semantic_dedup_enabled=False)
         async with r1mw.Pipeline(settings) as pipe:
             await pipe.wait_ready()
@@ -288,7 +288,7 @@ async def latency(n: int, ann: bool, queries: int = 500) -> dict[str, Any]:
     """Semantic hits through the whole pipeline with ``n`` entries in one scope."""
     fake = FakeR1()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = r1mw.Settings(stages="exact,semantic", l1_size=n + queries + 10, cache_dir=tmp,
+        settings = r1mw.Settings(stages="exact,semantic", tiers="l1", l1_size=n + queries + 10, cache_dir=tmp,
                                  semantic_ann_min=n if ann else 0, semantic_dedup_enabled=False,
                                  embedding_cache_size=0)
         async with r1mw.Pipeline(settings) as pipe:
