@@ -500,3 +500,20 @@ async def test_a_no_cache_refetch_replaces_the_stored_reply_and_is_never_dedupli
         sem = pipe.stats()["stages"]["semantic"]
     assert content(again) == content(para) == "fresh"
     assert sem["dedup"]["deduplicated"] == 0
+
+
+async def test_with_the_template_stage_in_front_slot_changes_still_miss():
+    fake = FakeR1()
+    stored = "Analyze AAPL using RSI(14) mean reversion"
+    async with pipeline(stages="template,exact,semantic") as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=q(stored))
+        other = await llm(model=M, messages=q("Analyze MSFT using RSI(14) mean reversion"))
+        reworded = await llm(model=M, messages=q("analyze AAPL using RSI(14) mean reversion please"))
+        risk = await llm(model=M, messages=q("Assess risk for 500 shares of AAPL"))
+        bigger = await llm(model=M, messages=q("Assess risk for 5,000 shares of AAPL"))
+    assert content(other) == fake.answer_for("Analyze MSFT using RSI(14) mean reversion")
+    assert content(reworded) == fake.answer_for(stored)
+    assert content(risk) != content(bigger)
+    assert content(bigger) == fake.answer_for("Assess risk for 5,000 shares of AAPL")
