@@ -68,6 +68,7 @@ class SemanticStage:
         self._stores_itself = False
         self._ann_task: asyncio.Future[None] | None = None
         self._closing = False
+        self._last_indexed = 0.0  # when the last entry was indexed (a miss checks for twins only after it)
         self._aliases: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()  # alias -> (served, similarity)
         self._aliased_by: dict[bytes, set[bytes]] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=_RECENT_HITS)
@@ -139,7 +140,9 @@ class SemanticStage:
         scope = scope_of(request.namespace, request.model, _context(request.messages), request.params,
                          request.meta.get("template_id"))
         vector = None
+        looked = float("inf")  # entries indexed before this were checked by the lookup
         if not request.control.no_cache:
+            looked = time.time()
             counts["lookups"] += 1
             alias = self._aliases.get(key)
             if alias is not None:
@@ -167,13 +170,13 @@ class SemanticStage:
                 return reply
         if isinstance(reply, StreamedReply):
             def completed(done: Reply) -> None:
-                self._remember(request, key, scope, question, vector, done, False)
+                self._remember(request, key, scope, question, vector, done, False, looked)
                 if self._stores_itself:
                     self.pipeline.spawn(self._store(request, key, done), name="r1mw-semantic-store")
 
             reply.on_complete(completed)
         else:
-            self._remember(request, key, scope, question, vector, reply, True)
+            self._remember(request, key, scope, question, vector, reply, True, looked)
             if self._stores_itself and not request.control.no_store:
                 await self._store(request, key, reply)
         return reply
@@ -227,23 +230,24 @@ class SemanticStage:
         return entry.reply
 
     def _remember(self, request: Request, key: bytes, scope: bytes, question: str, vector: Any,
-                  reply: Reply, can_skip_store: bool) -> None:
+                  reply: Reply, can_skip_store: bool, looked: float = float("inf")) -> None:
         """Index a completed miss, or make it an alias when an equivalent entry is stored.
         A fault here costs a future hit, never this reply: it is logged and counted."""
         try:
-            self._index_or_alias(request, key, scope, question, vector, reply, can_skip_store)
+            self._index_or_alias(request, key, scope, question, vector, reply, can_skip_store, looked)
         except Exception:
             self.counts["index_errors"] += 1
             log.exception("indexing a semantic entry failed")
 
     def _index_or_alias(self, request: Request, key: bytes, scope: bytes, question: str, vector: Any,
-                        reply: Reply, can_skip_store: bool) -> None:
+                        reply: Reply, can_skip_store: bool, looked: float) -> None:
         index = self.index
         if index is None:
             return
         # A refetch (no-cache, s-maxage) replaces what is stored: never deduplicated.
-        if self.dedup and can_skip_store and not self._stores_itself and not request.control.no_cache:
-            twin = self._twin(index, request, scope, question, vector, key)
+        if (self.dedup and can_skip_store and not self._stores_itself and not request.control.no_cache
+                and self._last_indexed >= looked):  # nothing indexed since the lookup: no twin
+            twin = self._twin(index, request, scope, question, vector, key, looked)
             if twin is not None:
                 record, similarity = twin
                 self._alias(key, record.key, similarity)
@@ -253,8 +257,11 @@ class SemanticStage:
                 self.counts["deduplicated"] += 1
                 return
         asyncio.get_running_loop().call_soon(analyze, question)  # warm the guards' memo, off both paths
+        now = time.time()
         added = index.add(Record(key, scope, question, _plain(request.meta.get("slots")),
-                                 request.meta.get("template_id"), time.time()), vector)
+                                 request.meta.get("template_id"), now), vector)
+        if added:
+            self._last_indexed = now
         self.counts["indexed" if added else "not_indexed"] += 1
         if index.ann_due:
             self._maybe_build_ann()
@@ -284,15 +291,15 @@ class SemanticStage:
                 self._maybe_build_ann()
 
     def _twin(self, index: VectorIndex, request: Request, scope: bytes, question: str,
-              vector: Any, key: bytes) -> tuple[Record, float] | None:
+              vector: Any, key: bytes, looked: float) -> tuple[Record, float] | None:
         # Synchronous: only entries the first tier holds count (no await between the
         # upstream reply and the exact stage's store).
         slots = request.meta.get("slots")
         template_id = request.meta.get("template_id")
         for cand in index.search(scope, vector, self.threshold, self.top_k):
             record = cand.record
-            if record.key == key:
-                continue  # its own key: this reply replaces that entry
+            if record.key == key or record.added < looked:
+                continue  # its own key (this reply replaces it), or already refused by the lookup
             info = {"similarity": cand.similarity, "asked_slots": slots, "stored_slots": record.slots,
                     "asked_template": template_id, "stored_template": record.template_id}
             if first_veto(self.guards, question, record.text, info) is None \

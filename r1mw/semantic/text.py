@@ -237,27 +237,30 @@ def _is_headline(tokens: list[str]) -> bool:
     return len(small) >= 1 and sum(t[0].isupper() for t in small) >= 0.6 * len(small)
 
 
+_DIGIT = re.compile(r"\d").search
+_LETTER = re.compile(r"[^\W\d_]").search
+
+
 def _is_symbol(tok: str, i: int, starts: list[int], text: str, headline: bool) -> bool:
-    core = tok.strip("`").rstrip(".")
-    if tok.startswith("`"):
+    if tok[0] == "`":
         return True
-    letters = [c for c in core if c.isalpha()]
-    if not letters:
-        return False
-    if any(c.isdigit() for c in core):  # H100, Q1, GPT-4, 401k, BRK.B
+    core = tok.rstrip(".")
+    if not core.isalpha():  # the common case (a plain word) skips these checks
+        if not _LETTER(core):
+            return False
+        if _DIGIT(core):  # H100, Q1, GPT-4, 401k
+            return True
+        if "_" in core or "." in core or "()" in core:  # dl_manager, Next.js, BRK.B, f()
+            return True
+    if core.isupper():  # tickers and acronyms: AAPL, GDP, RSI (one capital letter is not one)
+        return sum(c.isalpha() for c in core) >= 2
+    rest = core[1:]
+    if rest != rest.lower() and core != core.upper():  # JavaScript, iPhone
         return True
-    if "_" in core or ("." in core.strip(".")) or "()" in core:  # dl_manager, Next.js, f()
-        return True
-    if len(letters) >= 2 and core.isupper():  # tickers and acronyms: AAPL, GDP, RSI
-        return True
-    if any(c.isupper() for c in core[1:]) and any(c.islower() for c in core):  # JavaScript, iPhone
-        return True
-    if core[0].isupper() and not headline and core.lower() != "i":
+    if core[0].isupper() and not headline and i > 0 and core != "I":
         # A capitalized word inside a sentence is a name (Gold, Mars, Nike); at a sentence
         # start it is just grammar.
-        before = text[: starts[i]]
-        if before.strip() and not _SENTENCE_END.search(before):
-            return True
+        return not _SENTENCE_END.search(text[max(0, starts[i] - 4) : starts[i]])
     return False
 
 
