@@ -86,6 +86,22 @@ def normalize_rows(matrix: np.ndarray) -> list[np.ndarray | None]:
     return out
 
 
+def _fast_encoder(model: Any) -> Any:
+    """``model.encode`` without its per-call batching and progress-bar set-up (~0.1 ms of a
+    0.2 ms call): model2vec's own batch function, used only if it gives the same vectors here."""
+    batch = getattr(model, "_encode_batch", None)
+    if batch is not None:
+        try:
+            sample = ["Probe: is the fast path the same as encode()?", "AAPL 5% below"]
+            fast = np.asarray(batch(sample, False), dtype=np.float32)
+            slow = np.asarray(model.encode(sample, normalize=False), dtype=np.float32)
+            if fast.shape == slow.shape and np.allclose(fast, slow, atol=1e-5):
+                return lambda texts: batch(list(texts), False)
+        except Exception:  # another model2vec version: use the public API
+            pass
+    return model.encode
+
+
 class Model2VecEmbedder:
     """:class:`r1mw.Embedder` on model2vec. ``model`` empty = the offline default."""
 
@@ -94,6 +110,7 @@ class Model2VecEmbedder:
         self.name = "model2vec"
         self._spec = model
         self._model: Any = None
+        self._encode: Any = None
         self.dim = 0
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
@@ -124,6 +141,7 @@ class Model2VecEmbedder:
         try:
             model = await asyncio.to_thread(load_model, self._spec)
             probe = np.asarray(model.encode(["probe"]), dtype=np.float32)
+            self._encode = _fast_encoder(model)
         except ConfigError:
             raise
         except Exception as exc:
@@ -154,7 +172,7 @@ class Model2VecEmbedder:
         if todo:
             self.cache_misses += len(todo)
             cut = [_clean(texts[i]) for i in todo]
-            vectors = normalize_rows(self._model.encode(cut)) if any(cut) else [None] * len(cut)
+            vectors = normalize_rows(self._encode(cut)) if any(cut) else [None] * len(cut)
             self.batches += 1
             self.encoded += len(todo)
             self.max_batch = max(self.max_batch, len(todo))
