@@ -55,6 +55,10 @@ class SemanticStage:
         self.store = pipeline.store
         self.embedder = pipeline.build("embedders", s.embedder, "R1MW_EMBEDDER")
         self.guards = [g for found in pipeline.pm.hook.r1mw_register_guards(pipeline=pipeline) for g in found or ()]
+        for guard in self.guards:
+            if not callable(getattr(guard, "allows", None)):
+                raise r1mw.PluginError(f"r1mw_register_guards returned {guard!r}: a guard needs "
+                                       "allows(asked, stored, info) -> bool and a name")
         self.threshold, self.threshold_source = threshold_for(getattr(self.embedder, "model_name", s.embedder),
                                                              s.similarity_threshold)
         self.top_k = s.semantic_top_k

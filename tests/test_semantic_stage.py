@@ -517,3 +517,44 @@ async def test_with_the_template_stage_in_front_slot_changes_still_miss():
     assert content(reworded) == fake.answer_for(stored)
     assert content(risk) != content(bigger)
     assert content(bigger) == fake.answer_for("Assess risk for 5,000 shares of AAPL")
+
+
+class ThirdPartyGuards:
+    """A team's own guard, registered like any plugin: refuses anything about crypto."""
+
+    name = "team-guards"
+
+    class NoCrypto:
+        name = "no-crypto"
+
+        def allows(self, asked, stored, info):
+            return "crypto" not in asked.lower()
+
+    @r1mw.hookimpl
+    def r1mw_register_guards(self, pipeline):
+        return [self.NoCrypto()]
+
+
+async def test_a_plugin_guard_vetoes_and_is_counted():
+    fake = FakeR1()
+    async with pipeline(plugins=[ThirdPartyGuards()]) as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=q("How do I store crypto safely?"))
+        reply = await llm(model=M, messages=q("How can I store crypto safely?"))
+        sem = pipe.stats()["stages"]["semantic"]
+    assert content(reply) == fake.answer_for("How can I store crypto safely?")
+    assert "no-crypto" in sem["guards"] and sem["vetoed_by"].get("no-crypto") == 1
+
+
+async def test_a_broken_guard_registration_fails_at_start():
+    class Bad:
+        name = "bad-guards"
+
+        @r1mw.hookimpl
+        def r1mw_register_guards(self, pipeline):
+            return [object()]
+
+    with pytest.raises(r1mw.PluginError, match="allows"):
+        async with pipeline(plugins=[Bad()]):
+            pass

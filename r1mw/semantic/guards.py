@@ -359,7 +359,7 @@ def first_veto(guards: Sequence[Any], asked: str, stored: str, info: Mapping[str
     for guard in guards:
         try:
             if not guard.allows(asked, stored, info):
-                return str(guard.name)
+                return str(getattr(guard, "name", type(guard).__name__))
         except Exception:
-            return f"{getattr(guard, 'name', 'guard')}!error"
+            return f"{getattr(guard, 'name', type(guard).__name__)}!error"
     return None
