@@ -54,6 +54,8 @@ class SemanticStage:
         self.pipeline = pipeline
         self.store = pipeline.store
         self.embedder = pipeline.build("embedders", s.embedder, "R1MW_EMBEDDER")
+        # embed_one (batched) when the embedder has it; else the Embedder protocol's embed()
+        self._embed_one = getattr(self.embedder, "embed_one", None) or self._embed_via_embed
         self.guards = [g for found in pipeline.pm.hook.r1mw_register_guards(pipeline=pipeline) for g in found or ()]
         for guard in self.guards:
             if not callable(getattr(guard, "allows", None)):
@@ -154,7 +156,7 @@ class SemanticStage:
                 if found is not None and isinstance(found[0].value, Reply):
                     return self._serve(request, found, alias[0], alias[1], question, None)
                 self._forget_alias(key)
-            vector = await self.embedder.embed_one(embedding_text(question))
+            vector = await self._embed_one(embedding_text(question))
             if vector is None:
                 counts["unembeddable"] += 1
             else:
@@ -169,7 +171,7 @@ class SemanticStage:
         if request.control.no_store or request.source != "upstream":
             return reply
         if vector is None:
-            vector = await self.embedder.embed_one(embedding_text(question))
+            vector = await self._embed_one(embedding_text(question))
             if vector is None:
                 return reply
         if isinstance(reply, StreamedReply):
@@ -184,6 +186,17 @@ class SemanticStage:
             if self._stores_itself and not request.control.no_store:
                 await self._store(request, key, reply)
         return reply
+
+    def _embed_via_embed(self, text: str) -> "asyncio.Future[Any]":
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            vectors = self.embedder.embed([text])
+            vector = vectors[0] if len(vectors) else None
+        except Exception as exc:  # an embedder fault is a miss, never a caller error
+            log.warning("embedding failed: %s", exc)
+            vector = None
+        fut.set_result(_usable(vector))
+        return fut
 
     async def _find(self, index: VectorIndex, request: Request, scope: bytes, question: str,
                     vector: Any) -> tuple[tuple[Entry, str], Record, float] | None:
@@ -368,6 +381,15 @@ class SemanticStage:
             "embedder": self.embedder.stats() if hasattr(self.embedder, "stats") else {},
             "recent_hits": list(self._recent),
         }
+
+
+def _usable(vector: Any) -> Any:
+    """A third-party embedder's vector as normalized float32, or None."""
+    if vector is None:
+        return None
+    from r1mw.semantic.embedder import normalize_rows
+
+    return normalize_rows(vector)[0]
 
 
 def _context(messages: list[dict[str, Any]]) -> list[Any]:

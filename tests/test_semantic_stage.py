@@ -558,3 +558,45 @@ async def test_a_broken_guard_registration_fails_at_start():
     with pytest.raises(r1mw.PluginError, match="allows"):
         async with pipeline(plugins=[Bad()]):
             pass
+
+
+async def test_a_third_party_embedder_with_only_the_protocol_methods_works():
+    import numpy as np
+
+    class Letters:
+        """A toy embedder: letter counts. Enough to show the stage needs only the protocol."""
+
+        name = "letters"
+        dim = 26
+        ready = True
+
+        async def load(self):
+            return None
+
+        def embed(self, texts):
+            out = np.zeros((len(texts), 26), dtype=np.float32)
+            for i, t in enumerate(texts):
+                for c in t.lower():
+                    if "a" <= c <= "z":
+                        out[i, ord(c) - 97] += 1
+            return out
+
+    class LettersPlugin:
+        name = "letters-plugin"
+
+        @r1mw.hookimpl
+        def r1mw_register_embedders(self):
+            return {"letters": lambda p: Letters()}
+
+    fake = FakeR1()
+    async with pipeline(plugins=[LettersPlugin()], embedder="letters", similarity_threshold=0.9) as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=q("How do I reset my password?"))
+        hit = await llm(model=M, messages=q("How can I reset my password?"))
+        swap = await llm(model=M, messages=q("Convert 100 USD to EUR"))
+        swapped = await llm(model=M, messages=q("Convert 100 EUR to USD"))
+        sem = pipe.stats()["stages"]["semantic"]
+    assert content(hit) == fake.answer_for("How do I reset my password?")
+    assert content(swapped) == fake.answer_for("Convert 100 EUR to USD") != content(swap)
+    assert sem["threshold_source"] == "SIMILARITY_THRESHOLD"
