@@ -6,7 +6,9 @@ writes the bytes to the first tier that takes bytes (the durable one, L2 by defa
 every tier that declares ``write_through = True`` (a shared Redis tier), and deletes the key
 from the other tiers so that no older version can resurface. All of it is awaited before
 ``set`` returns: when ``set`` returns, the entry is in the durable tier's directory (renamed
-into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``).
+into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``). ``set_behind``
+(what the exact stage uses) encodes and fills the RAM tier at once and leaves the rest to a
+task the store owns; ``get`` sees entries whose write is in flight, ``close`` awaits them.
 
 What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
@@ -20,6 +22,7 @@ different codecs is re-encoded. Reads decode any envelope whatever codec wrote i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -72,6 +75,11 @@ class TieredStore:
         nowait = getattr(self.first, "get_nowait", None) if self._entry[0] else None
         self.get_nowait: Callable[[bytes], Entry | None] = nowait if nowait is not None else _none
         self.has_nowait = nowait is not None
+        self._nowait_set = getattr(self.first, "set_nowait", None) if self._entry[0] else None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._behind: dict[bytes, Entry] = {}  # key -> entry whose write-behind is in flight
+        self._closed = False
+        self.write_errors = 0
         durable = next((i for i, takes_entry in enumerate(self._entry) if not takes_entry), None)
         written = {0} | ({durable} if durable is not None else set())
         written |= {i for i, t in enumerate(self.tiers) if getattr(t, "write_through", False)}
@@ -109,6 +117,10 @@ class TieredStore:
         first tier when the caller has just asked it through ``get_nowait``."""
         start = 1 if after_nowait and self.has_nowait else 0
         tiers = self.tiers
+        if self._behind:  # written behind and not yet in its tiers: readers still see it
+            pending = self._behind.get(key)
+            if pending is not None and not pending.expired(self._clock()):
+                return pending, tiers[0].name
         for i in range(start, len(tiers)):
             tier = tiers[i]
             counters = self._counters[i]
@@ -163,7 +175,9 @@ class TieredStore:
         """Store ``entry`` (see the module docstring for where). Raises UnencodableValueError
         for a value the codec refuses, before anything is written; tier faults are logged."""
         wire = entry.to_wire()
-        data = self.codec.encode(wire)
+        await self._write(key, entry, wire, self.codec.encode(wire))
+
+    async def _write(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
         encoded = {id(self.codec): data}
         ttl = None
         if entry.expires:
@@ -287,6 +301,8 @@ class TieredStore:
 
     # -- the rest ------------------------------------------------------------------------------
     async def delete(self, key: bytes) -> bool:
+        if key in self._behind:  # let its write land first, or it would bring the key back
+            await self.flush()
         found = False
         for i in range(len(self.tiers)):
             found = await self._safe_delete(i, key) or found
@@ -296,11 +312,58 @@ class TieredStore:
 
     async def clear(self) -> None:
         """Empty every tier (drop listeners are not called per key)."""
+        await self.flush()
         for tier in self.tiers:
             await tier.clear()
         self._pending.clear()
 
+    def set_behind(self, key: bytes, entry: Entry) -> bool:
+        """Store ``entry`` without making the caller wait for the slow tiers (write-behind).
+
+        The entry is encoded first (UnencodableValueError before anything is kept, as with
+        :meth:`set`). When this returns the entry is in the RAM tier (later requests hit at
+        once); the writes to the other tiers run in a task the store owns, awaited by :meth:`flush` and
+        :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
+        the writes still in flight, which are later misses, never wrong data.
+        """
+        if self._closed:  # e.g. a stream that ended after the pipeline closed: keep nothing
+            return False
+        wire = entry.to_wire()
+        data = self.codec.encode(wire)  # an unencodable value fails here, before anything is kept
+        if self._entry[0] and self._nowait_set is not None:
+            if not (entry.expires and entry.expires <= self._clock()):
+                self._nowait_set(key, entry)
+        self._behind[key] = entry
+        task = asyncio.get_running_loop().create_task(self._write_behind(key, entry, wire, data),
+                                                      name="r1mw-write-behind")
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return True
+
+    async def _write_behind(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
+        try:
+            await self._write(key, entry, wire, data)
+        except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
+            self.write_errors += 1
+            log.warning("write-behind of an entry failed: %r", exc)
+        finally:
+            if self._behind.get(key) is entry:
+                del self._behind[key]
+
+    async def flush(self) -> None:
+        """Wait until every write-behind has reached its tiers."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
     async def close(self) -> None:
+        self._closed = True
+        await self.flush()
+        # A codec training a dictionary in a thread writes into the cache dir: let it finish
+        # before the tiers (and maybe the directory) go away.
+        for codec in {id(c): c for c in (self.codec, *self._codecs)}.values():
+            wait = getattr(codec, "wait_trained", None)
+            if wait is not None:
+                await asyncio.to_thread(wait, 60.0)
         for tier in self.tiers:
             close = getattr(tier, "close", None)
             if close is not None:
