@@ -112,8 +112,7 @@ def _canon_params(params: Mapping[str, Any]) -> Any:
 
 # The packer's buffer is reused (half the cost of packb). Safe: pack() runs entirely in C
 # under the GIL, with no Python callback (there is no default= hook).
-# surrogatepass: a lone surrogate in a prompt (bad client decoding) must not crash the key.
-_pack = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass").pack
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def key_of(namespace: str, model: str, messages: Any, params: Mapping[str, Any]) -> bytes:
