@@ -77,6 +77,11 @@ def test_different_numbers_are_vetoed(a, b):
     ("Buy a call option", "Buy a put option", DirectionGuard),
     ("How to install the package", "How to uninstall the package", DirectionGuard),
     ("How to enable the firewall", "How to disable the firewall", DirectionGuard),
+    ("What are the pros of covered calls?", "What are the cons of covered calls?", DirectionGuard),
+    ("Given a portfolio of 60% stocks and 40% bonds held for retirement, suggest a conservative "
+     "rebalancing plan for a patient investor over five years",
+     "Given a portfolio of 60% stocks and 40% bonds held for retirement, suggest an aggressive "
+     "rebalancing plan for a patient saver over five years", DirectionGuard),
     ("Is glass a solid?", "Why is glass a solid?", QuestionGuard),
     ("How does compounding work?", "How much does compounding earn?", QuestionGuard),
     ("Convert USD to EUR", "Convert EUR to USD", RoleGuard),

@@ -85,6 +85,14 @@ DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("maximize maximise", "minimize minimise"),
         ("encrypt encrypts encryption", "decrypt decrypts decryption"),
         ("lock locks locked", "unlock unlocks unlocked"),
+        ("good better best advantage advantages benefit benefits pro pros strength strengths",
+         "bad worse worst disadvantage disadvantages drawback drawbacks risk risks con cons weakness weaknesses"),
+        ("conservative cautious defensive", "aggressive speculative"),
+        ("cheap cheaper cheapest inexpensive", "expensive pricey costly"),
+        ("strong stronger strongest", "weak weaker weakest"),
+        ("easy easier easiest", "hard harder hardest difficult"),
+        ("optimistic optimism", "pessimistic pessimism"),
+        ("success successful succeed", "failure unsuccessful fail"),
     )
 )
 
