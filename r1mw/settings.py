@@ -215,7 +215,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
-    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
+    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact", "semantic"), _names,
          "stages that run, outermost first"),
     Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _some_names, "storage tiers, fastest first"),
     Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
