@@ -227,3 +227,18 @@ def test_swapping_the_two_sides_of_a_conversion_never_passes(words, x, y):
 def test_any_text_is_allowed_against_itself_and_never_raises(text):
     t = normalize_question(text)
     assert allowed(t, t)
+
+
+def test_a_ticker_written_in_lower_case_is_still_a_ticker_once_seen_in_capitals():
+    from r1mw.semantic.guards import SymbolGuard
+    from r1mw.semantic.text import analyze
+
+    analyze("Analyze AAPL using RSI(14) mean reversion")  # traffic shows AAPL and TSLA as tickers
+    analyze("Analyze TSLA using RSI(14) mean reversion")
+    guard = SymbolGuard()
+    assert not guard.allows("run a rsi(14) mean reversion analysis on aapl",
+                            "analyze tsla using rsi(14) mean reversion!", {})
+    assert not guard.allows("what's your prediction for tsla over the next week?",
+                            "what's your prediction for apple (aapl) over the next week?", {})
+    assert guard.allows("run a rsi(14) mean reversion analysis on aapl",
+                        "analyze AAPL using RSI(14) mean reversion", {})

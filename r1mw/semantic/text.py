@@ -117,6 +117,12 @@ class Facts:
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
 
 
+# Tickers and acronyms seen in capitals in any prompt analysed so far (AAPL, RSI): the same
+# letters in lower case count as symbols from then on. Only ever makes the guards stricter.
+_SEEN_UPPER: set[str] = set()
+_SEEN_UPPER_MAX = 100_000
+
+
 @lru_cache(maxsize=8192)
 def analyze(text: str) -> Facts:
     """The :class:`Facts` of ``text`` (memoized: the stored side is analysed once)."""
@@ -186,6 +192,13 @@ def analyze(text: str) -> Facts:
             directions.update(found)
         # -- symbols: tickers, identifiers, proper names
         if _is_symbol(tok, i, starts, text, headline) and starts[i] not in number_positions:
+            symbols.add(plain)
+            anchors.append(plain)
+            if tok.isupper() and tok.isalpha() and 2 <= len(tok) <= 5 and len(_SEEN_UPPER) < _SEEN_UPPER_MAX:
+                _SEEN_UPPER.add(plain)
+        elif plain in _SEEN_UPPER and plain not in lx.STOPWORDS:
+            # Written in lower case here, as a ticker elsewhere ("aapl" after "AAPL"): it is
+            # still that ticker, and two prompts naming different ones are different questions.
             symbols.add(plain)
             anchors.append(plain)
         for part in plain.split("-") if "-" in plain and not any(ch.isdigit() for ch in plain) else (plain,):
