@@ -75,7 +75,7 @@ class _Successors:
             tag, count = max(per.items(), key=lambda kv: kv[1])
             if count * 2 <= total:  # no majority: guessing would waste money
                 return None
-            agreement *= count / total
+            agreement *= count / (total + 1)  # smoothed: two agreeing samples are not certainty
             if tag == "=":
                 if prev_slots is None or name not in prev_slots:
                     return None
@@ -135,8 +135,8 @@ class SequenceModel:
     ...     m.observe("s", "t:risk", {"symbol": "AAPL"})
     >>> m.observe("s2", "t:analyze", {"symbol": "NVDA"})
     >>> p = m.predict("s2")[0]
-    >>> p.symbol, dict(p.slots), p.probability
-    ('t:risk', {'symbol': 'NVDA'}, 1.0)
+    >>> p.symbol, dict(p.slots), p.probability  # smoothed: 3 of 3 is not certainty
+    ('t:risk', {'symbol': 'NVDA'}, 0.5625)
     """
 
     def __init__(self, *, order: int = 3, min_support: int = 2, max_contexts: int = 20_000,
@@ -210,7 +210,7 @@ class SequenceModel:
                         continue
                     slots, agreement = filled
                 # The chance the guess is exactly right: this successor, and these slot values.
-                out.append(Prediction(symbol, count / succ.total * agreement, slots,
+                out.append(Prediction(symbol, count / (succ.total + 1) * agreement, slots,
                                       self._examples.get(symbol), count))
             return out
         return []
