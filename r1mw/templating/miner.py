@@ -163,7 +163,8 @@ class Miner:
         self.evicted = 0
         self.retired = 0
         self.load_faults = 0
-        self._splits: dict[str, tuple[list[str], list[str]] | None] = {}
+        # prompt -> (tokens, folded tokens, leaf keys, ends), or None when it is not mined
+        self._splits: dict[str, tuple[list[str], list[str], tuple[tuple[int, str], ...], tuple[str, str]] | None] = {}
 
     # -- the online part ---------------------------------------------------------------
     def observe(self, text: str) -> Template | None:
@@ -175,19 +176,23 @@ class Miner:
             # Unmatched prompts repeat (every hit on an untemplated prompt comes here):
             # tokenizing is pure, so its result is memoized (callers never mutate these lists).
             tokens = tokenize(text)
-            split = (tokens, [t.casefold() for t in tokens]) if 3 <= len(tokens) <= _MAX_TOKENS else None
+            if 3 <= len(tokens) <= _MAX_TOKENS:
+                folded = [t.casefold() for t in tokens]
+                split = (tokens, folded, _leaf_keys(tokens), _ends(folded))
+            else:
+                split = None
             splits = self._splits
             if len(splits) >= _SPLIT_MEMO:
                 del splits[next(iter(splits))]  # oldest first
             splits[text] = split
         if split is None:
             return None
-        tokens, folded = split
+        tokens, folded, leaf_keys, ends = split
         self.observed += 1
-        cluster = self._join_gap(tokens, folded)
+        cluster = self._join_gap(tokens, folded, ends)
         if cluster is not None:
             return self._promote(cluster) if cluster.count >= self.min_support else None
-        cluster = self._best(tokens, folded)
+        cluster = self._best(tokens, folded, leaf_keys)
         if cluster is None:
             cluster = self._form_gap(tokens, folded)
             if cluster is None:
@@ -214,12 +219,13 @@ class Miner:
             return self._promote(cluster)
         return None
 
-    def _best(self, tokens: list[str], folded: list[str]) -> _Cluster | None:
+    def _best(self, tokens: list[str], folded: list[str],
+              leaf_keys: tuple[tuple[int, str], ...]) -> _Cluster | None:
         n = len(tokens)
         best: _Cluster | None = None
         best_score = self.similarity
         seen: set[int] = set()
-        for key in _leaf_keys(tokens):
+        for key in leaf_keys:
             for cluster in self._leaves.get(key, ()):
                 if id(cluster) in seen:
                     continue
@@ -232,9 +238,9 @@ class Miner:
         return best
 
     # -- phrases: one slot of any length between a fixed prefix and a fixed suffix ---------
-    def _join_gap(self, tokens: list[str], folded: list[str]) -> _Cluster | None:
+    def _join_gap(self, tokens: list[str], folded: list[str], ends: tuple[str, str]) -> _Cluster | None:
         n = len(tokens)
-        for cluster in self._by_ends.get(_ends(folded), ()):
+        for cluster in self._by_ends.get(ends, ()):
             p = cluster.gap
             if p is None:
                 continue
