@@ -8,7 +8,8 @@ Unknown parameters count as answer-changing: a missed hit costs money, a wrong o
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import xxhash
