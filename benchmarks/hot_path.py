@@ -46,8 +46,9 @@ def pct(samples_ns: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
 
 
-async def per_call(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float, float]:
-    """p50, p99 (us, each call timed) and calls/s (the loop timed as a whole)."""
+async def per_call(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float, float, float]:
+    """p50, p99 (us, each call timed), calls/s (the loop timed as a whole) and calls per
+    CPU-second of this process (what it sustains with a core to itself: the machine is shared)."""
     clock = time.perf_counter_ns
     samples = [0] * n
     gc.collect()
@@ -57,15 +58,16 @@ async def per_call(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, f
             t0 = clock()
             await call()
             samples[i] = clock() - t0
-        t0 = clock()
+        t0, c0 = clock(), time.process_time_ns()
         for i in range(n):
             await call()
             if i % 100 == 99:
                 await asyncio.sleep(0)  # a server yields between requests: background work runs
         rate = n / ((clock() - t0) / 1e9)
+        cpu_rate = n / max((time.process_time_ns() - c0) / 1e9, 1e-9)
     finally:
         gc.enable()
-    return pct(samples, 0.50), pct(samples, 0.99), rate
+    return pct(samples, 0.50), pct(samples, 0.99), rate, cpu_rate
 
 
 async def p99_with_gc(call: Callable[[], Awaitable[Any]], n: int) -> float:
@@ -134,11 +136,11 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
         await callable_hit()
         for _ in range(1000):
             await callable_hit()
-        p50, p99, rate = await per_call(callable_hit, n)
+        p50, p99, rate, cpu_rate = await per_call(callable_hit, n)
         p99gc = await p99_with_gc(callable_hit, n)
         assert len(fake.calls) == 1, "the benchmark must measure hits only"
         print(f"\nwrapped async callable (dict)   p50 {p50:6.2f} us   p99 {p99:6.2f} us "
-              f"(gc on: {p99gc:6.2f})   {rate:10,.0f} hits/s")
+              f"(gc on: {p99gc:6.2f})   {rate:10,.0f} hits/s ({cpu_rate:,.0f} per CPU-second)")
 
         import httpx
         import openai
@@ -153,7 +155,7 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
         await openai_hit()  # its own key (seed=7): this entry comes from the SDK
         for _ in range(1000):
             await openai_hit()
-        o50, o99, orate = await per_call(openai_hit, n)
+        o50, o99, orate, _ = await per_call(openai_hit, n)
         assert len(peer.calls) == 1
         print(f"wrapped AsyncOpenAI (ChatCompl.) p50 {o50:6.2f} us   p99 {o99:6.2f} us "
               f"{'':17}{orate:10,.0f} hits/s")
@@ -173,7 +175,7 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
             await litellm_hit()
             for _ in range(500):
                 await litellm_hit()
-            l50, l99, lrate = await per_call(litellm_hit, max(n // 4, 1000))
+            l50, l99, lrate, _ = await per_call(litellm_hit, max(n // 4, 1000))
             print(f"wrapped litellm.acompletion (MR) p50 {l50:6.2f} us   p99 {l99:6.2f} us "
                   f"{'':17}{lrate:10,.0f} hits/s")
 
@@ -219,7 +221,8 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
         stats = pipe.stats()
         print(f"\npipeline: {stats['hits']} hits, {stats['misses']} misses, hits_by {stats['hits_by']}")
     print(f"targets: p50 <= 10 us, p99 <= 50 us, >= 100,000 hits/s (callable): "
-          f"{'met' if p50 <= 10 and p99 <= 50 and rate >= 100_000 else 'NOT met'}")
+          f"{'met' if p50 <= 10 and p99 <= 50 and rate >= 100_000 else 'NOT met'}"
+          f"{'' if rate >= 100_000 else f' (hits per CPU-second: {cpu_rate:,.0f})'}")
     if args.misses > 0:
         await miss_overhead(settings, args.misses)
 

@@ -58,6 +58,11 @@ def _canon_messages(messages: Any) -> Any:
     # Fast path for the common shape: [{"role": ..., "content": "..."}].
     out = []
     for m in messages:
+        if type(m) is dict and len(m) == 2:  # exact types first: cheaper than isinstance
+            content = m.get("content")
+            if type(content) is str and "role" in m:
+                out.append((m["role"], content))
+                continue
         if isinstance(m, dict) and len(m) == 2 and isinstance(m.get("content"), str) and "role" in m:
             out.append((m["role"], m["content"]))
         else:
