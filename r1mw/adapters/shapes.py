@@ -90,8 +90,12 @@ def dict_of_reply(reply: Reply) -> dict[str, Any]:
         choices.append({"index": c.index, "message": message, "finish_reason": c.finish_reason, "logprobs": None})
     out: dict[str, Any] = {"id": reply.id, "object": "chat.completion", "created": reply.created,
                            "model": reply.model, "choices": choices}
-    if reply.usage is not None:
-        out["usage"] = usage_dict(reply.usage)
+    u = reply.usage
+    if u is not None:  # usage_dict(u), inlined: this runs on every hit
+        out["usage"] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                        "total_tokens": u.total_tokens,
+                        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+                        "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
     if reply.system_fingerprint is not None:
         out["system_fingerprint"] = reply.system_fingerprint
     return out

@@ -164,6 +164,7 @@ class Miner:
         self.retired = 0
         self.load_faults = 0
         # prompt -> (tokens, folded tokens, leaf keys, ends), or None when it is not mined
+        self._homes: dict[str, _Cluster] = {}  # prompt -> the cluster it last repeated exactly
         self._splits: dict[str, tuple[list[str], list[str], tuple[tuple[int, str], ...], tuple[str, str]] | None] = {}
 
     # -- the online part ---------------------------------------------------------------
@@ -192,7 +193,13 @@ class Miner:
         cluster = self._join_gap(tokens, folded, ends)
         if cluster is not None:
             return self._promote(cluster) if cluster.count >= self.min_support else None
-        cluster = self._best(tokens, folded, leaf_keys)
+        home = self._homes.get(text)
+        if home is not None and self._clusters.get(id(home)) is home and home.folded == folded:
+            # Still alive and unwidened, the cluster this prompt repeated last time is what
+            # _best would find: the only cluster scoring 1.0 (identical prompts never form two).
+            cluster: _Cluster | None = home
+        else:
+            cluster = self._best(tokens, folded, leaf_keys)
         if cluster is None:
             cluster = self._form_gap(tokens, folded)
             if cluster is None:
@@ -205,6 +212,11 @@ class Miner:
         if cluster.folded == folded:
             # A repeat of the cluster's own prompt (e.g. every cache hit on it): no position
             # differs and none is a wildcard, so nothing widens and it cannot be ripe.
+            if home is not cluster:
+                homes = self._homes
+                if len(homes) >= _SPLIT_MEMO:
+                    del homes[next(iter(homes))]
+                homes[text] = cluster
             return None
         for i, (mine, theirs) in enumerate(zip(cluster.folded, folded)):
             if mine is not None and mine != theirs:
