@@ -122,6 +122,8 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
     n = args.calls
     settings = r1mw.Settings(cache_dir=cache_dir, **extra)
     stages = ",".join(settings.stages)
+    # Misses are measured first: LiteLLM, once called, leaves logging work on the event loop.
+    miss_lines = await miss_overhead(settings, args.misses) if args.misses > 0 else []
     print(f"r1mw {r1mw.__version__} | CPython {platform.python_version()} | {platform.machine()} | "
           f"{os.cpu_count()} cores | stages={stages} tiers={','.join(settings.tiers)} | {n} calls")
 
@@ -223,8 +225,7 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
     print(f"targets: p50 <= 10 us, p99 <= 50 us, >= 100,000 hits/s (callable): "
           f"{'met' if p50 <= 10 and p99 <= 50 and rate >= 100_000 else 'NOT met'}"
           f"{'' if rate >= 100_000 else f' (hits per CPU-second: {cpu_rate:,.0f})'}")
-    if args.misses > 0:
-        await miss_overhead(settings, args.misses)
+    print("\n".join(miss_lines))
 
 
 def miss_prompt(i: int) -> list[dict[str, Any]]:
@@ -233,8 +234,9 @@ def miss_prompt(i: int) -> list[dict[str, Any]]:
                                                      f"crossing up; {i % 7 + 1}-week outlook?"}]
 
 
-async def miss_overhead(settings: r1mw.Settings, m: int) -> None:
+async def miss_overhead(settings: r1mw.Settings, m: int) -> list[str]:
     """What the pipeline adds to a miss: every call a new prompt, zero-latency upstream."""
+    lines = []
     clock = time.perf_counter_ns
     fake = FakeR1()
     direct = []
@@ -244,7 +246,7 @@ async def miss_overhead(settings: r1mw.Settings, m: int) -> None:
         await fake(model=MODEL, messages=messages, **PARAMS)
         direct.append(clock() - t0)
     d50 = pct(direct, 0.5)
-    print(f"\nmiss overhead ({m} distinct prompts, zero-latency upstream; upstream called directly: "
+    lines.append(f"\nmiss overhead ({m} distinct prompts, zero-latency upstream; upstream called directly: "
           f"p50 {d50:.2f} us)")
     tiers_runs = [",".join(settings.tiers)] + (["l1"] if list(settings.tiers) != ["l1"] else [])
     for tiers in tiers_runs:
@@ -258,21 +260,23 @@ async def miss_overhead(settings: r1mw.Settings, m: int) -> None:
                 for i in range(200):  # warm-up (and the miner's first template)
                     await llm(model=MODEL, messages=miss_prompt(i), **PARAMS)
                 samples = []
-                c0 = time.process_time_ns()
+                c0 = time.thread_time_ns()
                 for i in range(m):
                     messages = miss_prompt(1_000 + i)
                     t0 = clock()
                     await llm(model=MODEL, messages=messages, **PARAMS)
                     samples.append(clock() - t0)
-                cpu = (time.process_time_ns() - c0) / m / 1000
+                cpu = (time.thread_time_ns() - c0) / m / 1000  # the loop's own thread (not the L2 writer's)
                 stats = pipe.stats()
                 assert stats["misses"] == len(upstream.calls) == m + 200, "the miss benchmark must measure misses only"
                 p50, p99 = pct(samples, 0.5), pct(samples, 0.99)
-                print(f"  tiers {tiers:12} miss p50 {p50:8.2f} us  p99 {p99:9.2f} us  overhead p50 {p50 - d50:8.2f} us"
-                      f"  (process CPU {cpu:7.2f} us/miss, threads included)")
+                lines.append(f"  tiers {tiers:12} miss p50 {p50:8.2f} us  p99 {p99:9.2f} us  "
+                             f"overhead p50 {p50 - d50:8.2f} us"
+                             f"  (event-loop thread CPU {cpu:7.2f} us/miss)")
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
-    print("target: overhead p50 <= 300 us with every stage on")
+    lines.append("target: overhead p50 <= 300 us with every stage on")
+    return lines
 
 
 if __name__ == "__main__":
