@@ -3,14 +3,23 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.r1mw-installed
+# The comparison with other caches has heavy dependencies: a venv of its own.
+CVENV  ?= .venv-compare
+CSTAMP := $(CVENV)/.r1mw-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(CSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(CVENV)
+	$(CVENV)/bin/python -m pip install -q --upgrade pip
+	$(CVENV)/bin/python -m pip install -q -e '.[compare]'
+	touch $(CSTAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/r1mw demo
@@ -19,7 +28,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/hot_path.py
+	$(VENV)/bin/r1mw bench
+
+compare: $(CSTAMP)
+	$(CVENV)/bin/python benchmarks/compare.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CVENV) build *.egg-info

@@ -16,6 +16,7 @@ library only: urllib); a webhook that is down is logged and never slows requests
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -38,6 +39,9 @@ class AlertWebhook:
         self.sent = 0
         self.failed = 0
         self._pending: set[Any] = set()
+        # One worker: posts leave in the order the alerts fired (a "resolved" must never
+        # overtake its "firing").
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="r1mw-webhook")
 
     def post(self, alert: Mapping[str, Any]) -> int:
         """POST one alert now (blocking); returns the HTTP status."""
@@ -61,7 +65,7 @@ class AlertWebhook:
         except RuntimeError:
             self._post_logged(alert)
             return
-        future = loop.run_in_executor(None, self._post_logged, dict(alert))
+        future = loop.run_in_executor(self._executor, self._post_logged, dict(alert))
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 

@@ -64,17 +64,20 @@ class ExactStage:
         if request.control.no_store or request.source != "upstream":
             return reply
         if isinstance(reply, StreamedReply):
-            reply.on_complete(lambda done: self.spawn(self._store(request, key, done), name="r1mw-store"))
+            reply.on_complete(lambda done: self._store(request, key, done))
         else:
-            await self._store(request, key, reply)
+            self._store(request, key, reply)
         return reply
 
-    async def _store(self, request: Request, key: bytes, reply: Reply) -> None:
+    def _store(self, request: Request, key: bytes, reply: Reply) -> None:
+        # Write-behind: the reply is in RAM now (identical requests hit from here on); the
+        # disk and shared tiers are written by a task the store awaits at close. The caller
+        # does not wait for a disk write after an upstream call.
         ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
         meta: dict[str, Any] = request.meta.get("store_meta", {})
         entry = Entry(reply, time.time() + ttl if ttl else 0.0, meta)
         try:
-            await self.store.set(key, entry)
+            self.store.set_behind(key, entry)
         except r1mw.CodecError as exc:  # a cache fault: the caller still gets the reply
             self.store_errors += 1
             log.warning("exact: reply not stored: %s", exc)

@@ -86,12 +86,15 @@ class TemplateStage:
                 meta["template_id"] = tid
                 slots = dict(found.slots)  # the match is memoized: each request gets its own dict
                 meta["slots"] = slots
-                base = meta.get("key_messages")
-                key_messages = list(base if base is not None and len(base) == len(messages) else messages)
-                # Its own role keeps a canonical form apart from any prompt a user could type
-                # (a user message has role "user"); two keys keep key_of on its fast path.
-                key_messages[i] = {"role": TEMPLATE_ROLE, "content": found.canonical}
-                meta["key_messages"] = key_messages
+                # A mined template annotates but never re-keys: it appears after requests of
+                # its shape were stored under their raw key, and re-keying would strand them.
+                if found.template.source != "mined":
+                    base = meta.get("key_messages")
+                    key_messages = list(base if base is not None and len(base) == len(messages) else messages)
+                    # Its own role keeps a canonical form apart from any prompt a user could type
+                    # (a user message has role "user"); two keys keep key_of on its fast path.
+                    key_messages[i] = {"role": TEMPLATE_ROLE, "content": found.canonical}
+                    meta["key_messages"] = key_messages
                 store_meta = meta.setdefault("store_meta", {})
                 store_meta["template_id"] = tid
                 store_meta["slots"] = slots

@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print the effective settings and where each came from")
     config.set_defaults(func=_config)
     from . import demo
+    from .workload import bench
 
     demo.add_parser(sub)
+    bench.add_parser(sub)
     settings = Settings.from_env()
     pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
     pm.hook.r1mw_add_cli_commands(subparsers=sub)

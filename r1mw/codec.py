@@ -10,7 +10,7 @@ Every encoded value is wrapped in an envelope::
     offset  size  field
     0       2     magic  b"R1"
     2       1     version (1)
-    3       1     codec id (1 msgpack, 2 msgpack+lz4, 3 msgpack+zstd)
+    3       1     codec id (1 msgpack, 2 msgpack+lz4, 3 msgpack+zstd, 4 msgpack+zstd+dict)
     4       1     flags (bit 0: payload compressed)
     5       1     reserved (0)
     6       4     payload length, little-endian
@@ -54,7 +54,7 @@ _TRAILER = 8
 _OVERHEAD = HEADER.size + _TRAILER
 FLAG_COMPRESSED = 1
 
-CODEC_IDS = {"msgpack": 1, "msgpack+lz4": 2, "msgpack+zstd": 3}
+CODEC_IDS = {"msgpack": 1, "msgpack+lz4": 2, "msgpack+zstd": 3, "msgpack+zstd+dict": 4}
 
 _EXT_NDARRAY = 1
 _EXT_NPSCALAR = 2
@@ -207,7 +207,10 @@ class Codec:
         return None
 
     def encode(self, value: Any) -> bytes:
-        raw = pack(value)
+        return self.encode_raw(pack(value))
+
+    def encode_raw(self, raw: bytes) -> bytes:
+        """Envelope of msgpack bytes ``raw`` (compressed above the threshold)."""
         if len(raw) > self.threshold:
             packed = self.compress(raw)
             if packed is not None and len(packed) < len(raw):

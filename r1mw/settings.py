@@ -208,7 +208,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
          "stages that run, outermost first"),
     Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _names, "storage tiers, fastest first"),
-    Flag("R1MW_CODEC", "codec", "msgpack+lz4", _str, "codec for the tiers below RAM"),
+    Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
+         "codec for the tiers below RAM (msgpack+zstd+dict trains its zstd dictionary by itself)"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
     Flag("R1MW_DISABLE_PLUGINS", "disable_plugins", (), _names,
          "plugins (entry-point names, e.g. r1mw.semantic) not to load"),
@@ -301,6 +302,13 @@ FLAGS: tuple[Flag, ...] = (
          "Redis failures in a row that open the circuit breaker (Redis skipped)"),
     Flag("R1MW_REDIS_BREAKER_COOLDOWN_S", "redis_breaker_cooldown_s", 5.0, _float(0.0),
          "seconds Redis is skipped before one call probes it again"),
+    # Codec: zstd dictionaries trained automatically (R1MW_CODEC=msgpack+zstd+dict).
+    Flag("R1MW_ZSTD_TRAIN_AFTER", "zstd_train_after", 200, _int(0),
+         "compressible entries written before the first zstd dictionary is trained (retrains after 8x as many; 0 = never)"),
+    Flag("R1MW_ZSTD_DICTS_KEPT", "zstd_dicts_kept", 4, _int(1),
+         "zstd dictionaries kept on disk; entries written with an older one become misses"),
+    Flag("R1MW_ZSTD_DICT_DIR", "zstd_dict_dir", None, _path,
+         "directory of the trained zstd dictionaries (default: <cache dir>/zstd-dicts; share it with every process sharing the disk tiers)"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}

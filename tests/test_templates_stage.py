@@ -277,3 +277,18 @@ async def test_multipart_and_non_user_messages_pass_through():
         await llm(model="m", messages=[{"role": "system", "content": "Predict movement for AAPL over the next week"}])
         stats = pipe.stats()["stages"]["template"]
     assert stats["matched"] == 0 and len(fake.calls) == 2
+
+
+async def test_a_template_mined_later_does_not_strand_entries_stored_before_it():
+    fake = FakeR1()
+    first = [{"role": "user", "content": "Summarize the earnings call of ACME for the third quarter"}]
+    async with r1mw.Pipeline(settings_(stages="template,exact", template_mine_min=3)) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=first)
+        for company in ("GLOBEX", "INITECH", "UMBRELLA", "HOOLI", "STARK"):
+            await llm(model="m", messages=[{"role": "user", "content":
+                      f"Summarize the earnings call of {company} for the third quarter"}])
+        assert pipe.stage("template").miner.mined, "the shape should have been mined by now"
+        calls = len(fake.calls)
+        await llm(model="m", messages=first)  # stored before the template existed: still a hit
+        assert len(fake.calls) == calls

@@ -323,6 +323,7 @@ async def test_the_full_chain_with_redis_last(tmp_path, redis_url):
             llm = r1mw.wrap(fake, a)
             for i in range(10):
                 await llm(model="deepseek-reasoner", messages=question(i))
+            await a.store.flush()  # disk writes are write-behind: let demotions settle
             for i in range(10):
                 await llm(model="deepseek-reasoner", messages=question(i))
             local = a.stats()

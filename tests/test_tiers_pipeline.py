@@ -31,6 +31,7 @@ async def test_hits_come_from_l1_then_l2_and_are_promoted(tmp_path):
         hit = await llm(model="deepseek-reasoner", messages=q(4))  # newest: in l1
         old = await llm(model="deepseek-reasoner", messages=q(0))  # evicted from l1: from l2
         again = await llm(model="deepseek-reasoner", messages=q(0))  # promoted
+        await pipe.store.flush()  # disk writes are write-behind
         stats = pipe.stats()
     assert len(fake.calls) == 5
     assert hit["choices"][0]["message"]["content"] == fake.answer_for(q(4)[0]["content"])
@@ -145,3 +146,20 @@ async def test_a_reply_the_codec_refuses_is_served_not_stored(tmp_path, caplog):
     assert len(fake.calls) == 2  # nothing was stored, nothing was raised
     assert stats["stages"]["exact"]["store_errors"] == 2
     assert "cannot store a value of type builtins.set" in caplog.text
+
+
+async def test_write_behind_is_invisible_to_readers_and_flushed_at_close(tmp_path):
+    fake = FakeR1()
+    async with pipeline(tmp_path, l1_size=1) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i in range(4):  # L1 holds one: the others are found in flight or in L2
+            await llm(model="deepseek-reasoner", messages=q(i))
+        for i in range(4):
+            await llm(model="deepseek-reasoner", messages=q(i))
+        assert len(fake.calls) == 4
+    async with pipeline(tmp_path) as pipe:  # close flushed every write
+        llm = r1mw.wrap(fake, pipe)
+        for i in range(4):
+            await llm(model="deepseek-reasoner", messages=q(i))
+        assert pipe.stats()["hits_by"] == {"exact:l2": 4}
+    assert len(fake.calls) == 4

@@ -42,6 +42,10 @@ async def test_train_then_use_the_dictionary(tmp_path, monkeypatch, capsys):
     assert main(["zstd-dict", "--size", "8192"]) == 0
     assert "trained" in capsys.readouterr().out
     assert (tmp_path / "cache" / "zstd.dict").is_file()
+    seeded = list((tmp_path / "cache" / "zstd-dicts").glob("*.zdict"))
+    assert len(seeded) == 1
+    async with r1mw.Pipeline(settings(tmp_path, "msgpack+zstd+dict")) as pipe:  # the default codec takes it
+        assert f"{pipe.store.codec.dict_id:016x}.zdict" == seeded[0].name
     async with r1mw.Pipeline(settings(tmp_path, "msgpack+zstd")) as pipe:
         old = await pipe.store.get((5).to_bytes(16, "big"))  # written with lz4
         assert old is not None and old[0].reply == reply(5)

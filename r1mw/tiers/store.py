@@ -11,10 +11,16 @@ into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``).
 What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
 the first tier is decoded and promoted to the first tier. A tier fault is a miss, counted.
+
+Codecs: every bytes tier stores what ``codec`` encodes, unless the tier names its own with an
+``entry_codec`` attribute (e.g. a tier shared with other machines, which cannot see this
+machine's zstd dictionaries, takes a dictionary-free codec); an entry moving between tiers of
+different codecs is re-encoded. Reads decode any envelope whatever codec wrote it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -63,9 +69,14 @@ class TieredStore:
         self.codec = codec if codec is not None else Lz4Codec()
         self._clock = clock
         self._entry = [getattr(t, "takes", "bytes") == "entry" for t in self.tiers]
+        self._codecs: list[Codec] = [getattr(t, "entry_codec", None) or self.codec for t in self.tiers]
         nowait = getattr(self.first, "get_nowait", None) if self._entry[0] else None
         self.get_nowait: Callable[[bytes], Entry | None] = nowait if nowait is not None else _none
         self.has_nowait = nowait is not None
+        self._nowait_set = getattr(self.first, "set_nowait", None) if self._entry[0] else None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._behind: dict[bytes, Entry] = {}  # key -> entry whose write-behind is in flight
+        self.write_errors = 0
         durable = next((i for i, takes_entry in enumerate(self._entry) if not takes_entry), None)
         written = {0} | ({durable} if durable is not None else set())
         written |= {i for i, t in enumerate(self.tiers) if getattr(t, "write_through", False)}
@@ -103,6 +114,10 @@ class TieredStore:
         first tier when the caller has just asked it through ``get_nowait``."""
         start = 1 if after_nowait and self.has_nowait else 0
         tiers = self.tiers
+        if self._behind:  # written behind and not yet in its tiers: readers still see it
+            pending = self._behind.get(key)
+            if pending is not None and not pending.expired(self._clock()):
+                return pending, tiers[0].name
         for i in range(start, len(tiers)):
             tier = tiers[i]
             counters = self._counters[i]
@@ -130,16 +145,19 @@ class TieredStore:
             if i:
                 self._counters[0].promotions += 1
                 ttl = entry.expires - self._clock() if entry.expires else None
-                if self._entry[0]:
-                    payload = entry
-                else:
-                    payload = found if not self._entry[i] else self.codec.encode(entry.to_wire())
+                payload = entry if self._entry[0] else self._payload(i, 0, found, entry)
                 await self._safe_set(0, key, payload, ttl)
                 await self._settle()
             return entry, tier.name
         if self._pending:
             await self._settle()
         return None
+
+    def _payload(self, i: int, j: int, value: Any, entry: Entry) -> bytes:
+        """Bytes for bytes tier ``j`` of what tier ``i`` held: as they are under the same codec."""
+        if not self._entry[i] and self._codecs[i] is self._codecs[j]:
+            return value  # type: ignore[no-any-return]
+        return self._codecs[j].encode(entry.to_wire())
 
     def _decode(self, i: int, data: Any) -> Entry | None:
         try:
@@ -153,14 +171,25 @@ class TieredStore:
     async def set(self, key: bytes, entry: Entry) -> None:
         """Store ``entry`` (see the module docstring for where). Raises UnencodableValueError
         for a value the codec refuses, before anything is written; tier faults are logged."""
-        data = self.codec.encode(entry.to_wire())
+        wire = entry.to_wire()
+        await self._write(key, entry, wire, self.codec.encode(wire))
+
+    async def _write(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
+        encoded = {id(self.codec): data}
         ttl = None
         if entry.expires:
             ttl = entry.expires - self._clock()
             if ttl <= 0:
                 return
         for i in self._written:
-            await self._safe_set(i, key, entry if self._entry[i] else data, ttl)
+            if self._entry[i]:
+                await self._safe_set(i, key, entry, ttl)
+                continue
+            codec = self._codecs[i]
+            blob = encoded.get(id(codec))
+            if blob is None:
+                blob = encoded[id(codec)] = codec.encode(wire)
+            await self._safe_set(i, key, blob, ttl)
         for i in self._invalidated:
             await self._safe_delete(i, key)
         await self._settle()
@@ -245,10 +274,7 @@ class TieredStore:
                 return  # same version already there (set invalidates older ones)
             assert entry is not None
             ttl = entry.expires - self._clock() if entry.expires else None
-            if self._entry[j]:
-                payload: Any = entry
-            else:
-                payload = value if not self._entry[i] else self.codec.encode(entry.to_wire())
+            payload: Any = entry if self._entry[j] else self._payload(i, j, value, entry)
             if await self._safe_set(j, key, payload, ttl):
                 self._counters[j].demotions += 1
                 return
@@ -272,6 +298,8 @@ class TieredStore:
 
     # -- the rest ------------------------------------------------------------------------------
     async def delete(self, key: bytes) -> bool:
+        if key in self._behind:  # let its write land first, or it would bring the key back
+            await self.flush()
         found = False
         for i in range(len(self.tiers)):
             found = await self._safe_delete(i, key) or found
@@ -281,11 +309,54 @@ class TieredStore:
 
     async def clear(self) -> None:
         """Empty every tier (drop listeners are not called per key)."""
+        await self.flush()
         for tier in self.tiers:
             await tier.clear()
         self._pending.clear()
 
+    def set_behind(self, key: bytes, entry: Entry) -> None:
+        """Store ``entry`` without making the caller wait for the slow tiers (write-behind).
+
+        The entry is encoded first (UnencodableValueError before anything is kept, as with
+        :meth:`set`). When this returns the entry is in the RAM tier (later requests hit at
+        once); the writes to the other tiers run in a task the store owns, awaited by :meth:`flush` and
+        :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
+        the writes still in flight, which are later misses, never wrong data.
+        """
+        wire = entry.to_wire()
+        data = self.codec.encode(wire)  # an unencodable value fails here, before anything is kept
+        if self._entry[0] and self._nowait_set is not None:
+            if not (entry.expires and entry.expires <= self._clock()):
+                self._nowait_set(key, entry)
+        self._behind[key] = entry
+        task = asyncio.get_running_loop().create_task(self._write_behind(key, entry, wire, data),
+                                                      name="r1mw-write-behind")
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_behind(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
+        try:
+            await self._write(key, entry, wire, data)
+        except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
+            self.write_errors += 1
+            log.warning("write-behind of an entry failed: %r", exc)
+        finally:
+            if self._behind.get(key) is entry:
+                del self._behind[key]
+
+    async def flush(self) -> None:
+        """Wait until every write-behind has reached its tiers."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
     async def close(self) -> None:
+        await self.flush()
+        # A codec training a dictionary in a thread writes into the cache dir: let it finish
+        # before the tiers (and maybe the directory) go away.
+        for codec in {id(c): c for c in (self.codec, *self._codecs)}.values():
+            wait = getattr(codec, "wait_trained", None)
+            if wait is not None:
+                await asyncio.to_thread(wait, 60.0)
         for tier in self.tiers:
             close = getattr(tier, "close", None)
             if close is not None:
@@ -300,9 +371,16 @@ class TieredStore:
         latency percentiles (us) over the last 1024 lookups through ``get``. Tiers appear in
         their order, fastest first; ``promotions`` is the total."""
         out: dict[str, Any] = {"promotions": self.promotions}
-        for tier, c in zip(self.tiers, self._counters):
+        for tier, c, codec, takes_entry in zip(self.tiers, self._counters, self._codecs, self._entry):
             figures = dict(tier.stats())
             figures["corrupt"] = figures.get("corrupt", 0) + c.corrupt
+            if not takes_entry:
+                figures["entry_codec"] = codec.name
+                codec_stats = getattr(codec, "stats", None)
+                if codec_stats is not None:
+                    figures["codec_stats"] = cs = codec_stats()
+                    if cs.get("compression_ratio") is not None:  # msgpack bytes / stored bytes
+                        figures.setdefault("compression_ratio", cs["compression_ratio"])
             figures.update(promotions=c.promotions, demotions=c.demotions, errors=c.errors,
                            latency_us=_percentiles(c.latency))
             out[tier.name] = figures
