@@ -102,9 +102,9 @@ class PrefetchStage:
     def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
         self.counts["observed"] += 1
         self._account(request)
-        symbol, slots, example = _symbol_of(request)
-        self._learn_cost(symbol, reply)
         session = request.control.session or request.meta.get("session") or request.user
+        symbol, slots, example = _symbol_of(request, with_example=bool(session))
+        self._learn_cost(symbol, reply)
         if not session:
             return
         self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example)
@@ -270,14 +270,16 @@ class PrefetchStage:
         }
 
 
-def _symbol_of(request: Request) -> tuple[str, dict[str, Any] | None, Any]:
+def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[str, Any] | None, Any]:
     template = request.meta.get("template_id")
     if template is not None:
         return f"t:{template}", request.meta.get("slots"), None
     text = request.question
     digest = xxhash.xxh3_64_hexdigest(f"{request.namespace}\x00{request.model}\x00{text}".encode("utf-8", "surrogatepass"))
+    if not with_example:  # only a session's model keeps examples
+        return f"q:{digest}", None, None
     size = 0
-    for m in request.messages:  # a plain loop: this runs for every request, hits included
+    for m in request.messages:  # a plain loop: this runs for every request in a session
         content = m.get("content", "")
         size += len(content) if type(content) is str else len(str(content))
     example = {"messages": request.messages, "params": request.params} if size <= _EXAMPLE_MAX_CHARS else None
