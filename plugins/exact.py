@@ -9,6 +9,7 @@ make one upstream call, and a cancelled caller does not stop the store.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ class ExactStage:
         self.events = pipeline.events
         self.stored = 0
         self.store_errors = 0
+        self.not_storable = 0
+        self.unkeyable = 0
 
     @staticmethod
     def key(request: Request) -> bytes:
@@ -44,7 +47,12 @@ class ExactStage:
         return key
 
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
-        key = self.key(request)
+        try:
+            key = self.key(request)
+        except Exception as exc:  # a cache fault: the request goes upstream, uncached
+            self.unkeyable += 1
+            log.warning("exact: request not keyable, not cached: %s: %s", type(exc).__name__, exc)
+            return await call_next(request)
         if request.control.no_cache:
             return await self._fetch(request, call_next, key)
         entry = self._get_nowait(key)
@@ -61,7 +69,8 @@ class ExactStage:
 
     async def _fetch(self, request: Request, call_next: r1mw.Handler, key: bytes) -> Reply | StreamedReply:
         reply = await call_next(request)
-        if request.control.no_store or request.source != "upstream":
+        control = request.control
+        if control.no_store or request.source != "upstream" or (control.ttl is not None and control.ttl <= 0):
             return reply
         if isinstance(reply, StreamedReply):
             reply.on_complete(lambda done: self._store(request, key, done))
@@ -73,11 +82,15 @@ class ExactStage:
         # Write-behind: the reply is in RAM now (identical requests hit from here on); the
         # disk and shared tiers are written by a task the store awaits at close. The caller
         # does not wait for a disk write after an upstream call.
+        if not reply.storable:  # an empty or failed reply: served, never cached
+            self.not_storable += 1
+            return
         ttl = request.control.ttl if request.control.ttl is not None else self.default_ttl
         meta: dict[str, Any] = request.meta.get("store_meta", {})
-        entry = Entry(reply, time.time() + ttl if ttl else 0.0, meta)
+        entry = Entry(reply, time.time() + ttl if ttl and ttl != math.inf else 0.0, meta)
         try:
-            self.store.set_behind(key, entry)
+            if not self.store.set_behind(key, entry):
+                return  # the store is closed
         except r1mw.CodecError as exc:  # a cache fault: the caller still gets the reply
             self.store_errors += 1
             log.warning("exact: reply not stored: %s", exc)
@@ -87,7 +100,9 @@ class ExactStage:
             self.events.emit("stored", key=key, namespace=request.namespace, model=request.model)
 
     def stats(self) -> dict[str, Any]:
-        return {"stored": self.stored, "store_errors": self.store_errors, "inflight": len(self.flight),
+        return {"stored": self.stored, "store_errors": self.store_errors, "not_storable": self.not_storable,
+                "unkeyable": self.unkeyable,
+                "inflight": len(self.flight),
                 "leaders": self.flight.leaders, "coalesced": self.flight.coalesced}
 
 

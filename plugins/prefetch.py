@@ -36,6 +36,7 @@ log = logging.getLogger("r1mw.prefetch")
 _EXAMPLE_MAX_CHARS = 8_000  # untemplated requests remembered for re-issue only when small
 _OUTSTANDING_MAX = 10_000
 _SAVE_EVERY_S = 300.0
+_STREAM_ONLY = frozenset({"stream_options"})
 
 
 class PrefetchStage:
@@ -78,6 +79,10 @@ class PrefetchStage:
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
         self._call_next = call_next
         reply = await call_next(request)
+        # What is learnt (and maybe re-issued much later) is this request as asked now: the
+        # caller may reuse its message dicts for its next question once this call returns.
+        if request.control.session or request.user or "session" in request.meta:  # learnt only then
+            request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
         self._queue.append((request, reply))
         wake = self._wake
         if wake is not None:
@@ -183,14 +188,22 @@ class PrefetchStage:
                 text = templates.render(prediction.symbol[2:], dict(prediction.slots or {}))
             except Exception:  # a template that changed or a slot it refuses: no guess
                 return None
-            messages = [*current.messages[:-1], {"role": "user", "content": text}]
+            messages = [*(dict(m) for m in current.messages[:-1]), {"role": "user", "content": text}]
             params = dict(current.params)
         else:
-            if not prediction.example:
+            example = prediction.example
+            # Symbols are learned across namespaces; a remembered request is re-issued only in
+            # the namespace that asked it (never under another tenant's identity or cache).
+            if not example or example.get("namespace") != current.namespace:
                 return None
-            messages, params = prediction.example["messages"], dict(prediction.example["params"])
+            # Copies: the issued request owns its dicts (its key and its upstream call must
+            # see the same text, whatever happens to the remembered example meanwhile).
+            messages = [dict(m) if isinstance(m, dict) else m for m in example["messages"]]
+            params = dict(example["params"])
+        # A plain call: stream-only options would make the upstream refuse it (HTTP 400).
+        passthrough = {k: v for k, v in current.passthrough.items() if k not in _STREAM_ONLY}
         return Request(
-            model=current.model, messages=messages, params=params, passthrough=dict(current.passthrough),
+            model=current.model, messages=messages, params=params, passthrough=passthrough,
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
             user=current.user, upstream=current.upstream,
             meta={"prefetch": True, "store_meta": {"prefetched": True}},
@@ -241,7 +254,8 @@ class PrefetchStage:
         self._last_save = time.monotonic()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            # Unique per stage object: two pipelines of one process (threads) share the path.
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
             tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost},
                                           use_bin_type=True, default=str))
             os.replace(tmp, self.path)
@@ -282,7 +296,9 @@ def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[s
     for m in request.messages:  # a plain loop: this runs for every request in a session
         content = m.get("content", "")
         size += len(content) if type(content) is str else len(str(content))
-    example = {"messages": request.messages, "params": request.params} if size <= _EXAMPLE_MAX_CHARS else None
+    example = None
+    if size <= _EXAMPLE_MAX_CHARS:
+        example = {"messages": request.messages, "params": request.params, "namespace": request.namespace}
     return f"q:{digest}", None, example
 
 

@@ -54,6 +54,8 @@ def build_plugin_manager(
             module = importlib.import_module(path)
         except ImportError as exc:
             raise PluginError(f"R1MW_PLUGINS: cannot import {path!r}: {exc}") from exc
+        if pm.is_registered(module):  # already loaded through its entry point (a built-in)
+            continue
         pm.register(module, name=path)
     for obj in extra:
         name = getattr(obj, "__name__", None) or getattr(obj, "name", None) or repr(obj)

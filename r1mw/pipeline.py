@@ -16,10 +16,12 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
-from .errors import PipelineStateError
+from .errors import ConfigError, PipelineStateError, PluginError
 from .events import EventBus
+from .keys import NOT_REPLAYABLE, replayable
 from .manager import build_plugin_manager, collect, select
 from .protocols import Handler, Stage
 from .settings import Settings
@@ -81,6 +83,7 @@ class Pipeline:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
+        self._start_error: BaseException | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._hits_by: dict[tuple[str, str | None], int] = {}  # (source, tier) -> hits
@@ -108,7 +111,15 @@ class Pipeline:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if not self._started:
-                await self._start()
+                try:
+                    await self._start()
+                except BaseException as exc:
+                    # Release what had started (tasks spawned, stages, tiers); the pipeline
+                    # is unusable after a failed start, like a closed one.
+                    self._start_error = exc
+                    self._started = True
+                    await self.close()
+                    raise
 
     async def _start(self) -> None:
         s = self.settings
@@ -117,15 +128,19 @@ class Pipeline:
         # The bus exists before tiers and stages are built: they may keep a reference to it.
         if self.pm.hook.r1mw_events.get_hookimpls():
             self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
-        tiers = [factory(self) for _, factory in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
+        tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
-        built = (factory(self) for _, factory in select(self.registry("stages"), s.stages, "R1MW_STAGES"))
+        built = [self._make(n, f, "R1MW_STAGES") for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
         self.stages = [stage for stage in built if stage is not None]
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             start = getattr(stage, "start", None)
             if start is not None:
-                await start()
+                try:
+                    await start()
+                except BaseException:
+                    self.stages = self.stages[:i]  # close() closes those that started
+                    raise
         chain: Handler = _terminal
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
@@ -138,7 +153,12 @@ class Pipeline:
         if not self._started or self._closed:
             return
         self._closed = True
-        self.pm.hook.r1mw_pipeline_closing(pipeline=self)
+        self._chain = None  # requests after close are refused, not run on closed tiers
+        if self.pm is not None:
+            try:
+                self.pm.hook.r1mw_pipeline_closing(pipeline=self)
+            except Exception:
+                log.exception("an r1mw_pipeline_closing hook failed")
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -187,7 +207,17 @@ class Pipeline:
     def build(self, kind: str, name: str, flag: str) -> Any:
         """Build one registered component by name, e.g. ``build("codecs", "msgpack+lz4", "R1MW_CODEC")``."""
         (_, factory), = select(self.registry(kind), [name], flag)
-        return factory(self)
+        return self._make(name, factory, flag)
+
+    def _make(self, name: str, factory: Callable[..., Any], flag: str) -> Any:
+        # A plugin's factory failing is reported as that plugin's fault, in one line; its own
+        # ConfigError (a flag it reads) already names the flag and passes through.
+        try:
+            return factory(self)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{flag}: {name!r} failed to build: {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
 
     def stage(self, name: str) -> Stage | None:
         for stage in self.stages:
@@ -196,8 +226,12 @@ class Pipeline:
         return None
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
-        """Run a background task owned by the pipeline (cancelled at close)."""
+        """Run a background task owned by the pipeline (cancelled at close; after close,
+        cancelled before it starts)."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
+        if self._closed:  # e.g. the store of a stream that ended after close: never runs
+            task.cancel()
+            return task
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
@@ -215,6 +249,9 @@ class Pipeline:
         user = passthrough.get("user") if passthrough else None
         if user and self._scope_by_user:
             namespace = f"{namespace}\x00user:{user}"
+        # logprobs, audio, web search: a hit could not give them back (the set test first: 50 ns)
+        if params and not NOT_REPLAYABLE.isdisjoint(params) and not replayable(params):
+            control = replace(control, no_cache=True, no_store=True)
         # Positional: this runs on every request (the settings were read once, in __init__).
         return Request(model, messages, params, passthrough, stream, control, namespace, user, upstream)
 
@@ -222,11 +259,11 @@ class Pipeline:
         """Run one request through the chain. Upstream errors propagate unchanged."""
         chain = self._chain
         if chain is None:
-            if self._closed:
-                raise PipelineStateError("the pipeline is closed")
-            await self.start()
-            chain = self._chain
-            assert chain is not None
+            if not self._closed:
+                await self.start()
+                chain = self._chain
+            if chain is None:
+                raise self._closed_error()
         try:
             reply = await chain(request)
         except BaseException:
@@ -254,6 +291,15 @@ class Pipeline:
                              latency=elapsed, model=request.model, namespace=request.namespace,
                              template=request.meta.get("template_id"), stream=request.stream)
         return reply
+
+    def _closed_error(self) -> PipelineStateError:
+        failed = self._start_error
+        if failed is not None:  # a lazily started pipeline: say why, on every request
+            err = PipelineStateError(f"the pipeline failed to start ({type(failed).__name__}: {failed}); "
+                                     "build a new one")
+            err.__cause__ = failed
+            return err
+        return PipelineStateError("the pipeline is closed")
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

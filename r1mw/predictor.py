@@ -5,8 +5,9 @@ an untemplated one (exact repeats of sequences). For each context of the last 1.
 symbols of a session the model counts which symbol came next; prediction backs off from the
 longest context that has enough observations. Slot values carry over: for each transition it
 learns, per slot of the next template, whether the value repeats the previous request's slot of
-the same name (the ticker, usually) or is one dominant literal; a prediction whose slots cannot
-be filled that way is not made.
+the same name (the ticker, usually), embeds another of its slots in a fixed text ("a $50,000
+long position in {symbol}"), or is one dominant literal; a prediction whose slots cannot be
+filled that way is not made.
 
 Memory is bounded (contexts, successors per context, sessions, remembered raw requests: each
 LRU-capped), and the whole model round-trips through plain msgpack-able data (never pickle).
@@ -56,7 +57,7 @@ class _Successors:
             stats = self.slot_stats.setdefault(symbol, {})
             for name, value in next_slots.items():
                 per = stats.setdefault(name, {})
-                tag = "=" if prev_slots is not None and prev_slots.get(name) == value else "v:" + _text(value)
+                tag = _tag(name, value, prev_slots)
                 per[tag] = per.get(tag, 0) + 1
                 if len(per) > 16:  # a slot with many literals is not predictable: keep it small
                     del per[min((k for k in per if k != "="), key=per.__getitem__)]
@@ -76,6 +77,11 @@ class _Successors:
                 if prev_slots is None or name not in prev_slots:
                     return None
                 out[name] = prev_slots[name]
+            elif tag.startswith("p:"):
+                other, pattern = tag[2:].split("\x00", 1)
+                if prev_slots is None or not isinstance(prev_slots.get(other), str):
+                    return None
+                out[name] = pattern.replace("\x01", prev_slots[other])
             else:
                 out[name] = tag[2:]
         return out
@@ -91,6 +97,20 @@ class _Successors:
         s.slot_stats = {str(k): {str(n): {str(t): int(c) for t, c in per.items()} for n, per in v.items()}
                         for k, v in data[1].items()}
         return s
+
+
+def _tag(name: str, value: Any, prev: Mapping[str, Any] | None) -> str:
+    """How a slot of the next request relates to the previous request's slots:
+    ``=`` (the same slot's value carried over), ``p:<slot>\x00<pattern>`` (a text that embeds
+    another slot's value, e.g. "a $50,000 long position in {symbol}"), or ``v:<literal>``."""
+    if prev is not None:
+        if prev.get(name) == value:
+            return "="
+        if isinstance(value, str):
+            for other, carried in prev.items():
+                if isinstance(carried, str) and len(carried) >= 2 and carried in value:
+                    return "p:" + other + "\x00" + value.replace(carried, "\x01")
+    return "v:" + _text(value)
 
 
 def _text(value: Any) -> str:

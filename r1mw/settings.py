@@ -100,6 +100,16 @@ def _names(raw: Any) -> tuple[str, ...]:
 _names.allowed = "comma-separated names"  # type: ignore[attr-defined]
 
 
+def _some_names(raw: Any) -> tuple[str, ...]:
+    names = _names(raw)
+    if not names:
+        raise ValueError("a comma-separated list of at least one name")
+    return names
+
+
+_some_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         value = str(raw).strip().lower()
@@ -207,7 +217,7 @@ FLAGS: tuple[Flag, ...] = (
     # r1mw's own flags.
     Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
          "stages that run, outermost first"),
-    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _names, "storage tiers, fastest first"),
+    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _some_names, "storage tiers, fastest first"),
     Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
          "codec for the tiers below RAM (msgpack+zstd+dict trains its zstd dictionary by itself)"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
@@ -354,9 +364,7 @@ class Settings:
         """Read flags from ``env`` (default ``os.environ``) over ``dotenv`` over the defaults."""
         layers: list[tuple[str, Mapping[str, Any]]] = []
         if dotenv is not None and os.path.isfile(dotenv):
-            from dotenv import dotenv_values
-
-            layers.append((f"{dotenv}", {k: v for k, v in dotenv_values(dotenv).items() if v is not None}))
+            layers.append((f"{dotenv}", _read_dotenv(dotenv)))
         layers.append(("env", os.environ if env is None else env))
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -423,6 +431,28 @@ class Settings:
     def tier_dir(self, tier: str) -> Path:
         """Directory of a disk tier (``l2``, ``l3``, ``l4``): its flag, or under the cache dir."""
         return self._values.get(f"{tier}_dir") or self.cache_path / tier
+
+
+def _read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The values of a .env file. A file that cannot be read, or a line naming one of our
+    flags that python-dotenv cannot parse (it would skip it with a warning, and the flag
+    would silently keep its default: a lost namespace is a lost tenant boundary), is a
+    ConfigError in one line."""
+    import io
+
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the .env file: {exc}".replace("\n", " ")) from None
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.string
+        if binding.error and ("R1MW_" in line or any(name in line for name in _BY_ENV)):
+            raise ConfigError(f"{path} line {binding.original.line}: cannot parse {line.strip()!r} "
+                              "(expected NAME=value, quotes closed on the same line)")
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def flags_markdown() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, Hashable
 
-from .errors import StreamIncomplete
+from .errors import PipelineStateError, StreamIncomplete
 from .types import Reply, StreamedReply
 
 __all__ = ["SingleFlight"]
@@ -25,6 +25,7 @@ class SingleFlight:
         self.coalesced = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._owners: dict[int, asyncio.Task[Any] | None] = {}  # id(future) -> the leading caller's task
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -42,7 +43,11 @@ class SingleFlight:
             self.coalesced += 1
             if on_wait is not None:
                 on_wait()
-            reply = await asyncio.shield(future)
+            try:
+                reply = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                self._raise_if_closed()
+                raise
             if isinstance(reply, StreamedReply):
                 if not reply.done and self._owners.get(id(future)) is asyncio.current_task():
                     # The task holding the live stream asks again before reading it to the end:
@@ -61,7 +66,32 @@ class SingleFlight:
         task = loop.create_task(self._lead(key, future, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task), False
+        try:
+            return await asyncio.shield(task), False
+        except asyncio.CancelledError:
+            self._raise_if_closed()
+            # The caller is gone; the call goes on for the waiters. A stream it returns would
+            # have nobody to read it and its waiters would wait for its end forever.
+            task.add_done_callback(self._orphaned)
+            raise
+
+    def _raise_if_closed(self) -> None:
+        # The call was cancelled by close(), not the caller: a caller that was not cancelled
+        # must not see CancelledError (a TaskGroup would take it for its own cancellation).
+        # (Python 3.10 cannot tell the two apart: there the CancelledError stays.)
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)
+        if self._closed and cancelling is not None and not cancelling():
+            raise PipelineStateError("the pipeline closed while this request was in flight") from None
+
+    def _orphaned(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        reply = task.result()
+        if isinstance(reply, StreamedReply) and not reply.done:
+            reply.abandon()  # waiters make their own calls; nothing is stored
+            closing = asyncio.get_running_loop().create_task(reply.aclose())  # release the connection
+            self._tasks.add(closing)
+            closing.add_done_callback(self._tasks.discard)
 
     async def _lead(self, key: Hashable, future: asyncio.Future[Reply | StreamedReply],
                     call: Callable[[], Awaitable[Reply | StreamedReply]]) -> Reply | StreamedReply:
@@ -88,6 +118,7 @@ class SingleFlight:
 
     async def close(self) -> None:
         """Cancel the calls still in flight (pipeline shutdown) and wait until they are gone."""
+        self._closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -34,6 +36,8 @@ __all__ = [
     "Usage",
     "split_think",
 ]
+
+log = logging.getLogger("r1mw")
 
 _THINK = re.compile(r"<think>(.*?)</think>\s*", re.S)
 
@@ -57,7 +61,8 @@ class CacheControl:
     """Per-request cache control, LiteLLM's spelling: ``cache={"no-cache": True, ...}``.
 
     ``no_cache`` skips lookups (the reply is still stored unless ``no_store``);
-    ``no_store`` skips storing; ``ttl`` in seconds overrides the default;
+    ``no_store`` skips storing; ``ttl`` in seconds overrides the default (``ttl <= 0``:
+    not stored, like ``s-maxage=0``; ``inf``: no expiry);
     ``namespace`` is the tenant boundary; ``session`` names the analyst's session for prefetch.
     """
 
@@ -78,14 +83,34 @@ class CacheControl:
             raise TypeError(
                 f"cache= has unknown keys {sorted(unknown)}; allowed: {sorted(_CONTROL_KEYS)}"
             )
-        ttl = value.get("ttl", value.get("s-maxage"))
         return cls(
-            no_cache=bool(value.get("no-cache", value.get("no_cache", False))),
-            no_store=bool(value.get("no-store", value.get("no_store", False))),
-            ttl=None if ttl is None else float(ttl),
+            no_cache=_flag(value, "no-cache", "no_cache"),
+            no_store=_flag(value, "no-store", "no_store"),
+            ttl=_ttl(value.get("ttl", value.get("s-maxage"))),
             namespace=None if value.get("namespace") is None else str(value["namespace"]),
             session=None if value.get("session") is None else str(value["session"]),
         )
+
+
+def _flag(value: Mapping[str, Any], name: str, alias: str) -> bool:
+    # bool("false") is True: a string here is a mistake to report, not to guess at.
+    raw = value.get(name, value.get(alias, False))
+    if raw is None or isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
+        return bool(raw)
+    raise TypeError(f"cache={{'{name}': {raw!r}}}: expected True or False")
+
+
+def _ttl(raw: Any) -> float | None:
+    # ttl <= 0 means "do not store" (as s-maxage=0 does), never "keep forever"; inf = no expiry.
+    if raw is None:
+        return None
+    try:
+        ttl = float(raw)
+    except (TypeError, ValueError):
+        ttl = math.nan
+    if ttl != ttl:
+        raise ValueError(f"cache={{'ttl': {raw!r}}}: expected a number of seconds (<= 0: not stored)")
+    return ttl
 
 
 _CONTROL_KEYS = frozenset(
@@ -217,6 +242,20 @@ class Reply:
     def finish_reason(self) -> str | None:
         return self.choices[0].finish_reason if self.choices else None
 
+    @property
+    def storable(self) -> bool:
+        """Whether this reply may be cached: it has choices, none ended in ``error``, and
+        each carries something (content, reasoning or tool calls). An empty or failed reply
+        is an upstream fault dressed as a reply (HTTP 200 with an error body): caching it
+        would turn a transient failure into a permanent answer. A reply cut by max_tokens
+        (``length``) is storable: max_tokens is in the key."""
+        if not self.choices:
+            return False
+        for c in self.choices:
+            if c.finish_reason == "error" or not (c.content or c.reasoning_content or c.tool_calls):
+                return False
+        return True
+
     # -- the stored form: plain msgpack-able structure, versioned by field order ---------
     def to_wire(self) -> dict[str, Any]:
         u = self.usage
@@ -326,12 +365,21 @@ class StreamedReply:
 
     async def _iterate(self) -> AsyncIterator[Any]:
         ended = False
+        readable = True
         try:
             async for chunk in self._source:
-                deltas, usage, info = self._to_deltas(chunk)
-                self._builder.add(deltas, usage, info)
+                if readable:
+                    try:
+                        deltas, usage, info = self._to_deltas(chunk)
+                        self._builder.add(deltas, usage, info)
+                    except Exception:
+                        # A chunk r1mw cannot normalize is the caller's all the same: the
+                        # stream goes on untouched, only nothing is assembled or stored.
+                        readable = False
+                        log.warning("a streamed chunk could not be read; this reply is not stored",
+                                    exc_info=True)
                 yield chunk
-            ended = True
+            ended = readable
         except BaseException as exc:
             self._fail(exc)
             raise

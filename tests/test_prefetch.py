@@ -325,3 +325,116 @@ async def test_with_the_real_template_stage_the_next_templated_request_is_prefet
         assert len(fake.calls) == calls
         assert "NVDA" in reply["choices"][0]["message"]["content"]
         assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
+
+
+async def test_a_prefetch_never_carries_another_namespace_s_request():
+    # Hardening: transitions are learned across namespaces (template ids are shared), but an
+    # untemplated request remembered in one namespace must never be re-issued in another,
+    # under that other tenant's identity and key, nor stored in its cache.
+    fake = FakeR1()
+    secret = "Hedge our desk's private 1M-share position before the close"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for s in range(3):
+            await llm(model="r1", messages=ask("Analyze AAPL using RSI"), user="alice",
+                      cache={"namespace": "desk-a", "session": f"a{s}"})
+            await llm(model="r1", messages=ask(secret), user="alice",
+                      cache={"namespace": "desk-a", "session": f"a{s}", "no-store": True})
+        await settle(pipe)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI"), user="bob",
+                  cache={"namespace": "desk-b", "session": "b0"})
+        await settle(pipe, until=lambda s: s["observed"] >= 7)
+        # Within desk-a the same pattern is still prefetched (the guard is not a switch-off).
+        await llm(model="r1", messages=ask("Analyze MSFT using RSI"), user="alice",
+                  cache={"namespace": "desk-a", "session": "a9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+    leaked = [c for c in fake.calls if c["messages"][-1]["content"] == secret and c.get("user") == "bob"]
+    assert leaked == []
+    assert stats["issued"] >= 1
+    assert [c.get("user") for c in fake.calls if c["messages"][-1]["content"] == secret][-1] == "alice"
+
+
+async def test_a_prefetch_sends_what_was_asked_not_what_the_caller_s_dicts_hold_now():
+    # Hardening: remembered requests kept references to the caller's message dicts. A caller
+    # reusing a dict for its next question made the prefetch send a question nobody asked (and,
+    # mutated between the key and the upstream call, store a reply under another question's key).
+    fake = FakeR1()
+    sent = []
+
+    async def upstream(**kwargs):
+        sent.append(kwargs["messages"][-1]["content"])  # what went out, at the time it went out
+        return await fake(**kwargs)
+
+    first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        reused = {"role": "user", "content": follow_up}
+        for s in range(3):
+            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
+            await llm(model="r1", messages=[ask("")[0], reused], cache={"session": f"u{s}", "no-store": True})
+        await settle(pipe)
+        reused["content"] = "Wire $1M to account 42"  # the dict is reused; this is never sent
+        await llm(model="r1", messages=ask(first), cache={"session": "u9"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+    assert stats["issued"] >= 1
+    assert "Wire $1M to account 42" not in sent
+    assert sent[-1] == follow_up
+
+
+async def test_prefetches_learnt_from_streaming_callers_are_valid_plain_requests():
+    # Hardening: a prefetch (stream=False) copied the caller's passthrough, stream_options
+    # included, which the OpenAI API refuses without stream=True (HTTP 400): every prefetch
+    # learnt from a streaming caller failed.
+    fake = FakeR1()
+
+    async def strict(**kwargs):
+        if "stream_options" in kwargs and not kwargs.get("stream"):
+            raise ValueError("400: stream_options is only allowed when stream is true")
+        result = await fake(**kwargs)
+        if not kwargs.get("stream"):
+            return result
+
+        async def with_usage():  # as the API streams it with include_usage
+            async for chunk in result:
+                yield chunk
+            yield {"id": "u", "object": "chat.completion.chunk", "created": 1, "model": "r1", "choices": [],
+                   "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}
+
+        return with_usage()
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(strict, pipe)
+
+        async def asks(text, session):
+            stream = await llm(model="r1", messages=ask(text), stream=True,
+                               stream_options={"include_usage": True}, cache={"session": session})
+            return [c async for c in stream]
+
+        for i, t in enumerate(["AAPL", "MSFT", "TSLA"]):
+            for shape in ("analyze", "risk"):
+                await asks(_SHAPES[shape].format(symbol=t), f"s{i}")
+        await settle(pipe)
+        await asks("Analyze NVDA using RSI", "new")
+        stats = await settle(pipe, until=lambda s: s["issued"] + s["errors"] >= 1)
+    assert stats["errors"] == 0 and stats["issued"] >= 1
+
+
+def test_a_slot_that_embeds_the_previous_ticker_in_a_fixed_text_is_carried():
+    m = SequenceModel(order=1, min_support=2)
+    for t in ("AAPL", "MSFT", "TSLA"):
+        m.observe(t, "t:analyze", {"symbol": t, "strategy": "RSI"})
+        m.observe(t, "t:risk", {"position_size": f"a $50,000 long position in {t}"})
+    m.observe("new", "t:analyze", {"symbol": "NVDA", "strategy": "RSI"})
+    best = m.predict("new")[0]
+    assert best.symbol == "t:risk" and dict(best.slots) == {"position_size": "a $50,000 long position in NVDA"}
+    m.observe("mixed", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
+    m.observe("mixed", "t:risk", {"position_size": "a $10,000 short position in AMD"})
+    m.observe("mixed2", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
+    m.observe("mixed2", "t:risk", {"position_size": "a $20,000 short position in AMD"})
+    m.observe("next", "t:analyze", {"symbol": "IBM", "strategy": "RSI"})
+    # 3 of 5 transitions agree on the pattern: still the majority
+    assert dict(m.predict("next")[0].slots) == {"position_size": "a $50,000 long position in IBM"}
+    m.observe("mixed3", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
+    m.observe("mixed3", "t:risk", {"position_size": "a $30,000 short position in AMD"})
+    m.observe("last", "t:analyze", {"symbol": "ORCL", "strategy": "RSI"})
+    assert m.predict("last") == []  # 3 of 6: no majority, no guess

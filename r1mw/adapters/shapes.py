@@ -43,6 +43,16 @@ def usage_dict(u: Usage) -> dict[str, Any]:
     return out
 
 
+def _copy(value: Any) -> Any:
+    # Tool calls are nested dicts: a cached reply must share none of them with a caller,
+    # who may parse ``arguments`` in place (on a miss's object as on a hit's).
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return value
+
+
 def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...] | None:
     if not raw:
         return None
@@ -50,7 +60,7 @@ def _tool_calls(raw: Any) -> tuple[dict[str, Any], ...] | None:
     for call in raw:
         if not isinstance(call, Mapping):
             call = call.model_dump() if hasattr(call, "model_dump") else dict(call)
-        calls.append({k: v for k, v in call.items() if v is not None})
+        calls.append({k: _copy(v) for k, v in call.items() if v is not None})
     return tuple(calls)
 
 
@@ -86,7 +96,7 @@ def dict_of_reply(reply: Reply) -> dict[str, Any]:
         if c.reasoning_content is not None:
             message["reasoning_content"] = c.reasoning_content
         if c.tool_calls is not None:
-            message["tool_calls"] = [dict(t) for t in c.tool_calls]
+            message["tool_calls"] = [_copy(t) for t in c.tool_calls]
         choices.append({"index": c.index, "message": message, "finish_reason": c.finish_reason, "logprobs": None})
     out: dict[str, Any] = {"id": reply.id, "object": "chat.completion", "created": reply.created,
                            "model": reply.model, "choices": choices}
@@ -151,7 +161,7 @@ def chunk_dicts(reply: Reply, *, include_usage: bool = False) -> Iterator[dict[s
             for piece in _pieces(c.content):
                 yield chunk(c.index, {"content": piece})
         if c.tool_calls:
-            yield chunk(c.index, {"tool_calls": [{"index": n, **t} for n, t in enumerate(c.tool_calls)]})
+            yield chunk(c.index, {"tool_calls": [{"index": n, **_copy(t)} for n, t in enumerate(c.tool_calls)]})
         final = chunk(c.index, {}, c.finish_reason)
         if n == last and not include_usage and reply.usage is not None:
             final["usage"] = usage_dict(reply.usage)

@@ -4,7 +4,8 @@ Each type is a regex fragment (no capturing groups; it is spliced into the templ
 pattern) and a ``normalize`` function that maps every accepted spelling of one value to one
 canonical string, or returns None when the text is not a value of the type (the template
 then does not match). Normalization only merges spellings of the *same* value
-(``1,000`` / ``1k`` / ``1000.00``); two different values never normalize alike.
+(``1,000`` / ``1k`` / ``1000.00``); two different values never normalize alike, and a
+spelling two readers could take for two values (``1.000``: 1 or 1000) keys as written.
 A canonical value is itself accepted by its type and normalizes to itself, so
 ``render(template, slots)`` matches back to the same slots.
 
@@ -79,9 +80,19 @@ def _number_value(text: str) -> Decimal | None:
     return -value if m["sign"] == "-" else value
 
 
+# "1.000" is 1 to a US reader and 1000 to a European one: a number written with exactly three
+# decimals after a short integer part (not 0) keys as written, apart from both readings.
+_AMBIGUOUS = re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")
+
+
 def _number(text: str) -> str | None:
     value = _number_value(text)
-    return None if value is None else _decimal_text(value)
+    if value is None:
+        return None
+    stripped = text.strip()
+    if _AMBIGUOUS.fullmatch(stripped):
+        return stripped.lstrip("+")
+    return _decimal_text(value)
 
 
 # -- money ----------------------------------------------------------------------------------

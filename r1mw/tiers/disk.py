@@ -4,7 +4,7 @@ Layout: ``<dir>/<first key byte, hex>/<key hex>`` (256 fan-out directories). A f
 
     b"R1D1" | expires f64 | key length u16 | value length u32 | key | value | xxh3-64 of all before
 
-Writes go to a temp file in the same directory (``.tmp-<pid>-<n>``) and are renamed over
+Writes go to a temp file in the same directory (``.tmp-<pid>-<tier token>-<n>``) and are renamed over
 the final name, so a reader in any process sees the old file, the new file or no file,
 never a half-written one. A file that fails its checks (short, wrong magic, wrong lengths,
 wrong checksum, another key) is a miss: counted as corrupt and removed.
@@ -37,6 +37,7 @@ import errno
 import itertools
 import logging
 import os
+import secrets
 import struct
 import time
 from pathlib import Path
@@ -86,6 +87,10 @@ class DiskTier:
         # The policy orders files for eviction; values are unused, sizes are file sizes.
         self._index: Policy = make_policy(policy, max(1, max_entries or 1 << 62), max_bytes)
         self._seq = itertools.count()
+        # Temp names are unique per tier object, not just per process: two tiers of one
+        # process on one directory (two pipelines) would otherwise pick the same name and
+        # delete each other's file in flight. The pid stays first (_reap_temp reads it).
+        self._tmp_prefix = f"{_TMP}{os.getpid()}-{secrets.token_hex(4)}-"
         self._writes_since_scan = 0
         self._scanned_at = time.monotonic()
         self.on_evict: Callable[[bytes, bytes], Any] | None = None
@@ -256,7 +261,7 @@ class DiskTier:
         body = _HEAD.pack(_MAGIC, expires, len(key), len(value)) + key + value
         data = body + _SUM.pack(_digest(body))
         path = self._path(key)
-        tmp = os.path.join(os.path.dirname(path), f"{_TMP}{os.getpid()}-{next(self._seq)}")
+        tmp = os.path.join(os.path.dirname(path), f"{self._tmp_prefix}{next(self._seq)}")
         fd = -1
         try:
             try:

@@ -46,12 +46,17 @@ class Entry:
     def size_hint(self) -> int:
         """Approximate bytes in RAM (the L1 byte budget): text, bytes and arrays dominate."""
         value = self.value
+        # Tool-call arguments and meta (the question text, slots) can outweigh the content:
+        # left out, the RAM byte budget held several times its size.
+        meta = _size(self.meta, 0) if self.meta else 0
         if isinstance(value, Reply):
-            n = 200
+            n = 200 + meta
             for c in value.choices:
                 n += len(c.content or "") + len(c.reasoning_content or "")
+                if c.tool_calls:
+                    n += _size(c.tool_calls, 0)
             return n
-        return 200 + _size(value, 0)
+        return 200 + meta + _size(value, 0)
 
 
 def _size(value: Any, depth: int) -> int:

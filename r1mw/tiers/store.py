@@ -6,7 +6,9 @@ writes the bytes to the first tier that takes bytes (the durable one, L2 by defa
 every tier that declares ``write_through = True`` (a shared Redis tier), and deletes the key
 from the other tiers so that no older version can resurface. All of it is awaited before
 ``set`` returns: when ``set`` returns, the entry is in the durable tier's directory (renamed
-into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``).
+into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``). ``set_behind``
+(what the exact stage uses) encodes and fills the RAM tier at once and leaves the rest to a
+task the store owns; ``get`` sees entries whose write is in flight, ``close`` awaits them.
 
 What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
@@ -76,6 +78,7 @@ class TieredStore:
         self._nowait_set = getattr(self.first, "set_nowait", None) if self._entry[0] else None
         self._writes: set[asyncio.Task[None]] = set()
         self._behind: dict[bytes, Entry] = {}  # key -> entry whose write-behind is in flight
+        self._closed = False
         self.write_errors = 0
         durable = next((i for i, takes_entry in enumerate(self._entry) if not takes_entry), None)
         written = {0} | ({durable} if durable is not None else set())
@@ -314,7 +317,7 @@ class TieredStore:
             await tier.clear()
         self._pending.clear()
 
-    def set_behind(self, key: bytes, entry: Entry) -> None:
+    def set_behind(self, key: bytes, entry: Entry) -> bool:
         """Store ``entry`` without making the caller wait for the slow tiers (write-behind).
 
         The entry is encoded first (UnencodableValueError before anything is kept, as with
@@ -323,6 +326,8 @@ class TieredStore:
         :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
         the writes still in flight, which are later misses, never wrong data.
         """
+        if self._closed:  # e.g. a stream that ended after the pipeline closed: keep nothing
+            return False
         wire = entry.to_wire()
         data = self.codec.encode(wire)  # an unencodable value fails here, before anything is kept
         if self._entry[0] and self._nowait_set is not None:
@@ -333,6 +338,7 @@ class TieredStore:
                                                       name="r1mw-write-behind")
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        return True
 
     async def _write_behind(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
         try:
@@ -350,6 +356,7 @@ class TieredStore:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
     async def close(self) -> None:
+        self._closed = True
         await self.flush()
         # A codec training a dictionary in a thread writes into the cache dir: let it finish
         # before the tiers (and maybe the directory) go away.
