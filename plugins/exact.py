@@ -59,10 +59,17 @@ class ExactStage:
         if entry is not None:
             request.source, request.tier = "exact", self._first
             return entry.reply
-        found = await self.store.get(key, after_nowait=True) if self.multi_tier else None
-        if found is not None:
-            request.source, request.tier = "exact", found[1]
-            return found[0].reply
+        if self.multi_tier:
+            found = await self.store.get(key, after_nowait=True)
+            if found is not None:
+                request.source, request.tier = "exact", found[1]
+                return found[0].reply
+            # While we looked below, an identical request may have been answered and stored:
+            # look in RAM again (no await between this and joining the flight).
+            entry = self._get_nowait(key)
+            if entry is not None:
+                request.source, request.tier = "exact", self._first
+                return entry.reply
         reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
         request.coalesced = coalesced
         return reply

@@ -62,17 +62,20 @@ class _Successors:
                 if len(per) > 16:  # a slot with many literals is not predictable: keep it small
                     del per[min((k for k in per if k != "="), key=per.__getitem__)]
 
-    def fill(self, symbol: str, prev_slots: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """Slots for ``symbol`` from what usually happens; None when one cannot be filled."""
+    def fill(self, symbol: str, prev_slots: Mapping[str, Any] | None) -> tuple[dict[str, Any], float] | None:
+        """Slots for ``symbol`` from what usually happens, with the share of past transitions
+        they agree with (the product over slots); None when one cannot be filled."""
         stats = self.slot_stats.get(symbol)
         if not stats:
-            return {}
+            return {}, 1.0
         out: dict[str, Any] = {}
+        agreement = 1.0
         for name, per in stats.items():
             total = sum(per.values())
             tag, count = max(per.items(), key=lambda kv: kv[1])
             if count * 2 <= total:  # no majority: guessing would waste money
                 return None
+            agreement *= count / total
             if tag == "=":
                 if prev_slots is None or name not in prev_slots:
                     return None
@@ -84,7 +87,7 @@ class _Successors:
                 out[name] = pattern.replace("\x01", prev_slots[other])
             else:
                 out[name] = tag[2:]
-        return out
+        return out, agreement
 
     def to_data(self) -> list[Any]:
         return [self.counts, self.slot_stats]
@@ -200,10 +203,15 @@ class SequenceModel:
                 continue
             out = []
             for symbol, count in sorted(succ.counts.items(), key=lambda kv: -kv[1])[:k]:
-                slots = succ.fill(symbol, prev_slots) if symbol.startswith("t:") else None
-                if symbol.startswith("t:") and slots is None:
-                    continue
-                out.append(Prediction(symbol, count / succ.total, slots, self._examples.get(symbol), count))
+                slots, agreement = None, 1.0
+                if symbol.startswith("t:"):
+                    filled = succ.fill(symbol, prev_slots)
+                    if filled is None:
+                        continue
+                    slots, agreement = filled
+                # The chance the guess is exactly right: this successor, and these slot values.
+                out.append(Prediction(symbol, count / succ.total * agreement, slots,
+                                      self._examples.get(symbol), count))
             return out
         return []
 

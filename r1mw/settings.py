@@ -215,7 +215,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
-    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact"), _names,
+    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact", "semantic"), _names,
          "stages that run, outermost first"),
     Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _some_names, "storage tiers, fastest first"),
     Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
@@ -319,6 +319,11 @@ FLAGS: tuple[Flag, ...] = (
          "zstd dictionaries kept on disk; entries written with an older one become misses"),
     Flag("R1MW_ZSTD_DICT_DIR", "zstd_dict_dir", None, _path,
          "directory of the trained zstd dictionaries (default: <cache dir>/zstd-dicts; share it with every process sharing the disk tiers)"),
+    # -- semantic stage (issue 7) --
+    Flag("R1MW_SEMANTIC_ANN_MIN", "semantic_ann_min", 100_000, _int(0),
+         "entries in one scope beyond which the semantic index uses usearch (the `ann` extra); 0 = never"),
+    Flag("R1MW_SEMANTIC_TOP_K", "semantic_top_k", 16, _int(1, 100),
+         "semantic candidates above the threshold checked by the guards per lookup"),
 )
 
 _BY_ATTR = {f.attr: f for f in FLAGS}

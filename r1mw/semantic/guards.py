@@ -1,0 +1,365 @@
+"""The built-in guards: a semantic candidate is served only if every guard allows it.
+
+The cosine of two prompts finds candidates; it cannot tell "Convert 100 USD to EUR" from
+"Convert 100 EUR to USD" (cosine 1.0). Each guard checks one way two prompts can ask different
+questions while looking alike, and vetoes the candidate when they do:
+
+========== ======================================================================
+numbers    the numbers differ (1,000 = 1k = 1000.0; 5% is not 5; $2M = 2,000,000)
+symbols    a ticker, currency, identifier or proper name is in one prompt only
+periods    dates and periods differ (months, weekdays, Q1..Q4, "last week", "daily")
+negation   one prompt negates more often than the other
+direction  the prompts sit on opposite sides of an axis (buy/sell, above/below, call/put,
+           enable/disable, ...) or one word is the other's negated form (install/uninstall)
+question   both are questions of different kinds (why vs is, how vs how much, when vs where)
+roles      the same words fill different roles ("from A to B" vs "from B to A") or the
+           same words come in another order ("dog bites man" vs "man bites dog")
+edit       the prompts are one or two words apart: the words that changed are the point of
+           the question ("largest organ" vs "largest internal organ", "5 km" vs "5 miles")
+slots      the template slots of both requests differ
+========== ======================================================================
+
+Guards are plain objects with ``name`` and ``allows(asked, stored, info)``; a plugin adds its
+own through the ``r1mw_register_guards`` hook. Guards only ever see candidates above the
+similarity threshold, so they cost nothing on a miss.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from difflib import SequenceMatcher
+from typing import Any, Mapping, Sequence
+
+from . import lexicon as lx
+from .text import Facts, analyze, stem
+
+__all__ = [
+    "BUILTIN_GUARDS",
+    "DirectionGuard",
+    "EditGuard",
+    "NegationGuard",
+    "NumberGuard",
+    "PeriodGuard",
+    "QuestionGuard",
+    "RoleGuard",
+    "SlotGuard",
+    "SymbolGuard",
+    "first_veto",
+]
+
+
+class NumberGuard:
+    """Every number, in whatever spelling, must be the same on both sides."""
+
+    name = "numbers"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class"
+        return a.numbers == b.numbers and a.number_order == b.number_order
+
+
+class SymbolGuard:
+    """Tickers, currencies, identifiers and names of one prompt must appear in the other."""
+
+    name = "symbols"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        if a.currencies != b.currencies:
+            return False
+        return _covered(a.symbols - _expansions(b, a), b) and _covered(b.symbols - _expansions(a, b), a)
+
+
+def _covered(symbols: frozenset[str], other: Facts) -> bool:
+    if not symbols:
+        return True
+    words = set(other.words) | other.symbols
+    if all(s in words for s in symbols):
+        return True
+    stems = {stem(w) for w in words}  # "Datasets" against "dataset"
+    return all(s in words or stem(s) in stems or _spelled_out(s, other.words) for s in symbols)
+
+
+def _expansions(short: Facts, long: Facts) -> set[str]:
+    """Words of ``long`` that spell out an acronym of ``short`` ("Random Access Memory" for RAM)."""
+    out: set[str] = set()
+    words = long.words
+    for acronym in short.symbols:
+        n = len(acronym)
+        if not (2 <= n <= 6 and acronym.isalpha()):
+            continue
+        for i in range(len(words) - n + 1):
+            if all(words[i + j][:1] == acronym[j] for j in range(n)):
+                out.update(words[i : i + n])
+    return out
+
+
+def _spelled_out(acronym: str, words: Sequence[str]) -> bool:
+    """True when ``words`` spell ``acronym`` out: "RAM" / "random access memory"."""
+    n = len(acronym)
+    if not (2 <= n <= 6 and acronym.isalpha()):
+        return False
+    for i in range(len(words) - n + 1):
+        if all(words[i + j][:1] == acronym[j] for j in range(n)):
+            return True
+    return False
+
+
+class PeriodGuard:
+    """Dates and periods (months, weekdays, quarters, "last week", "daily") must match."""
+
+    name = "periods"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        return analyze(asked).periods == analyze(stored).periods
+
+
+class NegationGuard:
+    """As many negations on both sides ("should I pay" vs "should I not pay")."""
+
+    name = "negation"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        return analyze(asked).negations == analyze(stored).negations
+
+
+class DirectionGuard:
+    """No axis on opposite sides (buy/sell, above/below, up/down, call/put, enable/disable),
+    and no word against its negated form (install/uninstall, compress/decompress)."""
+
+    name = "direction"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        if a.directions != b.directions:
+            sa, sb = set(a.directions), set(b.directions)
+            for axis, sign in sa ^ sb:
+                # only a contradiction vetoes: "speed up" against a prompt without "up" is fine
+                if (axis, -sign) in sa | sb:
+                    return False
+        return not _negated_forms(a, b)
+
+
+def _negated_forms(a: Facts, b: Facts) -> bool:
+    ca, cb = set(a.content), set(b.content)
+    for x, ys in ((ca - cb, cb), (cb - ca, ca)):
+        for word in x:
+            for prefix in lx.NEGATING_PREFIXES:
+                if word.startswith(prefix) and len(word) - len(prefix) >= 3 and word[len(prefix):] in ys:
+                    return True
+    return False
+
+
+class QuestionGuard:
+    """Two questions of different kinds ask different things: "why is X" presumes X,
+    "is X" asks whether; "how much" asks a quantity, "how" a manner."""
+
+    name = "question"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        qa, qb = analyze(asked).qtype, analyze(stored).qtype
+        return qa is None or qb is None or qa == qb
+
+
+class RoleGuard:
+    """The same words must keep their roles and their order.
+
+    Roles are read from prepositions ("from A to B", "A than B", "A vs B"); the order of
+    shared tickers, currencies and names must not change; and when two prompts use the
+    same words, a different order is a different question ("dog bites man").
+    """
+
+    name = "roles"
+    same_words = 0.7
+    short_prompt = 5
+    content_order = True
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        if a.roles != b.roles and _role_moved(a, b):
+            return False
+        if _swapped(a.words, b.words):
+            return False
+        if a.passive != b.passive:
+            # Active against passive: agent and object trade places ("A specifies B" / "B is
+            # specified by A"), so the same words in the same order mean the roles flipped.
+            # Only names and short prompts are checked: in a long sentence one passive clause
+            # says nothing about the order of the other words.
+            n = min(len(a.raw_content), len(b.raw_content))
+            return not ((n <= 2 * self.short_prompt and _same_order(a.anchors, b.anchors))
+                        or (n <= self.short_prompt and _same_order(a.raw_content, b.raw_content)))
+        if len(a.roles) >= 2 and sorted(a.roles) == sorted(b.roles):
+            # prepositions carry every role the same way and only those phrases moved:
+            # "flights from Boston to Denver" / "flights to Denver from Boston"
+            held = {stem(w) for w, _ in a.roles}
+            if [w for w in a.raw_content if w not in held] == [w for w in b.raw_content if w not in held]:
+                return True
+        if a.raw_content != b.raw_content and Counter(a.raw_content) == Counter(b.raw_content):
+            return False  # the very same words in another order ("dog bites man")
+        # Nearly the same words: then names and tickers must also keep their order
+        # ("A is a tributary of B" vs "B is a tributary of A"), and so must the words. A real
+        # rewording may move them; the other guards watch what it changes.
+        if _jaccard(a.words, b.words) >= self.same_words and (
+                _order(a.anchors, b.anchors) or (self.content_order and _order(a.raw_content, b.raw_content))):
+            return False
+        return True
+
+
+def _role_moved(a: Facts, b: Facts) -> bool:
+    """True when a role ("from", "to", "than", "vs") passes from one shared word to another:
+    "convert USD to EUR" / "convert EUR to USD". A role that appears or goes with a rewording
+    ("the module's function" / "the function from the module") is no conflict."""
+    shared = (set(a.words) | a.currencies) & (set(b.words) | b.currencies)
+    holders_a: dict[str, set[str]] = {}
+    holders_b: dict[str, set[str]] = {}
+    for word, role in a.roles:
+        if word in shared:
+            holders_a.setdefault(role, set()).add(word)
+    for word, role in b.roles:
+        if word in shared:
+            holders_b.setdefault(role, set()).add(word)
+    for role, ha in holders_a.items():
+        hb = holders_b.get(role)
+        if hb and ha != hb and (ha - hb) and (hb - ha):
+            return True
+    return False
+
+
+def _role_map(f: Facts) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for word, role in f.roles:
+        out.setdefault(word, set()).add(role)
+    return out
+
+
+def _jaccard(xs: Sequence[str], ys: Sequence[str]) -> float:
+    sx, sy = set(xs), set(ys)
+    return len(sx & sy) / len(sx | sy) if sx or sy else 1.0
+
+
+def _order(xs: Sequence[str], ys: Sequence[str]) -> bool:
+    """True when the items both sequences hold exactly once come in a different order."""
+    cx, cy = Counter(xs), Counter(ys)
+    shared = {w for w in cx if cx[w] == 1 and cy.get(w) == 1}
+    if len(shared) < 2:
+        return False
+    return [w for w in xs if w in shared] != [w for w in ys if w in shared]
+
+
+def _same_order(xs: Sequence[str], ys: Sequence[str]) -> bool:
+    """True when at least two shared items come in the same order in both sequences."""
+    cx, cy = Counter(xs), Counter(ys)
+    shared = {w for w in cx if cx[w] == 1 and cy.get(w) == 1}
+    return len(shared) >= 2 and [w for w in xs if w in shared] == [w for w in ys if w in shared]
+
+
+_SWAP_WINDOW = 400  # tokens compared for swaps: enough for any question, bounded for 1 MB prompts
+
+
+def _swapped(xs: Sequence[str], ys: Sequence[str]) -> bool:
+    """True when two words both prompts hold once trade places: each now sits where the
+    other sat (same word before it, or same word after it). "from Paris to Rome" / "from Rome
+    to Paris", "trained by A, ridden by B" / "trained by B, ridden by A", "dog bites man"."""
+    xs, ys = xs[:_SWAP_WINDOW], ys[:_SWAP_WINDOW]
+    cx, cy = Counter(xs), Counter(ys)
+    shared = [w for w in xs if cx[w] == 1 and cy.get(w) == 1 and w not in lx.STOPWORDS]
+    if len(shared) < 2:
+        return False
+    pos_x = {w: i for i, w in enumerate(xs) if w in cx and cx[w] == 1}
+    pos_y = {w: i for i, w in enumerate(ys) if w in cy and cy[w] == 1}
+
+    def ctx(seq: Sequence[str], i: int) -> tuple[str, str]:
+        return (seq[i - 1] if i > 0 else "<s>", seq[i + 1] if i + 1 < len(seq) else "</s>")
+
+    contexts = {w: (ctx(xs, pos_x[w]), ctx(ys, pos_y[w])) for w in shared}
+    for i, u in enumerate(shared):
+        (u_x, u_y) = contexts[u]
+        for v in shared[i + 1:]:
+            if pos_y[v] > pos_y[u]:
+                continue  # same relative order in both prompts
+            (v_x, v_y) = contexts[v]
+            for side in (0, 1):
+                if u_x[side] == v_y[side] and v_x[side] == u_y[side] and u_x[side] != v_x[side]:
+                    return True
+    return False
+
+
+class EditGuard:
+    """Two prompts a word or two apart differ in exactly what they ask about.
+
+    When all but one or two content words are shared, the changed words are the question
+    ("side effects of Lisinopril" vs "of Metformin", "5 kilometers" vs "5 miles"); a real
+    rewording changes more than that.
+    """
+
+    name = "edit"
+    max_changed = 2
+    max_changed_ratio = 1.5
+    long_prompt = 10
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        ra, rb = Counter(a.raw_content), Counter(b.raw_content)
+        raw_changed = max(sum((ra - rb).values()), sum((rb - ra).values()))
+        if raw_changed == 0:
+            return True
+        ca, cb = Counter(a.content), Counter(b.content)
+        changed = max(sum((ca - cb).values()), sum((cb - ca).values()))
+        shared = sum((ca & cb).values())
+        if raw_changed <= self.max_changed:
+            # one or two words changed: that is the question, unless they are everyday
+            # synonyms ("employ" for "use") or a detail of a long statement (numbers, names,
+            # negations and directions have their own guards)
+            return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content))
+        if changed == 0:
+            return True
+        # One span swapped in an unchanged frame is a slot filled differently ("statute of
+        # limitations for personal injury / for contract breach in California"); a rewording
+        # changes words here and there.
+        if _one_span(a.raw_content, b.raw_content):
+            return False
+        # and if most words changed, the shared frame is all the cosine saw
+        return changed <= shared * self.max_changed_ratio
+
+
+def _one_span(xs: Sequence[str], ys: Sequence[str]) -> bool:
+    """True when ``ys`` is ``xs`` with one contiguous span replaced, inserted or deleted."""
+    ops = SequenceMatcher(None, xs, ys, autojunk=False).get_opcodes()
+    edits = [op for op in ops if op[0] != "equal"]
+    kept = sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal")
+    return len(edits) == 1 and kept >= 2
+
+
+class SlotGuard:
+    """Requests matched to templates must carry the same slot values."""
+
+    name = "slots"
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        sa, sb = info.get("asked_slots"), info.get("stored_slots")
+        if not sa and not sb:
+            return True
+        if info.get("asked_template") != info.get("stored_template"):
+            return False
+        return dict(sa or {}) == dict(sb or {})
+
+
+BUILTIN_GUARDS: tuple[type, ...] = (
+    SlotGuard, NumberGuard, SymbolGuard, PeriodGuard, NegationGuard, DirectionGuard,
+    QuestionGuard, RoleGuard, EditGuard,
+)
+
+
+def first_veto(guards: Sequence[Any], asked: str, stored: str, info: Mapping[str, Any]) -> str | None:
+    """Name of the first guard that vetoes ``stored`` for ``asked``, or None if all allow.
+
+    A guard that raises vetoes (a broken guard must fail closed, never serve a wrong answer).
+    """
+    for guard in guards:
+        try:
+            if not guard.allows(asked, stored, info):
+                return str(getattr(guard, "name", type(guard).__name__))
+        except Exception:
+            return f"{getattr(guard, 'name', type(guard).__name__)}!error"
+    return None

@@ -1,0 +1,278 @@
+"""Word tables the guards read: function words, negations, opposed directions, periods, currencies.
+
+These are general English and finance vocabulary, not fitted to any data set: a guard built on
+them must hold for prompts it has never seen. Everything is lower case.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AUX_START",
+    "CURRENCY_CODES",
+    "CURRENCY_SYMBOLS",
+    "CURRENCY_WORDS",
+    "DIRECTION_AXES",
+    "FILLERS",
+    "MONTHS",
+    "MULTIPLIERS",
+    "NEGATING_PREFIXES",
+    "NEGATIONS",
+    "NUMBER_WORDS",
+    "PERIOD_WORDS",
+    "QUESTION_WORDS",
+    "ROLE_PREPOSITIONS",
+    "STOPWORDS",
+    "WEEKDAYS",
+]
+
+# Function words: they carry grammar, not the question (the edit guard ignores them).
+STOPWORDS: frozenset[str] = frozenset(
+    """a an the and or but if then so as of in on at by for with about into onto from to
+    is are was were be been being am do does did doing done have has had having
+    i me my mine myself you your yours yourself we us our ours they them their theirs
+    he him his she her hers it its itself this that these those there here
+    what which who whom whose why how when where whether
+    can could should would will shall may might must ought
+    please kindly just also too very really quite rather some any each every all both
+    such own same other another again further once only even still yet already
+    hey hi hello ok okay yo bot thanks thank tell show give let get got make made
+    approximately roughly about around nearly almost
+    one's someone something anyone anything
+    like via per within upon onto across through throughout during over inside among
+    well namely additionally moreover furthermore according accordingly thus hence therefore now
+    s t d ll re ve m""".split()
+)
+
+# Words that flip the meaning of what follows.
+NEGATIONS: frozenset[str] = frozenset(
+    """not no never none nothing nobody neither nor without nowhere cannot cant dont doesnt
+    didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt
+    neednt aint
+    optional omit omits omitting omitted lack lacks lacking missing absent absence
+    prevent prevents preventing avoid avoids avoiding unable""".split()
+)
+# (The second line: words that carry a negation inside them. "optional" = "not mandatory",
+# "omitting the column" = "without the column": counted like "not", so both spellings agree,
+# and "is X optional?" / "is X mandatory?" differ.)
+
+# A prefix that turns a word into its opposite: "install" / "uninstall", "able" / "unable".
+NEGATING_PREFIXES: tuple[str, ...] = ("un", "de", "dis", "non", "in", "im", "il", "ir", "anti", "counter", "mis")
+
+# Opposed directions, one axis per line: (one side, the other side). Two prompts that put the
+# same axis on opposite sides ask different questions ("buy" vs "sell", "above" vs "below").
+DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
+    (frozenset(plus.split()), frozenset(minus.split()))
+    for plus, minus in (
+        ("buy buys buying bought purchase purchasing purchased bid long longs", "sell sells selling sold ask short shorts shorting offer"),
+        ("bull bulls bullish uptrend upside upswing overbought rally rallies", "bear bears bearish downtrend downside downswing oversold selloff"),
+        ("call calls", "put puts"),
+        ("above over exceed exceeds exceeding exceeded upper overvalued overweight", "below under beneath lower undervalued underweight"),
+        ("up upward upwards upgrade upgraded", "down downward downwards downgrade downgraded"),
+        ("increase increases increasing increased rise rises rising rose raise raises raised grow grows growing grew gain gains gained climb climbs climbed surge surges surged jump jumps jumped appreciate appreciated expand expands", "decrease decreases decreasing decreased fall falls falling fell drop drops dropping dropped decline declines declining declined reduce reduces reducing reduced lose loses losing lost shrink shrinks shrank plunge plunges plunged depreciate depreciated contract contracts cut cuts slash"),
+        ("more greater larger bigger higher highest most max maximum largest biggest top best strongest", "less fewer smaller lower lowest least min minimum smallest bottom worst weakest"),
+        ("profit profits profitable winner winners win wins winning", "loss losses unprofitable loser losers lose"),
+        ("allow allows allowed enable enables enabled permit permits permitted grant accept accepts whitelist unblock", "block blocks blocked disable disables disabled deny denies denied forbid forbids reject rejects revoke blacklist prevent prevents"),
+        ("open opens opening opened start starts starting started begin begins beginning connect connects", "close closes closing closed stop stops stopping stopped end ends ending finish disconnect disconnects"),
+        ("add adds adding added include includes including included insert create creates created creating make makes making", "remove removes removing removed delete deletes deleting deleted exclude excludes excluding excluded drop"),
+        ("import imports importing imported upload uploads uploading uploaded push pushes send sends sending sent inbound incoming input deposit deposits credit lend lending", "export exports exporting exported download downloads downloading downloaded pull pulls receive receives receiving received outbound outgoing output withdraw withdraws withdrawal debit borrow borrowing"),
+        ("before prior earlier earliest first oldest previous past", "after later latest last newest next future"),
+        ("ascending asc", "descending desc"),
+        ("positive true yes", "negative false"),
+        ("left west western", "right east eastern"),
+        ("north northern", "south southern"),
+        ("inside internal interior", "outside external exterior"),
+        ("hot hotter warm warmer", "cold colder cool cooler"),
+        ("maximize maximise", "minimize minimise"),
+        ("encrypt encrypts encryption", "decrypt decrypts decryption"),
+        ("lock locks locked", "unlock unlocks unlocked"),
+        ("good better best advantage advantages benefit benefits pro pros strength strengths",
+         "bad worse worst disadvantage disadvantages drawback drawbacks risk risks con cons weakness weaknesses"),
+        ("conservative cautious defensive", "aggressive speculative"),
+        ("cheap cheaper cheapest inexpensive", "expensive pricey costly"),
+        ("strong stronger strongest", "weak weaker weakest"),
+        ("easy easier easiest", "hard harder hardest difficult"),
+        ("optimistic optimism", "pessimistic pessimism"),
+        ("success successful succeed", "failure unsuccessful fail"),
+    )
+)
+
+QUESTION_WORDS: dict[str, str] = {
+    "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who", "why": "why",
+    "when": "when", "where": "where", "how": "how",
+}
+# "how much / many / long ..." asks for a quantity, not a manner.
+HOW_QUANTITY: frozenset[str] = frozenset("much many long often far big old large high tall fast".split())
+AUX_START: frozenset[str] = frozenset(
+    """is are was were am do does did can could should would will shall may might must has have had
+    isn't aren't don't doesn't can't won't shouldn't""".split()
+)
+# Words a chatty prompt starts with before the question proper ("Hey bot, why ...").
+FILLERS: frozenset[str] = frozenset("hey hi hello yo ok okay so well bot please and but um uh".split())
+
+MONTHS: dict[str, int] = {
+    name: i + 1
+    for i, names in enumerate(
+        ("january jan", "february feb", "march mar", "april apr", "may", "june jun", "july jul",
+         "august aug", "september sep sept", "october oct", "november nov", "december dec")
+    )
+    for name in names.split()
+}
+# Month names that are also everyday words count only next to a number ("May 5", "5 mar").
+AMBIGUOUS_MONTHS: frozenset[str] = frozenset({"may", "march", "mar", "jan", "dec", "sep", "oct", "nov"})
+WEEKDAYS: frozenset[str] = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun".split()
+)
+PERIOD_WORDS: frozenset[str] = frozenset(
+    """today yesterday tomorrow tonight
+    daily weekly monthly quarterly yearly annual annually hourly intraday overnight
+    ytd mtd qtd wtd week weeks month months quarter quarters year years day days hour hours
+    minute minutes decade decades century weekend morning afternoon evening noon midnight
+    spring summer autumn fall winter h1 h2 q1 q2 q3 q4 fy""".split()
+)
+# "last week" / "next month": the modifier matters as much as the unit.
+PERIOD_MODIFIERS: frozenset[str] = frozenset("last next this previous past coming following prior current".split())
+
+CURRENCY_CODES: frozenset[str] = frozenset(
+    """usd eur gbp jpy chf cad aud nzd cny cnh hkd sgd inr krw sek nok dkk pln czk huf try zar mxn brl
+    rub ils thb twd idr myr php vnd aed sar btc eth usdt usdc xrp sol doge ltc bnb ada xau xag""".split()
+)
+CURRENCY_SYMBOLS: dict[str, str] = {"$": "usd", "€": "eur", "£": "gbp", "¥": "jpy", "₹": "inr", "₿": "btc", "₩": "krw"}
+CURRENCY_WORDS: dict[str, str] = {
+    "dollar": "usd", "dollars": "usd", "euro": "eur", "euros": "eur", "pound": "gbp", "pounds": "gbp",
+    "sterling": "gbp", "yen": "jpy", "franc": "chf", "francs": "chf", "yuan": "cny", "renminbi": "cny",
+    "rupee": "inr", "rupees": "inr", "won": "krw", "bitcoin": "btc", "ethereum": "eth", "ether": "eth",
+}
+
+NUMBER_WORDS: dict[str, float] = {
+    **{w: float(i) for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split())},
+    "thirty": 30.0, "forty": 40.0, "fifty": 50.0, "sixty": 60.0, "seventy": 70.0, "eighty": 80.0,
+    "ninety": 90.0, "hundred": 100.0, "dozen": 12.0, "half": 0.5, "quarter": 0.25, "twice": 2.0,
+    "double": 2.0, "triple": 3.0, "single": 1.0,
+    **{w: float(i + 1) for i, w in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split())},
+}
+# Number words that are also everyday words: counted only next to a noun-like number context.
+SOFT_NUMBER_WORDS: frozenset[str] = frozenset({"one", "second", "quarter", "single", "half", "double"})
+
+MULTIPLIERS: dict[str, float] = {
+    "k": 1e3, "thousand": 1e3, "m": 1e6, "mm": 1e6, "mn": 1e6, "mln": 1e6, "million": 1e6,
+    "b": 1e9, "bn": 1e9, "billion": 1e9, "t": 1e12, "tn": 1e12, "trillion": 1e12,
+}
+
+# Prepositions that give the noun after them a role: "from A to B", "A than B", "A vs B".
+ROLE_PREPOSITIONS: dict[str, str] = {
+    "from": "from", "to": "to", "into": "to", "toward": "to", "towards": "to", "onto": "to",
+    "than": "than", "vs": "vs", "versus": "vs", "against": "vs",
+}
+
+# Everyday synonyms a rewording swaps freely, one group a line (first word = canonical form).
+# Only words with one common sense and no direction: a pair like "buy"/"sell" never goes here.
+SYNONYM_GROUPS: tuple[str, ...] = (
+    "use used uses using employ employed employs utilize utilized utilise",
+    "make create generate build produce construct",
+    "show display present",
+    "get obtain retrieve fetch acquire",
+    "help assist aid",
+    "big large huge",
+    "small little tiny",
+    "fast quick rapid swift speedy",
+    "purpose goal aim objective",
+    "provide offer supply furnish",
+    "change alter modify",
+    "combine merge join amalgamate",
+    "find locate",
+    "explain describe",
+    "need require",
+    "store save hold",
+    "contain include comprise",
+    "accelerate expedite",
+    "issue problem",
+    "mistake error",
+    "method approach technique way",
+    "specify indicate",
+    "represent signify denote",
+    "begin commence",
+    "end conclude",
+    "convert transform translate",
+    "compute calculate",
+    "verify check validate",
+    "return yield",
+    "load read",
+    "list enumerate",
+    "entire whole full",
+    "various different several",
+    "precise exact accurate",
+    "common frequent usual typical",
+    "simple easy straightforward",
+    "additional extra further",
+    "specific particular certain",
+    "able capable",
+    "permit allow let",
+    "enable activate",
+    "choose select pick",
+    "cost price",
+    "buy purchase",
+    "sell",
+    "car automobile vehicle",
+    "doctor physician",
+    "lawyer attorney",
+    "company firm business",
+    "answer reply response",
+    "question query",
+    "guide tutorial walkthrough",
+    "picture image photo",
+    "exist available",
+    "iterate cycle traverse loop",
+    "define specify set determine",
+    "amount number quantity",
+    "describe outline detail",
+    "perform execute run",
+    "task job",
+    "useful helpful beneficial advantageous",
+    "expect anticipate",
+    "folder directory",
+    "deprecate discontinue",
+    "preserve retain keep",
+    "replace substitute swap",
+    "mistake error",
+    "inside within",
+    "crucial essential important key vital",
+    "feature characteristic attribute property",
+    "option setting parameter argument",
+    "connect link",
+    "receive accept",
+    "modify edit update",
+    "view see",
+    "understand comprehend grasp",
+    "ensure guarantee",
+    "possible feasible",
+    "typically generally usually normally",
+    "quickly rapidly swiftly",
+    "whole complete",
+)
+def _synonym_classes(groups: tuple[str, ...]) -> dict[str, str]:
+    """word -> canonical word; groups sharing a word merge (canonical: the first group's head)."""
+    canon: dict[str, str] = {}
+    for group in groups:
+        words = group.split()
+        heads = {canon[w] for w in words if w in canon}
+        head = min(heads, key=lambda h: list(canon.values()).index(h)) if heads else words[0]
+        for w, c in list(canon.items()):
+            if c in heads:
+                canon[w] = head
+        for w in words:
+            canon[w] = head
+    return canon
+
+
+SYNONYMS: dict[str, str] = _synonym_classes(SYNONYM_GROUPS)
+
+# Auxiliaries and participles of a passive clause ("X is specified by Y").
+PASSIVE_AUX: frozenset[str] = frozenset("is are was were be been being get gets got gotten".split())
+IRREGULAR_PARTICIPLES: frozenset[str] = frozenset(
+    """built made done given taken shown seen known found held kept led paid sent set sold told put
+    read run written driven chosen thrown drawn grown brought bought caught taught thought won
+    begun broken spoken stolen frozen hidden ridden eaten fallen forgotten""".split()
+)

@@ -1,0 +1,366 @@
+"""What the guards know about a prompt: its words, numbers, symbols, periods, negations, roles.
+
+:func:`analyze` turns a text into a :class:`Facts` value once (memoized): the guards compare two
+of them. Everything here is plain lexical analysis, general English and finance conventions;
+nothing is fitted to a data set.
+
+>>> analyze("Buy 1,000 AAPL at $190.5 above the 50-day average").numbers
+(('', 50.0), ('', 190.5), ('', 1000.0))
+>>> sorted(analyze("Convert 100 USD to EUR").currencies)
+['eur', 'usd']
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+from . import lexicon as lx
+
+__all__ = ["Facts", "analyze", "embedding_text", "normalize_question", "stem"]
+
+MAX_ANALYZED_CHARS = 1 << 20
+
+_WORD = re.compile(r"[$€£¥₹₿₩]?[^\W_][\w'’.\-/]*[\w]|[$€£¥₹₿₩]?[^\W_]|`[^`]{1,200}`", re.UNICODE)
+# A number with its optional currency sign, sign, thousands separators, decimals and suffix
+# (multiplier "k/M/bn/million", "%", a unit stuck to it like "15m", an ordinal "16th").
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<cur>[$€£¥₹₿₩])?\s?(?P<sign>(?<![\w\-])[-+−])?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?(?![\d,]*\.\d)"
+    r"(?:\s?(?P<mult>k|K|thousand|M|mm|mn|mln|million|bn|B|billion|tn|T|trillion)\b"
+    r"|\s?(?P<pct>%|percent\b|per\s?cent\b|pct\b|bps\b|basis points\b)"
+    r"|(?P<unit>[a-zA-Z°µ]+))?",
+)
+# Roman numerals II..XXXIX only ("World War II", "Part IV"): larger ones read like tickers (CVX, CL, XL).
+_ROMAN = re.compile(r"\b(?=[XVI]{2,}\b)X{0,3}(IX|IV|V?I{0,3})\b")
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
+_SENTENCE_END = re.compile(r"[.!?:;\"“(\[]\s*$")
+# Light words: "X is used to Y" says "X does Y"; "it is possible to Y" says "you can Y".
+_LIGHT = frozenset({"us", "possibl", "abl"})
+_CLITICS = frozenset({"s", "re", "ve", "ll", "d", "m"})
+_ORDINAL = frozenset({"st", "nd", "rd", "th"})
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_question(text: str) -> str:
+    """The form that is embedded, indexed and compared: valid UTF-8 (lone surrogates replaced),
+    NFKC, whitespace collapsed, trimmed."""
+    if not isinstance(text, str):
+        text = str(text)
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = unicodedata.normalize("NFKC", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+_DIRECTIONS: dict[str, tuple[tuple[int, int], ...]] = {}
+for _axis, (_plus, _minus) in enumerate(lx.DIRECTION_AXES):
+    for _sign, _words in ((1, _plus), (-1, _minus)):
+        for _w in _words:
+            _DIRECTIONS[_w] = (*_DIRECTIONS.get(_w, ()), (_axis, _sign))
+
+
+def embedding_text(question: str) -> str:
+    """What the embedder sees: the normalized question in lower case. The offline model is
+    cased ("Explain call options" / "explain call options" score 0.48); case never changes a
+    question, and the guards still read the original."""
+    return question.lower()
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to match "tokenize/tokenizes/tokenized/tokenizing"."""
+    w = word.lower().replace("’", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    w = w.strip("'")
+    if len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "y"
+    elif len(w) > 4 and w.endswith("sses"):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if len(w) >= 6 and w.endswith("ing") and any(c in "aeiouy" for c in w[:-3]):
+        w = w[:-3]
+        if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+            w = w[:-1]  # "running" -> "run"
+    elif len(w) >= 5 and w.endswith("ed") and w[-3] != "e":  # not "need", "speed"
+        w = w[:-2]
+        if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+            w = w[:-1]  # "stopped" -> "stop"
+    if len(w) > 2 and w.endswith("e"):
+        w = w[:-1]
+    if len(w) > 3 and w.endswith("i"):
+        w = w[:-1] + "y"  # "specified" -> "specify"
+    return w
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """The comparable facts of one prompt (all lower case)."""
+
+    text: str
+    words: tuple[str, ...]            # every word token, lower case, in order
+    content: tuple[str, ...]          # content words (no function words), synonyms folded, stemmed
+    raw_content: tuple[str, ...]      # the same words stemmed, synonyms not folded
+    numbers: tuple[tuple[str, float], ...]   # sorted (unit, value); "%" for percentages
+    number_order: tuple[float, ...]   # the values in order of appearance
+    currencies: frozenset[str]        # ISO-ish codes: "$5" -> usd, "euros" -> eur
+    symbols: frozenset[str]           # tickers, identifiers, proper names (lower case)
+    periods: frozenset[str]           # months, weekdays, quarters, "last week", "daily", ...
+    negations: int                    # count of negating words
+    directions: tuple[tuple[int, int], ...]  # (axis, +1/-1) mentioned
+    qtype: str | None                 # what/why/how/how-much/when/where/who/yesno, None = statement
+    roles: tuple[tuple[str, str], ...]       # (word, role preposition) pairs, e.g. ("eur", "to")
+    anchors: tuple[str, ...]          # symbols and currencies in order of appearance
+    passive: bool = False             # has a passive clause with an agent ("is specified by X")
+
+
+@lru_cache(maxsize=8192)
+def analyze(text: str) -> Facts:
+    """The :class:`Facts` of ``text`` (memoized: the stored side is analysed once)."""
+    text = text[:MAX_ANALYZED_CHARS]
+    matches = list(_WORD.finditer(text))
+    raw_tokens = [m.group(0) for m in matches]
+    starts = [m.start() for m in matches]
+    words: list[str] = []
+    content: list[str] = []
+    raw_content: list[str] = []
+    symbols: set[str] = set()
+    currencies: set[str] = set()
+    periods: set[str] = set()
+    anchors: list[str] = []
+    negations = 0
+    directions: set[tuple[int, int]] = set()
+    headline = _is_headline(raw_tokens)
+    numbers = _numbers(text)
+    number_positions = {m.start() for m in _NUMBER.finditer(text)}
+    lowered: list[str] = []
+    for tok in raw_tokens:
+        low = tok.lower().replace("’", "'").strip("`").rstrip(".")
+        head, _, tail = low.partition("'")
+        if tail in _CLITICS and head and not low.endswith("n't"):
+            low = head  # "what's" -> "what", "Tesla's" -> "tesla"
+        lowered.append(low)
+    for i, (tok, low) in enumerate(zip(raw_tokens, lowered)):
+        plain = low.lstrip("$€£¥₹₿₩")
+        words.append(plain)
+        # -- currencies and cashtags
+        if tok[0] in lx.CURRENCY_SYMBOLS:
+            rest = tok[1:]
+            if rest and rest[0].isalpha():  # "$AAPL" is a ticker, "$5" is money
+                symbols.add(rest.lower())
+                anchors.append(rest.lower())
+                continue
+            currencies.add(lx.CURRENCY_SYMBOLS[tok[0]])
+            anchors.append(lx.CURRENCY_SYMBOLS[tok[0]])
+        if plain in lx.CURRENCY_CODES and (tok.isupper() or len(plain) == 3 and _near_number(i, lowered)):
+            currencies.add(plain)
+            anchors.append(plain)
+            continue
+        if plain in lx.CURRENCY_WORDS:
+            currencies.add(lx.CURRENCY_WORDS[plain])
+            anchors.append(lx.CURRENCY_WORDS[plain])
+            continue
+        # -- negations ("don't" -> "dont")
+        bare = plain.replace("'", "")
+        if i == 0 and plain in ("no", "yes") and len(raw_tokens) > 1 and text[len(tok):].lstrip().startswith(","):
+            continue  # "No, the page does not exist": an answer particle, not a negation
+        if bare in lx.NEGATIONS or plain.endswith("n't"):
+            negations += 1
+            continue
+        if plain.startswith(("non-", "anti-", "un-")):
+            negations += 1  # "non-conductor", then the word itself still counts as content
+        # -- periods and dates
+        if plain in lx.MONTHS and (plain not in lx.AMBIGUOUS_MONTHS or _near_number(i, lowered)):
+            periods.add(f"month:{lx.MONTHS[plain]}")
+        elif plain in lx.WEEKDAYS and (tok[0].isupper() or len(plain) > 3):
+            periods.add(plain[:3])
+        elif plain in lx.PERIOD_WORDS:
+            prev = lowered[i - 1] if i else ""
+            periods.add(f"{prev} {plain}" if prev in lx.PERIOD_MODIFIERS else plain)
+        # -- directions
+        found = _DIRECTIONS.get(plain)
+        if found:
+            directions.update(found)
+        # -- symbols: tickers, identifiers, proper names
+        if _is_symbol(tok, i, starts, text, headline) and starts[i] not in number_positions:
+            symbols.add(plain)
+            anchors.append(plain)
+        for part in plain.split("-") if "-" in plain and not any(ch.isdigit() for ch in plain) else (plain,):
+            # "site-specific" is two words: "large, site-specific" is not "specific, site-large"
+            if part in lx.STOPWORDS or not part or part[0].isdigit() or part.replace("'", "") in lx.STOPWORDS:
+                continue  # numbers have their own guard, in whatever spelling
+            canonical = _canonical(part)
+            if canonical not in _LIGHT:
+                content.append(canonical)
+                raw_content.append(stem(part))
+    for m in _ROMAN.finditer(text):
+        symbols.add(m.group(0).lower())
+    return Facts(
+        text=text,
+        words=tuple(words),
+        content=tuple(content),
+        raw_content=tuple(raw_content),
+        numbers=tuple(sorted(numbers)),
+        number_order=tuple(v for _, v in numbers),
+        currencies=frozenset(currencies),
+        symbols=frozenset(symbols),
+        periods=frozenset(periods),
+        negations=negations,
+        directions=tuple(sorted(directions)),
+        qtype=_question_type(lowered),
+        roles=_roles(lowered),
+        anchors=tuple(anchors),
+        passive=_passive(lowered),
+    )
+
+
+@lru_cache(maxsize=65536)
+def _canonical(word: str) -> str:
+    """The stem of a word's everyday synonym group ("employ" -> "us", "furnish" -> "provid")."""
+    w = lx.SYNONYMS.get(word)
+    if w is None:
+        base = stem(word)
+        w = lx.SYNONYMS.get(base) or lx.SYNONYMS.get(base + "e") or word
+    return stem(w)
+
+
+def _is_headline(tokens: list[str]) -> bool:
+    # "Stocks Close Higher On Fed Hopes": in title case capitals mark nothing. Told apart from
+    # a sentence full of names by its capitalized function words.
+    small = [t for t in tokens[1:] if t.lower() in lx.STOPWORDS and len(t) > 1]
+    alpha = [t for t in tokens if t[:1].isalpha()]
+    if len(alpha) >= 3 and all(t[0].isupper() for t in alpha):
+        return True
+    return len(small) >= 1 and sum(t[0].isupper() for t in small) >= 0.6 * len(small)
+
+
+_DIGIT = re.compile(r"\d").search
+_LETTER = re.compile(r"[^\W\d_]").search
+
+
+def _is_symbol(tok: str, i: int, starts: list[int], text: str, headline: bool) -> bool:
+    if tok[0] == "`":
+        return True
+    core = tok.rstrip(".")
+    if not core.isalpha():  # the common case (a plain word) skips these checks
+        if not _LETTER(core):
+            return False
+        if _DIGIT(core):  # H100, Q1, GPT-4, 401k
+            return True
+        if "_" in core or "." in core or "()" in core:  # dl_manager, Next.js, BRK.B, f()
+            return True
+    if core.isupper():  # tickers and acronyms: AAPL, GDP, RSI (one capital letter is not one)
+        return sum(c.isalpha() for c in core) >= 2
+    rest = core[1:]
+    if rest != rest.lower() and core != core.upper():  # JavaScript, iPhone
+        return True
+    if core[0].isupper() and not headline and i > 0 and core != "I":
+        # A capitalized word inside a sentence is a name (Gold, Mars, Nike); at a sentence
+        # start it is just grammar.
+        return not _SENTENCE_END.search(text[max(0, starts[i] - 4) : starts[i]])
+    return False
+
+
+def _near_number(i: int, lowered: list[str]) -> bool:
+    for j in (i - 1, i + 1, i - 2, i + 2):
+        if 0 <= j < len(lowered) and lowered[j][:1].isdigit():
+            return True
+    return False
+
+
+_ALPHA = re.compile(r"[A-Za-z]+")
+
+
+def _numbers(text: str) -> tuple[tuple[str, float], ...]:
+    """(unit, value) of every number, in order of appearance."""
+    found: list[tuple[int, str, float]] = []
+    for m in _NUMBER.finditer(text):
+        value = float(m.group("int").replace(",", "") + (m.group("dec") or ""))
+        if m.group("sign") in ("-", "−"):
+            value = -value
+        unit = ""
+        mult = m.group("mult")
+        money = bool(m.group("cur"))
+        if not mult and money and (m.group("unit") or "").lower() in ("m", "b", "t", "bn", "mn", "k"):
+            mult = m.group("unit")  # "$2m" is two million dollars, whatever the case
+        if mult:
+            value *= lx.MULTIPLIERS[mult.lower()]
+        elif m.group("pct"):
+            pct = m.group("pct").lower()
+            unit = "bp" if pct.startswith(("bp", "basis")) else "%"
+        elif m.group("unit") and not mult:
+            u = m.group("unit")
+            if u.lower() in _ORDINAL:
+                pass  # "16th" is the number 16
+            elif u in ("k", "K"):
+                value *= 1e3
+            else:
+                unit = u.lower()
+        found.append((m.start(), unit, round(value, 9)))
+    for w in _ALPHA.finditer(text):
+        low = w.group(0).lower()
+        if low in lx.NUMBER_WORDS and low not in lx.SOFT_NUMBER_WORDS:
+            found.append((w.start(), "", lx.NUMBER_WORDS[low]))
+    for m in _ROMAN.finditer(text):
+        found.append((m.start(), "", float(_roman_value(m.group(0)))))
+    found.sort(key=lambda f: f[0])
+    return tuple((unit, value) for _, unit, value in found)
+
+
+def _roman_value(s: str) -> int:
+    total = 0
+    for a, b in zip(s, s[1:] + " "):
+        va, vb = _ROMAN_VALUES[a], _ROMAN_VALUES.get(b, 0)
+        total += -va if va < vb else va
+    return total
+
+
+def _question_type(lowered: list[str]) -> str | None:
+    for i, w in enumerate(lowered[:6]):
+        if w in lx.QUESTION_WORDS:
+            kind = lx.QUESTION_WORDS[w]
+            if kind == "how" and i + 1 < len(lowered) and lowered[i + 1] in lx.HOW_QUANTITY:
+                return "how-" + lowered[i + 1]
+            return kind
+        if w in lx.FILLERS:
+            continue
+        if w in lx.AUX_START:
+            return "yesno"
+        if i >= 1:
+            break
+    return None
+
+
+def _passive(lowered: list[str]) -> bool:
+    for i, w in enumerate(lowered):
+        if w not in lx.PASSIVE_AUX:
+            continue
+        for j in range(i + 1, min(i + 3, len(lowered))):
+            p = lowered[j]
+            if (p.endswith(("ed", "en")) and len(p) > 3) or p in lx.IRREGULAR_PARTICIPLES:
+                if "by" in lowered[j + 1 : j + 8]:  # an agent: "is specified by X"
+                    return True
+                break
+    return False
+
+
+def _roles(lowered: list[str]) -> tuple[tuple[str, str], ...]:
+    roles: list[tuple[str, str]] = []
+    for i, w in enumerate(lowered):
+        role = lx.ROLE_PREPOSITIONS.get(w)
+        if role is None:
+            continue
+        # the first content word after the preposition, skipping determiners and amounts
+        for nxt in lowered[i + 1 : i + 4]:
+            if nxt in ("the", "a", "an", "my", "our", "your", "their", "its") or nxt[:1].isdigit():
+                continue
+            if nxt in lx.STOPWORDS:
+                break
+            roles.append((lx.CURRENCY_SYMBOLS.get(nxt[:1], nxt) if nxt[:1] in lx.CURRENCY_SYMBOLS
+                          else lx.CURRENCY_WORDS.get(nxt, nxt), role))
+            break
+    return tuple(roles)
+
