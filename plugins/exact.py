@@ -27,6 +27,8 @@ class ExactStage:
         self.store = pipeline.store
         # Tiers beyond a synchronous RAM tier need an awaited lookup after get_nowait.
         self.multi_tier = len(pipeline.store.tiers) > 1 or not pipeline.store.has_nowait
+        self._get_nowait = pipeline.store.get_nowait  # bound once: the L1 hit is one call
+        self._first = pipeline.store.first.name
         self.flight = pipeline.singleflight
         self.default_ttl = pipeline.settings.default_ttl
         self.spawn = pipeline.spawn
@@ -53,9 +55,9 @@ class ExactStage:
             return await call_next(request)
         if request.control.no_cache:
             return await self._fetch(request, call_next, key)
-        entry = self.store.get_nowait(key)
+        entry = self._get_nowait(key)
         if entry is not None:
-            request.source, request.tier = "exact", self.store.first.name
+            request.source, request.tier = "exact", self._first
             return entry.reply
         if self.multi_tier:
             found = await self.store.get(key, after_nowait=True)
@@ -64,9 +66,9 @@ class ExactStage:
                 return found[0].reply
             # While we looked below, an identical request may have been answered and stored:
             # look in RAM again (no await between this and joining the flight).
-            entry = self.store.get_nowait(key)
+            entry = self._get_nowait(key)
             if entry is not None:
-                request.source, request.tier = "exact", self.store.first.name
+                request.source, request.tier = "exact", self._first
                 return entry.reply
         reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
         request.coalesced = coalesced

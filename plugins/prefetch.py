@@ -107,9 +107,9 @@ class PrefetchStage:
     def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
         self.counts["observed"] += 1
         self._account(request)
-        symbol, slots, example = _symbol_of(request)
-        self._learn_cost(symbol, reply)
         session = request.control.session or request.meta.get("session") or request.user
+        symbol, slots, example = _symbol_of(request, with_example=bool(session))
+        self._learn_cost(symbol, reply)
         if not session:
             return
         self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example)
@@ -144,16 +144,19 @@ class PrefetchStage:
             request.meta["prefetch_hit"] = True
 
     def _learn_cost(self, symbol: str, reply: Reply | StreamedReply) -> None:
-        def record(done: Reply) -> None:
-            if done.usage is not None and done.usage.total_tokens:
-                self._cost[symbol] = max(self._cost.get(symbol, 0), done.usage.total_tokens)
-                if len(self._cost) > 10_000:
-                    self._cost.pop(next(iter(self._cost)))
-
         if isinstance(reply, StreamedReply):
-            reply.on_complete(record)
+            reply.on_complete(lambda done: self._record_cost(symbol, done))
         else:
-            record(reply)
+            self._record_cost(symbol, reply)
+
+    def _record_cost(self, symbol: str, done: Reply) -> None:
+        usage = done.usage
+        if usage is not None and usage.total_tokens:
+            cost = self._cost
+            if usage.total_tokens > cost.get(symbol, 0):
+                cost[symbol] = usage.total_tokens
+                if len(cost) > 10_000:
+                    cost.pop(next(iter(cost)))
 
     def _prefetch(self, current: Request, prediction: Prediction) -> None:
         built = self._build(current, prediction)
@@ -281,14 +284,20 @@ class PrefetchStage:
         }
 
 
-def _symbol_of(request: Request) -> tuple[str, dict[str, Any] | None, Any]:
+def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[str, Any] | None, Any]:
     template = request.meta.get("template_id")
     if template is not None:
         return f"t:{template}", request.meta.get("slots"), None
     text = request.question
     digest = xxhash.xxh3_64_hexdigest(f"{request.namespace}\x00{request.model}\x00{text}".encode("utf-8", "surrogatepass"))
+    if not with_example:  # only a session's model keeps examples
+        return f"q:{digest}", None, None
+    size = 0
+    for m in request.messages:  # a plain loop: this runs for every request in a session
+        content = m.get("content", "")
+        size += len(content) if type(content) is str else len(str(content))
     example = None
-    if sum(len(str(m.get("content", ""))) for m in request.messages) <= _EXAMPLE_MAX_CHARS:
+    if size <= _EXAMPLE_MAX_CHARS:
         example = {"messages": request.messages, "params": request.params, "namespace": request.namespace}
     return f"q:{digest}", None, example
 

@@ -8,7 +8,8 @@ Unknown parameters count as answer-changing: a missed hit costs money, a wrong o
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import xxhash
@@ -87,6 +88,11 @@ def _canon_messages(messages: Any) -> Any:
     # Fast path for the common shape: [{"role": ..., "content": "..."}].
     out = []
     for m in messages:
+        if type(m) is dict and len(m) == 2:  # exact types first: cheaper than isinstance
+            content = m.get("content")
+            if type(content) is str and "role" in m:
+                out.append((m["role"], content))
+                continue
         if isinstance(m, dict) and len(m) == 2 and isinstance(m.get("content"), str) and "role" in m:
             out.append((m["role"], m["content"]))
         else:

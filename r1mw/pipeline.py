@@ -37,6 +37,7 @@ __all__ = ["Pipeline"]
 log = logging.getLogger("r1mw")
 
 _NO_CONTROL = CacheControl()
+_clock = time.perf_counter
 _LATENCY_WINDOW = 10_000  # recent latencies kept per outcome for stats() percentiles
 
 
@@ -85,8 +86,10 @@ class Pipeline:
         self._start_error: BaseException | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
-        self._latency: dict[str, deque[float]] = {"hit": deque(maxlen=_LATENCY_WINDOW),
-                                                  "miss": deque(maxlen=_LATENCY_WINDOW)}
+        self._hits_by: dict[tuple[str, str | None], int] = {}  # (source, tier) -> hits
+        self._hit_latency: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._miss_latency: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._latency: dict[str, deque[float]] = {"hit": self._hit_latency, "miss": self._miss_latency}
         self._tokens_saved = 0
         self._since = time.time()
         self._context_cache: ContextCache | None = None  # made on first use of .context_cache
@@ -261,26 +264,28 @@ class Pipeline:
                 chain = self._chain
             if chain is None:
                 raise self._closed_error()
-        counts = self._counts
         try:
             reply = await chain(request)
         except BaseException:
-            counts["errors"] += 1
+            self._counts["errors"] += 1
             raise
-        elapsed = time.perf_counter() - request.started
-        if request.source != "upstream":
-            counts["hits"] += 1
-            counts[f"hit:{request.source}:{request.tier}" if request.tier else f"hit:{request.source}"] += 1
-            self._latency["hit"].append(elapsed)
+        elapsed = _clock() - request.started
+        source = request.source
+        if source != "upstream":
+            # One counter per (stage, tier): no per-request string is built (stats() names them).
+            by_source = self._hits_by
+            where = (source, request.tier)
+            by_source[where] = by_source.get(where, 0) + 1
+            self._hit_latency.append(elapsed)
             usage = reply.usage if isinstance(reply, Reply) else None
             if usage is not None:
                 self._tokens_saved += usage.total_tokens
         elif request.coalesced:
-            counts["coalesced"] += 1
-            self._latency["hit"].append(elapsed)
+            self._counts["coalesced"] += 1
+            self._hit_latency.append(elapsed)
         else:
-            counts["misses"] += 1
-            self._latency["miss"].append(elapsed)
+            self._counts["misses"] += 1
+            self._miss_latency.append(elapsed)
         if self.events.enabled:
             self.events.emit("served", source=request.source, tier=request.tier, coalesced=request.coalesced,
                              latency=elapsed, model=request.model, namespace=request.namespace,
@@ -301,9 +306,12 @@ class Pipeline:
         """A plain dict: hits per stage and tier, misses, coalesced, latency percentiles,
         tokens saved, and each stage's and tier's own figures."""
         c = self._counts
-        hits, coalesced, misses = c["hits"], c["coalesced"], c["misses"]
+        by_source: dict[str, int] = {}
+        for (source, tier), n in list(self._hits_by.items()):
+            name = f"{source}:{tier}" if tier else source
+            by_source[name] = by_source.get(name, 0) + n
+        hits, coalesced, misses = sum(by_source.values()), c["coalesced"], c["misses"]
         served = hits + coalesced + misses
-        by_source: dict[str, int] = {k[4:]: v for k, v in c.items() if k.startswith("hit:")}
         out: dict[str, Any] = {
             "requests": served + c["errors"],
             "hits": hits,

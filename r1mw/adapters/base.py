@@ -11,7 +11,8 @@ An adapter supplies four translations (:class:`Native`); :func:`call_through` do
 from __future__ import annotations
 
 import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol
 
 from ..keys import split_params
 from ..pipeline import Pipeline

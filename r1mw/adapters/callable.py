@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Mapping
+from typing import Any, Awaitable, Callable, Iterator
 
 from ..pipeline import Pipeline
 from ..types import Delta, Reply, Usage

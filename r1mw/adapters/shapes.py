@@ -6,7 +6,8 @@ shape first, and rebuilt from it on a hit.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Mapping  # not typing.Mapping: its isinstance is 4x slower
+from typing import Any, Iterator
 
 from ..types import Choice, Delta, Reply, Usage
 
@@ -14,7 +15,7 @@ __all__ = ["chunk_dicts", "delta_of_chunk", "reply_of_dict", "dict_of_reply", "u
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
 
@@ -99,8 +100,12 @@ def dict_of_reply(reply: Reply) -> dict[str, Any]:
         choices.append({"index": c.index, "message": message, "finish_reason": c.finish_reason, "logprobs": None})
     out: dict[str, Any] = {"id": reply.id, "object": "chat.completion", "created": reply.created,
                            "model": reply.model, "choices": choices}
-    if reply.usage is not None:
-        out["usage"] = usage_dict(reply.usage)
+    u = reply.usage
+    if u is not None:  # usage_dict(u), inlined: this runs on every hit
+        out["usage"] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                        "total_tokens": u.total_tokens,
+                        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+                        "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
     if reply.system_fingerprint is not None:
         out["system_fingerprint"] = reply.system_fingerprint
     return out

@@ -155,6 +155,9 @@ class MetricsRecorder:
         self._slot_cap = slot_values
         self.started = time.time()
         self._price = self.prices.price
+        self._last_usage: Any = None  # the last cost computed (a hot entry is hit again and again)
+        self._last_price: Any = None
+        self._last_cost = 0.0
 
     # -- the hot path ----------------------------------------------------------------------
     def record(self, request: Request, reply: Any, elapsed: float) -> None:
@@ -182,7 +185,12 @@ class MetricsRecorder:
         if hit and type(reply) is Reply and reply.usage is not None:
             usage = reply.usage
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-            cost = self._price(request.model).cost(usage)
+            price = self._price(request.model)
+            if usage is self._last_usage and price is self._last_price:
+                cost = self._last_cost  # the same entry hit again: same usage, same price
+            else:
+                cost = price.cost(usage)
+                self._last_usage, self._last_price, self._last_cost = usage, price, cost
             row = self.models.row(request.model)
             row[REQ] += 1
             row[HITS] += 1

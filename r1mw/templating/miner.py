@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from operator import eq
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ _TRAILING = ",.;:!?"
 _MAX_VALUES = 32  # distinct values remembered per wildcard (for typing)
 _MAX_TOKENS = 64  # longer prompts are not mined: shapes of essays do not repeat
 _MAX_LEAF = 64  # clusters compared with one prompt at most (per leaf)
+_SPLIT_MEMO = 1024  # recent prompts whose tokens are kept
+_UNSEEN: Any = object()
 
 
 def tokenize(text: str) -> list[str]:
@@ -160,21 +163,43 @@ class Miner:
         self.evicted = 0
         self.retired = 0
         self.load_faults = 0
+        # prompt -> (tokens, folded tokens, leaf keys, ends), or None when it is not mined
+        self._homes: dict[str, _Cluster] = {}  # prompt -> the cluster it last repeated exactly
+        self._splits: dict[str, tuple[list[str], list[str], tuple[tuple[int, str], ...], tuple[str, str]] | None] = {}
 
     # -- the online part ---------------------------------------------------------------
     def observe(self, text: str) -> Template | None:
         """Feed one unmatched prompt; returns the template it completed, if any."""
         if len(text) > 16 * _MAX_TOKENS:  # cheaper than tokenizing an essay to learn that
             return None
-        tokens = tokenize(text)
-        if len(tokens) < 3 or len(tokens) > _MAX_TOKENS:
+        split = self._splits.get(text, _UNSEEN)
+        if split is _UNSEEN:
+            # Unmatched prompts repeat (every hit on an untemplated prompt comes here):
+            # tokenizing is pure, so its result is memoized (callers never mutate these lists).
+            tokens = tokenize(text)
+            if 3 <= len(tokens) <= _MAX_TOKENS:
+                folded = [t.casefold() for t in tokens]
+                split = (tokens, folded, _leaf_keys(tokens), _ends(folded))
+            else:
+                split = None
+            splits = self._splits
+            if len(splits) >= _SPLIT_MEMO:
+                del splits[next(iter(splits))]  # oldest first
+            splits[text] = split
+        if split is None:
             return None
+        tokens, folded, leaf_keys, ends = split
         self.observed += 1
-        folded = [t.casefold() for t in tokens]
-        cluster = self._join_gap(tokens, folded)
+        cluster = self._join_gap(tokens, folded, ends)
         if cluster is not None:
             return self._promote(cluster) if cluster.count >= self.min_support else None
-        cluster = self._best(tokens, folded)
+        home = self._homes.get(text)
+        if home is not None and self._clusters.get(id(home)) is home and home.folded == folded:
+            # Still alive and unwidened, the cluster this prompt repeated last time is what
+            # _best would find: the only cluster scoring 1.0 (identical prompts never form two).
+            cluster: _Cluster | None = home
+        else:
+            cluster = self._best(tokens, folded, leaf_keys)
         if cluster is None:
             cluster = self._form_gap(tokens, folded)
             if cluster is None:
@@ -184,6 +209,15 @@ class Miner:
             return None
         self._clusters.move_to_end(id(cluster))
         cluster.count += 1
+        if cluster.folded == folded:
+            # A repeat of the cluster's own prompt (e.g. every cache hit on it): no position
+            # differs and none is a wildcard, so nothing widens and it cannot be ripe.
+            if home is not cluster:
+                homes = self._homes
+                if len(homes) >= _SPLIT_MEMO:
+                    del homes[next(iter(homes))]
+                homes[text] = cluster
+            return None
         for i, (mine, theirs) in enumerate(zip(cluster.folded, folded)):
             if mine is not None and mine != theirs:
                 # A position that differs becomes a wildcard; remember the values it took.
@@ -197,26 +231,28 @@ class Miner:
             return self._promote(cluster)
         return None
 
-    def _best(self, tokens: list[str], folded: list[str]) -> _Cluster | None:
+    def _best(self, tokens: list[str], folded: list[str],
+              leaf_keys: tuple[tuple[int, str], ...]) -> _Cluster | None:
         n = len(tokens)
         best: _Cluster | None = None
         best_score = self.similarity
         seen: set[int] = set()
-        for key in _leaf_keys(tokens):
+        for key in leaf_keys:
             for cluster in self._leaves.get(key, ()):
                 if id(cluster) in seen:
                     continue
                 seen.add(id(cluster))
-                same = sum(1 for a, b in zip(cluster.folded, folded) if a is not None and a == b)
+                # A wildcard (None) never equals a token of the prompt: counted as a mismatch.
+                same = sum(map(eq, cluster.folded, folded))
                 score = same / n
                 if score >= best_score:
                     best, best_score = cluster, score
         return best
 
     # -- phrases: one slot of any length between a fixed prefix and a fixed suffix ---------
-    def _join_gap(self, tokens: list[str], folded: list[str]) -> _Cluster | None:
+    def _join_gap(self, tokens: list[str], folded: list[str], ends: tuple[str, str]) -> _Cluster | None:
         n = len(tokens)
-        for cluster in self._by_ends.get(_ends(folded), ()):
+        for cluster in self._by_ends.get(ends, ()):
             p = cluster.gap
             if p is None:
                 continue
