@@ -280,6 +280,7 @@ async def test_two_processes_share_answers_through_redis(tmp_path, redis_url):
         async with redis_pipeline(tmp_path / "a", redis_url, prefix) as a, \
                 redis_pipeline(tmp_path / "b", redis_url, prefix) as b:
             first = await r1mw.wrap(fake, a)(model="deepseek-reasoner", messages=question(1))
+            await a.store.flush()  # written behind: another process sees it once it lands
             second = await r1mw.wrap(fake, b)(model="deepseek-reasoner", messages=question(1))
             stats = b.stats()
         assert len(fake.calls) == 1  # b never saw the question: Redis answered it

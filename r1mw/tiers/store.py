@@ -76,7 +76,9 @@ class TieredStore:
         self.get_nowait: Callable[[bytes], Entry | None] = nowait if nowait is not None else _none
         self.has_nowait = nowait is not None
         self._nowait_set = getattr(self.first, "set_nowait", None) if self._entry[0] else None
-        self._writes: set[asyncio.Task[None]] = set()
+        self._queue: deque[tuple[bytes, Entry, Any, bytes]] = deque()
+        self._lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
         self._behind: dict[bytes, Entry] = {}  # key -> entry whose write-behind is in flight
         self._closed = False
         self.write_errors = 0
@@ -115,12 +117,18 @@ class TieredStore:
     async def get(self, key: bytes, *, after_nowait: bool = False) -> tuple[Entry, str] | None:
         """Look tier by tier; decode, check expiry, promote. ``after_nowait=True`` skips the
         first tier when the caller has just asked it through ``get_nowait``."""
-        start = 1 if after_nowait and self.has_nowait else 0
-        tiers = self.tiers
         if self._behind:  # written behind and not yet in its tiers: readers still see it
             pending = self._behind.get(key)
             if pending is not None and not pending.expired(self._clock()):
-                return pending, tiers[0].name
+                return pending, self.tiers[0].name
+        # Below RAM, a lookup waits for a write or demotion in progress: a key on its way
+        # from one tier to the next is in neither for a moment.
+        async with self._lock:
+            return await self._get_locked(key, after_nowait)
+
+    async def _get_locked(self, key: bytes, after_nowait: bool) -> tuple[Entry, str] | None:
+        start = 1 if after_nowait and self.has_nowait else 0
+        tiers = self.tiers
         for i in range(start, len(tiers)):
             tier = tiers[i]
             counters = self._counters[i]
@@ -177,7 +185,14 @@ class TieredStore:
         wire = entry.to_wire()
         await self._write(key, entry, wire, self.codec.encode(wire))
 
-    async def _write(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
+    async def _write(self, key: bytes, entry: Entry, wire: Any, data: bytes, *, behind: bool = False) -> None:
+        # Writes, promotions and demotions are serialized: a write's invalidation of the colder
+        # tiers must not interleave with a demotion of the same key into them (the key would be
+        # deleted from the only tier holding it).
+        async with self._lock:
+            await self._write_locked(key, entry, wire, data, behind)
+
+    async def _write_locked(self, key: bytes, entry: Entry, wire: Any, data: bytes, behind: bool) -> None:
         encoded = {id(self.codec): data}
         ttl = None
         if entry.expires:
@@ -186,7 +201,10 @@ class TieredStore:
                 return
         for i in self._written:
             if self._entry[i]:
-                await self._safe_set(i, key, entry, ttl)
+                # A write-behind put the entry in RAM already: writing it again, later, would
+                # make it the newest and push out entries used since.
+                if not (behind and i == 0 and self._nowait_set is not None):
+                    await self._safe_set(i, key, entry, ttl)
                 continue
             codec = self._codecs[i]
             blob = encoded.get(id(codec))
@@ -322,8 +340,8 @@ class TieredStore:
 
         The entry is encoded first (UnencodableValueError before anything is kept, as with
         :meth:`set`). When this returns the entry is in the RAM tier (later requests hit at
-        once); the writes to the other tiers run in a task the store owns, awaited by :meth:`flush` and
-        :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
+        once); the writes to the other tiers are queued for one writer task the store owns,
+        awaited by :meth:`flush` and :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
         the writes still in flight, which are later misses, never wrong data.
         """
         if self._closed:  # e.g. a stream that ended after the pipeline closed: keep nothing
@@ -334,26 +352,32 @@ class TieredStore:
             if not (entry.expires and entry.expires <= self._clock()):
                 self._nowait_set(key, entry)
         self._behind[key] = entry
-        task = asyncio.get_running_loop().create_task(self._write_behind(key, entry, wire, data),
-                                                      name="r1mw-write-behind")
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        # One writer drains the queue in order: background writes never race each other's
+        # demotions, and a backlog is a queue, not thousands of tasks.
+        self._queue.append((key, entry, wire, data))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain(), name="r1mw-write-behind")
         return True
 
-    async def _write_behind(self, key: bytes, entry: Entry, wire: Any, data: bytes) -> None:
-        try:
-            await self._write(key, entry, wire, data)
-        except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
-            self.write_errors += 1
-            log.warning("write-behind of an entry failed: %r", exc)
-        finally:
-            if self._behind.get(key) is entry:
-                del self._behind[key]
+    async def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            key, entry, wire, data = queue.popleft()
+            try:
+                await self._write(key, entry, wire, data, behind=True)
+            except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
+                self.write_errors += 1
+                log.warning("write-behind of an entry failed: %r", exc)
+            finally:
+                if self._behind.get(key) is entry:
+                    del self._behind[key]
 
     async def flush(self) -> None:
         """Wait until every write-behind has reached its tiers."""
-        while self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+        while self._queue or (self._writer is not None and not self._writer.done()):
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.get_running_loop().create_task(self._drain(), name="r1mw-write-behind")
+            await asyncio.shield(self._writer)
 
     async def close(self) -> None:
         self._closed = True
