@@ -6,6 +6,7 @@ import asyncio
 import os
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import r1mw
 from r1mw.testing import FakeR1
@@ -163,3 +164,26 @@ async def test_write_behind_is_invisible_to_readers_and_flushed_at_close(tmp_pat
             await llm(model="deepseek-reasoner", messages=q(i))
         assert pipe.stats()["hits_by"] == {"exact:l2": 4}
     assert len(fake.calls) == 4
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=40))
+def test_nothing_written_behind_is_lost_on_the_way_down(asks):
+    """Any sequence of requests over l1,l2,l3 (tiny warm tiers: constant demotion while writes
+    land behind): one upstream call per distinct question, every answer the right one."""
+    import tempfile
+
+    async def run() -> FakeR1:
+        fake = FakeR1()
+        with tempfile.TemporaryDirectory() as tmp:
+            settings_ = r1mw.Settings(stages="exact", tiers="l1,l2,l3", cache_dir=tmp, l1_size=1, l2_size=2,
+                                      l3_size=1000, l3_inline_reads=True)
+            async with r1mw.Pipeline(settings_) as pipe:
+                llm = r1mw.wrap(fake, pipe)
+                for i in asks:
+                    reply = await llm(model="deepseek-reasoner", messages=q(i))
+                    assert reply["choices"][0]["message"]["content"] == fake.answer_for(q(i)[0]["content"])
+        return fake
+
+    fake = asyncio.run(run())
+    assert len(fake.calls) == len(set(asks))
