@@ -292,3 +292,21 @@ async def test_a_template_mined_later_does_not_strand_entries_stored_before_it()
         calls = len(fake.calls)
         await llm(model="m", messages=first)  # stored before the template existed: still a hit
         assert len(fake.calls) == calls
+
+
+async def test_courtesy_around_a_templated_request_shares_its_key_and_never_its_values():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        plain = "Predict movement for AAPL over the next week"
+        await llm(model="m", messages=[{"role": "user", "content": plain}])
+        for polite in ("Hey, could you predict movement for AAPL over the next week? thanks!",
+                       "When you get a chance, predict movement for AAPL over the next week. Cheers",
+                       "Quick one: Predict movement for AAPL over the next week, thank you so much"):
+            await llm(model="m", messages=[{"role": "user", "content": polite}])
+        assert len(fake.calls) == 1
+        await llm(model="m", messages=[{"role": "user", "content":
+                  "Hey, could you predict movement for MSFT over the next week? thanks!"}])
+        await llm(model="m", messages=[{"role": "user", "content":
+                  "Please predict movement for AAPL over the next month, thanks"}])
+        assert len(fake.calls) == 3  # another ticker, another period: other questions

@@ -25,6 +25,14 @@ MAX_MATCH_CHARS = 4000
 """Longer prompts are never matched: their regex cost would grow with the text."""
 
 _HEAD = re.compile(r"\W*(\w+)(?:\W+(\w+))?(?:\W+(\w+))?")
+# Courtesy around a request changes nothing it asks ("Hey, could you ...", "..., thanks!").
+# Tried only when the prompt as written matches no template. "Would you ..." is not here: it
+# can ask for an opinion ("would you buy AAPL?"), not for the task.
+_COURTESY_HEAD = re.compile(
+    r"^\s*(?:(?:hey|hi|hello|quick one|quick question|when you get a chance|when you have a (?:minute|moment|sec|second)"
+    r"|if you can|please|pls|could you|can you)\b[\s,:;.!-]*)+", re.I)
+_COURTESY_TAIL = re.compile(
+    r"(?:[\s,;:.!?-]*\b(?:thanks|thank you|thx|ty|cheers|please|pls)(?: (?:so much|a lot))?)+[\s.!?]*$", re.I)
 _WORD = re.compile(r"\w+")
 _TAIL_CHARS = 200
 MEMO_SIZE = 4096
@@ -200,6 +208,10 @@ class TemplateRegistry:
         if len(text) > MAX_MATCH_CHARS + 64:  # never matched, never memoized (bounded memory)
             return None
         found = self._match(text)
+        if found is None:
+            bare = _COURTESY_TAIL.sub("", _COURTESY_HEAD.sub("", text))
+            if bare and bare != text:
+                found = self._match(bare)
         if len(memo) >= MEMO_SIZE:
             del memo[next(iter(memo))]  # oldest first
         memo[text] = found
