@@ -341,8 +341,9 @@ class TieredStore:
         The entry is encoded first (UnencodableValueError before anything is kept, as with
         :meth:`set`). When this returns the entry is in the RAM tier (later requests hit at
         once); the writes to the other tiers are queued for one writer task the store owns,
-        awaited by :meth:`flush` and :meth:`close`. Durability: a graceful close writes everything; a crash loses at most
-        the writes still in flight, which are later misses, never wrong data.
+        awaited by :meth:`flush` and :meth:`close`. Durability: a graceful close writes
+        everything; a crash loses at most the writes still queued, which are later misses,
+        never wrong data.
         """
         if self._closed:  # e.g. a stream that ended after the pipeline closed: keep nothing
             return False
