@@ -40,7 +40,6 @@ class EventBus:
         self._buffer: deque[Event] = deque(maxlen=maxlen)
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.dropped = 0
         self.delivered = 0
         self.enabled = deliver is not None

@@ -125,17 +125,6 @@ class SingleFlight:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def wait(self, key: Hashable) -> Reply | None:
-        """If a call for ``key`` is in flight, its complete reply (None if none or it failed)."""
-        future = self._inflight.get(key)
-        if future is None:
-            return None
-        try:
-            reply = await asyncio.shield(future)
-            return await reply.result() if isinstance(reply, StreamedReply) else reply
-        except Exception:
-            return None
-
 
 def _open_stream(future: asyncio.Future[Any]) -> StreamedReply | None:
     if not future.done() or future.cancelled() or future.exception() is not None:

@@ -191,28 +191,11 @@ class MetricsRecorder:
             else:
                 cost = price.cost(usage)
                 self._last_usage, self._last_price, self._last_cost = usage, price, cost
-            row = self.models.row(request.model)
-            row[REQ] += 1
-            row[HITS] += 1
-            row[PROMPT] += prompt
-            row[COMPLETION] += completion
-            row[COST] += cost
-        row = self.namespaces.row(request.namespace)
-        row[REQ] += 1
-        if hit:
-            row[HITS] += 1
-            row[PROMPT] += prompt
-            row[COMPLETION] += completion
-            row[COST] += cost
+            _count(self.models.row(request.model), True, prompt, completion, cost)
+        _count(self.namespaces.row(request.namespace), hit, prompt, completion, cost)
         template = meta.get("template_id")
         if template is not None:
-            row = self.templates.row(template)
-            row[REQ] += 1
-            if hit:
-                row[HITS] += 1
-                row[PROMPT] += prompt
-                row[COMPLETION] += completion
-                row[COST] += cost
+            _count(self.templates.row(template), hit, prompt, completion, cost)
             slots = meta.get("slots")
             if slots:
                 self._record_slots(template, slots)
@@ -320,3 +303,13 @@ def quantile(q: float, cumulative: list[int], bounds: tuple[float, ...] = BUCKET
     if inside <= 0:
         return bounds[i]
     return lower + (bounds[i] - lower) * (rank - below) / inside
+
+
+def _count(row: list[float], hit: bool, prompt: int, completion: int, cost: float) -> None:
+    """One request into a label's row: requests always; hits, tokens and cost on a hit."""
+    row[REQ] += 1
+    if hit:
+        row[HITS] += 1
+        row[PROMPT] += prompt
+        row[COMPLETION] += completion
+        row[COST] += cost
