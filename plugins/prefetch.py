@@ -37,6 +37,8 @@ _EXAMPLE_MAX_CHARS = 8_000  # untemplated requests remembered for re-issue only 
 _OUTSTANDING_MAX = 10_000
 _SAVE_EVERY_S = 300.0
 _STREAM_ONLY = frozenset({"stream_options"})
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+_PREFIXES_MAX = 10_000
 
 
 class PrefetchStage:
@@ -60,6 +62,9 @@ class PrefetchStage:
         self._pending: set[bytes] = set()  # signatures of predictions in flight
         self._outstanding: OrderedDict[bytes, tuple[str, int, float]] = OrderedDict()
         self._cost: dict[str, int] = {}  # symbol -> most tokens one real reply of it cost
+        # (namespace, symbol) -> the system messages last seen before it: each template of a
+        # desk may come with its own system prompt, and the prefetch must be keyed as asked.
+        self._prefix: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self._last_save = 0.0
         self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
                        "wasted": 0, "errors": 0, "no_estimate": 0, "tokens_spent": 0, "tokens_saved": 0}
@@ -110,6 +115,7 @@ class PrefetchStage:
         session = request.control.session or request.meta.get("session") or request.user
         symbol, slots, example = _symbol_of(request, with_example=bool(session))
         self._learn_cost(symbol, reply)
+        self._learn_prefix(request, symbol)
         if not session:
             return
         self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example)
@@ -142,6 +148,15 @@ class PrefetchStage:
             self.counts["tokens_saved"] += tokens
             self.by_symbol.setdefault(symbol, [0, 0])[1] += 1
             request.meta["prefetch_hit"] = True
+
+    def _learn_prefix(self, request: Request, symbol: str) -> None:
+        prefix = request.messages[:-1]
+        if all(type(m) is dict and m.get("role") in _SYSTEM_ROLES for m in prefix):
+            key = (request.namespace, symbol)
+            self._prefix[key] = prefix
+            self._prefix.move_to_end(key)
+            if len(self._prefix) > _PREFIXES_MAX:
+                self._prefix.popitem(last=False)
 
     def _learn_cost(self, symbol: str, reply: Reply | StreamedReply) -> None:
         if isinstance(reply, StreamedReply):
@@ -188,7 +203,10 @@ class PrefetchStage:
                 text = templates.render(prediction.symbol[2:], dict(prediction.slots or {}))
             except Exception:  # a template that changed or a slot it refuses: no guess
                 return None
-            messages = [*(dict(m) for m in current.messages[:-1]), {"role": "user", "content": text}]
+            # The system prompt this template was last asked with; else (a conversation goes
+            # on) what precedes the current question.
+            prefix = self._prefix.get((current.namespace, prediction.symbol), current.messages[:-1])
+            messages = [*(dict(m) for m in prefix), {"role": "user", "content": text}]
             params = dict(current.params)
         else:
             example = prediction.example

@@ -3,11 +3,13 @@
 Symbols are what a request *is*: ``t:<template id>`` for a templated request, ``q:<hash>`` for
 an untemplated one (exact repeats of sequences). For each context of the last 1..``order``
 symbols of a session the model counts which symbol came next; prediction backs off from the
-longest context that has enough observations. Slot values carry over: for each transition it
-learns, per slot of the next template, whether the value repeats the previous request's slot of
-the same name (the ticker, usually), embeds another of its slots in a fixed text ("a $50,000
-long position in {symbol}"), or is one dominant literal; a prediction whose slots cannot be
-filled that way is not made.
+longest context that has enough observations. Slot values carry over: each session remembers
+the latest value of every slot it used, and for each transition the model learns, per slot of
+the next template, whether the value repeats the session's latest value of that slot (the
+ticker from two requests back, the analyst's usual horizon), embeds another remembered value in
+a fixed text ("a $50,000 long position in {symbol}"), or is one dominant literal. The most
+frequent relation the session can fill wins; a prediction with a slot no majority agrees on
+is not made.
 
 Memory is bounded (contexts, successors per context, sessions, remembered raw requests: each
 LRU-capped), and the whole model round-trips through plain msgpack-able data (never pickle).
@@ -16,7 +18,7 @@ LRU-capped), and the whole model round-trips through plain msgpack-able data (ne
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 __all__ = ["Prediction", "SequenceModel"]
@@ -42,10 +44,10 @@ class _Successors:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.total = 0
-        # next symbol -> slot name -> {"=": carried count, literal value: count}
+        # next symbol -> slot name -> {"#": observations, tag: count} (tags: see _tags)
         self.slot_stats: dict[str, dict[str, dict[str, int]]] = {}
 
-    def add(self, symbol: str, prev_slots: Mapping[str, Any] | None, next_slots: Mapping[str, Any] | None,
+    def add(self, symbol: str, memory: Mapping[str, Any], next_slots: Mapping[str, Any] | None,
             cap: int) -> None:
         if symbol not in self.counts and len(self.counts) >= cap:
             rarest = min(self.counts, key=self.counts.__getitem__)
@@ -57,12 +59,13 @@ class _Successors:
             stats = self.slot_stats.setdefault(symbol, {})
             for name, value in next_slots.items():
                 per = stats.setdefault(name, {})
-                tag = _tag(name, value, prev_slots)
-                per[tag] = per.get(tag, 0) + 1
-                if len(per) > 16:  # a slot with many literals is not predictable: keep it small
-                    del per[min((k for k in per if k != "="), key=per.__getitem__)]
+                per["#"] = per.get("#", 0) + 1
+                for tag in _tags(name, value, memory):
+                    per[tag] = per.get(tag, 0) + 1
+                if len(per) > _MAX_TAGS:  # a slot with many literals is not predictable: keep it small
+                    del per[min((k for k in per if k not in ("#", "=")), key=per.__getitem__)]
 
-    def fill(self, symbol: str, prev_slots: Mapping[str, Any] | None) -> tuple[dict[str, Any], float] | None:
+    def fill(self, symbol: str, memory: Mapping[str, Any]) -> tuple[dict[str, Any], float] | None:
         """Slots for ``symbol`` from what usually happens, with the share of past transitions
         they agree with (the product over slots); None when one cannot be filled."""
         stats = self.slot_stats.get(symbol)
@@ -71,22 +74,20 @@ class _Successors:
         out: dict[str, Any] = {}
         agreement = 1.0
         for name, per in stats.items():
-            total = sum(per.values())
-            tag, count = max(per.items(), key=lambda kv: kv[1])
-            if count * 2 <= total:  # no majority: guessing would waste money
-                return None
-            agreement *= count / (total + 1)  # smoothed: two agreeing samples are not certainty
-            if tag == "=":
-                if prev_slots is None or name not in prev_slots:
+            total = per.get("#", 0)
+            # The most frequent relation that this session can fill: "the session's strategy"
+            # when it has one, else the desk's usual literal; a minority is never a guess.
+            ranked = sorted((kv for kv in per.items() if kv[0] != "#"), key=lambda kv: (-kv[1], _RANK[kv[0][0]]))
+            for tag, count in ranked:
+                if count * 2 <= total:  # no majority: guessing would waste money
                     return None
-                out[name] = prev_slots[name]
-            elif tag.startswith("p:"):
-                other, pattern = tag[2:].split("\x00", 1)
-                if prev_slots is None or not isinstance(prev_slots.get(other), str):
-                    return None
-                out[name] = pattern.replace("\x01", prev_slots[other])
+                value = _resolve(name, tag, memory)
+                if value is not None:
+                    out[name] = value
+                    agreement *= count / (total + 1)  # smoothed: two agreeing samples are not certainty
+                    break
             else:
-                out[name] = tag[2:]
+                return None
         return out, agreement
 
     def to_data(self) -> list[Any]:
@@ -102,28 +103,58 @@ class _Successors:
         return s
 
 
-def _tag(name: str, value: Any, prev: Mapping[str, Any] | None) -> str:
-    """How a slot of the next request relates to the previous request's slots:
-    ``=`` (the same slot's value carried over), ``p:<slot>\x00<pattern>`` (a text that embeds
-    another slot's value, e.g. "a $50,000 long position in {symbol}"), or ``v:<literal>``."""
-    if prev is not None:
-        if prev.get(name) == value:
-            return "="
-        if isinstance(value, str):
-            for other, carried in prev.items():
-                if isinstance(carried, str) and len(carried) >= 2 and carried in value:
-                    return "p:" + other + "\x00" + value.replace(carried, "\x01")
-    return "v:" + _text(value)
+_MAX_TAGS = 16
+_RANK = {"=": 0, "p": 1, "v": 2}
+
+
+def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
+    """Every way a slot of the next request relates to what the session asked before:
+    ``=`` (the session's latest value of the same slot: the ticker, the analyst's usual
+    horizon), ``p:<slot>\x00<pattern>`` (a fixed text that embeds the session's latest value of
+    another slot, e.g. "a $50,000 long position in {symbol}"), and always ``v:<literal>``."""
+    tags = []
+    if name in memory and memory[name] == value:
+        tags.append("=")
+    if isinstance(value, str):
+        for other, carried in reversed(memory.items()):  # the most recent first
+            if other != name and isinstance(carried, str) and len(carried) >= 2 and carried in value:
+                tags.append("p:" + other + "\x00" + value.replace(carried, "\x01"))
+                break
+    tags.append("v:" + _text(value))
+    return tags
+
+
+def _resolve(name: str, tag: str, memory: Mapping[str, Any]) -> Any:
+    if tag == "=":
+        return memory.get(name)
+    if tag.startswith("p:"):
+        other, pattern = tag[2:].split("\x00", 1)
+        carried = memory.get(other)
+        return pattern.replace("\x01", carried) if isinstance(carried, str) else None
+    return tag[2:]
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
 
 
+_MEMORY_SLOTS = 32
+
+
 @dataclass(slots=True)
 class _Session:
-    history: list[str]
-    slots: list[Mapping[str, Any] | None]
+    history: list[str] = field(default_factory=list)
+    last: Mapping[str, Any] | None = None
+    # The session's latest value of each slot name, the most recent last (bounded).
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def remember(self, slots: Mapping[str, Any] | None) -> None:
+        self.last = dict(slots) if slots else None
+        for name, value in (slots or {}).items():
+            self.memory.pop(name, None)
+            self.memory[name] = value
+        while len(self.memory) > _MEMORY_SLOTS:
+            del self.memory[next(iter(self.memory))]
 
 
 class SequenceModel:
@@ -166,15 +197,14 @@ class SequenceModel:
                 self._examples.popitem(last=False)
         state = self._sessions.get(session)
         if state is None:
-            state = self._sessions[session] = _Session([], [])
+            state = self._sessions[session] = _Session()
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         else:
             self._sessions.move_to_end(session)
         history = state.history
-        if history and history[-1] == symbol and state.slots[-1] == slots:
+        if history and history[-1] == symbol and state.last == (dict(slots) if slots else None):
             return  # the same request again (a retry, a re-read) is not a step of the sequence
-        prev_slots = state.slots[-1] if state.slots else None
         for n in range(1, min(self.order, len(history)) + 1):
             context = tuple(history[-n:])
             succ = self._contexts.get(context)
@@ -184,19 +214,18 @@ class SequenceModel:
                     self._contexts.popitem(last=False)
             else:
                 self._contexts.move_to_end(context)
-            succ.add(symbol, prev_slots, slots, self.max_successors)
+            succ.add(symbol, state.memory, slots, self.max_successors)
         history.append(symbol)
-        state.slots.append(dict(slots) if slots else None)
+        state.remember(slots)
         if len(history) > self.order:
             del history[0]
-            del state.slots[0]
 
     def predict(self, session: str, k: int = 2) -> list[Prediction]:
         """Up to ``k`` likely next requests of ``session``, most likely first."""
         state = self._sessions.get(session)
         if state is None or not state.history:
             return []
-        history, prev_slots = state.history, state.slots[-1]
+        history = state.history
         for n in range(min(self.order, len(history)), 0, -1):
             succ = self._contexts.get(tuple(history[-n:]))
             if succ is None or succ.total < self.min_support:
@@ -205,7 +234,7 @@ class SequenceModel:
             for symbol, count in sorted(succ.counts.items(), key=lambda kv: -kv[1])[:k]:
                 slots, agreement = None, 1.0
                 if symbol.startswith("t:"):
-                    filled = succ.fill(symbol, prev_slots)
+                    filled = succ.fill(symbol, state.memory)
                     if filled is None:
                         continue
                     slots, agreement = filled
@@ -218,14 +247,14 @@ class SequenceModel:
     # -- persistence: plain data ---------------------------------------------------------
     def to_data(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": 2,
             "order": self.order,
             "contexts": [[list(ctx), succ.to_data()] for ctx, succ in self._contexts.items()],
             "examples": [[k, v] for k, v in self._examples.items()],
         }
 
     def load_data(self, data: Mapping[str, Any]) -> None:
-        if data.get("v") != 1 or data.get("order") != self.order:
+        if data.get("v") != 2 or data.get("order") != self.order:
             return  # another format or order: start afresh rather than mislearn
         for ctx, succ in _tail(data.get("contexts", ()), self.max_contexts):
             self._contexts[tuple(str(s) for s in ctx)] = _Successors.from_data(succ)

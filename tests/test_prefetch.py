@@ -440,3 +440,46 @@ def test_a_slot_that_embeds_the_previous_ticker_in_a_fixed_text_is_carried():
     m.observe("mixed3", "t:risk", {"position_size": "a $30,000 short position in AMD"})
     m.observe("last", "t:analyze", {"symbol": "ORCL", "strategy": "RSI"})
     assert m.predict("last") == []  # 3 of 6: no majority, no guess
+
+
+async def test_a_prefetch_carries_the_system_prompt_its_template_is_asked_with():
+    # Each template of the desk has its own system prompt: a prefetch keyed with the
+    # previous question's system prompt would never be used.
+    systems = {"analyze": "You are an analyst.", "risk": "You are a risk manager.", "predict": "You are an analyst."}
+
+    def asked(shape, t):
+        return [{"role": "system", "content": systems[shape]}, {"role": "user", "content": _SHAPES[shape].format(symbol=t)}]
+
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i, t in enumerate(["AAPL", "MSFT", "TSLA"]):
+            for shape in ("analyze", "risk", "predict"):
+                await llm(model="r1", messages=asked(shape, t), cache={"session": f"s{i}"})
+        await settle(pipe)
+        await llm(model="r1", messages=asked("analyze", "NVDA"), cache={"session": "new"})
+        await settle(pipe, until=lambda s: s["issued"] >= 1)
+        risk = [c["messages"] for c in fake.calls if c["messages"][-1]["content"] == "Assess risk for NVDA"]
+        assert risk and risk[0][0] == {"role": "system", "content": "You are a risk manager."}
+        await llm(model="r1", messages=asked("risk", "NVDA"), cache={"session": "new"})
+        stats = await settle(pipe, until=lambda s: s["used"] >= 1)
+        assert stats["used"] == 1
+        assert sum(c["messages"][-1]["content"] == "Assess risk for NVDA" for c in fake.calls) == 1
+
+
+def test_slots_carry_over_from_the_session_s_memory_not_only_the_previous_request():
+    # analyze(symbol) -> risk(position embeds symbol) -> predict(symbol from two requests back,
+    # timeframe the session used last time): both come from what the session asked before.
+    m = SequenceModel(order=1, min_support=2)
+    for s, tickers in enumerate((("AAPL", "MSFT", "KO"), ("TSLA", "AMD", "PEP"), ("GS", "JPM", "MS"))):
+        for t in tickers:
+            m.observe(f"s{s}", "t:analyze", {"symbol": t})
+            m.observe(f"s{s}", "t:risk", {"position_size": f"500 shares of {t}"})
+            m.observe(f"s{s}", "t:predict", {"symbol": t, "timeframe": f"next {s + 1} weeks"})
+    m.observe("new", "t:analyze", {"symbol": "NVDA"})
+    m.observe("new", "t:risk", {"position_size": "500 shares of NVDA"})
+    m.observe("new", "t:predict", {"symbol": "NVDA", "timeframe": "next 9 weeks"})
+    m.observe("new", "t:analyze", {"symbol": "IBM"})
+    m.observe("new", "t:risk", {"position_size": "500 shares of IBM"})
+    best = m.predict("new")[0]
+    assert best.symbol == "t:predict" and dict(best.slots) == {"symbol": "IBM", "timeframe": "next 9 weeks"}

@@ -131,3 +131,41 @@ def test_cli_check_lists_a_good_file_and_rejects_a_bad_one(tmp_path, capsys):
     bad = _write(tmp_path, "bad.toml", '[[templates]]\nid = "a"\ntemplate = "A {x:nope}"\n')
     assert main(["templates", "check", str(bad)]) == 2
     assert f"{bad}:2: template #1 ('a'): unknown slot type 'nope'" in capsys.readouterr().err
+
+
+EQUIVALENTS = {
+    "version": 1,
+    "slot_types": {"symbol": "ticker"},
+    "slot_equivalents": {"_note": "ignored", "symbol": {"AAPL": ["Apple (AAPL)"], "BTC-USD": ["BTC/USD"]}},
+    "slots": {"symbol": ["AAPL", "MSFT", "ES futures"]},
+    "templates": [{"id": "predict", "template": "Predict movement for {symbol} over {when}",
+                   "slots": ["symbol", "when"]}],
+}
+
+
+def test_listed_equivalents_and_listed_values_key_as_their_canonical_value(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(EQUIVALENTS))
+    reg = r1mw.templating.TemplateRegistry(load_file(path))
+    canon = {s: reg.match_full(f"Predict movement for {s} over the next week").slots["symbol"]
+             for s in ("AAPL", "aapl", "Apple (AAPL)", "apple  (aapl)", "BTC/USD", "btc-usd", "ES futures",
+                       "es futures", "MSFT")}
+    assert canon == {"AAPL": "AAPL", "aapl": "AAPL", "Apple (AAPL)": "AAPL", "apple  (aapl)": "AAPL",
+                     "BTC/USD": "BTC-USD", "btc-usd": "BTC-USD", "ES futures": "ES futures",
+                     "es futures": "ES futures", "MSFT": "MSFT"}
+    # A different company in the same form is not an equivalent: no match, never AAPL's key.
+    assert reg.match_full("Predict movement for Apple (MSFT) over the next week") is None
+    # What the prefetcher renders matches back to the same key.
+    assert reg.match_full(reg.render("predict", {"symbol": "Apple (AAPL)", "when": "x"})).canonical == \
+        reg.canonical("predict", {"symbol": "AAPL", "when": "x"})
+
+
+def test_a_spelling_listed_for_two_values_or_a_malformed_table_fails_at_start_up(tmp_path):
+    twice = {**EQUIVALENTS, "slot_equivalents": {"symbol": {"AAPL": ["Apple"], "APLE": ["apple"]}}}
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    with pytest.raises(r1mw.ConfigError, match="listed for both"):
+        load_file(tmp_path / "twice.json")
+    bad = {**EQUIVALENTS, "slot_equivalents": {"symbol": ["AAPL"]}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad, indent=1))
+    with pytest.raises(r1mw.ConfigError, match=r"bad.json:\d+: 'slot_equivalents'.symbol must map"):
+        load_file(tmp_path / "bad.json")

@@ -5,6 +5,7 @@ File format (JSON shown; TOML and YAML have the same structure)::
     {
       "version": 1,
       "slot_types": {"symbol": "ticker", "account_size": "money"},
+      "slot_equivalents": {"symbol": {"AAPL": ["Apple (AAPL)"]}},
       "templates": [
         {"id": "analyze_strategy",
          "template": "Analyze {symbol} using {strategy}",
@@ -17,6 +18,9 @@ A slot's type comes from, in order: an inline ``{slot:type}``, the template's ``
 (``{"symbol": "ticker"}``; a list only names the slots), the file's ``slot_types``, the type
 every example value of the file's ``slots`` map parses as (``"slots": {"stock": ["AAPL",
 "MSFT"]}``, strictly: capital tickers, money with a currency mark), else ``text``.
+``slot_equivalents`` (file-wide) and a template's own ``equivalents`` list spellings of one
+value (``{"AAPL": ["Apple (AAPL)"]}``): they key alike. A listed example value its slot's
+type rejects ("ES futures" among tickers) is accepted as written.
 Any other top-level key is ignored (descriptions, example data).
 
 A malformed file raises :class:`~r1mw.ConfigError` naming the file, the line and the reason.
@@ -39,7 +43,7 @@ BUNDLED = Path(__file__).resolve().parent.parent / "data" / "trading_templates.j
 """The trading team's template set shipped with r1mw."""
 
 _ENTRY_KEYS = frozenset({"id", "template", "variants", "slots", "weight", "example", "examples",
-                         "description", "tags", "source", "uses", "phrases"})
+                         "description", "tags", "source", "uses", "phrases", "equivalents"})
 
 
 class _Bad(Exception):
@@ -139,12 +143,23 @@ def templates_from_data(data: Any, *, source: str = "file") -> list[Template]:
             if isinstance(values, list) and values and name not in declared:
                 inferred[str(name)] = infer_type([str(v) for v in values])
     defaults = {**inferred, **{str(k): str(v) for k, v in declared.items()}}
+    equivalents = _equivalents(data.get("slot_equivalents"), "'slot_equivalents'", "slot_equivalents")
+    if isinstance(examples, Mapping):
+        # Listed values a typed slot would refuse are values all the same: accept them as written.
+        for name, values in examples.items():
+            kind = defaults.get(str(name))
+            if kind is None or not isinstance(values, list):
+                continue
+            normalize = slot_type(kind).normalize
+            for value in values:
+                if isinstance(value, str) and normalize(value) is None:
+                    equivalents.setdefault(str(name), {}).setdefault(value, [])
     out: list[Template] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries, 1):
         tid = entry.get("id") if isinstance(entry, Mapping) else None
         nth = seen.get(tid, 0) + 1 if isinstance(tid, str) else 1
-        template = _entry(entry, i, defaults, source, nth)
+        template = _entry(entry, i, defaults, source, nth, equivalents)
         if template.id in seen:
             raise _Bad(f"template #{i}: id {template.id!r} is declared twice", _id_needle(template.id), nth)
         seen[template.id] = nth
@@ -152,7 +167,27 @@ def templates_from_data(data: Any, *, source: str = "file") -> list[Template]:
     return out
 
 
-def _entry(entry: Any, i: int, defaults: Mapping[str, str], source: str, nth: int = 1) -> Template:
+def _equivalents(data: Any, where: str, needle: str) -> dict[str, dict[str, list[str]]]:
+    """``{slot: {canonical: [spellings]}}`` checked; keys starting with ``_`` are notes."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise _Bad(f"{where} must map slot names to {{canonical: [spellings]}}", needle)
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, table in data.items():
+        if str(name).startswith("_"):
+            continue
+        if not isinstance(table, Mapping) or not all(
+                isinstance(c, str) and isinstance(r, list) and all(isinstance(x, str) for x in r)
+                for c, r in table.items()):
+            raise _Bad(f"{where}.{name} must map each canonical value to a list of spellings",
+                       re.escape(str(name)))
+        out[str(name)] = {c: list(r) for c, r in table.items()}
+    return out
+
+
+def _entry(entry: Any, i: int, defaults: Mapping[str, str], source: str, nth: int = 1,
+           equivalents: Mapping[str, Mapping[str, list[str]]] | None = None) -> Template:
     if not isinstance(entry, Mapping):
         raise _Bad(f"template #{i} must be a table/object with 'id' and 'template'",
                    re.escape(entry) if isinstance(entry, str) else None)
@@ -188,8 +223,11 @@ def _entry(entry: Any, i: int, defaults: Mapping[str, str], source: str, nth: in
     for name in names:
         if name not in types and name in defaults:
             types[name] = defaults[name]
+    own = _equivalents(entry.get("equivalents"), f"{where}: 'equivalents'", "equivalents")
+    tables = {name: {**(equivalents or {}).get(name, {}), **own.get(name, {})} for name in names}
+    tables = {name: table for name, table in tables.items() if table}
     try:
-        return Template(tid.strip(), pattern, tuple(variants), types, source=source)
+        return Template(tid.strip(), pattern, tuple(variants), types, source=source, equivalents=tables)
     except (ValueError, KeyError) as exc:
         raise _Bad(f"{where}: {exc.args[0] if exc.args else exc}", needle, nth) from None
 

@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .slots import SLOT_TYPES
 from .template import KEY_WORDS, Alternative, Template, normalize_text, parse_pattern
 
 __all__ = ["MAX_MATCH_CHARS", "MEMO_SIZE", "TemplateMatch", "TemplateRegistry", "canonical_form"]
@@ -102,7 +101,7 @@ class _Bucket:
             inner = tuple(range(outer + 1, outer + 1 + len(alt.slots)))
             next_group = outer + 1 + len(alt.slots)
             parts.append(f"({alt.regex})")
-            normalizers = tuple(SLOT_TYPES[alt.template.slots[n]].normalize for n in alt.slots)
+            normalizers = tuple(alt.template.normalizer(n) for n in alt.slots)
             groups[outer] = (rank, alt, tuple(zip(alt.slots, inner, normalizers)))
         self.regex = re.compile("|".join(parts), re.I | re.S) if parts else None
         self.groups = groups
@@ -302,10 +301,9 @@ class TemplateRegistry:
                              f"got {sorted(slots)}")
         out: dict[str, str] = {}
         for name, value in slots.items():
-            t = template.slot_type(name)
-            normalized = t.normalize(str(value))
+            normalized = template.normalizer(name)(str(value))
             if normalized is None:
-                raise ValueError(f"{value!r} is not a {t.name} (slot {name!r} of {template_id!r})")
+                raise ValueError(f"{value!r} is not a {template.slots[name]} (slot {name!r} of {template_id!r})")
             out[name] = normalized
         return out
 

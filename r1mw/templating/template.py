@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .slots import SLOT_TYPES, SlotType, slot_type
 
@@ -66,7 +66,13 @@ def parse_pattern(pattern: str) -> list[tuple[str, str | None] | str]:
 @dataclass(frozen=True, slots=True)
 class Template:
     """A prompt template. ``slots`` maps slot names to type names (``text`` by default);
-    types written inline (``{when:date}``) win. ``source`` is ``file``, ``code`` or ``mined``."""
+    types written inline (``{when:date}``) win. ``source`` is ``file``, ``code`` or ``mined``.
+
+    ``equivalents`` lists, per slot, spellings that name the same value as a canonical one
+    (``{"symbol": {"AAPL": ["Apple (AAPL)"]}}``): a listed spelling matches whatever the
+    slot's type, case-insensitively, and keys as its canonical value. A canonical value the
+    type itself rejects ("ES futures" in a ticker slot) is accepted as written.
+    """
 
     id: str
     text: str
@@ -76,6 +82,9 @@ class Template:
     # Mined templates hold single-token slots (one token, not a phrase), except ``phrases``.
     single_token: bool = False
     phrases: tuple[str, ...] = ()
+    equivalents: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+    # slot -> casefolded listed spelling -> canonical value (built from ``equivalents``)
+    _aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -111,6 +120,28 @@ class Template:
         if unknown:
             raise ValueError(f"template {self.id!r}: types given for slots it does not have: {sorted(unknown)}")
         object.__setattr__(self, "slots", {name: types.get(name, "text") for name in sorted(names)})
+        self._set_equivalents(names)
+
+    def _set_equivalents(self, names: set[str]) -> None:
+        equivalents = {str(k): {str(c): tuple(map(str, r)) for c, r in v.items()}
+                       for k, v in dict(self.equivalents).items()}
+        unknown = set(equivalents) - names
+        if unknown:
+            raise ValueError(f"template {self.id!r}: equivalents given for slots it does not have: "
+                             f"{sorted(unknown)}")
+        aliases: dict[str, dict[str, str]] = {}
+        for name, table in equivalents.items():
+            out = aliases[name] = {}
+            for canonical, spellings in table.items():
+                for spelling in (canonical, *spellings):
+                    key = _alias_key(spelling)
+                    if not key:
+                        raise ValueError(f"template {self.id!r}: an empty spelling of {canonical!r}")
+                    if out.setdefault(key, canonical) != canonical:
+                        raise ValueError(f"template {self.id!r}: {spelling!r} is listed for both "
+                                         f"{out[key]!r} and {canonical!r} (slot {name!r})")
+        object.__setattr__(self, "equivalents", equivalents)
+        object.__setattr__(self, "_aliases", aliases)
 
     @property
     def slot_names(self) -> tuple[str, ...]:
@@ -118,6 +149,32 @@ class Template:
 
     def slot_type(self, name: str) -> SlotType:
         return SLOT_TYPES[self.slots[name]]
+
+    def normalizer(self, name: str) -> Callable[[str], "str | None"]:
+        """The function that checks and normalizes a value of slot ``name``: a listed
+        equivalent becomes its canonical value, then the slot's type normalizes."""
+        base = self.slot_type(name).normalize
+        table = self._aliases.get(name)
+        if not table:
+            return base
+
+        def normalize(text: str) -> str | None:
+            canonical = table.get(_alias_key(text))
+            if canonical is None:
+                return base(text)
+            value = base(canonical)
+            return canonical if value is None else value
+
+        return normalize
+
+    def slot_pattern(self, name: str) -> str:
+        """The regex fragment of slot ``name``: its listed spellings, then its type's pattern."""
+        pattern = self.slot_type(name).pattern
+        table = self._aliases.get(name)
+        if not table:
+            return pattern
+        spellings = sorted(table, key=len, reverse=True)
+        return "|".join([*(r"\s+".join(map(re.escape, s.split())) for s in spellings), pattern])
 
     def to_dict(self) -> dict[str, Any]:
         """The file form of this template (JSON/TOML/YAML entry)."""
@@ -127,6 +184,8 @@ class Template:
         out["slots"] = dict(self.slots)
         if self.phrases:
             out["phrases"] = list(self.phrases)
+        if self.equivalents:
+            out["equivalents"] = {k: {c: list(r) for c, r in v.items()} for k, v in self.equivalents.items()}
         return out
 
     def alternatives(self) -> list["Alternative"]:
@@ -201,6 +260,10 @@ def _key_words(parts: list[Any], *, head: bool) -> tuple[str, ...] | None:
     return tuple(out) if head else tuple(reversed(out))
 
 
+def _alias_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 def _unescape(piece: str) -> str:
     return re.sub(r"\\(.)", r"\1", piece)
 
@@ -251,7 +314,7 @@ class Alternative:
             slots.append(part[0])
             one_token = template.single_token and part[0] not in template.phrases
             pieces.append(r"([^\s]+?)" if one_token else r"(.+?)")
-            typed_at[len(pieces) - 1] = template.slot_type(part[0]).pattern
+            typed_at[len(pieces) - 1] = template.slot_pattern(part[0])
         pieces.append(r"[\s.?!]*")
         first = _key_words(parts, head=True)
         last = _key_words(parts, head=False)
