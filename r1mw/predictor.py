@@ -104,21 +104,28 @@ class _Successors:
 
 
 _MAX_TAGS = 16
-_RANK = {"=": 0, "p": 1, "v": 2}
+_RANK = {"=": 0, "p": 1, "f": 1, "v": 2}
 
 
 def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
     """Every way a slot of the next request relates to what the session asked before:
     ``=`` (the session's latest value of the same slot: the ticker, the analyst's usual
     horizon), ``p:<slot>\x00<pattern>`` (a fixed text that embeds the session's latest value of
-    another slot, e.g. "a $50,000 long position in {symbol}"), and always ``v:<literal>``."""
+    another slot, e.g. "a $50,000 long position in {symbol}"; ``f:`` the same in a value kept
+    without case), and always ``v:<literal>``."""
     tags = []
     if name in memory and memory[name] == value:
         tags.append("=")
     if isinstance(value, str):
+        folded = value == value.casefold()  # a value compared without case ("phrase" slots)
         for other, carried in reversed(memory.items()):  # the most recent first
-            if other != name and isinstance(carried, str) and len(carried) >= 2 and carried in value:
+            if other == name or not isinstance(carried, str) or len(carried) < 2:
+                continue
+            if carried in value:
                 tags.append("p:" + other + "\x00" + value.replace(carried, "\x01"))
+                break
+            if folded and carried.casefold() in value:
+                tags.append("f:" + other + "\x00" + value.replace(carried.casefold(), "\x01"))
                 break
     tags.append("v:" + _text(value))
     return tags
@@ -127,10 +134,12 @@ def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
 def _resolve(name: str, tag: str, memory: Mapping[str, Any]) -> Any:
     if tag == "=":
         return memory.get(name)
-    if tag.startswith("p:"):
+    if tag[:2] in ("p:", "f:"):
         other, pattern = tag[2:].split("\x00", 1)
         carried = memory.get(other)
-        return pattern.replace("\x01", carried) if isinstance(carried, str) else None
+        if not isinstance(carried, str):
+            return None
+        return pattern.replace("\x01", carried if tag[0] == "p" else carried.casefold())
     return tag[2:]
 
 

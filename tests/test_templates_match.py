@@ -33,6 +33,7 @@ _periods = ["the next week", "the coming week", "the next 7 days", "the next mon
             "the next trading day", "today's session", "4h", "the next 12 months"]
 VALUES = {
     "text": _text,
+    "phrase": st.tuples(_text, _number).map(lambda p: f"{p[0]} ${p[1]:,} {p[0].upper()}"),
     "ticker": st.from_regex(r"[A-Z]{1,5}", fullmatch=True),
     "number": _number.map(lambda d: f"{d:,}"),
     "money": _number.map(lambda d: f"${d:,}"),

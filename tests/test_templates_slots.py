@@ -31,6 +31,11 @@ SAME = {
                ("the last 5 years", "past 5 years"),
                ("YTD", "year to date"), ("today's session", "today")],
     "text": [("  RSI(14)   mean reversion ", "RSI(14) mean reversion")],
+    "phrase": [("  RSI(14)   Mean Reversion ", "rsi(14) mean reversion"),
+               ("a $50k long position in NVDA", "a $50000 long position in nvda"),
+               ("a $50,000 long position in nvda", "a $50000 long position in nvda"),
+               ("a short position of 1,000 TSLA shares", "a short position of 1000 tsla shares"),
+               ("a $1.5M stake", "a $1500000 stake"), ("3M stock", "3m stock")],
 }
 
 NOT_VALUES = {
@@ -41,6 +46,7 @@ NOT_VALUES = {
     "date": ["2024-02-30", "13/45/2024", "next Friday"],
     "period": ["m", "soonish", "2020-2015"],
     "text": ["   "],
+    "phrase": ["   "],
 }
 
 
@@ -63,6 +69,9 @@ def test_different_values_stay_different():
     n = SLOT_TYPES["number"].normalize
     assert len({n("1000"), n("1001"), n("100"), n("1k"), n("1m"), n("-1000")}) == 5  # 1000 == 1k
     assert SLOT_TYPES["money"].normalize("$50") != SLOT_TYPES["money"].normalize("€50")
+    ph = SLOT_TYPES["phrase"].normalize
+    assert len({ph("a $50,000 long position"), ph("a $500,000 long position"), ph("a $50,000 short position"),
+                ph("a $5,000 long position"), ph("a $50.5k long position"), ph("1,2345 shares")}) == 6
     p = SLOT_TYPES["period"].normalize
     assert p("the next week") != p("the past week")
     assert p("30 days") != p("1 month")  # not an exact conversion

@@ -38,6 +38,18 @@ MEMO_SIZE = 4096
 """Recent prompts whose match result is kept: a repeated prompt costs one dict lookup."""
 
 
+def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
+    """Is ``full`` the ``bare`` match with courtesy glued to one text slot at the edge?"""
+    if bare is None or bare.template is not full.template:
+        return False
+    changed = [n for n in full.slots if full.slots[n] != bare.slots[n]]
+    if len(changed) != 1 or full.template.slots[changed[0]] != "text":
+        return False
+    a, b = full.slots[changed[0]], bare.slots[changed[0]]
+    rest = a[len(b):] if a.startswith(b) else a[:len(a) - len(b)] if a.endswith(b) else None
+    return bool(rest) and (_COURTESY_TAIL.fullmatch(rest) is not None or _COURTESY_HEAD.fullmatch(rest) is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class TemplateMatch:
     """A prompt matched to a template: its id, normalized slot values and canonical form."""
@@ -207,9 +219,13 @@ class TemplateRegistry:
         if len(text) > MAX_MATCH_CHARS + 64:  # never matched, never memoized (bounded memory)
             return None
         found = self._match(text)
-        if found is None:
-            bare = _COURTESY_TAIL.sub("", _COURTESY_HEAD.sub("", text))
-            if bare and bare != text:
+        bare = _COURTESY_TAIL.sub("", _COURTESY_HEAD.sub("", text))
+        if bare and bare != text:
+            if found is None:
+                found = self._match(bare)
+            elif found.template.slots and _absorbed(found, self._match(bare)):
+                # A slot at the edge of the template swallowed the courtesy ("... on
+                # {strategy}" + " please"): the same template without it is what was asked.
                 found = self._match(bare)
         if len(memo) >= MEMO_SIZE:
             del memo[next(iter(memo))]  # oldest first

@@ -10,7 +10,10 @@ A canonical value is itself accepted by its type and normalizes to itself, so
 ``render(template, slots)`` matches back to the same slots.
 
 Types: ``ticker``, ``number``, ``money``, ``percent``, ``date``, ``period`` (alias
-``timeframe``) and ``text`` (the default: any text, whitespace collapsed, case kept).
+``timeframe``), ``text`` (the default: any text, whitespace collapsed, case kept) and
+``phrase`` (text compared without case, and with its currency amounts and comma-grouped
+numbers compared by value: "a $50k long position in nvda" = "a $50,000 long position in
+NVDA"; declare it for slots where case never changes the question).
 """
 
 from __future__ import annotations
@@ -278,8 +281,32 @@ def _text(text: str) -> str | None:
     return value or None
 
 
+# A currency amount ("$50k", "$1.5 million", "$50,000") or a comma-grouped number ("1,000"):
+# spellings of one value that a phrase compares by value. "3M" without a currency mark is
+# left alone (it is also a company).
+_PHRASE_AMOUNT = re.compile(
+    r"(?<![\w.,])(?:[$€£¥]\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?(?:thousand|million|billion|bn|mm|mn|k|m|b)(?![a-z]))?"
+    r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?![\w,]|\.\d)", re.I)
+
+
+def _phrase(text: str) -> str | None:
+    value = _text(text)
+    if value is None:
+        return None
+
+    def amount(m: "re.Match[str]") -> str:
+        token = m.group(0)
+        if token[0].isdigit():
+            return token.replace(",", "")
+        normalized = _money(token)
+        return m.group(0) if normalized is None else _money_display(normalized)
+
+    return _PHRASE_AMOUNT.sub(amount, value).casefold()
+
+
 SLOT_TYPES: dict[str, SlotType] = {
     "text": SlotType("text", r".+?", _text),
+    "phrase": SlotType("phrase", r".+?", _phrase),
     "ticker": SlotType("ticker", _TICKER_SRC, _ticker),
     "number": SlotType("number", _unname(_NUM_SRC), _number),
     "money": SlotType("money", _unname(_MONEY_SRC), _money, _money_display),
