@@ -1,11 +1,23 @@
-"""Prefetch on the bundled session workload: hit rate with and without, and the waste.
+"""Prefetch on the bundled session workload: hit rate with and without, the waste, the ceilings.
 
-    python benchmarks/prefetch.py [--requests 1200] [--seed 7]
+    python benchmarks/prefetch.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0] [--min-prob 0.3]
 
-Replays the same seeded workload (analysts' sessions: analysis -> risk -> prediction per
-ticker) twice against the simulated R1, with the default stages minus/plus `prefetch`, on
-fresh caches, and prints the hit rate of each, the prefetch stage's figures (issued, used,
-wasted share, tokens spent vs saved) and false hits (must be 0).
+For each ticker popularity (``--zipf``: 2.2 is the demo's desk, which keeps asking about a few
+tickers; 1.0 a broad watchlist), replays the same seeded workload (analysts' sessions:
+analysis -> risk -> prediction per ticker) twice against the simulated R1, with the default
+stages minus/plus ``prefetch``, on fresh caches and a fresh model, and prints:
+
+* the hit rate of each and the gain;
+* two ceilings for the gain: *clairvoyant* (every first occurrence of a question that is
+  not the first request of its session: a predictor that knew the future), and *flow* (the
+  first occurrences that are the next step of the session's analysis -> risk -> prediction
+  flow for the same ticker: what a sequence model can hope to learn; which ticker comes next,
+  chart follow-ups and side questions are drawn at random by the generator);
+* the prefetch stage's figures: issued (upstream calls), used (a later request hit it),
+  unused share of issued, tokens spent vs saved, and false hits (must be 0).
+
+Hours of simulated time run in seconds, so the per-minute and per-hour budgets are lifted
+here (their enforcement is tested in tests/test_prefetch.py); in-flight stays at its default.
 """
 
 from __future__ import annotations
@@ -16,12 +28,31 @@ import tempfile
 
 from r1mw import Settings
 from r1mw.templating import BUNDLED
-from r1mw.workload.generator import WorkloadSpec, generate
+from r1mw.workload.generator import Workload, WorkloadSpec, generate
 from r1mw.workload.replay import RunConfig, replay
 
+_FLOW_STEPS = {("analyze_strategy", "assess_risk"), ("assess_risk", "predict_movement")}
 
-async def main(args: argparse.Namespace) -> None:
-    workload = generate(WorkloadSpec(requests=args.requests, seed=args.seed))
+
+def ceilings(workload: Workload) -> tuple[float, float]:
+    """(clairvoyant, flow) ceilings of the prefetch gain, as shares of all requests."""
+    seen: set[str] = set()
+    last: dict[str, object] = {}
+    clairvoyant = flow = 0
+    for item in sorted(workload.items, key=lambda i: i.t):
+        prev = last.get(item.session)
+        if item.question_id not in seen and prev is not None:
+            clairvoyant += 1
+            if (prev.template_id, item.template_id) in _FLOW_STEPS and item.kind == "flow":  # type: ignore[attr-defined]
+                flow += 1
+        seen.add(item.question_id)
+        last[item.session] = item
+    n = len(workload.items)
+    return clairvoyant / n, flow / n
+
+
+async def one(args: argparse.Namespace, zipf: float) -> None:
+    workload = generate(WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf))
     stages = tuple(s for s in Settings().stages if s != "prefetch")
     with_prefetch = ("metrics", "prefetch", *[s for s in stages if s != "metrics"])
     extra = {"templates": str(BUNDLED), "prefetch_min_prob": args.min_prob,
@@ -31,19 +62,26 @@ async def main(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="r1mw-prefetch-bench-") as tmp:
             result = await replay(workload, RunConfig(name, chain, ("l1", "l2"), (), extra), cache_dir=tmp,
                                   speed=args.speed, concurrency=args.concurrency)
-        figures = result.figures()
-        rows.append((name, figures, result.stats["stages"].get("prefetch", {})))
-    print(f"workload: {args.requests} requests, seed {args.seed}, speed {args.speed}, "
+        rows.append((name, result.figures(), result.stats["stages"].get("prefetch", {})))
+    clairvoyant, flow = ceilings(workload)
+    print(f"\nzipf {zipf}: {args.requests} requests, seed {args.seed}, speed {args.speed}, "
           f"{args.concurrency} analysts at once, R1MW_PREFETCH_MIN_PROB={args.min_prob}")
     for name, figures, p in rows:
-        line = f"{name:18} hit rate {figures['hit_rate']:6.1%}  false hits {figures['false_hits']}"
+        line = f"  {name:18} hit rate {figures['hit_rate']:6.1%}  false hits {figures['false_hits']}"
         if p:
-            waste = 1 - p["used"] / p["issued"] if p["issued"] else 0.0
-            line += (f"  | prefetch issued {p['issued']}, used {p['used']}, unused {p['issued'] - p['used']}"
-                     f" ({waste:.0%} of issued), tokens spent {p['tokens_spent']:,} / saved {p['tokens_saved']:,}")
+            unused = p["issued"] - p["used"]
+            waste = unused / p["issued"] if p["issued"] else 0.0
+            line += (f"  | issued {p['issued']}, used {p['used']}, unused {unused} ({waste:.0%} of issued),"
+                     f" tokens spent {p['tokens_spent']:,} / saved {p['tokens_saved']:,}")
         print(line)
     gain = rows[1][1]["hit_rate"] - rows[0][1]["hit_rate"]
-    print(f"hit-rate gain from prefetch: {gain * 100:+.1f} points")
+    print(f"  gain {gain * 100:+.1f} points; ceilings: flow {flow * 100:.1f} points "
+          f"(gain = {gain / flow:.0%} of it), clairvoyant {clairvoyant * 100:.1f} points")
+
+
+async def main(args: argparse.Namespace) -> None:
+    for zipf in args.zipf:
+        await one(args, zipf)
 
 
 if __name__ == "__main__":
@@ -52,5 +90,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--speed", type=float, default=0.002, help="latency scale of the simulated R1")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--min-prob", type=float, default=0.5)
+    parser.add_argument("--min-prob", type=float, default=Settings().prefetch_min_prob)
+    parser.add_argument("--zipf", type=float, nargs="+", default=[2.2, 1.0],
+                        help="ticker popularity exponents to run (2.2: the demo's desk; 1.0: a broad watchlist)")
     asyncio.run(main(parser.parse_args()))

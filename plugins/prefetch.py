@@ -118,7 +118,8 @@ class PrefetchStage:
         self._learn_prefix(request, symbol)
         if not session:
             return
-        self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example)
+        user = f"{request.namespace}\x00{request.user}" if request.user else None
+        self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example, user=user)
         for prediction in self.model.predict(f"{request.namespace}\x00{session}"):
             if prediction.probability >= self.min_prob:
                 self._prefetch(request, prediction)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["Prediction", "SequenceModel"]
 
@@ -47,27 +47,29 @@ class _Successors:
         # next symbol -> slot name -> {"#": observations, tag: count} (tags: see _tags)
         self.slot_stats: dict[str, dict[str, dict[str, int]]] = {}
 
-    def add(self, symbol: str, memory: Mapping[str, Any], next_slots: Mapping[str, Any] | None,
-            cap: int) -> None:
+    def add(self, symbol: str, slot_tags: Mapping[str, list[str]] | None, cap: int) -> None:
         if symbol not in self.counts and len(self.counts) >= cap:
             rarest = min(self.counts, key=self.counts.__getitem__)
             self.total -= self.counts.pop(rarest)
             self.slot_stats.pop(rarest, None)
         self.counts[symbol] = self.counts.get(symbol, 0) + 1
         self.total += 1
-        if next_slots:
+        if slot_tags:
             stats = self.slot_stats.setdefault(symbol, {})
-            for name, value in next_slots.items():
+            for name, tags in slot_tags.items():
                 per = stats.setdefault(name, {})
                 per["#"] = per.get("#", 0) + 1
-                for tag in _tags(name, value, memory):
+                for tag in tags:
                     per[tag] = per.get(tag, 0) + 1
                 if len(per) > _MAX_TAGS:  # a slot with many literals is not predictable: keep it small
                     del per[min((k for k in per if k not in ("#", "=")), key=per.__getitem__)]
 
-    def fill(self, symbol: str, memory: Mapping[str, Any]) -> tuple[dict[str, Any], float] | None:
+    def fill(self, symbol: str, memory: Mapping[str, Any],
+             known: "Callable[[str, str, Any], tuple[str, float] | None]") -> tuple[dict[str, Any], float] | None:
         """Slots for ``symbol`` from what usually happens, with the share of past transitions
-        they agree with (the product over slots); None when one cannot be filled."""
+        they agree with (the product over slots); None when one cannot be filled. ``known``
+        gives the value a slot took before with the same carried value (the desk's position
+        in this ticker), which beats the general pattern."""
         stats = self.slot_stats.get(symbol)
         if not stats:
             return {}, 1.0
@@ -77,15 +79,29 @@ class _Successors:
             total = per.get("#", 0)
             # The most frequent relation that this session can fill: "the session's strategy"
             # when it has one, else the desk's usual literal; a minority is never a guess.
-            ranked = sorted((kv for kv in per.items() if kv[0] != "#"), key=lambda kv: (-kv[1], _RANK[kv[0][0]]))
-            for tag, count in ranked:
+            for tag, count in _relations(per):
                 if count * 2 <= total:  # no majority: guessing would waste money
                     return None
-                value = _resolve(name, tag, memory)
-                if value is not None:
-                    out[name] = value
-                    agreement *= count / (total + 1)  # smoothed: two agreeing samples are not certainty
-                    break
+                if tag[:2] == "x:":
+                    # Embeds the session's value of another slot: the value asked before with
+                    # that one ("500 shares of AAPL"), else the pattern most new ones took.
+                    other = tag[2:]
+                    seen = known(name, other, memory.get(other))
+                    if seen is not None:
+                        value, share = seen[0], count / (total + 1) * seen[1]
+                    else:
+                        found = _for_new_value(per, other, count - per.get("k:" + other, 0), memory, name)
+                        if found is None:
+                            continue
+                        value, share = found[0], count / (total + 1) * found[1]
+                else:
+                    value = _resolve(name, tag, memory)
+                    if value is None:
+                        continue
+                    share = count / (total + 1)  # smoothed: two agreeing samples are not certainty
+                out[name] = value
+                agreement *= share
+                break
             else:
                 return None
         return out, agreement
@@ -104,7 +120,7 @@ class _Successors:
 
 
 _MAX_TAGS = 16
-_RANK = {"=": 0, "p": 1, "f": 1, "v": 2}
+_RANK = {"=": 0, "x": 1, "v": 2}
 
 
 def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
@@ -131,6 +147,30 @@ def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
     return tags
 
 
+def _relations(per: Mapping[str, int]) -> list[tuple[str, int]]:
+    """A slot's candidate relations, most frequent first: ``=``, ``v:<literal>``, and
+    ``x:<slot>`` (embeds that slot's value: its known-value and pattern tags together)."""
+    merged: dict[str, int] = {}
+    for tag, count in per.items():
+        if tag == "#":
+            continue
+        if tag[:2] in ("p:", "f:", "k:"):
+            tag = "x:" + (tag[2:] if tag[0] == "k" else tag[2:].split("\x00", 1)[0])
+        merged[tag] = merged.get(tag, 0) + count
+    return sorted(merged.items(), key=lambda kv: (-kv[1], _RANK[kv[0][0]]))
+
+
+def _for_new_value(per: Mapping[str, int], other: str, new: int, memory: Mapping[str, Any],
+                   name: str) -> tuple[Any, float] | None:
+    """The pattern most ``new`` carried values of ``other`` were filled with, if a majority."""
+    best = max(((t, c) for t, c in per.items() if t[:2] in ("p:", "f:") and t[2:].split("\x00", 1)[0] == other),
+               key=lambda kv: kv[1], default=None)
+    if best is None or best[1] * 2 <= new:
+        return None
+    value = _resolve(name, best[0], memory)
+    return None if value is None else (value, best[1] / (new + 1))
+
+
 def _resolve(name: str, tag: str, memory: Mapping[str, Any]) -> Any:
     if tag == "=":
         return memory.get(name)
@@ -152,6 +192,7 @@ _MEMORY_SLOTS = 32
 
 @dataclass(slots=True)
 class _Session:
+    user: str | None = None
     history: list[str] = field(default_factory=list)
     last: Mapping[str, Any] | None = None
     # The session's latest value of each slot name, the most recent last (bounded).
@@ -159,11 +200,15 @@ class _Session:
 
     def remember(self, slots: Mapping[str, Any] | None) -> None:
         self.last = dict(slots) if slots else None
-        for name, value in (slots or {}).items():
-            self.memory.pop(name, None)
-            self.memory[name] = value
-        while len(self.memory) > _MEMORY_SLOTS:
-            del self.memory[next(iter(self.memory))]
+        _remember(self.memory, slots)
+
+
+def _remember(memory: dict[str, Any], slots: Mapping[str, Any] | None) -> None:
+    for name, value in (slots or {}).items():
+        memory.pop(name, None)
+        memory[name] = value
+    while len(memory) > _MEMORY_SLOTS:
+        del memory[next(iter(memory))]
 
 
 class SequenceModel:
@@ -180,24 +225,32 @@ class SequenceModel:
     """
 
     def __init__(self, *, order: int = 3, min_support: int = 2, max_contexts: int = 20_000,
-                 max_successors: int = 8, max_sessions: int = 10_000, max_examples: int = 5_000) -> None:
+                 max_successors: int = 8, max_sessions: int = 10_000, max_examples: int = 5_000,
+                 max_known: int = 20_000) -> None:
         self.order = order
         self.min_support = min_support
         self.max_contexts = max_contexts
         self.max_successors = max_successors
         self.max_sessions = max_sessions
         self.max_examples = max_examples
+        self.max_known = max_known
         self._contexts: OrderedDict[tuple[str, ...], _Successors] = OrderedDict()
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._examples: OrderedDict[str, Any] = OrderedDict()  # q:<hash> -> how to re-issue it
+        # A user's latest slot values across their sessions (their usual horizon, strategy).
+        self._users: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # (symbol, slot, carried slot, carried value) -> {value: count}: what a slot embedding
+        # another took before for that value ("500 shares of AAPL" for AAPL).
+        self._known: OrderedDict[tuple[str, str, str, str], dict[str, int]] = OrderedDict()
         self.observed = 0
 
     def __len__(self) -> int:
         return len(self._contexts)
 
     def observe(self, session: str, symbol: str, slots: Mapping[str, Any] | None = None,
-                example: Any = None) -> None:
-        """Record that ``session`` asked ``symbol`` (with its slots) after what it asked before."""
+                example: Any = None, user: str | None = None) -> None:
+        """Record that ``session`` (of ``user``, if known) asked ``symbol`` with its slots
+        after what it asked before."""
         self.observed += 1
         if example is not None:
             self._examples[symbol] = example
@@ -206,7 +259,7 @@ class SequenceModel:
                 self._examples.popitem(last=False)
         state = self._sessions.get(session)
         if state is None:
-            state = self._sessions[session] = _Session()
+            state = self._sessions[session] = _Session(user=user)
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         else:
@@ -214,6 +267,7 @@ class SequenceModel:
         history = state.history
         if history and history[-1] == symbol and state.last == (dict(slots) if slots else None):
             return  # the same request again (a retry, a re-read) is not a step of the sequence
+        slot_tags = self._slot_tags(symbol, slots, self._memory(state)) if history else None
         for n in range(1, min(self.order, len(history)) + 1):
             context = tuple(history[-n:])
             succ = self._contexts.get(context)
@@ -223,11 +277,67 @@ class SequenceModel:
                     self._contexts.popitem(last=False)
             else:
                 self._contexts.move_to_end(context)
-            succ.add(symbol, state.memory, slots, self.max_successors)
+            succ.add(symbol, slot_tags, self.max_successors)
         history.append(symbol)
         state.remember(slots)
+        if state.user is not None and slots:
+            mine = self._users.get(state.user)
+            if mine is None:
+                mine = self._users[state.user] = {}
+                while len(self._users) > self.max_sessions:
+                    self._users.popitem(last=False)
+            else:
+                self._users.move_to_end(state.user)
+            _remember(mine, slots)
         if len(history) > self.order:
             del history[0]
+
+    def _memory(self, state: "_Session") -> Mapping[str, Any]:
+        """The session's remembered slot values over its user's (the session's are newer)."""
+        mine = self._users.get(state.user) if state.user is not None else None
+        return {**mine, **state.memory} if mine else state.memory
+
+    def _slot_tags(self, symbol: str, slots: Mapping[str, Any] | None,
+                   memory: Mapping[str, Any]) -> dict[str, list[str]] | None:
+        """Each slot's tags for the transition statistics. A value that embeds another slot's
+        value is also remembered for that value; when it was seen with that value before, its
+        pattern tag becomes ``k:<slot>`` ("a value known for the carried one"), so the pattern
+        counts say how the desk fills the slot for a *new* value."""
+        if not slots:
+            return None
+        out = {}
+        for name, value in slots.items():
+            tags = _tags(name, value, memory)
+            pattern = next((t for t in tags if t[:2] in ("p:", "f:")), None)
+            if pattern is not None:
+                other = pattern[2:].split("\x00", 1)[0]
+                key = (symbol, name, other, _text(memory[other]))
+                counts = self._known.get(key)
+                literal = _text(value)
+                if counts is None:
+                    counts = self._known[key] = {}
+                    while len(self._known) > self.max_known:
+                        self._known.popitem(last=False)
+                else:
+                    self._known.move_to_end(key)
+                counts[literal] = counts.get(literal, 0) + 1
+                if len(counts) > _MAX_TAGS:
+                    del counts[min(counts, key=counts.__getitem__)]
+                if sum(counts.values()) > 1:  # seen with this value before: not news about new values
+                    tags = ["k:" + other if t is pattern else t for t in tags]
+            out[name] = tags
+        return out
+
+    def _known_value(self, symbol: str) -> "Callable[[str, str, Any], tuple[str, float] | None]":
+        def known(name: str, other: str, carried: Any) -> tuple[str, float] | None:
+            counts = self._known.get((symbol, name, other, _text(carried)))
+            if not counts:
+                return None
+            total = sum(counts.values())
+            value, count = max(counts.items(), key=lambda kv: kv[1])
+            # Once is not a habit: one sighting is a worse guess than the desk's usual pattern.
+            return (value, count / (total + 1)) if count >= 2 and count * 2 > total else None
+        return known
 
     def predict(self, session: str, k: int = 2) -> list[Prediction]:
         """Up to ``k`` likely next requests of ``session``, most likely first."""
@@ -235,6 +345,7 @@ class SequenceModel:
         if state is None or not state.history:
             return []
         history = state.history
+        memory = self._memory(state)
         for n in range(min(self.order, len(history)), 0, -1):
             succ = self._contexts.get(tuple(history[-n:]))
             if succ is None or succ.total < self.min_support:
@@ -243,14 +354,17 @@ class SequenceModel:
             for symbol, count in sorted(succ.counts.items(), key=lambda kv: -kv[1])[:k]:
                 slots, agreement = None, 1.0
                 if symbol.startswith("t:"):
-                    filled = succ.fill(symbol, state.memory)
+                    filled = succ.fill(symbol, memory, self._known_value(symbol))
                     if filled is None:
                         continue
                     slots, agreement = filled
                 # The chance the guess is exactly right: this successor, and these slot values.
                 out.append(Prediction(symbol, count / (succ.total + 1) * agreement, slots,
                                       self._examples.get(symbol), count))
-            return out
+            if out:
+                return out
+            # Nothing this context knows can be filled for this session: back off to a
+            # shorter one (PPM's escape) rather than make no guess at all.
         return []
 
     # -- persistence: plain data ---------------------------------------------------------
@@ -260,6 +374,7 @@ class SequenceModel:
             "order": self.order,
             "contexts": [[list(ctx), succ.to_data()] for ctx, succ in self._contexts.items()],
             "examples": [[k, v] for k, v in self._examples.items()],
+            "known": [[list(k), v] for k, v in self._known.items()],
         }
 
     def load_data(self, data: Mapping[str, Any]) -> None:
@@ -269,6 +384,10 @@ class SequenceModel:
             self._contexts[tuple(str(s) for s in ctx)] = _Successors.from_data(succ)
         for key, example in _tail(data.get("examples", ()), self.max_examples):
             self._examples[str(key)] = example
+        for key, counts in _tail(data.get("known", ()), self.max_known):
+            if len(key) == 4:
+                self._known[(str(key[0]), str(key[1]), str(key[2]), str(key[3]))] = \
+                    {str(v): int(c) for v, c in counts.items()}
 
 
 def _tail(items: Iterable[Any], n: int) -> list[Any]:

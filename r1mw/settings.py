@@ -242,7 +242,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_EMBED_MODEL", "embed_model", "", _str,
          "model2vec model name or path; empty = the offline model of tokenlearn-static-model"),
     Flag("R1MW_TEMPLATES", "templates", None, _path, "template file (TOML, JSON or YAML)"),
-    Flag("R1MW_PREFETCH_MIN_PROB", "prefetch_min_prob", 0.5, _float(0.0, 1.0),
+    Flag("R1MW_PREFETCH_MIN_PROB", "prefetch_min_prob", 0.3, _float(0.0, 1.0),
          "prefetch a predicted next request only above this probability"),
     Flag("R1MW_PREFETCH_MAX_INFLIGHT", "prefetch_max_inflight", 2, _int(0),
          "prefetch calls in flight at most"),

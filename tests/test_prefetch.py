@@ -429,17 +429,51 @@ def test_a_slot_that_embeds_the_previous_ticker_in_a_fixed_text_is_carried():
     m.observe("new", "t:analyze", {"symbol": "NVDA", "strategy": "RSI"})
     best = m.predict("new")[0]
     assert best.symbol == "t:risk" and dict(best.slots) == {"position_size": "a $50,000 long position in NVDA"}
-    m.observe("mixed", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
-    m.observe("mixed", "t:risk", {"position_size": "a $10,000 short position in AMD"})
-    m.observe("mixed2", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
-    m.observe("mixed2", "t:risk", {"position_size": "a $20,000 short position in AMD"})
+    for s, t in enumerate(("AMD", "KO")):
+        m.observe(f"mixed{s}", "t:analyze", {"symbol": t, "strategy": "RSI"})
+        m.observe(f"mixed{s}", "t:risk", {"position_size": f"a $10,000 short position in {t}"})
     m.observe("next", "t:analyze", {"symbol": "IBM", "strategy": "RSI"})
-    # 3 of 5 transitions agree on the pattern: still the majority
+    # 3 of 5 tickers agree on the pattern: still the majority
     assert dict(m.predict("next")[0].slots) == {"position_size": "a $50,000 long position in IBM"}
-    m.observe("mixed3", "t:analyze", {"symbol": "AMD", "strategy": "RSI"})
-    m.observe("mixed3", "t:risk", {"position_size": "a $30,000 short position in AMD"})
+    m.observe("mixed3", "t:analyze", {"symbol": "PEP", "strategy": "RSI"})
+    m.observe("mixed3", "t:risk", {"position_size": "a $10,000 short position in PEP"})
     m.observe("last", "t:analyze", {"symbol": "ORCL", "strategy": "RSI"})
     assert m.predict("last") == []  # 3 of 6: no majority, no guess
+
+
+def test_a_value_known_for_the_carried_ticker_beats_the_general_pattern():
+    m = SequenceModel(order=1, min_support=2)
+    for t in ("MSFT", "TSLA", "NVDA"):
+        m.observe(t, "t:analyze", {"symbol": t})
+        m.observe(t, "t:risk", {"position_size": f"a $50,000 long position in {t}"})
+    # The desk asks about its AAPL position again and again: that is what it holds in AAPL,
+    # not evidence about how it fills the slot for a ticker it has never asked about.
+    for i in range(5):
+        m.observe(f"aapl{i}", "t:analyze", {"symbol": "AAPL"})
+        m.observe(f"aapl{i}", "t:risk", {"position_size": "500 shares of AAPL"})
+    m.observe("new", "t:analyze", {"symbol": "AAPL"})
+    assert dict(m.predict("new")[0].slots) == {"position_size": "500 shares of AAPL"}
+    m.observe("new2", "t:analyze", {"symbol": "IBM"})
+    assert dict(m.predict("new2")[0].slots) == {"position_size": "a $50,000 long position in IBM"}
+    fresh = SequenceModel(order=1, min_support=2)
+    fresh.load_data(m.to_data())
+    fresh.observe("again", "t:analyze", {"symbol": "AAPL"})
+    assert dict(fresh.predict("again")[0].slots) == {"position_size": "500 shares of AAPL"}
+
+
+def test_a_user_s_usual_values_carry_into_their_new_session():
+    m = SequenceModel(order=1, min_support=2)
+    for user, horizon in (("ann", "the next quarter"), ("carl", "the next week")):
+        for s, t in enumerate(("AAPL", "MSFT", "TSLA")):
+            m.observe(f"{user}-{s}", "t:risk", {"symbol": t}, user=user)
+            m.observe(f"{user}-{s}", "t:predict", {"symbol": t, "timeframe": horizon}, user=user)
+    # Each session asks one prediction: only the user's memory knows their usual horizon.
+    m.observe("ann-monday", "t:risk", {"symbol": "NVDA"}, user="ann")
+    assert dict(m.predict("ann-monday")[0].slots) == {"symbol": "NVDA", "timeframe": "the next quarter"}
+    m.observe("carl-monday", "t:risk", {"symbol": "NVDA"}, user="carl")
+    assert dict(m.predict("carl-monday")[0].slots) == {"symbol": "NVDA", "timeframe": "the next week"}
+    m.observe("bob-1", "t:risk", {"symbol": "NVDA"}, user="bob")
+    assert m.predict("bob-1") == []  # no usual horizon yet, and the desk has no majority one
 
 
 async def test_a_prefetch_carries_the_system_prompt_its_template_is_asked_with():

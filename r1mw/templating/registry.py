@@ -43,7 +43,7 @@ def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
     if bare is None or bare.template is not full.template:
         return False
     changed = [n for n in full.slots if full.slots[n] != bare.slots[n]]
-    if len(changed) != 1 or full.template.slots[changed[0]] != "text":
+    if len(changed) != 1 or full.template.slots[changed[0]] not in ("text", "phrase"):
         return False
     a, b = full.slots[changed[0]], bare.slots[changed[0]]
     rest = a[len(b):] if a.startswith(b) else a[:len(a) - len(b)] if a.endswith(b) else None

@@ -118,8 +118,9 @@ class Item:
         return out
 
     def kwargs(self, model: str = MODEL) -> dict[str, Any]:
-        """OpenAI chat kwargs for this request (the session goes in r1mw's ``cache=``)."""
-        return {"model": model, "messages": self.messages, "cache": {"session": self.session}}
+        """OpenAI chat kwargs for this request: the analyst is the OpenAI ``user``, the
+        session goes in r1mw's ``cache=``."""
+        return {"model": model, "messages": self.messages, "user": self.analyst, "cache": {"session": self.session}}
 
 
 @dataclass(slots=True)

@@ -225,8 +225,9 @@ async def replay(workload: Workload, config: RunConfig, *, cache_dir: str | os.P
             stream = bool(stream_every) and item.index % stream_every == 0
             out = Outcome(item.index, item.question_id, item.kind, stream=stream)
             kwargs = item.kwargs(model)
-            if not session:
+            if not session:  # anonymous clients: nothing to learn a session from
                 kwargs.pop("cache", None)
+                kwargs.pop("user", None)
             if stream:
                 kwargs["stream"] = True
                 kwargs["stream_options"] = {"include_usage": True}
