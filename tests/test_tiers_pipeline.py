@@ -29,6 +29,7 @@ async def test_hits_come_from_l1_then_l2_and_are_promoted(tmp_path):
         llm = r1mw.wrap(fake, pipe)
         for i in range(5):
             await llm(model="deepseek-reasoner", messages=q(i))
+        await pipe.store.flush()  # disk writes are write-behind: let them land (misses no longer wait)
         hit = await llm(model="deepseek-reasoner", messages=q(4))  # newest: in l1
         old = await llm(model="deepseek-reasoner", messages=q(0))  # evicted from l1: from l2
         again = await llm(model="deepseek-reasoner", messages=q(0))  # promoted

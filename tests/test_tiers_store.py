@@ -65,6 +65,9 @@ class DictTier:
             raise ConnectionError("tier down")
         return key in self.data
 
+    def miss_nowait(self, key):
+        return not self.fail and key not in self.data
+
     async def clear(self):
         self.data.clear()
 
@@ -96,6 +99,7 @@ class StoreMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
+        self.run(self.store.flush())
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -116,9 +120,13 @@ class StoreMachine(RuleBasedStateMachine):
         self.fragile.discard(key)
         self._after()
 
-    @rule(key=st.sampled_from(KEYS))
-    def get(self, key):
-        found = self.run(self.store.get(key))
+    @rule(key=st.sampled_from(KEYS), as_the_exact_stage=st.booleans())
+    def get(self, key, as_the_exact_stage):
+        if as_the_exact_stage:  # RAM first, then the tiers below without the first
+            entry = self.store.get_nowait(key)
+            found = (entry, "l1") if entry is not None else self.run(self.store.get(key, after_nowait=True))
+        else:
+            found = self.run(self.store.get(key))
         expected = self.model.get(key)
         live = expected is not None and not (expected[1] and expected[1] <= self.clock.now)
         if found is None:
@@ -163,6 +171,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def restart_l2(self):
         # A new process opens the same L2 directory: nothing stored is lost.
+        self.run(self.store.flush())
         self.l2 = DiskTier(os.path.join(self.dir, "l2"), "l2", max_entries=4, clock=self.clock)
         tiers = [self.l1, self.l2, self.l3]
         self.store = TieredStore(tiers, Lz4Codec(50), clock=self.clock)
@@ -329,3 +338,51 @@ async def test_a_rescan_that_finds_the_directory_overfull_moves_entries_down(tmp
     await store._settle()
     assert l2.stats()["entries"] == 3
     assert all([(await store.get(k))[0].value == {"i": i} for i, k in enumerate(KEYS[:6])])
+
+
+class GatedTier(DictTier):
+    """A bytes tier whose writes wait until ``gate`` opens (a slow disk, deterministically)."""
+
+    def __init__(self, name: str, cap: int) -> None:
+        super().__init__(name, cap)
+        self.gate = asyncio.Event()
+        self.writing: list[bytes] = []
+
+    async def set(self, key, value, ttl=None):
+        self.writing.append(key)
+        if key == KEYS[0]:
+            await self.gate.wait()
+        await super().set(key, value, ttl)
+
+
+async def test_a_miss_does_not_wait_for_the_writer_but_a_key_on_its_way_down_is_found():
+    l1, l2 = MemoryTier("l1", max_entries=1), GatedTier("l2", 10)
+    store = TieredStore([l1, l2])
+    l2.gate.set()
+    await store.set(KEYS[0], Entry({"i": 0}))
+    await l2.delete(KEYS[0])  # KEYS[0] now lives in RAM only
+    l2.gate.clear()
+    writer = asyncio.create_task(store.set(KEYS[1], Entry({"i": 1})))  # evicts KEYS[0]: a demotion
+    while KEYS[0] not in l2.writing:
+        await asyncio.sleep(0)
+    # The writer holds the store (the demotion's write is stuck): a key no tier has is a miss at once.
+    assert await asyncio.wait_for(store.get(KEYS[5], after_nowait=True), 1) is None
+    assert l1.get_nowait(KEYS[0]) is None and KEYS[0] not in l2.data  # in neither tier right now
+    waiting = asyncio.create_task(store.get(KEYS[0], after_nowait=True))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # on its way down: the lookup waits for the demotion, no false miss
+    l2.gate.set()
+    await writer
+    found = await asyncio.wait_for(waiting, 1)
+    assert found is not None and found[0].value == {"i": 0}
+
+
+async def test_an_entry_another_process_wrote_is_not_a_certain_miss(tmp_path):
+    ours = TieredStore([MemoryTier("l1", max_entries=4), DiskTier(tmp_path / "l2", "l2", max_entries=10)])
+    theirs = TieredStore([MemoryTier("l1", max_entries=4), DiskTier(tmp_path / "l2", "l2", max_entries=10)])
+    await theirs.set(KEYS[3], Entry({"from": "another process"}))
+    found = await ours.get(KEYS[3], after_nowait=True)
+    assert found is not None and found[0].value == {"from": "another process"} and found[1] == "l2"
+    misses = ours.tiers[1].stats()["misses"]
+    assert await ours.get(KEYS[4], after_nowait=True) is None
+    assert ours.tiers[1].stats()["misses"] == misses + 1  # the quick miss is counted

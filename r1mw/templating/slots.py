@@ -301,7 +301,13 @@ def _phrase(text: str) -> str | None:
         normalized = _money(token)
         return m.group(0) if normalized is None else _money_display(normalized)
 
-    return _PHRASE_AMOUNT.sub(amount, value).casefold()
+    folded = value.casefold()
+    out = _PHRASE_AMOUNT.sub(amount, folded)
+    if out != folded and _PHRASE_AMOUNT.sub(amount, out) != out:
+        # Written out, an amount would read differently ("$5 mm mm" -> "$5000000 mm", a scale
+        # again): keep the phrase as written, so that normalizing twice changes nothing.
+        return folded
+    return out
 
 
 SLOT_TYPES: dict[str, SlotType] = {

@@ -167,6 +167,21 @@ class DiskTier:
         path = self._path(key)
         return self._finish(key, path, await asyncio.to_thread(self._read_file, path))
 
+    def miss_nowait(self, key: bytes) -> bool:
+        """True (a miss, counted) when the key is in neither the index nor the directory (a
+        file another process wrote is found by the stat). Only with inline reads: on a slow
+        disk even a stat may block, and the store then takes the awaited path."""
+        if not self.inline_reads or key in self._index:
+            return False
+        try:
+            os.stat(self._path(key))
+        except FileNotFoundError:
+            self.misses += 1
+            return True
+        except OSError:
+            return False
+        return False
+
     def get_sync(self, key: bytes) -> bytes | None:
         """Read an entry in the calling thread; None on a miss, expiry or fault."""
         path = self._path(key)

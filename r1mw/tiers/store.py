@@ -89,6 +89,10 @@ class TieredStore:
         self._invalidated = [i for i in range(len(self.tiers)) if i not in written]
         self._counters = [_Counters() for _ in self.tiers]
         self._pending: deque[tuple[int, bytes, Any]] = deque()
+        self._moving: set[bytes] = set()  # keys a demotion is carrying down right now
+        # Per tier: ``miss_nowait(key) -> bool``, True when the tier can tell at once, without
+        # I/O that may block, that it does not hold the key (None: it cannot).
+        self._miss_nowait = [getattr(t, "miss_nowait", None) for t in self.tiers]
         self._drop_listeners: list[Callable[[bytes], Any]] = []
         for i, tier in enumerate(self.tiers):
             if hasattr(tier, "on_evict"):
@@ -121,10 +125,28 @@ class TieredStore:
             pending = self._behind.get(key)
             if pending is not None and not pending.expired(self._clock()):
                 return pending, self.tiers[0].name
+        if after_nowait and self.has_nowait and self._certain_miss(key):
+            return None
         # Below RAM, a lookup waits for a write or demotion in progress: a key on its way
         # from one tier to the next is in neither for a moment.
         async with self._lock:
             return await self._get_locked(key, after_nowait)
+
+    def _certain_miss(self, key: bytes) -> bool:
+        """A miss known without waiting for the writer: no tier below RAM holds the key, and it
+        is not on its way down (evicted and queued, or being demoted). Back-to-back misses
+        would otherwise each wait for the previous miss's disk write."""
+        if key in self._moving:
+            return False
+        for _, k, _ in self._pending:
+            if k == key:
+                return False
+        probes = self._miss_nowait
+        for i in range(1, len(probes)):
+            probe = probes[i]
+            if probe is None or not probe(key):
+                return False
+        return True
 
     async def _get_locked(self, key: bytes, after_nowait: bool) -> tuple[Entry, str] | None:
         start = 1 if after_nowait and self.has_nowait else 0
@@ -264,7 +286,11 @@ class TieredStore:
                         dropped.add(key)
                         self._dropped(key)
                 else:
-                    await self._demote(i, key, value)
+                    self._moving.add(key)
+                    try:
+                        await self._demote(i, key, value)
+                    finally:
+                        self._moving.discard(key)
             except Exception:
                 log.exception("demotion of a key from %s failed", self.tiers[i].name)
 
