@@ -96,10 +96,15 @@ def test_sequence_model_learns_transitions_with_slot_carry_over():
 
 
 def test_sequence_model_memory_is_bounded():
-    m = SequenceModel(order=3, max_contexts=50, max_successors=4, max_sessions=10, max_examples=5)
+    m = SequenceModel(order=3, max_contexts=50, max_successors=4, max_sessions=10, max_examples=5, max_known=20)
     for i in range(2000):
         m.observe(f"s{i % 37}", f"q:{i % 101}", None, example={"messages": [], "params": {}})
+        # templated requests of many users, tickers and slot names: memories and known values
+        m.observe(f"s{i % 37}", "t:risk", {"symbol": f"T{i}", f"slot{i % 50}": f"v{i}"}, user=f"u{i % 23}")
+        m.observe(f"s{i % 37}", "t:pos", {"position": f"{i} shares of T{i}"}, user=f"u{i % 23}")
     assert len(m) <= 50 and len(m._sessions) <= 10 and len(m._examples) <= 5
+    assert len(m._users) <= 10 and len(m._known) <= 20
+    assert all(len(s.memory) <= 32 for s in m._sessions.values()) and all(len(u) <= 32 for u in m._users.values())
     assert all(len(s.counts) <= 4 for s in m._contexts.values())
 
 

@@ -38,6 +38,20 @@ MEMO_SIZE = 4096
 """Recent prompts whose match result is kept: a repeated prompt costs one dict lookup."""
 
 
+_COURTESY_SPAN = 80  # courtesy at the end is short: the tail regex scans only this much
+
+
+def _strip_courtesy(text: str) -> str:
+    """``text`` without courtesy at its start and end. The tail is looked for in the last
+    words only (from a space, so a word is never cut): scanning a 4,000-character prompt
+    costs 200 us, its last 80 characters a few."""
+    text = _COURTESY_HEAD.sub("", text)
+    cut = text.find(" ", len(text) - _COURTESY_SPAN) if len(text) > _COURTESY_SPAN else 0
+    if cut < 0:
+        return text
+    return text[:cut] + _COURTESY_TAIL.sub("", text[cut:])
+
+
 def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
     """Is ``full`` the ``bare`` match with courtesy glued to one text slot at the edge?"""
     if bare is None or bare.template is not full.template:
@@ -219,7 +233,7 @@ class TemplateRegistry:
         if len(text) > MAX_MATCH_CHARS + 64:  # never matched, never memoized (bounded memory)
             return None
         found = self._match(text)
-        bare = _COURTESY_TAIL.sub("", _COURTESY_HEAD.sub("", text))
+        bare = _strip_courtesy(text)
         if bare and bare != text:
             if found is None:
                 found = self._match(bare)
