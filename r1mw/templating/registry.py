@@ -29,7 +29,7 @@ _HEAD = re.compile(r"\W*(\w+)(?:\W+(\w+))?(?:\W+(\w+))?")
 # can ask for an opinion ("would you buy AAPL?"), not for the task.
 _COURTESY_HEAD = re.compile(
     r"^\s*(?:(?:hey|hi|hello|quick one|quick question|when you get a chance|when you have a (?:minute|moment|sec|second)"
-    r"|if you can|please|pls|could you|can you)\b[\s,:;.!-]*)+", re.I)
+    r"|if you can|please|pls|could you|can you|i'd like you to|i would like you to)\b[\s,:;.!-]*)+", re.I)
 _COURTESY_TAIL = re.compile(
     r"(?:[\s,;:.!?-]*\b(?:thanks|thank you|thx|ty|cheers|please|pls)(?: (?:so much|a lot))?)+[\s.!?]*$", re.I)
 _WORD = re.compile(r"\w+")
@@ -41,15 +41,25 @@ MEMO_SIZE = 4096
 _COURTESY_SPAN = 80  # courtesy at the end is short: the tail regex scans only this much
 
 
-def _strip_courtesy(text: str) -> str:
-    """``text`` without courtesy at its start and end. The tail is looked for in the last
-    words only (from a space, so a word is never cut): scanning a 4,000-character prompt
-    costs 200 us, its last 80 characters a few."""
-    text = _COURTESY_HEAD.sub("", text)
+def _strip_tail(text: str) -> str:
+    """``text`` without courtesy at its end. Looked for in the last words only (from a space,
+    so a word is never cut): scanning a 4,000-character prompt costs 200 us, its last 80
+    characters a few."""
     cut = text.find(" ", len(text) - _COURTESY_SPAN) if len(text) > _COURTESY_SPAN else 0
     if cut < 0:
         return text
     return text[:cut] + _COURTESY_TAIL.sub("", text[cut:])
+
+
+def _without_courtesy(text: str) -> list[str]:
+    """``text`` without its courtesy: at both ends, at the end only (a variant may itself
+    start with "Can you ..."), at the start only; distinct, non-empty, not ``text``."""
+    head = _COURTESY_HEAD.sub("", text)
+    out: list[str] = []
+    for bare in (_strip_tail(head), _strip_tail(text), head):
+        if bare and bare != text and bare not in out:
+            out.append(bare)
+    return out
 
 
 def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
@@ -233,14 +243,16 @@ class TemplateRegistry:
         if len(text) > MAX_MATCH_CHARS + 64:  # never matched, never memoized (bounded memory)
             return None
         found = self._match(text)
-        bare = _strip_courtesy(text)
-        if bare and bare != text:
+        for bare in _without_courtesy(text):
             if found is None:
                 found = self._match(bare)
-            elif found.template.slots and _absorbed(found, self._match(bare)):
+            elif found.template.slots:
                 # A slot at the edge of the template swallowed the courtesy ("... on
                 # {strategy}" + " please"): the same template without it is what was asked.
-                found = self._match(bare)
+                shorter = self._match(bare)
+                if _absorbed(found, shorter):
+                    found = shorter
+                    break
         if len(memo) >= MEMO_SIZE:
             del memo[next(iter(memo))]  # oldest first
         memo[text] = found
