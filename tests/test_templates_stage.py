@@ -310,3 +310,22 @@ async def test_courtesy_around_a_templated_request_shares_its_key_and_never_its_
         await llm(model="m", messages=[{"role": "user", "content":
                   "Please predict movement for AAPL over the next month, thanks"}])
         assert len(fake.calls) == 3  # another ticker, another period: other questions
+
+
+async def test_courtesy_a_trailing_slot_swallowed_or_a_variant_starting_with_can_you_still_shares_the_key():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=[{"role": "user", "content": "Analyze MSFT using RSI(14) mean reversion"}])
+        await llm(model="m", messages=[{"role": "user", "content": "Assess risk for 500 shares of AAPL"}])
+        for polite in ("MSFT: give me an analysis based on RSI(14) mean reversion cheers",  # {strategy} + cheers
+                       "Can you analyze MSFT with RSI(14) mean reversion?, cheers",  # the variant starts "Can you"
+                       "can you analyze msft with rsi(14) mean reversion please",
+                       "I'd like you to assess risk for 500 shares of AAPL",
+                       "Assess risk for 500 shares of AAPL. please"):
+            await llm(model="m", messages=[{"role": "user", "content": polite}])
+        assert len(fake.calls) == 2
+        # What is left after the courtesy is still read whole: another strategy is another question.
+        await llm(model="m", messages=[{"role": "user", "content":
+                  "Can you analyze MSFT with RSI(14) mean reversion with a trailing stop?, cheers"}])
+        assert len(fake.calls) == 3
