@@ -1,11 +1,14 @@
 """Prefetch on the bundled session workload: hit rate with and without, the waste, the ceilings.
 
     python benchmarks/prefetch.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0] [--min-prob 0.3]
+                                  [--days-before 1]
 
 For each ticker popularity (``--zipf``: 2.2 is the demo's desk, which keeps asking about a few
 tickers; 1.0 a broad watchlist), replays the same seeded workload (analysts' sessions:
 analysis -> risk -> prediction per ticker) twice against the simulated R1, with the default
-stages minus/plus ``prefetch``, on fresh caches and a fresh model, and prints:
+stages minus/plus ``prefetch``, on fresh caches and a fresh model (or, with ``--days-before N``,
+after N earlier days of the same desk in the same cache directory: warm caches, and a model
+that was saved at each close and loaded at each start), and prints:
 
 * the hit rate of each and the gain;
 * two ceilings for the gain: *clairvoyant* (every first occurrence of a question that is
@@ -34,9 +37,10 @@ from r1mw.workload.replay import RunConfig, replay
 _FLOW_STEPS = {("analyze_strategy", "assess_risk"), ("assess_risk", "predict_movement")}
 
 
-def ceilings(workload: Workload) -> tuple[float, float]:
-    """(clairvoyant, flow) ceilings of the prefetch gain, as shares of all requests."""
-    seen: set[str] = set()
+def ceilings(workload: Workload, asked_before: set[str] | None = None) -> tuple[float, float]:
+    """(clairvoyant, flow) ceilings of the prefetch gain, as shares of all requests
+    (questions of ``asked_before``, earlier days', are in the cache already)."""
+    seen: set[str] = set(asked_before or ())
     last: dict[str, object] = {}
     clairvoyant = flow = 0
     for item in sorted(workload.items, key=lambda i: i.t):
@@ -57,14 +61,19 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
     with_prefetch = ("metrics", "prefetch", *[s for s in stages if s != "metrics"])
     extra = {"templates": str(BUNDLED), "prefetch_min_prob": args.min_prob,
              "prefetch_max_per_minute": 10_000, "prefetch_token_budget": 10**9}
+    earlier = [generate(WorkloadSpec(requests=args.requests, seed=args.seed + 1000 + day, zipf=zipf))
+               for day in range(args.days_before)]  # same desk, other requests
     rows = []
     for name, chain in (("without prefetch", stages), ("with prefetch", with_prefetch)):
         with tempfile.TemporaryDirectory(prefix="r1mw-prefetch-bench-") as tmp:
-            result = await replay(workload, RunConfig(name, chain, ("l1", "l2"), (), extra), cache_dir=tmp,
-                                  speed=args.speed, concurrency=args.concurrency)
+            config = RunConfig(name, chain, ("l1", "l2"), (), extra)
+            for before in earlier:
+                await replay(before, config, cache_dir=tmp, speed=args.speed, concurrency=args.concurrency)
+            result = await replay(workload, config, cache_dir=tmp, speed=args.speed, concurrency=args.concurrency)
         rows.append((name, result.figures(), result.stats["stages"].get("prefetch", {})))
-    clairvoyant, flow = ceilings(workload)
-    print(f"\nzipf {zipf}: {args.requests} requests, seed {args.seed}, speed {args.speed}, "
+    clairvoyant, flow = ceilings(workload, {i.question_id for day in earlier for i in day.items})
+    after = f" after {args.days_before} earlier day(s) in the same cache and model" if args.days_before else ""
+    print(f"\nzipf {zipf}{after}: {args.requests} requests, seed {args.seed}, speed {args.speed}, "
           f"{args.concurrency} analysts at once, R1MW_PREFETCH_MIN_PROB={args.min_prob}")
     for name, figures, p in rows:
         line = f"  {name:18} hit rate {figures['hit_rate']:6.1%}  false hits {figures['false_hits']}"
@@ -91,6 +100,9 @@ if __name__ == "__main__":
     parser.add_argument("--speed", type=float, default=0.002, help="latency scale of the simulated R1")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--min-prob", type=float, default=Settings().prefetch_min_prob)
+    parser.add_argument("--days-before", type=int, default=0,
+                        help="replay this many earlier days (other seeds) into the same cache dir first: "
+                             "the cache and the persisted prefetch model start warm")
     parser.add_argument("--zipf", type=float, nargs="+", default=[2.2, 1.0],
                         help="ticker popularity exponents to run (2.2: the demo's desk; 1.0: a broad watchlist)")
     asyncio.run(main(parser.parse_args()))
