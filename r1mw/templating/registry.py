@@ -38,6 +38,7 @@ MEMO_SIZE = 4096
 """Recent prompts whose match result is kept: a repeated prompt costs one dict lookup."""
 
 
+_TEXT_TYPES = frozenset({"text", "phrase"})  # slot types that can swallow trailing courtesy
 _COURTESY_SPAN = 80  # courtesy at the end is short: the tail regex scans only this much
 
 
@@ -67,7 +68,7 @@ def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
     if bare is None or bare.template is not full.template:
         return False
     changed = [n for n in full.slots if full.slots[n] != bare.slots[n]]
-    if len(changed) != 1 or full.template.slots[changed[0]] not in ("text", "phrase"):
+    if len(changed) != 1 or full.template.slots[changed[0]] not in _TEXT_TYPES:
         return False
     a, b = full.slots[changed[0]], bare.slots[changed[0]]
     rest = a[len(b):] if a.startswith(b) else a[:len(a) - len(b)] if a.endswith(b) else None
@@ -243,14 +244,13 @@ class TemplateRegistry:
         if len(text) > MAX_MATCH_CHARS + 64:  # never matched, never memoized (bounded memory)
             return None
         found = self._match(text)
-        for bare in _without_courtesy(text):
-            if found is None:
-                found = self._match(bare)
-            elif found.template.slots:
-                # A slot at the edge of the template swallowed the courtesy ("... on
-                # {strategy}" + " please"): the same template without it is what was asked.
+        if found is None or not _TEXT_TYPES.isdisjoint(found.template.slots.values()):
+            for bare in _without_courtesy(text):
                 shorter = self._match(bare)
-                if _absorbed(found, shorter):
+                # Matched without its courtesy; or a text slot at the edge of the template
+                # swallowed it ("... on {strategy}" + " please"): the same template without it
+                # is what was asked.
+                if (found is None and shorter is not None) or (found is not None and _absorbed(found, shorter)):
                     found = shorter
                     break
         if len(memo) >= MEMO_SIZE:
