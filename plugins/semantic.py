@@ -135,6 +135,12 @@ class SemanticStage:
         if index is None:
             counts["skipped_not_ready"] += 1
             return await call_next(request)
+        if request.meta.get("template_keyed"):
+            # Keyed by a declared template: its candidates would share the template (the scope)
+            # and must have equal slots (the slot guard), i.e. the very key the exact stage just
+            # missed. Nothing to find, and nothing another request could find here later.
+            counts["skipped_templated"] += 1
+            return await call_next(request)
         question = normalize_question(request.question)
         if not question or len(question) > MAX_QUESTION_CHARS:
             counts["skipped_empty" if not question else "skipped_too_long"] += 1
@@ -370,7 +376,8 @@ class SemanticStage:
             "threshold_source": self.threshold_source,
             "hits": c["hits"], "alias_hits": c["alias_hits"], "misses": c["misses"], "lookups": c["lookups"],
             "skipped_not_ready": c["skipped_not_ready"], "skipped_empty": c["skipped_empty"],
-            "skipped_too_long": c["skipped_too_long"], "unembeddable": c["unembeddable"],
+            "skipped_too_long": c["skipped_too_long"], "skipped_templated": c["skipped_templated"],
+            "unembeddable": c["unembeddable"],
             "candidates": c["candidates"], "vetoed_by": dict(self.vetoes), "stale": c["stale"],
             "indexed": c["indexed"], "dropped": c["dropped"], "reloaded": self.loaded_entries,
             "ann_builds": c["ann_builds"], "index_errors": c["index_errors"],

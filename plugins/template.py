@@ -6,7 +6,9 @@ templates mined from traffic. On a match it leaves, for the stages after it:
 
 * ``meta["template_id"]`` and ``meta["slots"]`` (slot name -> normalized value),
 * ``meta["key_messages"]``: the messages with the matched one replaced by its canonical
-  form, so every spelling of one templated request has one exact key,
+  form, so every spelling of one templated request has one exact key, and
+  ``meta["template_keyed"] = True`` (declared templates only: a mined one annotates, never
+  re-keys),
 * the same id and slots in ``meta["store_meta"]`` (kept with the stored entry).
 
 An unmatched prompt passes through unchanged and feeds the miner. The registry is
@@ -95,6 +97,7 @@ class TemplateStage:
                     # (a user message has role "user"); two keys keep key_of on its fast path.
                     key_messages[i] = {"role": TEMPLATE_ROLE, "content": found.canonical}
                     meta["key_messages"] = key_messages
+                    meta["template_keyed"] = True
                 store_meta = meta.setdefault("store_meta", {})
                 store_meta["template_id"] = tid
                 store_meta["slots"] = slots

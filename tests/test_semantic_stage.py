@@ -600,3 +600,24 @@ async def test_a_third_party_embedder_with_only_the_protocol_methods_works():
     assert content(hit) == fake.answer_for("How do I reset my password?")
     assert content(swapped) == fake.answer_for("Convert 100 EUR to USD") != content(swap)
     assert sem["threshold_source"] == "SIMILARITY_THRESHOLD"
+
+
+async def test_a_request_keyed_by_a_declared_template_skips_the_semantic_lookup(tmp_path):
+    # Its candidates would share its template and need equal slots: the very key the exact
+    # stage just missed. So no embedding, no search, no vector kept; other requests as before.
+    path = tmp_path / "t.json"
+    path.write_text('{"templates": [{"id": "risk", "template": "Assess risk for {size:money} in {symbol:ticker}"}]}')
+    fake = FakeR1()
+    async with pipeline(stages="template,exact,semantic", templates=str(path)) as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=q("Assess risk for $50,000 in AAPL"))
+        await llm(model=M, messages=q("assess risk for $50k in aapl"))  # same key: an exact hit
+        await llm(model=M, messages=q("Assess risk for $60,000 in AAPL"))  # another question
+        stats = pipe.stats()["stages"]["semantic"]
+        assert stats["skipped_templated"] == 2 and stats["lookups"] == 0 and stats["indexed"] == 0
+        assert len(fake.calls) == 2 and pipe.stats()["hits"] == 1
+        await llm(model=M, messages=q("What is the RSI of AAPL on the daily chart?"))
+        await llm(model=M, messages=q("what's the RSI for AAPL on the daily chart"))
+        stats = pipe.stats()["stages"]["semantic"]
+        assert stats["lookups"] == 2 and stats["hits"] == 1  # untemplated: looked up as before
