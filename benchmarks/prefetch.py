@@ -31,7 +31,7 @@ import tempfile
 
 from r1mw import Settings
 from r1mw.templating import BUNDLED
-from r1mw.workload.generator import Workload, WorkloadSpec, generate
+from r1mw.workload.generator import Item, Workload, WorkloadSpec, generate
 from r1mw.workload.replay import RunConfig, replay
 
 _FLOW_STEPS = {("analyze_strategy", "assess_risk"), ("assess_risk", "predict_movement")}
@@ -41,13 +41,13 @@ def ceilings(workload: Workload, asked_before: set[str] | None = None) -> tuple[
     """(clairvoyant, flow) ceilings of the prefetch gain, as shares of all requests
     (questions of ``asked_before``, earlier days', are in the cache already)."""
     seen: set[str] = set(asked_before or ())
-    last: dict[str, object] = {}
+    last: dict[str, Item] = {}
     clairvoyant = flow = 0
     for item in sorted(workload.items, key=lambda i: i.t):
         prev = last.get(item.session)
         if item.question_id not in seen and prev is not None:
             clairvoyant += 1
-            if (prev.template_id, item.template_id) in _FLOW_STEPS and item.kind == "flow":  # type: ignore[attr-defined]
+            if (prev.template_id, item.template_id) in _FLOW_STEPS and item.kind == "flow":
                 flow += 1
         seen.add(item.question_id)
         last[item.session] = item
