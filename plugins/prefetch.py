@@ -119,7 +119,8 @@ class PrefetchStage:
         if not session:
             return
         user = f"{request.namespace}\x00{request.user}" if request.user else None
-        self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example, user=user)
+        self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example, user=user,
+                           desk=request.namespace)
         for prediction in self.model.predict(f"{request.namespace}\x00{session}"):
             if prediction.probability >= self.min_prob:
                 self._prefetch(request, prediction)

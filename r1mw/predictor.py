@@ -6,10 +6,11 @@ symbols of a session the model counts which symbol came next; prediction backs o
 longest context that has enough observations. Slot values carry over: each session remembers
 the latest value of every slot it used, and for each transition the model learns, per slot of
 the next template, whether the value repeats the session's latest value of that slot (the
-ticker from two requests back, the analyst's usual horizon), embeds another remembered value in
-a fixed text ("a $50,000 long position in {symbol}"), or is one dominant literal. The most
-frequent relation the session can fill wins; a prediction with a slot no majority agrees on
-is not made.
+ticker from two requests back), is the user's usual value of it (the analyst's horizon),
+follows the latest value in the order the user or the desk walks that slot (the next ticker
+of a watchlist), embeds another remembered value in a fixed text ("a $50,000 long position in
+{symbol}"), or is one dominant literal. The most frequent relation the session can fill wins;
+a prediction with a slot no majority agrees on is not made.
 
 Memory is bounded (contexts, successors per context, sessions, remembered raw requests: each
 LRU-capped), and the whole model round-trips through plain msgpack-able data (never pickle).
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 __all__ = ["Prediction", "SequenceModel"]
 
@@ -64,12 +65,12 @@ class _Successors:
                 if len(per) > _MAX_TAGS:  # a slot with many literals is not predictable: keep it small
                     del per[min((k for k in per if k not in ("#", "=")), key=per.__getitem__)]
 
-    def fill(self, symbol: str, memory: Mapping[str, Any],
-             known: "Callable[[str, str, Any], tuple[str, float] | None]") -> tuple[dict[str, Any], float] | None:
+    def fill(self, symbol: str, memory: Mapping[str, Any], lookup: "_Lookup") -> tuple[dict[str, Any], float] | None:
         """Slots for ``symbol`` from what usually happens, with the share of past transitions
-        they agree with (the product over slots); None when one cannot be filled. ``known``
-        gives the value a slot took before with the same carried value (the desk's position
-        in this ticker), which beats the general pattern."""
+        they agree with (the product over slots); None when one cannot be filled. ``lookup``
+        answers the session's learnt values: the value a slot took before with the same
+        carried value (the desk's position in this ticker, which beats the general pattern),
+        the user's usual value, the value that follows another in the user's or desk's order."""
         stats = self.slot_stats.get(symbol)
         if not stats:
             return {}, 1.0
@@ -86,7 +87,7 @@ class _Successors:
                     # Embeds the session's value of another slot: the value asked before with
                     # that one ("500 shares of AAPL"), else the pattern most new ones took.
                     other = tag[2:]
-                    seen = known(name, other, memory.get(other))
+                    seen = lookup.known(symbol, name, other, memory.get(other))
                     if seen is not None:
                         value, share = seen[0], count / (total + 1) * seen[1]
                     else:
@@ -94,6 +95,13 @@ class _Successors:
                         if found is None:
                             continue
                         value, share = found[0], count / (total + 1) * found[1]
+                elif tag in ("u", "n"):
+                    # The user's usual value, or the one that follows the session's latest in
+                    # the walked order: as likely as the relation and that value together.
+                    seen = lookup.usual(name) if tag == "u" else lookup.following(name, memory.get(name))
+                    if seen is None:
+                        continue
+                    value, share = seen[0], count / (total + 1) * seen[1]
                 else:
                     value = _resolve(name, tag, memory)
                     if value is None:
@@ -120,18 +128,25 @@ class _Successors:
 
 
 _MAX_TAGS = 16
-_RANK = {"=": 0, "x": 1, "v": 2}
+_RANK = {"=": 0, "u": 1, "n": 2, "x": 3, "v": 4}
 
 
-def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
+def _tags(name: str, value: Any, memory: Mapping[str, Any], usual: Any = None, following: Any = None) -> list[str]:
     """Every way a slot of the next request relates to what the session asked before:
-    ``=`` (the session's latest value of the same slot: the ticker, the analyst's usual
-    horizon), ``p:<slot>\x00<pattern>`` (a fixed text that embeds the session's latest value of
-    another slot, e.g. "a $50,000 long position in {symbol}"; ``f:`` the same in a value kept
-    without case), and always ``v:<literal>``."""
+    ``=`` (the session's latest value of the same slot: the ticker), ``u`` (the user's usual
+    value: their horizon), ``n`` (the value that followed the session's latest one before, in
+    the user's or the desk's order: the next ticker of the watchlist),
+    ``p:<slot>\x00<pattern>`` (a fixed text that embeds the session's latest value of another
+    slot, e.g. "a $50,000 long position in {symbol}"; ``f:`` the same in a value kept without
+    case), and always ``v:<literal>``."""
     tags = []
+    text = _text(value)
     if name in memory and memory[name] == value:
         tags.append("=")
+    elif following is not None and text == following:
+        tags.append("n")
+    if usual is not None and text == usual:
+        tags.append("u")
     if isinstance(value, str):
         folded = value == value.casefold()  # a value compared without case ("phrase" slots)
         for other, carried in reversed(memory.items()):  # the most recent first
@@ -143,7 +158,7 @@ def _tags(name: str, value: Any, memory: Mapping[str, Any]) -> list[str]:
             if folded and carried.casefold() in value:
                 tags.append("f:" + other + "\x00" + value.replace(carried.casefold(), "\x01"))
                 break
-    tags.append("v:" + _text(value))
+    tags.append("v:" + text)
     return tags
 
 
@@ -183,6 +198,30 @@ def _resolve(name: str, tag: str, memory: Mapping[str, Any]) -> Any:
     return tag[2:]
 
 
+def _majority(counts: Mapping[str, int] | None) -> tuple[str, float] | None:
+    """The value most of ``counts`` agree on, with its smoothed share; None unless it was seen
+    at least twice and is a majority (once is not a habit)."""
+    if not counts:
+        return None
+    total = sum(counts.values())
+    value, count = max(counts.items(), key=lambda kv: kv[1])
+    return (value, count / (total + 1)) if count >= 2 and count * 2 > total else None
+
+
+def _count(table: "OrderedDict[Any, dict[str, int]]", key: Any, value: str, cap: int) -> None:
+    """One more sighting of ``value`` under ``key`` in an LRU-bounded table of counts."""
+    counts = table.get(key)
+    if counts is None:
+        counts = table[key] = {}
+        while len(table) > cap:
+            table.popitem(last=False)
+    else:
+        table.move_to_end(key)
+    counts[value] = counts.get(value, 0) + 1
+    if len(counts) > _MAX_TAGS:  # a long tail is not predictable: keep the table small
+        del counts[min(counts, key=counts.__getitem__)]
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
 
@@ -193,10 +232,14 @@ _MEMORY_SLOTS = 32
 @dataclass(slots=True)
 class _Session:
     user: str | None = None
+    desk: str = ""
     history: list[str] = field(default_factory=list)
     last: Mapping[str, Any] | None = None
     # The session's latest value of each slot name, the most recent last (bounded).
     memory: dict[str, Any] = field(default_factory=dict)
+    # (history, memory, last) before the latest request: the thread to go back to if that
+    # request turns out to have been an aside (a look back at another ticker's answer).
+    before: tuple[list[str], dict[str, Any], Mapping[str, Any] | None] | None = None
 
     def remember(self, slots: Mapping[str, Any] | None) -> None:
         self.last = dict(slots) if slots else None
@@ -242,15 +285,22 @@ class SequenceModel:
         # (symbol, slot, carried slot, carried value) -> {value: count}: what a slot embedding
         # another took before for that value ("500 shares of AAPL" for AAPL).
         self._known: OrderedDict[tuple[str, str, str, str], dict[str, int]] = OrderedDict()
+        # (user, slot) -> {value: count}: a user's usual values (their horizon, their strategy).
+        self._usual: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
+        # (scope, slot, value) -> {next value: count}: the order a user ("u\x00<user>") or a
+        # desk ("d\x00<desk>") walks a slot's values: their watchlist, ticker after ticker.
+        self._next: OrderedDict[tuple[str, str, str], dict[str, int]] = OrderedDict()
         self.observed = 0
+        self.asides = 0
 
     def __len__(self) -> int:
         return len(self._contexts)
 
     def observe(self, session: str, symbol: str, slots: Mapping[str, Any] | None = None,
-                example: Any = None, user: str | None = None) -> None:
-        """Record that ``session`` (of ``user``, if known) asked ``symbol`` with its slots
-        after what it asked before."""
+                example: Any = None, user: str | None = None, desk: str = "") -> None:
+        """Record that ``session`` (of ``user``, if known, on ``desk``: the group whose shared
+        order it follows, e.g. the namespace) asked ``symbol`` with its slots after what it
+        asked before."""
         self.observed += 1
         if example is not None:
             self._examples[symbol] = example
@@ -259,15 +309,25 @@ class SequenceModel:
                 self._examples.popitem(last=False)
         state = self._sessions.get(session)
         if state is None:
-            state = self._sessions[session] = _Session(user=user)
+            state = self._sessions[session] = _Session(user=user, desk=desk)
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         else:
             self._sessions.move_to_end(session)
-        history = state.history
-        if history and history[-1] == symbol and state.last == (dict(slots) if slots else None):
+        if state.history and state.history[-1] == symbol and state.last == (dict(slots) if slots else None):
             return  # the same request again (a retry, a re-read) is not a step of the sequence
-        slot_tags = self._slot_tags(symbol, slots, self._memory(state)) if history else None
+        if state.before is not None and self._was_aside(state, symbol, slots):
+            # The previous request was a look back (another ticker's answer, a repeat); the
+            # session's thread goes on from before it. What it taught is kept.
+            state.history, state.memory, state.last = state.before
+            self.asides += 1
+        state.before = (list(state.history), dict(state.memory), state.last)
+        history = state.history
+        memory = self._memory(state)
+        lookup = _Lookup(self, state)
+        slot_tags = self._slot_tags(symbol, slots, memory, lookup) if history else None
+        if slots:
+            self._learn_values(state, slots, memory)
         for n in range(1, min(self.order, len(history)) + 1):
             context = tuple(history[-n:])
             succ = self._contexts.get(context)
@@ -293,12 +353,27 @@ class SequenceModel:
             del history[0]
 
     def _memory(self, state: "_Session") -> Mapping[str, Any]:
-        """The session's remembered slot values over its user's (the session's are newer)."""
+        """The session's remembered slot values over its user's, in recency order (the
+        session's are newer; ``_tags`` looks for the most recent value a slot embeds)."""
         mine = self._users.get(state.user) if state.user is not None else None
-        return {**mine, **state.memory} if mine else state.memory
+        if not mine:
+            return state.memory
+        session = state.memory
+        return {**{k: v for k, v in mine.items() if k not in session}, **session}
+
+    def _learn_values(self, state: "_Session", slots: Mapping[str, Any], memory: Mapping[str, Any]) -> None:
+        """Count the user's usual values and the order the user and desk walk each slot's."""
+        for name, value in slots.items():
+            text = _text(value)
+            if state.user is not None:
+                _count(self._usual, (state.user, name), text, self.max_known)
+            before = memory.get(name)
+            if before is not None and before != value:
+                for scope in _scopes(state):
+                    _count(self._next, (scope, name, _text(before)), text, self.max_known)
 
     def _slot_tags(self, symbol: str, slots: Mapping[str, Any] | None,
-                   memory: Mapping[str, Any]) -> dict[str, list[str]] | None:
+                   memory: Mapping[str, Any], lookup: "_Lookup") -> dict[str, list[str]] | None:
         """Each slot's tags for the transition statistics. A value that embeds another slot's
         value is also remembered for that value; when it was seen with that value before, its
         pattern tag becomes ``k:<slot>`` ("a value known for the carried one"), so the pattern
@@ -307,54 +382,56 @@ class SequenceModel:
             return None
         out = {}
         for name, value in slots.items():
-            tags = _tags(name, value, memory)
+            usual = lookup.usual(name)
+            following = lookup.following(name, memory.get(name))
+            tags = _tags(name, value, memory, usual and usual[0], following and following[0])
             pattern = next((t for t in tags if t[:2] in ("p:", "f:")), None)
             if pattern is not None:
                 other = pattern[2:].split("\x00", 1)[0]
                 key = (symbol, name, other, _text(memory[other]))
-                counts = self._known.get(key)
-                literal = _text(value)
-                if counts is None:
-                    counts = self._known[key] = {}
-                    while len(self._known) > self.max_known:
-                        self._known.popitem(last=False)
-                else:
-                    self._known.move_to_end(key)
-                counts[literal] = counts.get(literal, 0) + 1
-                if len(counts) > _MAX_TAGS:
-                    del counts[min(counts, key=counts.__getitem__)]
-                if sum(counts.values()) > 1:  # seen with this value before: not news about new values
+                _count(self._known, key, _text(value), self.max_known)
+                if sum(self._known[key].values()) > 1:  # seen with this value before: not news about new values
                     tags = ["k:" + other if t is pattern else t for t in tags]
             out[name] = tags
         return out
 
-    def _known_value(self, symbol: str) -> "Callable[[str, str, Any], tuple[str, float] | None]":
-        def known(name: str, other: str, carried: Any) -> tuple[str, float] | None:
-            counts = self._known.get((symbol, name, other, _text(carried)))
-            if not counts:
-                return None
-            total = sum(counts.values())
-            value, count = max(counts.items(), key=lambda kv: kv[1])
-            # Once is not a habit: one sighting is a worse guess than the desk's usual pattern.
-            return (value, count / (total + 1)) if count >= 2 and count * 2 > total else None
-        return known
-
     def predict(self, session: str, k: int = 2) -> list[Prediction]:
         """Up to ``k`` likely next requests of ``session``, most likely first."""
         state = self._sessions.get(session)
-        if state is None or not state.history:
+        return self._predict(state, k) if state is not None else []
+
+    def _was_aside(self, state: _Session, symbol: str, slots: Mapping[str, Any] | None) -> bool:
+        """Does ``symbol``/``slots`` continue what the session was doing *before* its latest
+        request, and not what that request would lead to? Then that request was an aside."""
+        if _fits(self._predict(state, self.max_successors), symbol, slots):
+            return False
+        assert state.before is not None
+        history, memory, last = state.before
+        if not history:
+            return False
+        thread = _Session(user=state.user, desk=state.desk, history=history, last=last, memory=memory)
+        return _fits(self._predict(thread, self.max_successors), symbol, slots)
+
+    def _predict(self, state: _Session, k: int) -> list[Prediction]:
+        if not state.history:
             return []
         history = state.history
         memory = self._memory(state)
-        for n in range(min(self.order, len(history)), 0, -1):
-            succ = self._contexts.get(tuple(history[-n:]))
+        lookup = _Lookup(self, state)
+        found = [(n, self._contexts.get(tuple(history[-n:]))) for n in range(min(self.order, len(history)), 0, -1)]
+        contexts = [succ for _, succ in found if succ is not None]
+        for _, succ in found:
             if succ is None or succ.total < self.min_support:
                 continue
             out = []
             for symbol, count in sorted(succ.counts.items(), key=lambda kv: -kv[1])[:k]:
                 slots, agreement = None, 1.0
                 if symbol.startswith("t:"):
-                    filled = succ.fill(symbol, memory, self._known_value(symbol))
+                    # Which request comes next depends on the longer context; how its slots
+                    # relate to the session's hardly does: fill them from the context that saw
+                    # this successor most often (a long context seen twice is noise).
+                    fuller = max(contexts, key=lambda c: c.counts.get(symbol, 0))
+                    filled = fuller.fill(symbol, memory, lookup)
                     if filled is None:
                         continue
                     slots, agreement = filled
@@ -370,15 +447,18 @@ class SequenceModel:
     # -- persistence: plain data ---------------------------------------------------------
     def to_data(self) -> dict[str, Any]:
         return {
-            "v": 2,
+            "v": 3,
             "order": self.order,
             "contexts": [[list(ctx), succ.to_data()] for ctx, succ in self._contexts.items()],
             "examples": [[k, v] for k, v in self._examples.items()],
             "known": [[list(k), v] for k, v in self._known.items()],
+            "usual": [[list(k), v] for k, v in self._usual.items()],
+            "next": [[list(k), v] for k, v in self._next.items()],
         }
 
     def load_data(self, data: Mapping[str, Any]) -> None:
-        if data.get("v") != 2 or data.get("order") != self.order:
+        # v2 lacks only the usual values and orders, which are learnt again.
+        if data.get("v") not in (2, 3) or data.get("order") != self.order:
             return  # another format or order: start afresh rather than mislearn
         for ctx, succ in _tail(data.get("contexts", ()), self.max_contexts):
             self._contexts[tuple(str(s) for s in ctx)] = _Successors.from_data(succ)
@@ -388,6 +468,51 @@ class SequenceModel:
             if len(key) == 4:
                 self._known[(str(key[0]), str(key[1]), str(key[2]), str(key[3]))] = \
                     {str(v): int(c) for v, c in counts.items()}
+        for key, counts in _tail(data.get("usual", ()), self.max_known):
+            if len(key) == 2:
+                self._usual[(str(key[0]), str(key[1]))] = {str(v): int(c) for v, c in counts.items()}
+        for key, counts in _tail(data.get("next", ()), self.max_known):
+            if len(key) == 3:
+                self._next[(str(key[0]), str(key[1]), str(key[2]))] = {str(v): int(c) for v, c in counts.items()}
+
+
+class _Lookup:
+    """What the model learnt, as one session sees it: its user's and its desk's habits."""
+
+    __slots__ = ("model", "state")
+
+    def __init__(self, model: SequenceModel, state: _Session) -> None:
+        self.model = model
+        self.state = state
+
+    def known(self, symbol: str, name: str, other: str, carried: Any) -> tuple[str, float] | None:
+        """The value ``name`` took before when ``other`` was ``carried`` (AAPL's position)."""
+        return _majority(self.model._known.get((symbol, name, other, _text(carried))))
+
+    def usual(self, name: str) -> tuple[str, float] | None:
+        """The user's usual value of ``name``."""
+        user = self.state.user
+        return None if user is None else _majority(self.model._usual.get((user, name)))
+
+    def following(self, name: str, current: Any) -> tuple[str, float] | None:
+        """The value that came after ``current`` in the user's order, else in the desk's."""
+        if current is None:
+            return None
+        for scope in _scopes(self.state):
+            found = _majority(self.model._next.get((scope, name, _text(current))))
+            if found is not None:
+                return found
+        return None
+
+
+def _scopes(state: _Session) -> tuple[str, ...]:
+    desk = "d\x00" + state.desk
+    return (desk,) if state.user is None else ("u\x00" + state.user, desk)
+
+
+def _fits(predictions: Iterable[Prediction], symbol: str, slots: Mapping[str, Any] | None) -> bool:
+    """Is this request one of ``predictions``, slot for slot?"""
+    return any(p.symbol == symbol and dict(p.slots or {}) == dict(slots or {}) for p in predictions)
 
 
 def _tail(items: Iterable[Any], n: int) -> list[Any]:

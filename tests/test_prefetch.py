@@ -103,7 +103,7 @@ def test_sequence_model_memory_is_bounded():
         m.observe(f"s{i % 37}", "t:risk", {"symbol": f"T{i}", f"slot{i % 50}": f"v{i}"}, user=f"u{i % 23}")
         m.observe(f"s{i % 37}", "t:pos", {"position": f"{i} shares of T{i}"}, user=f"u{i % 23}")
     assert len(m) <= 50 and len(m._sessions) <= 10 and len(m._examples) <= 5
-    assert len(m._users) <= 10 and len(m._known) <= 20
+    assert len(m._users) <= 10 and len(m._known) <= 20 and len(m._usual) <= 20 and len(m._next) <= 20
     assert all(len(s.memory) <= 32 for s in m._sessions.values()) and all(len(u) <= 32 for u in m._users.values())
     assert all(len(s.counts) <= 4 for s in m._contexts.values())
 
@@ -522,3 +522,95 @@ def test_slots_carry_over_from_the_session_s_memory_not_only_the_previous_reques
     m.observe("new", "t:risk", {"position_size": "500 shares of IBM"})
     best = m.predict("new")[0]
     assert best.symbol == "t:predict" and dict(best.slots) == {"symbol": "IBM", "timeframe": "next 9 weeks"}
+
+
+def _flow(m, session, ticker, user=None, position="a $50,000 long position in {}"):
+    m.observe(session, "t:analyze", {"symbol": ticker}, user=user)
+    m.observe(session, "t:risk", {"position_size": position.format(ticker)}, user=user)
+    m.observe(session, "t:predict", {"symbol": ticker}, user=user)
+
+
+def test_an_aside_does_not_derail_the_session_s_thread():
+    m = SequenceModel(order=1, min_support=2)
+    for t in ("AAPL", "MSFT", "TSLA", "KO"):
+        _flow(m, t, t)
+    m.observe("new", "t:analyze", {"symbol": "NVDA"})
+    # A look back at another ticker's analysis, then the session goes on with NVDA.
+    m.observe("new", "t:analyze", {"symbol": "AAPL"})
+    m.observe("new", "t:risk", {"position_size": "a $50,000 long position in NVDA"})
+    best = m.predict("new")[0]
+    assert best.symbol == "t:predict" and dict(best.slots) == {"symbol": "NVDA"}
+    assert m.asides == 1
+    # A change of course is not an aside: the new ticker's risk follows it.
+    m.observe("turn", "t:analyze", {"symbol": "NVDA"})
+    m.observe("turn", "t:analyze", {"symbol": "IBM"})
+    m.observe("turn", "t:risk", {"position_size": "a $50,000 long position in IBM"})
+    assert dict(m.predict("turn")[0].slots) == {"symbol": "IBM"} and m.asides == 1
+
+
+def test_a_fixed_text_is_tied_to_the_ticker_it_embeds_not_to_another_session_s_word():
+    # Ann has two sessions open: one plans trades ("long", asked last), the other analyses
+    # tickers. The position embeds the analysis session's ticker, its most recent value.
+    m = SequenceModel(order=1, min_support=2)
+    for t, index in zip(("AAPL", "MSFT", "TSLA", "NVDA"), ("SPY", "QQQ", "IWM", "DIA")):
+        m.observe(f"analysis-{t}", "t:analyze", {"symbol": t}, user="ann")
+        m.observe("plans", "t:trade_plan", {"symbol": index, "direction": "long"}, user="ann")
+        if t != "NVDA":
+            m.observe(f"analysis-{t}", "t:risk", {"position_size": f"a $50,000 long position in {t}"}, user="ann")
+    best = m.predict("analysis-NVDA")[0]
+    assert best.symbol == "t:risk" and dict(best.slots) == {"position_size": "a $50,000 long position in NVDA"}
+
+
+def test_a_user_s_usual_value_beats_their_latest_exception():
+    m = SequenceModel(order=1, min_support=2)
+    habits = {"ann": "next 2 weeks", "carl": "next 1 week", "dan": "next quarter"}
+    for user, usual in habits.items():
+        horizons = [usual] * 12
+        horizons[4], horizons[8], horizons[11] = "next year", "today", "next 3 days"
+        for s, horizon in enumerate(horizons):
+            m.observe(f"{user}{s}", "t:risk", {"symbol": "AAPL"}, user=user)
+            m.observe(f"{user}{s}", "t:predict", {"symbol": "AAPL", "timeframe": horizon}, user=user)
+    fresh = SequenceModel(order=1, min_support=2)
+    fresh.load_data(m.to_data())
+    for model in (m, fresh):
+        for user, usual in habits.items():
+            # The latest horizon each user asked was an exception ("next 3 days").
+            model.observe(f"{user}-new", "t:risk", {"symbol": "NVDA"}, user=user)
+            slots = dict(model.predict(f"{user}-new")[0].slots)
+            assert slots == {"symbol": "NVDA", "timeframe": usual}
+
+
+def test_the_order_a_desk_walks_its_watchlist_is_learnt_per_desk():
+    watchlist = ("KO", "AAPL", "INTC", "MSFT", "NVDA")
+    m = SequenceModel(order=1, min_support=2)
+    for s in range(8):  # each analyst starts somewhere on the list
+        for t in watchlist[s % 3:] + watchlist[:s % 3]:
+            _flow(m, f"desk{s}", t, user=f"analyst{s}", position="500 shares of {}")
+    fresh = SequenceModel(order=1, min_support=2)
+    fresh.load_data(m.to_data())
+    for model in (m, fresh):
+        _flow(model, "monday", "AAPL", user="newcomer", position="500 shares of {}")
+        assert [(p.symbol, dict(p.slots)) for p in model.predict("monday")[:1]] == [("t:analyze", {"symbol": "INTC"})]
+        # Another desk (namespace) never walked it: no guess at its next ticker.
+        _flow(model, "elsewhere", "AAPL", position="500 shares of {}")
+        model.observe("other-desk", "t:predict", {"symbol": "AAPL"}, desk="other")
+        model.observe("other-desk", "t:analyze", {"symbol": "KO"}, desk="other")
+        model.observe("other-desk", "t:risk", {"position_size": "500 shares of KO"}, desk="other")
+        model.observe("other-desk", "t:predict", {"symbol": "KO"}, desk="other")
+        assert not [p for p in model.predict("other-desk") if p.symbol == "t:analyze"]
+
+
+def test_slots_are_filled_from_the_context_that_saw_the_successor_most():
+    # A longer context seen twice with an odd position must not decide how the slot is
+    # filled: the short context saw risk after analysis many times.
+    m = SequenceModel(order=2, min_support=2)
+    for t in ("AAPL", "MSFT", "TSLA", "KO", "GS"):
+        _flow(m, t, t)
+    for s in range(2):
+        m.observe(f"odd{s}", "t:earnings", {"stock": "PEP"})
+        m.observe(f"odd{s}", "t:analyze", {"symbol": "AMD"})
+        m.observe(f"odd{s}", "t:risk", {"position_size": "3000 shares of INTC bought at $31"})
+    m.observe("new", "t:earnings", {"stock": "PEP"})
+    m.observe("new", "t:analyze", {"symbol": "NVDA"})
+    best = m.predict("new")[0]
+    assert best.symbol == "t:risk" and dict(best.slots) == {"position_size": "a $50,000 long position in NVDA"}
