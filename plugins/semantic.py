@@ -32,7 +32,7 @@ from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
-from r1mw.semantic.text import analyze, embedding_text, normalize_question
+from r1mw.semantic.text import embedding_text, learn_tickers, normalize_question
 
 log = logging.getLogger("r1mw.semantic")
 
@@ -279,7 +279,9 @@ class SemanticStage:
                 self.bytes_saved += _size(reply)
                 self.counts["deduplicated"] += 1
                 return
-        asyncio.get_running_loop().call_soon(analyze, question)  # warm the guards' memo, off both paths
+        # Tickers it writes in capitals make the guards stricter for every later prompt; the
+        # rest of its analysis waits until a guard compares it (memoized then).
+        learn_tickers(question)
         now = time.time()
         added = index.add(Record(key, scope, question, _plain(request.meta.get("slots")),
                                  request.meta.get("template_id"), now), vector)
