@@ -2,8 +2,8 @@
 
 Placed after ``exact``. On a lookup: embed the question (normalized), search the request's
 scope (namespace, model, answer-changing parameters, system prompt and earlier turns,
-template id), and pass each candidate above the similarity threshold through every guard;
-the first one all guards allow and the store still holds is served (``request.source =
+template id and slot values), and pass each candidate above the similarity threshold through
+every guard; the first one all guards allow and the store still holds is served (``request.source =
 "semantic"``, ``meta["similarity"]``, ``meta["served_by"]``). On a miss the request goes on
 down the chain and, once its reply is complete, the question is indexed under the exact key.
 
@@ -150,7 +150,7 @@ class SemanticStage:
             messages = request.meta.get("key_messages", request.messages)
             key = request.key = key_of(request.namespace, request.model, messages, request.params)
         scope = scope_of(request.namespace, request.model, _context(request.messages), request.params,
-                         request.meta.get("template_id"))
+                         request.meta.get("template_id"), _plain(request.meta.get("slots")))
         vector = None
         looked = float("inf")  # entries indexed before this were checked by the lookup
         if not request.control.no_cache:
