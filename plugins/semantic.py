@@ -2,8 +2,8 @@
 
 Placed after ``exact``. On a lookup: embed the question (normalized), search the request's
 scope (namespace, model, answer-changing parameters, system prompt and earlier turns,
-template id), and pass each candidate above the similarity threshold through every guard;
-the first one all guards allow and the store still holds is served (``request.source =
+template id and slot values), and pass each candidate above the similarity threshold through
+every guard; the first one all guards allow and the store still holds is served (``request.source =
 "semantic"``, ``meta["similarity"]``, ``meta["served_by"]``). On a miss the request goes on
 down the chain and, once its reply is complete, the question is indexed under the exact key.
 
@@ -32,7 +32,7 @@ from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
-from r1mw.semantic.text import analyze, embedding_text, normalize_question
+from r1mw.semantic.text import embedding_text, learn_tickers, normalize_question
 
 log = logging.getLogger("r1mw.semantic")
 
@@ -150,7 +150,7 @@ class SemanticStage:
             messages = request.meta.get("key_messages", request.messages)
             key = request.key = key_of(request.namespace, request.model, messages, request.params)
         scope = scope_of(request.namespace, request.model, _context(request.messages), request.params,
-                         request.meta.get("template_id"))
+                         request.meta.get("template_id"), _plain(request.meta.get("slots")))
         vector = None
         looked = float("inf")  # entries indexed before this were checked by the lookup
         if not request.control.no_cache:
@@ -279,7 +279,9 @@ class SemanticStage:
                 self.bytes_saved += _size(reply)
                 self.counts["deduplicated"] += 1
                 return
-        asyncio.get_running_loop().call_soon(analyze, question)  # warm the guards' memo, off both paths
+        # Tickers it writes in capitals make the guards stricter for every later prompt; the
+        # rest of its analysis waits until a guard compares it (memoized then).
+        learn_tickers(question)
         now = time.time()
         added = index.add(Record(key, scope, question, _plain(request.meta.get("slots")),
                                  request.meta.get("template_id"), now), vector)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r1mw.semantic.embedder import normalize_rows
-from r1mw.semantic.index import ExactPartition, Record, VectorIndex, ann_available, build_ann
+from r1mw.keys import key_of
+from r1mw.semantic.index import ExactPartition, Record, VectorIndex, ann_available, build_ann, scope_of
 
 DIM = 8
 rng = np.random.default_rng(7)
@@ -21,6 +22,19 @@ def unit(v) -> np.ndarray:
 
 def rec(i: int, scope: bytes = b"s", text: str = "t") -> Record:
     return Record(i.to_bytes(16, "big"), scope, f"{text}{i}")
+
+
+def test_slot_values_are_part_of_the_scope():
+    ctx = [{"role": "system", "content": "You are an analyst."}]
+    base = scope_of("", "m", ctx, {"temperature": 0.6}, "t:analyze", {"symbol": "AAPL", "window": 20})
+    assert base == scope_of("", "m", ctx, {"temperature": 0.6}, "t:analyze", {"window": 20, "symbol": "AAPL"})
+    assert base != scope_of("", "m", ctx, {"temperature": 0.6}, "t:analyze", {"symbol": "MSFT", "window": 20})
+    assert base != scope_of("", "m", ctx, {"temperature": 0.6}, "t:analyze", {"symbol": "AAPL"})
+    assert base != scope_of("", "m", ctx, {"temperature": 0.6}, "t:analyze", None)
+    # without slots, the scope is what it was before slots joined it (saved indexes still match)
+    marker = {"role": "r1mw:template", "content": "t:analyze"}
+    assert scope_of("", "m", ctx, {}, "t:analyze", {}) == scope_of("", "m", ctx, {}, "t:analyze") \
+        == key_of("", "m", [*ctx, marker], {})
 
 
 def test_search_stays_inside_its_scope():

@@ -161,9 +161,12 @@ async def test_a_different_slot_value_misses_and_the_same_hits():
         llm = r1mw.wrap(fake, pipe)
         await llm(model=M, messages=q(stored))
         assert content(await llm(model=M, messages=q(other))) == fake.answer_for(other)
+        candidates_before = pipe.stats()["stages"]["semantic"]["candidates"]
         assert content(await llm(model=M, messages=q(same))) == fake.answer_for(stored)
         sem = pipe.stats()["stages"]["semantic"]
-    assert sem["vetoed_by"].get("slots", 0) >= 1
+    # another slot value is another scope: never even a candidate (nothing for the guards to do)
+    assert candidates_before == 0
+    assert sem["vetoed_by"].get("slots", 0) == 0
     assert len(fake.calls) == 2
 
 

@@ -2,8 +2,9 @@
 
 A *scope* is everything that must be equal for two requests to share an answer besides the
 question itself: namespace, model, answer-changing parameters, system prompt and earlier turns,
-template id (:func:`scope_of`). Each scope is its own :class:`Partition`, so a search never
-even sees a vector from another model, temperature, tenant or conversation.
+template id and slot values (:func:`scope_of`). Each scope is its own :class:`Partition`, so a
+search never even sees a vector from another model, temperature, tenant, conversation or
+slot value.
 
 A partition keeps a growing matrix; a search is one matrix-vector product and a threshold
 filter (``flatnonzero(sims >= threshold)``), then the few candidates are sorted: no full sort.
@@ -19,6 +20,7 @@ nothing read back can run code.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -39,9 +41,16 @@ _FORMAT = 1
 
 
 def scope_of(namespace: str, model: str, context: list[Any], params: Mapping[str, Any],
-             template_id: str | None) -> bytes:
-    """The scope of a request: its exact key computed without the question, plus the template id."""
+             template_id: str | None, slots: Mapping[str, Any] | None = None) -> bytes:
+    """The scope of a request: its exact key computed without the question, plus the template id
+    and the template's slot values. Requests with other slot values ask another question (the
+    slot guard vetoes them): a scope of their own means a search never even sees them. A
+    request without slots has the scope it always had (indexes saved before still match)."""
     marker = [{"role": "r1mw:template", "content": template_id or ""}]
+    if slots:
+        # as canonical JSON text: the key's fast path for string contents (a dict costs 10 us)
+        values = json.dumps({str(k): v for k, v in slots.items()}, sort_keys=True, ensure_ascii=False, default=str)
+        marker.append({"role": "r1mw:slots", "content": values})
     return key_of(namespace, model, [*context, *marker], params)
 
 
@@ -102,7 +111,8 @@ class ExactPartition:
 
     kind = "exact"
 
-    def __init__(self, dim: int, capacity: int = 64) -> None:
+    # Small at first: with slot values in the scope, most partitions hold one or two questions.
+    def __init__(self, dim: int, capacity: int = 2) -> None:
         self.dim = dim
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._records: list[Record | None] = [None] * capacity
