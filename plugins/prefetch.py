@@ -30,6 +30,7 @@ import r1mw
 from r1mw import CacheControl, Reply, Request, StreamedReply
 from r1mw.budget import Budget, Grant
 from r1mw.predictor import Prediction, SequenceModel
+from r1mw.singleflight import Withdrawn
 
 log = logging.getLogger("r1mw.prefetch")
 
@@ -184,17 +185,14 @@ class PrefetchStage:
         if signature in self._pending:
             return
         self.counts["predicted"] += 1
-        # The reservation is the dearest reply of this kind seen: the budget holds even if it hits.
+        # The reservation is the dearest reply of this kind seen: the budget holds whatever it costs.
         estimate = self._cost.get(prediction.symbol) or max(self._cost.values(), default=0)
         if not estimate:
             self.counts["no_estimate"] += 1
             return
-        grant = self.budget.try_acquire(estimate)
-        if grant is None:
-            return
         self._pending.add(signature)
         self._inflight[id(built)] = built
-        self.pipeline.spawn(self._run(built, grant, prediction.symbol, signature), name="r1mw-prefetch-call")
+        self.pipeline.spawn(self._run(built, estimate, prediction.symbol, signature), name="r1mw-prefetch-call")
 
     def _build(self, current: Request, prediction: Prediction) -> Request | None:
         if prediction.symbol.startswith("t:"):
@@ -229,14 +227,28 @@ class PrefetchStage:
             meta={"prefetch": True, "store_meta": {"prefetched": True}},
         )
 
-    async def _run(self, request: Request, grant: Grant, symbol: str, signature: bytes) -> None:
+    async def _run(self, request: Request, estimate: int, symbol: str, signature: bytes) -> None:
+        # The budget is asked at the upstream, not before the lookup: a prediction the cache
+        # already answers costs nothing and must not use up the calls that would.
+        granted: list[Grant] = []
+        upstream = request.upstream
+        assert upstream is not None
+
+        async def gated(req: Request) -> Reply | StreamedReply:
+            grant = self.budget.try_acquire(estimate)
+            if grant is None:
+                raise Withdrawn("prefetch budget")
+            granted.append(grant)
+            return await upstream(req)
+
+        request.upstream = gated
         spent = 0
         try:
             assert self._call_next is not None
             reply = await self._call_next(request)
             if request.source == "upstream" and not request.coalesced:
                 usage = reply.usage if isinstance(reply, Reply) else None
-                spent = usage.total_tokens if usage is not None else grant.reserved
+                spent = usage.total_tokens if usage is not None else estimate
                 self.counts["issued"] += 1
                 self.counts["tokens_spent"] += spent
                 self.by_symbol.setdefault(symbol, [0, 0])[0] += 1
@@ -249,13 +261,16 @@ class PrefetchStage:
                         self.counts["wasted"] += 1
             else:
                 self.counts["already_cached"] += 1
+        except Withdrawn:
+            pass  # refused by the budget (counted there); a real request waiting on it calls itself
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # upstream failure during prefetch: nobody's problem but ours
             self.counts["errors"] += 1
             log.debug("prefetch call failed: %r", exc)
         finally:
-            self.budget.release(grant, spent)
+            if granted:
+                self.budget.release(granted[0], spent)
             self._pending.discard(signature)
             self._inflight.pop(id(request), None)
 

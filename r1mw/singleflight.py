@@ -15,7 +15,12 @@ from typing import Any, Awaitable, Callable, Hashable
 from .errors import PipelineStateError, StreamIncomplete
 from .types import Reply, StreamedReply
 
-__all__ = ["SingleFlight"]
+__all__ = ["SingleFlight", "Withdrawn"]
+
+
+class Withdrawn(Exception):
+    """Raised by a call that gave up before asking anything (a prefetch its budget refused at
+    the upstream): not an answer to the question, so each waiter makes its own call."""
 
 
 class SingleFlight:
@@ -45,6 +50,8 @@ class SingleFlight:
                 on_wait()
             try:
                 reply = await asyncio.shield(future)
+            except Withdrawn:
+                return await call(), False
             except asyncio.CancelledError:
                 self._raise_if_closed()
                 raise

@@ -9,13 +9,15 @@ from many clients for throughput. It returns a :class:`RunResult` with the figur
 Latency at R1 speed: the simulated upstream sleeps ``speed`` times its real latency. For
 each request, the time it spent waiting on an upstream call (its own, a coalesced one or a
 prefetch in flight) is known from the call's start and end, and is scaled back by
-``1/speed``; time spent in r1mw is kept as measured.
+``1/speed``; time spent in r1mw is kept as measured. Prefetch budgets per minute and per hour
+hold in simulated time too (unless the run's settings name them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import os
 import time
 from collections import Counter
@@ -96,6 +98,15 @@ class RunConfig:
     tiers: tuple[str, ...]
     plugins: tuple[Any, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _simulated_time_budgets(speed: float) -> dict[str, int]:
+    """Prefetch budgets per minute and per hour, held in the simulated desk's time: at
+    ``speed`` a minute of the day lasts ``60 * speed`` seconds, so the same rate allows
+    ``1 / speed`` times the calls per wall-clock minute."""
+    defaults = Settings()
+    return {"prefetch_max_per_minute": math.ceil(defaults.prefetch_max_per_minute / speed),
+            "prefetch_token_budget": math.ceil(defaults.prefetch_token_budget / speed)}
 
 
 def available(plugins: Iterable[Any] = ()) -> tuple[set[str], set[str]]:
@@ -207,7 +218,10 @@ async def replay(workload: Workload, config: RunConfig, *, cache_dir: str | os.P
     client (for side-by-side runs with other caches).
     """
     sim = SimulatedR1(speed=speed, seed=seed, error_rate=error_rate) if upstream is None else None
-    settings = Settings(**{**dict(config.settings), "stages": ("probe", *config.stages),
+    given = dict(config.settings)
+    if sim is not None and speed > 0:
+        given = {**_simulated_time_budgets(speed), **given}
+    settings = Settings(**{**given, "stages": ("probe", *config.stages),
                            "tiers": config.tiers, "cache_dir": str(cache_dir)})
     origin: dict[str, str] = {}   # reply id -> question id it was made for (real upstreams)
     outcomes: list[Outcome] = []
