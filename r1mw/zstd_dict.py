@@ -22,12 +22,12 @@ that the default without a manual step:
   saves it, and compresses with it from then on.
 
 Retraining policy (bounded): the next training is due after 8 times as many entries as the
-last one (200, 1,600, 12,800, ...), so a process trains O(log n) times. A new dictionary is
+last one (50, 400, 3,200, ...), so a process trains O(log n) times. A new dictionary is
 adopted only if it stores held-out recent entries at least 5 % smaller than the current one.
 The directory keeps the ``keep`` (default 4) newest dictionaries; an older one is removed
 when a newer one is saved, and the entries written with it become counted misses. With the
-geometric schedule those entries are old (the first dictionary writes entries 200-1,600, a
-fifth comes at write 819,200: far beyond L2's ``CACHE_L2_SIZE``). A process that starts where
+geometric schedule those entries are old (the first dictionary writes entries 50-400, a
+fifth comes at write 204,800: far beyond L2's ``CACHE_L2_SIZE``). A process that starts where
 a dictionary exists uses the newest one and does not train until its own schedule says so;
 one whose training comes due takes a dictionary another process saved meanwhile (the first
 one always, a newer one if it does as well on recent entries), so processes sharing the
@@ -245,7 +245,7 @@ class AutoDictZstdCodec(Codec):
     codec_id = CODEC_IDS["msgpack+zstd+dict"]
 
     def __init__(self, directory: str | os.PathLike[str], threshold: int = 1000, *, level: int = 3,
-                 train_after: int = 200, dict_size: int = 64 * 1024, keep: int = 4, samples: int = 400) -> None:
+                 train_after: int = 50, dict_size: int = 64 * 1024, keep: int = 4, samples: int = 400) -> None:
         super().__init__(threshold)
         _require()
         from .codec import ZstdCodec  # registers the plain zstd decoder (codec id 3)
