@@ -277,21 +277,14 @@ class ArchiveTier(SegmentFiles):
             self._flush()
         return self._enforce()
 
-    def delete_sync(self, key: bytes) -> bool:
-        if self._refresh_due():  # another process may have written it since we looked
-            self.refresh()
-        with self._lock:
-            loc = self._index.get(key)
-            if loc is None:
-                return False
-            self._drop(key, loc)
-            ts = self._next_ts()
-            tomb = HintEntry(key, 0, 0, ts, 0.0, True)
-            self._add_pending(recordio.pack(key, b"", ts, 0.0, True), tomb)
-            self._apply(tomb, None)
-            self.deletes += 1
-            self._after_pending()
-        return not (loc.expires and loc.expires <= time.time())
+    def _record_delete(self, key: bytes) -> None:
+        # Into the pending block, like any record. What a segment drop triggered here evicts is
+        # discarded: delete_sync returns no Evicted, so on_evict never sees it.
+        ts = self._next_ts()
+        tomb = HintEntry(key, 0, 0, ts, 0.0, True)
+        self._add_pending(recordio.pack(key, b"", ts, 0.0, True), tomb)
+        self._apply(tomb, None)
+        self._after_pending()
 
     def flush_sync(self) -> None:
         with self._lock:

@@ -623,6 +623,23 @@ class SegmentFiles:
         return False
 
     def delete_sync(self, key: bytes) -> bool:
+        """Delete ``key``; whether it was there and not expired. The subclass writes its
+        tombstone (:meth:`_record_delete`): dropping the index entry alone would let the
+        deleted record come back at the next start or in another process."""
+        if self._refresh_due():  # another process may have written it since we looked
+            self.refresh()
+        with self._lock:
+            loc = self._index.get(key)
+            if loc is None:
+                return False
+            self._drop(key, loc)
+            self.deletes += 1
+            self._record_delete(key)
+        return not (loc.expires and loc.expires <= time.time())
+
+    def _record_delete(self, key: bytes) -> None:
+        """Write the tombstone of a deleted ``key``, take it into the index, then do what
+        follows any write (under self._lock)."""
         raise NotImplementedError
 
     def _after_write(self) -> None:

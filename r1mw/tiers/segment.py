@@ -140,18 +140,9 @@ class SegmentTier(SegmentFiles):
         ts = self._next_ts()
         self._write(key, recordio.pack(key, b"", ts, 0.0, True), ts, 0.0, True)
 
-    def delete_sync(self, key: bytes) -> bool:
-        if self._refresh_due():  # another process may have written it since we looked
-            self.refresh()
-        with self._lock:
-            loc = self._index.get(key)
-            if loc is None:
-                return False
-            self._drop(key, loc)
-            self._tombstone(key)
-            self.deletes += 1
-            self._maybe_roll()
-        return not (loc.expires and loc.expires <= time.time())
+    def _record_delete(self, key: bytes) -> None:
+        self._tombstone(key)
+        self._maybe_roll()
 
     # -- eviction: FIFO by write time ----------------------------------------------------------------
     def _enforce_entries(self, evicted: Evicted) -> None:
