@@ -225,10 +225,7 @@ class ArchiveTier(SegmentFiles):
             return None
         found = block.get(key)
         if found is None or found[0] != loc.ts or found[2]:
-            self.corrupt += 1
-            with self._lock:
-                self._drop(key, loc)
-            self._lost.append(key)
+            self._discard_bad(key, loc)
             return None
         return found[1]
 

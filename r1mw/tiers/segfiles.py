@@ -325,6 +325,14 @@ class SegmentFiles:
         self.hits += 1
         return value
 
+    def _discard_bad(self, key: bytes, loc: Loc) -> None:
+        """The record at ``loc`` failed its checks (truncated, flipped or overwritten): counted
+        and dropped from the index so it is never served; the store hears the key was lost."""
+        self.corrupt += 1
+        with self._lock:
+            self._drop(key, loc)
+        self._lost.append(key)
+
     def _fd(self, segname: str) -> int:
         """A read descriptor of a segment (kept open), or -1 when its file is gone."""
         fd = self._fds.get(segname)

@@ -95,10 +95,7 @@ class SegmentTier(SegmentFiles):
             return None
         rec = recordio.parse(data) if len(data) == loc.length else None
         if rec is None or rec.key != key or rec.tombstone or rec.ts != loc.ts:
-            self.corrupt += 1  # truncated, flipped or overwritten: never served
-            with self._lock:
-                self._drop(key, loc)
-            self._lost.append(key)
+            self._discard_bad(key, loc)
             return None
         return data[rec.value_start:rec.value_start + rec.value_len]
 
