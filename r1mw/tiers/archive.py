@@ -239,16 +239,14 @@ class ArchiveTier(SegmentFiles):
     # -- writes -------------------------------------------------------------------------------
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
         """Add a record to the pending block; returns what a segment drop evicted."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
-        value = uncompressed(bytes(value)) if self.recompress else bytes(value)
+        value = self._as_bytes(value)
+        if self.recompress:
+            value = uncompressed(value)
         expires = time.time() + ttl if ttl else 0.0
         with self._lock:
             ts = self._next_ts()
-            try:
-                rec = recordio.pack(key, value, ts, expires)
-            except ValueError:
-                self.write_errors += 1
+            rec = self._pack(key, value, ts, expires)
+            if rec is None:
                 return []
             entry = HintEntry(key, 0, 0, ts, expires, False)
             self._add_pending(rec, entry)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import recordio
 from .fileutil import try_flock, unlink
 from .hintfile import HintEntry, read_hint, write_hint
 
@@ -625,6 +626,23 @@ class SegmentFiles:
 
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
         raise NotImplementedError
+
+    def _as_bytes(self, value: object) -> bytes:
+        """``value`` as bytes; for anything else a TypeError naming the tier (a caller's bug,
+        not a cache fault to count)."""
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
+        return bytes(value)
+
+    def _pack(self, key: bytes, value: bytes, ts: int, expires: float) -> bytes | None:
+        """The record of a write (both tiers frame writes as :mod:`~r1mw.tiers.recordio` records;
+        L4 then gathers them into blocks), or None when key or value is past the frame's limits:
+        counted as a write error, and the value is simply not stored."""
+        try:
+            return recordio.pack(key, value, ts, expires)
+        except ValueError:
+            self.write_errors += 1
+            return None
 
     def _cheap_set(self, size: int) -> bool:
         """Whether a set of ``size`` bytes touches no file (then it runs on the loop)."""

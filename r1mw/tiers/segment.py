@@ -103,15 +103,12 @@ class SegmentTier(SegmentFiles):
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
         """Append ``value`` under ``key``; returns the ``(key, value)`` pairs evicted to make
         room (the async :meth:`set` hands them to ``on_evict``). A failed write is counted."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
+        value = self._as_bytes(value)
         expires = time.time() + ttl if ttl else 0.0
         with self._lock:
             ts = self._next_ts()
-            try:
-                rec = recordio.pack(key, bytes(value), ts, expires)
-            except ValueError:
-                self.write_errors += 1
+            rec = self._pack(key, value, ts, expires)
+            if rec is None:
                 return []
             if not self._write(key, rec, ts, expires, False):
                 if key not in self._index:
