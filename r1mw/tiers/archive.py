@@ -277,7 +277,7 @@ class ArchiveTier(SegmentFiles):
         # discarded: delete_sync returns no Evicted, so on_evict never sees it.
         ts = self._next_ts()
         tomb = HintEntry(key, 0, 0, ts, 0.0, True)
-        self._add_pending(recordio.pack(key, b"", ts, 0.0, True), tomb)
+        self._add_pending(recordio.pack_tombstone(key, ts), tomb)
         self._apply(tomb, None)
         self._after_pending()
 

@@ -132,7 +132,7 @@ class SegmentTier(SegmentFiles):
 
     def _tombstone(self, key: bytes) -> None:
         ts = self._next_ts()
-        self._write(key, recordio.pack(key, b"", ts, 0.0, True), ts, 0.0, True)
+        self._write(key, recordio.pack_tombstone(key, ts), ts, 0.0, True)
 
     def _record_delete(self, key: bytes) -> None:
         self._tombstone(key)
@@ -240,7 +240,7 @@ class SegmentTier(SegmentFiles):
                 parts.append(data)
                 size += len(data)
             for t in tombs.values():
-                data = recordio.pack(t.key, b"", t.ts, 0.0, True)
+                data = recordio.pack_tombstone(t.key, t.ts)
                 entries.append(HintEntry(t.key, size, len(data), t.ts, 0.0, True))
                 parts.append(data)
                 size += len(data)
