@@ -330,12 +330,8 @@ class ArchiveTier(SegmentFiles):
             block = self._block(items[0][0], items[0][1]) or {}
             for key, loc in items:
                 found = block.get(key)
-                self._drop(key, loc)
-                self.evictions += 1
-                if found is not None and found[0] == loc.ts and not found[2]:
-                    evicted.append((key, found[1]))
-                else:
-                    self._lost.append(key)
+                value = found[1] if found is not None and found[0] == loc.ts and not found[2] else None
+                self._hand_down(key, loc, value, evicted)
         self.segments_dropped += 1
 
     def _reset(self) -> None:

@@ -515,6 +515,16 @@ class SegmentFiles:
             self._unlink_segment(oldest)
         return evicted
 
+    def _hand_down(self, key: bytes, loc: Loc, value: bytes | None, evicted: Evicted) -> None:
+        """``key`` leaves the index by eviction (counted): its value goes to ``evicted`` for
+        on_evict; with no value to move down (expired, unreadable) the store hears it was lost."""
+        self._drop(key, loc)
+        self.evictions += 1
+        if value is not None:
+            evicted.append((key, value))
+        else:
+            self._lost.append(key)
+
     def _unlink_segment(self, seg: Segment) -> None:
         self._forget(seg)
         unlink(self._index_path(seg.name))

@@ -153,14 +153,9 @@ class SegmentTier(SegmentFiles):
 
     def _evict(self, key: bytes, loc: Loc, evicted: Evicted, tomb: bool = True) -> None:
         value = self._read(key, loc) if not (loc.expires and loc.expires <= time.time()) else None
-        self._drop(key, loc)
+        self._hand_down(key, loc, value, evicted)
         if tomb:
             self._tombstone(key)  # or it would come back at the next start
-        self.evictions += 1
-        if value is not None:
-            evicted.append((key, value))
-        else:
-            self._lost.append(key)  # expired or unreadable: nothing to move down
 
     # -- compaction ----------------------------------------------------------------------------------
     def _maint_lock(self) -> contextlib.AbstractContextManager[bool]:
