@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from . import recordio
-from .fileutil import exclusive_nowait, remove_stale_tmp, unlink, write_all
+from .fileutil import exclusive_nowait, remove_stale_tmp, unlink, write_new
 from .hintfile import HintEntry, write_hint
 from .segfiles import Evicted, Loc, Segment, SegmentFiles
 
@@ -248,13 +248,8 @@ class SegmentTier(SegmentFiles):
         if entries:
             tmp = newseg.path + ".tmp"
             try:
-                wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    write_all(wfd, b"".join(parts))
-                    if self.fsync:
-                        os.fsync(wfd)
-                finally:
-                    os.close(wfd)
+                # The hint is written before the rename: the new segment never appears without it.
+                write_new(tmp, b"".join(parts), self.fsync)
                 write_hint(self._index_path(newname), size, entries, self.fsync)
                 os.replace(tmp, newseg.path)
             except OSError as exc:
