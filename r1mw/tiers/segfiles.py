@@ -527,8 +527,12 @@ class SegmentFiles:
 
     def _unlink_segment(self, seg: Segment) -> None:
         self._forget(seg)
-        unlink(self._index_path(seg.name))
-        unlink(seg.path)
+        self._unlink_files(seg.name)
+
+    def _unlink_files(self, name: str) -> None:
+        """Remove a segment's index file, then its data file (either may already be gone)."""
+        unlink(self._index_path(name))
+        unlink(self._data_path(name))
 
     def clear_sync(self) -> None:
         """Remove every segment of the directory (other processes' entries too)."""
@@ -537,8 +541,7 @@ class SegmentFiles:
                 os.close(self._wfd)
                 self._wfd = -1
             for name in set(self._list()) | set(self._segs):
-                unlink(self._index_path(name))
-                unlink(self._data_path(name))
+                self._unlink_files(name)
                 self._segment_forgotten(name)
             for fd in self._fds.values():
                 self._retire(fd)

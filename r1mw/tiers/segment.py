@@ -260,8 +260,7 @@ class SegmentTier(SegmentFiles):
                 return False
         with self._lock:
             if any(self._segs.get(s.name) is not s for s in group):  # dropped or cleared meanwhile
-                unlink(self._index_path(newname))
-                unlink(newseg.path)
+                self._unlink_files(newname)
                 return False
             if entries:
                 self._segs[newname] = newseg
