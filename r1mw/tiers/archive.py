@@ -238,22 +238,18 @@ class ArchiveTier(SegmentFiles):
 
     # -- writes -------------------------------------------------------------------------------
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
-        """Add a record to the pending block; returns what a segment drop evicted."""
+        """Add a record to the pending block; returns what a segment drop evicted. With
+        ``recompress``, a compressed entry is stored uncompressed (see :func:`uncompressed`)."""
         value = self._as_bytes(value)
-        if self.recompress:
-            value = uncompressed(value)
-        expires = time.time() + ttl if ttl else 0.0
-        with self._lock:
-            ts = self._next_ts()
-            rec = self._pack(key, value, ts, expires)
-            if rec is None:
-                return []
-            entry = HintEntry(key, 0, 0, ts, expires, False)
-            self._add_pending(rec, entry)
-            self._apply(entry, None)
-            self._pending[key] = value
-            self.sets += 1
-            return self._after_pending()
+        return super().set_sync(key, uncompressed(value) if self.recompress else value, ttl)
+
+    def _store(self, key: bytes, value: bytes, rec: bytes, ts: int, expires: float) -> Evicted:
+        entry = HintEntry(key, 0, 0, ts, expires, False)
+        self._add_pending(rec, entry)
+        self._apply(entry, None)
+        self._pending[key] = value
+        self.sets += 1
+        return self._after_pending()
 
     def _cheap_set(self, size: int) -> bool:
         # Gathering into the pending block is a few microseconds in RAM: no thread hop.

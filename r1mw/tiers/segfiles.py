@@ -638,6 +638,23 @@ class SegmentFiles:
         self._after_write()
 
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
+        """Store ``value`` under ``key``; returns the ``(key, value)`` pairs evicted to make
+        room (the async :meth:`set` hands them to ``on_evict``). A failed write is counted."""
+        value = self._as_bytes(value)
+        expires = time.time() + ttl if ttl else 0.0
+        with self._lock:
+            ts = self._next_ts()
+            # Both tiers frame a write as a recordio record (L4 then gathers them into blocks).
+            try:
+                rec = recordio.pack(key, value, ts, expires)
+            except ValueError:  # key or value past the frame's limits: simply not stored
+                self.write_errors += 1
+                return []
+            return self._store(key, value, rec, ts, expires)
+
+    def _store(self, key: bytes, value: bytes, rec: bytes, ts: int, expires: float) -> Evicted:
+        """Write ``rec``, the record of a set of ``value`` under ``key``, and take it into the
+        index (under self._lock); returns what was evicted to make room."""
         raise NotImplementedError
 
     def _as_bytes(self, value: object) -> bytes:
@@ -646,16 +663,6 @@ class SegmentFiles:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
         return bytes(value)
-
-    def _pack(self, key: bytes, value: bytes, ts: int, expires: float) -> bytes | None:
-        """The record of a write (both tiers frame writes as :mod:`~r1mw.tiers.recordio` records;
-        L4 then gathers them into blocks), or None when key or value is past the frame's limits:
-        counted as a write error, and the value is simply not stored."""
-        try:
-            return recordio.pack(key, value, ts, expires)
-        except ValueError:
-            self.write_errors += 1
-            return None
 
     def _cheap_set(self, size: int) -> bool:
         """Whether a set of ``size`` bytes touches no file (then it runs on the loop)."""

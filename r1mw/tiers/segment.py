@@ -100,23 +100,15 @@ class SegmentTier(SegmentFiles):
         return data[rec.value_start:rec.value_start + rec.value_len]
 
     # -- writes ------------------------------------------------------------------------------------
-    def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
-        """Append ``value`` under ``key``; returns the ``(key, value)`` pairs evicted to make
-        room (the async :meth:`set` hands them to ``on_evict``). A failed write is counted."""
-        value = self._as_bytes(value)
-        expires = time.time() + ttl if ttl else 0.0
-        with self._lock:
-            ts = self._next_ts()
-            rec = self._pack(key, value, ts, expires)
-            if rec is None:
-                return []
-            if not self._write(key, rec, ts, expires, False):
-                if key not in self._index:
-                    self._lost.append(key)  # not stored here: the store may have lost it
-                return []
-            self.sets += 1
-            evicted = self._enforce()
-            self._maybe_roll()
+    def _store(self, key: bytes, value: bytes, rec: bytes, ts: int, expires: float) -> Evicted:
+        # Appended now (L4 gathers into a pending block instead); _append counts a failure.
+        if not self._write(key, rec, ts, expires, False):
+            if key not in self._index:
+                self._lost.append(key)  # not stored here: the store may have lost it
+            return []
+        self.sets += 1
+        evicted = self._enforce()
+        self._maybe_roll()
         return evicted
 
     def _write(self, key: bytes, rec: bytes, ts: int, expires: float, tombstone: bool) -> bool:
