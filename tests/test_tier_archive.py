@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,13 +13,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from tier_faults import (child, count_served, count_served_async, damage_file, disk_full, flip_at, flip_byte,
+                         remove_files, sigkill)
 
-from r1mw.tiers import archive as archive_mod
 from r1mw.tiers.archive import ArchiveTier, zstd_available
 
 pytestmark = pytest.mark.anyio
-
-ROOT = Path(__file__).resolve().parent.parent
 CODECS = ["lz4", pytest.param("zstd", marks=pytest.mark.skipif(not zstd_available(), reason="zstandard not installed"))]
 
 
@@ -146,12 +141,7 @@ def fill(path: Path, n: int = 200) -> dict[bytes, bytes]:
 
 def served(path: Path, data: dict[bytes, bytes]) -> tuple[int, ArchiveTier]:
     t = open_tier(path)
-    n = 0
-    for k, v in data.items():
-        got = t.get_sync(k)
-        assert got in (v, None)  # never wrong data
-        n += got is not None
-    return n, t
+    return count_served(t, data), t
 
 
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
@@ -161,12 +151,8 @@ async def test_bit_flip_in_a_block_is_a_miss_never_wrong_data(tmp_path, where):
         d = tmp_path / variant
         shutil.copytree(tmp_path / "src", d)
         if variant == "scan":
-            for p in d.glob("*.idx"):
-                p.unlink()
-        seg = sorted(d.glob("*.arc"))[0]
-        raw = bytearray(seg.read_bytes())
-        raw[int(len(raw) * where)] ^= 0x01
-        seg.write_bytes(bytes(raw))
+            remove_files(d, "*.idx")
+        flip_at(sorted(d.glob("*.arc"))[0], where, 0x01)
         n, t = served(d, data)
         assert len(data) - 60 <= n < len(data)  # the records of one block are lost, no more
         t.close_sync()
@@ -207,23 +193,14 @@ async def test_deleted_segment_is_a_miss(tmp_path):
     await t.close()
 
 
-async def test_disk_full_fails_softly(tmp_path, monkeypatch):
+async def test_disk_full_fails_softly(tmp_path):
     t = open_tier(tmp_path)
     await t.set(b"before", b"ok")
     await t.flush()
-    real_write = os.write
-
-    def full(fd, data):
-        if fd == t._wfd:
-            real_write(fd, bytes(data[:7]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(archive_mod.os, "write", full)
-    await t.set(b"during", b"x" * 100)
-    await t.flush()  # no exception
-    assert t.stats()["write_errors"] == 1 and await t.get(b"during") is None
-    monkeypatch.setattr(archive_mod.os, "write", real_write)
+    with disk_full(t, kept=lambda n: 7):
+        await t.set(b"during", b"x" * 100)
+        await t.flush()  # no exception
+        assert t.stats()["write_errors"] == 1 and await t.get(b"during") is None
     await t.set(b"after", b"fine")
     await t.close()
     t = open_tier(tmp_path)
@@ -250,15 +227,9 @@ KILLED = textwrap.dedent("""
 
 
 async def test_sigkill_writer_then_reopen(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                            cwd=str(ROOT))
-    try:
+    with child(KILLED, str(tmp_path)) as proc:
         flushed = json.loads(proc.stdout.readline())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        sigkill(proc)
     t = open_tier(tmp_path)
     for k in flushed:  # every flushed block survives the kill
         assert t.get_sync(k.encode()) == b"value-%d" % int(k[1:]) * 40
@@ -348,18 +319,8 @@ async def test_damage_under_an_open_archive_is_a_miss_never_wrong_data(tmp_path,
     data = fill(tmp_path)
     t = open_tier(tmp_path, refresh_interval=-1)
     for seg in sorted(tmp_path.glob("*.arc"))[:-1]:
-        raw = bytearray(seg.read_bytes())
-        if damage == "truncate":
-            os.truncate(seg, len(raw) // 2)
-            continue
-        for pos in range(40, len(raw), 501):
-            raw[pos] ^= 0x10
-        seg.write_bytes(bytes(raw))
-    served = 0
-    for k, v in data.items():
-        got = await t.get(k)
-        assert got in (v, None)
-        served += got is not None
+        damage_file(seg, damage, start=40, step=501)
+    served = await count_served_async(t, data)
     assert served < len(data) and t.stats()["corrupt"] > 0
     await t.close()
 
@@ -381,11 +342,7 @@ class TestArchiveTierConformance(TierConformance):
         tier.flush_sync()
         loc = tier._index[key]
         tier._blocks.clear()
-        with open(tier._data_path(loc.seg), "r+b") as f:
-            f.seek(loc.offset + loc.length - 2)
-            byte = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([byte[0] ^ 0x10]))
+        flip_byte(tier._data_path(loc.seg), loc.offset + loc.length - 2, 0x10)
         return True
 
 

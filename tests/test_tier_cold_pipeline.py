@@ -3,7 +3,10 @@ hits from every tier, restart, and a corrupt L3 record that is a miss, not an er
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from tier_faults import flip_byte
 
 import r1mw
 from r1mw.testing import FakeR1
@@ -13,6 +16,19 @@ pytestmark = pytest.mark.anyio
 
 def q(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Summarize the Q{i % 4 + 1} earnings call of T{i}"}]
+
+
+N = 12  # questions: enough for L1 (2), L2 (3) and L3 (4) to overflow down to L4
+
+
+async def ask_all(llm: Any) -> list[Any]:
+    """Ask the N questions in order; the replies."""
+    return [await llm(model="deepseek-reasoner", messages=q(i)) for i in range(N)]
+
+
+def assert_right_answers(fake: FakeR1, replies: list[Any]) -> None:
+    for i, reply in enumerate(replies):
+        assert reply["choices"][0]["message"]["content"] == fake.answer_for(q(i)[0]["content"])
 
 
 def pipeline(tmp_path, **kw):
@@ -27,11 +43,11 @@ async def test_evictions_move_down_to_l4_and_every_entry_stays_reachable(tmp_pat
     fake = FakeR1()
     async with pipeline(tmp_path) as pipe:
         llm = r1mw.wrap(fake, pipe)
-        first = [await llm(model="deepseek-reasoner", messages=q(i)) for i in range(12)]
+        first = await ask_all(llm)
         tiers = pipe.stats()["tiers"]
         assert tiers["l3"]["demotions"] > 0 and tiers["l4"]["demotions"] > 0
         assert tiers["l3"]["entries"] <= 4 and tiers["l2"]["entries"] <= 3
-        again = [await llm(model="deepseek-reasoner", messages=q(i)) for i in range(12)]
+        again = await ask_all(llm)
         stats = pipe.stats()
     assert len(fake.calls) == 12  # nothing was lost on the way down
     assert [a["choices"][0]["message"] for a in again] == [f["choices"][0]["message"] for f in first]
@@ -41,14 +57,9 @@ async def test_evictions_move_down_to_l4_and_every_entry_stays_reachable(tmp_pat
 async def test_a_new_pipeline_finds_what_the_cold_tiers_kept(tmp_path):
     fake = FakeR1()
     async with pipeline(tmp_path) as pipe:
-        llm = r1mw.wrap(fake, pipe)
-        for i in range(12):
-            await llm(model="deepseek-reasoner", messages=q(i))
+        await ask_all(r1mw.wrap(fake, pipe))
     async with pipeline(tmp_path) as pipe:
-        llm = r1mw.wrap(fake, pipe)
-        for i in range(12):
-            reply = await llm(model="deepseek-reasoner", messages=q(i))
-            assert reply["choices"][0]["message"]["content"] == fake.answer_for(q(i)[0]["content"])
+        assert_right_answers(fake, await ask_all(r1mw.wrap(fake, pipe)))
         stats = pipe.stats()
     assert len(fake.calls) == 12
     assert {"exact:l2", "exact:l3", "exact:l4"} & set(stats["hits_by"])
@@ -58,21 +69,14 @@ async def test_a_corrupt_l3_record_is_a_miss_and_the_call_goes_upstream(tmp_path
     fake = FakeR1()
     async with pipeline(tmp_path) as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for i in range(12):
-            await llm(model="deepseek-reasoner", messages=q(i))
+        await ask_all(llm)
         l3 = pipe.store.tiers[2]
         damaged = 0
         for key, loc in list(l3._index.items()):
-            with open(l3._data_path(loc.seg), "r+b") as f:
-                f.seek(loc.offset + loc.length - 1)
-                byte = f.read(1)
-                f.seek(-1, 1)
-                f.write(bytes([byte[0] ^ 0xFF]))
+            flip_byte(l3._data_path(loc.seg), loc.offset + loc.length - 1, 0xFF)
             damaged += 1
         assert damaged
-        for i in range(12):
-            reply = await llm(model="deepseek-reasoner", messages=q(i))
-            assert reply["choices"][0]["message"]["content"] == fake.answer_for(q(i)[0]["content"])
+        assert_right_answers(fake, await ask_all(llm))
         stats = pipe.stats()
     assert 12 < len(fake.calls) <= 12 + damaged  # only what was damaged went upstream again
     assert stats["tiers"]["l3"]["corrupt"] >= 1 and stats["errors"] == 0

@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
 from collections import OrderedDict
 from pathlib import Path
@@ -19,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from tier_faults import (child, count_served, count_served_async, damage_file, disk_full, flip_at, flip_byte,
+                         remove_files, sigkill)
 
 import r1mw
 from r1mw.tiers import segment as segment_mod
 from r1mw.tiers.segment import SegmentTier
 
 pytestmark = pytest.mark.anyio
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def value_of(i: int, size: int = 100) -> bytes:
@@ -270,12 +266,7 @@ def fill(path: Path, n: int = 60, size: int = 100) -> dict[bytes, bytes]:
 def check_never_wrong(path: Path, data: dict[bytes, bytes]) -> tuple[int, SegmentTier]:
     """Every key reads as its value or a miss; returns how many were served."""
     t = open_tier(path)
-    served = 0
-    for k, v in data.items():
-        got = t.get_sync(k)
-        assert got in (v, None)
-        served += got is not None
-    return served, t
+    return count_served(t, data), t
 
 
 async def test_truncated_tail_is_cut_at_start_and_earlier_records_stay(tmp_path):
@@ -302,12 +293,8 @@ async def test_bit_flips_never_serve_wrong_data(tmp_path, where):
         d = tmp_path / variant
         shutil.copytree(tmp_path / "src", d)
         if variant == "scan":
-            for h in d.glob("*.hint"):
-                h.unlink()
-        seg = sorted(d.glob("*.seg"))[0]
-        raw = bytearray(seg.read_bytes())
-        raw[int(len(raw) * where)] ^= 0x20
-        seg.write_bytes(bytes(raw))
+            remove_files(d, "*.hint")
+        flip_at(sorted(d.glob("*.seg"))[0], where, 0x20)
         served, t = check_never_wrong(d, data)
         assert served >= len(data) - 2  # one record lost (two if the flip hit a boundary)
         assert t.stats()["corrupt"] >= 1
@@ -370,17 +357,11 @@ WRITER = textwrap.dedent("""
 
 @pytest.mark.parametrize("mode", ["torn", "busy"])
 async def test_sigkill_writer_mid_write_then_reopen(tmp_path, mode):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), mode, "200"],
-                            stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
-    try:
+    with child(WRITER, str(tmp_path), mode, "200") as proc:
         assert proc.stdout.readline().split() == ["written", "200"]
         if mode == "torn":
             assert proc.stdout.readline().strip() == "mid-write"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        sigkill(proc)
     t = open_tier(tmp_path)
     for i in range(200):  # everything written before the kill is there
         assert t.get_sync(b"k%d" % i) == (b"value-%d-" % i) * 50
@@ -394,23 +375,14 @@ async def test_sigkill_writer_mid_write_then_reopen(tmp_path, mode):
     t.close_sync()
 
 
-async def test_disk_full_fails_softly_and_corrupts_nothing(tmp_path, monkeypatch):
+async def test_disk_full_fails_softly_and_corrupts_nothing(tmp_path):
     t = open_tier(tmp_path)
     await t.set(b"before", b"ok")
-    real_write = os.write
-
-    def full(fd, data):
-        if fd == t._wfd:
-            real_write(fd, bytes(data[: len(data) // 3]))  # a partial write, then no space
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(segment_mod.os, "write", full)
-    await t.set(b"during", b"x" * 500)  # no exception
-    assert await t.delete(b"before") is True  # the tombstone failed to write: still deleted here
-    assert t.stats()["write_errors"] == 2
-    assert await t.get(b"during") is None
-    monkeypatch.setattr(segment_mod.os, "write", real_write)
+    with disk_full(t, kept=lambda n: n // 3):  # a partial write, then no space
+        await t.set(b"during", b"x" * 500)  # no exception
+        assert await t.delete(b"before") is True  # the tombstone failed to write: still deleted here
+        assert t.stats()["write_errors"] == 2
+        assert await t.get(b"during") is None
     await t.set(b"after", b"fine")
     assert await t.get(b"after") == b"fine"
     await t.close()
@@ -440,9 +412,7 @@ SHARER = textwrap.dedent("""
 
 async def test_two_processes_share_one_directory(tmp_path):
     parent = open_tier(tmp_path, refresh_interval=0)
-    proc = subprocess.Popen([sys.executable, "-c", SHARER, str(tmp_path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
-    try:
+    with child(SHARER, str(tmp_path), stdin=True) as proc:
         for i in range(80):
             parent.set_sync(b"parent-%d" % i, b"p%d" % i * 20)
         parent.delete_sync(b"parent-1")
@@ -457,9 +427,6 @@ async def test_two_processes_share_one_directory(tmp_path):
         proc.stdin.write("done\n")
         proc.stdin.flush()
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     parent.close_sync()
     t = open_tier(tmp_path)
     assert len(t) == 158 and t.stats()["corrupt"] == 0 and t.stats()["torn_tails"] == 0
@@ -602,18 +569,8 @@ async def test_damage_under_an_open_tier_is_a_miss_never_wrong_data(tmp_path, da
     t = open_tier(tmp_path, refresh_interval=-1)
     segs = sorted(tmp_path.glob("*.seg"))
     for seg in segs[:-1]:
-        raw = bytearray(seg.read_bytes())
-        if damage == "truncate":
-            os.truncate(seg, len(raw) // 2)
-            continue
-        for pos in range(7, len(raw), 97):
-            raw[pos] = 0 if damage == "zero" else raw[pos] ^ 0x10
-        seg.write_bytes(bytes(raw))
-    served = 0
-    for k, v in data.items():
-        got = await t.get(k)
-        assert got in (v, None)
-        served += got is not None
+        damage_file(seg, damage, start=7, step=97)
+    served = await count_served_async(t, data)
     assert served < len(data) and t.stats()["corrupt"] > 0
     await t.close()
 
@@ -624,12 +581,8 @@ def test_any_flipped_bit_is_never_served(tmp_path_factory, pos, bit, hints):
     d = tmp_path_factory.mktemp("flip")
     data = fill(d, n=20)
     if not hints:
-        for h in d.glob("*.hint"):
-            h.unlink()
-    seg = sorted(d.glob("*.seg"))[0]
-    raw = bytearray(seg.read_bytes())
-    raw[int(len(raw) * pos)] ^= 1 << bit
-    seg.write_bytes(bytes(raw))
+        remove_files(d, "*.hint")
+    flip_at(sorted(d.glob("*.seg"))[0], pos, 1 << bit)
     served, t = check_never_wrong(d, data)
     assert served >= len(data) - 2
     t.close_sync()
@@ -662,12 +615,7 @@ from tier_conformance import TierConformance  # noqa: E402
 
 def _flip_record(tier: SegmentTier, key: bytes) -> bool:
     loc = tier._index[key]
-    path = tier._data_path(loc.seg)
-    with open(path, "r+b") as f:
-        f.seek(loc.offset + loc.length - 3)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x10]))
+    flip_byte(tier._data_path(loc.seg), loc.offset + loc.length - 3, 0x10)
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tier_conformance import TierConformance
+from tier_faults import flip_byte
 
 from r1mw.tiers import DiskTier, MemoryTier
 
@@ -25,11 +26,7 @@ class TestDiskTier(TierConformance):
 
     def corrupt(self, tier, key):
         path = tier._path(key)
-        with open(path, "r+b") as f:
-            f.seek(os.path.getsize(path) // 2)
-            byte = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([byte[0] ^ 0x10]))
+        flip_byte(path, os.path.getsize(path) // 2, 0x10)
         return True
 
 

@@ -225,10 +225,7 @@ class ArchiveTier(SegmentFiles):
             return None
         found = block.get(key)
         if found is None or found[0] != loc.ts or found[2]:
-            self.corrupt += 1
-            with self._lock:
-                self._drop(key, loc)
-            self._lost.append(key)
+            self._discard_bad(key, loc)
             return None
         return found[1]
 
@@ -241,24 +238,18 @@ class ArchiveTier(SegmentFiles):
 
     # -- writes -------------------------------------------------------------------------------
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
-        """Add a record to the pending block; returns what a segment drop evicted."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
-        value = uncompressed(bytes(value)) if self.recompress else bytes(value)
-        expires = time.time() + ttl if ttl else 0.0
-        with self._lock:
-            ts = self._next_ts()
-            try:
-                rec = recordio.pack(key, value, ts, expires)
-            except ValueError:
-                self.write_errors += 1
-                return []
-            entry = HintEntry(key, 0, 0, ts, expires, False)
-            self._add_pending(rec, entry)
-            self._apply(entry, None)
-            self._pending[key] = value
-            self.sets += 1
-            return self._after_pending()
+        """Add a record to the pending block; returns what a segment drop evicted. With
+        ``recompress``, a compressed entry is stored uncompressed (see :func:`uncompressed`)."""
+        value = self._as_bytes(value)
+        return super().set_sync(key, uncompressed(value) if self.recompress else value, ttl)
+
+    def _store(self, key: bytes, value: bytes, rec: bytes, ts: int, expires: float) -> Evicted:
+        entry = HintEntry(key, 0, 0, ts, expires, False)
+        self._add_pending(rec, entry)
+        self._apply(entry, None)
+        self._pending[key] = value
+        self.sets += 1
+        return self._after_pending()
 
     def _cheap_set(self, size: int) -> bool:
         # Gathering into the pending block is a few microseconds in RAM: no thread hop.
@@ -277,21 +268,14 @@ class ArchiveTier(SegmentFiles):
             self._flush()
         return self._enforce()
 
-    def delete_sync(self, key: bytes) -> bool:
-        if self._refresh_due():  # another process may have written it since we looked
-            self.refresh()
-        with self._lock:
-            loc = self._index.get(key)
-            if loc is None:
-                return False
-            self._drop(key, loc)
-            ts = self._next_ts()
-            tomb = HintEntry(key, 0, 0, ts, 0.0, True)
-            self._add_pending(recordio.pack(key, b"", ts, 0.0, True), tomb)
-            self._apply(tomb, None)
-            self.deletes += 1
-            self._after_pending()
-        return not (loc.expires and loc.expires <= time.time())
+    def _record_delete(self, key: bytes) -> None:
+        # Into the pending block, like any record. What a segment drop triggered here evicts is
+        # discarded: delete_sync returns no Evicted, so on_evict never sees it.
+        ts = self._next_ts()
+        tomb = HintEntry(key, 0, 0, ts, 0.0, True)
+        self._add_pending(recordio.pack_tombstone(key, ts), tomb)
+        self._apply(tomb, None)
+        self._after_pending()
 
     def flush_sync(self) -> None:
         with self._lock:
@@ -342,12 +326,8 @@ class ArchiveTier(SegmentFiles):
             block = self._block(items[0][0], items[0][1]) or {}
             for key, loc in items:
                 found = block.get(key)
-                self._drop(key, loc)
-                self.evictions += 1
-                if found is not None and found[0] == loc.ts and not found[2]:
-                    evicted.append((key, found[1]))
-                else:
-                    self._lost.append(key)
+                value = found[1] if found is not None and found[0] == loc.ts and not found[2] else None
+                self._hand_down(key, loc, value, evicted)
         self.segments_dropped += 1
 
     def _reset(self) -> None:

@@ -8,7 +8,7 @@ import logging
 import os
 from typing import Iterator
 
-__all__ = ["exclusive_nowait", "try_flock", "unlink", "write_all", "write_file"]
+__all__ = ["exclusive_nowait", "try_flock", "unlink", "write_all", "write_file", "write_new"]
 
 log = logging.getLogger("r1mw.tiers")
 
@@ -42,17 +42,23 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def write_new(path: str, data: bytes, fsync: bool) -> None:
+    """Create (or truncate) ``path`` and write ``data`` whole, fsync'ed if asked. No rename:
+    ``path`` is a temporary name, and the caller renames it when what goes with it is ready."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file(path: str, data: bytes, fsync: bool) -> None:
     """Write a whole file under a temporary name, then rename: whole or absent."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(fd, data)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new(tmp, data, fsync)
         os.replace(tmp, path)
     except OSError:
         unlink(tmp)

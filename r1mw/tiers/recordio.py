@@ -23,7 +23,8 @@ import struct
 from dataclasses import dataclass
 import xxhash
 
-__all__ = ["HEADER", "MAGIC", "MAX_KEY", "Record", "ScanResult", "TOMBSTONE", "pack", "parse", "scan"]
+__all__ = ["HEADER", "MAGIC", "MAX_KEY", "Record", "ScanResult", "TOMBSTONE", "pack", "pack_tombstone", "parse",
+           "scan"]
 
 MAGIC = b"R3"
 VERSION = 1
@@ -57,6 +58,11 @@ def pack(key: bytes, value: bytes, ts: int, expires: float = 0.0, tombstone: boo
     h.update(key)
     h.update(value)
     return b"".join((prefix, struct.pack("<Q", h.intdigest()), key, value))
+
+
+def pack_tombstone(key: bytes, ts: int) -> bytes:
+    """The record of a delete: no value, no expiry; it hides older records of ``key``."""
+    return pack(key, b"", ts, 0.0, True)
 
 
 def parse(buf: bytes | memoryview, offset: int = 0) -> Record | None:

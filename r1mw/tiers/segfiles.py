@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import recordio
 from .fileutil import try_flock, unlink
 from .hintfile import HintEntry, read_hint, write_hint
 
@@ -325,6 +326,14 @@ class SegmentFiles:
         self.hits += 1
         return value
 
+    def _discard_bad(self, key: bytes, loc: Loc) -> None:
+        """The record at ``loc`` failed its checks (truncated, flipped or overwritten): counted
+        and dropped from the index so it is never served; the store hears the key was lost."""
+        self.corrupt += 1
+        with self._lock:
+            self._drop(key, loc)
+        self._lost.append(key)
+
     def _fd(self, segname: str) -> int:
         """A read descriptor of a segment (kept open), or -1 when its file is gone."""
         fd = self._fds.get(segname)
@@ -506,10 +515,24 @@ class SegmentFiles:
             self._unlink_segment(oldest)
         return evicted
 
+    def _hand_down(self, key: bytes, loc: Loc, value: bytes | None, evicted: Evicted) -> None:
+        """``key`` leaves the index by eviction (counted): its value goes to ``evicted`` for
+        on_evict; with no value to move down (expired, unreadable) the store hears it was lost."""
+        self._drop(key, loc)
+        self.evictions += 1
+        if value is not None:
+            evicted.append((key, value))
+        else:
+            self._lost.append(key)
+
     def _unlink_segment(self, seg: Segment) -> None:
         self._forget(seg)
-        unlink(self._index_path(seg.name))
-        unlink(seg.path)
+        self._unlink_files(seg.name)
+
+    def _unlink_files(self, name: str) -> None:
+        """Remove a segment's index file, then its data file (either may already be gone)."""
+        unlink(self._index_path(name))
+        unlink(self._data_path(name))
 
     def clear_sync(self) -> None:
         """Remove every segment of the directory (other processes' entries too)."""
@@ -518,8 +541,7 @@ class SegmentFiles:
                 os.close(self._wfd)
                 self._wfd = -1
             for name in set(self._list()) | set(self._segs):
-                unlink(self._index_path(name))
-                unlink(self._data_path(name))
+                self._unlink_files(name)
                 self._segment_forgotten(name)
             for fd in self._fds.values():
                 self._retire(fd)
@@ -616,13 +638,54 @@ class SegmentFiles:
         self._after_write()
 
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
+        """Store ``value`` under ``key``; returns the ``(key, value)`` pairs evicted to make
+        room (the async :meth:`set` hands them to ``on_evict``). A failed write is counted."""
+        value = self._as_bytes(value)
+        expires = time.time() + ttl if ttl else 0.0
+        with self._lock:
+            ts = self._next_ts()
+            # Both tiers frame a write as a recordio record (L4 then gathers them into blocks).
+            try:
+                rec = recordio.pack(key, value, ts, expires)
+            except ValueError:  # key or value past the frame's limits: simply not stored
+                self.write_errors += 1
+                return []
+            return self._store(key, value, rec, ts, expires)
+
+    def _store(self, key: bytes, value: bytes, rec: bytes, ts: int, expires: float) -> Evicted:
+        """Write ``rec``, the record of a set of ``value`` under ``key``, and take it into the
+        index (under self._lock); returns what was evicted to make room."""
         raise NotImplementedError
+
+    def _as_bytes(self, value: object) -> bytes:
+        """``value`` as bytes; for anything else a TypeError naming the tier (a caller's bug,
+        not a cache fault to count)."""
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
+        return bytes(value)
 
     def _cheap_set(self, size: int) -> bool:
         """Whether a set of ``size`` bytes touches no file (then it runs on the loop)."""
         return False
 
     def delete_sync(self, key: bytes) -> bool:
+        """Delete ``key``; whether it was there and not expired. The subclass writes its
+        tombstone (:meth:`_record_delete`): dropping the index entry alone would let the
+        deleted record come back at the next start or in another process."""
+        if self._refresh_due():  # another process may have written it since we looked
+            self.refresh()
+        with self._lock:
+            loc = self._index.get(key)
+            if loc is None:
+                return False
+            self._drop(key, loc)
+            self.deletes += 1
+            self._record_delete(key)
+        return not (loc.expires and loc.expires <= time.time())
+
+    def _record_delete(self, key: bytes) -> None:
+        """Write the tombstone of a deleted ``key``, take it into the index, then do what
+        follows any write (under self._lock)."""
         raise NotImplementedError
 
     def _after_write(self) -> None:

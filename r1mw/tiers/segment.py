@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from . import recordio
-from .fileutil import exclusive_nowait, remove_stale_tmp, unlink, write_all
+from .fileutil import exclusive_nowait, remove_stale_tmp, unlink, write_new
 from .hintfile import HintEntry, write_hint
 from .segfiles import Evicted, Loc, Segment, SegmentFiles
 
@@ -95,34 +95,20 @@ class SegmentTier(SegmentFiles):
             return None
         rec = recordio.parse(data) if len(data) == loc.length else None
         if rec is None or rec.key != key or rec.tombstone or rec.ts != loc.ts:
-            self.corrupt += 1  # truncated, flipped or overwritten: never served
-            with self._lock:
-                self._drop(key, loc)
-            self._lost.append(key)
+            self._discard_bad(key, loc)
             return None
         return data[rec.value_start:rec.value_start + rec.value_len]
 
     # -- writes ------------------------------------------------------------------------------------
-    def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> Evicted:
-        """Append ``value`` under ``key``; returns the ``(key, value)`` pairs evicted to make
-        room (the async :meth:`set` hands them to ``on_evict``). A failed write is counted."""
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
-        expires = time.time() + ttl if ttl else 0.0
-        with self._lock:
-            ts = self._next_ts()
-            try:
-                rec = recordio.pack(key, bytes(value), ts, expires)
-            except ValueError:
-                self.write_errors += 1
-                return []
-            if not self._write(key, rec, ts, expires, False):
-                if key not in self._index:
-                    self._lost.append(key)  # not stored here: the store may have lost it
-                return []
-            self.sets += 1
-            evicted = self._enforce()
-            self._maybe_roll()
+    def _store(self, key: bytes, value: bytes, rec: bytes, ts: int, expires: float) -> Evicted:
+        # Appended now (L4 gathers into a pending block instead); _append counts a failure.
+        if not self._write(key, rec, ts, expires, False):
+            if key not in self._index:
+                self._lost.append(key)  # not stored here: the store may have lost it
+            return []
+        self.sets += 1
+        evicted = self._enforce()
+        self._maybe_roll()
         return evicted
 
     def _write(self, key: bytes, rec: bytes, ts: int, expires: float, tombstone: bool) -> bool:
@@ -138,20 +124,11 @@ class SegmentTier(SegmentFiles):
 
     def _tombstone(self, key: bytes) -> None:
         ts = self._next_ts()
-        self._write(key, recordio.pack(key, b"", ts, 0.0, True), ts, 0.0, True)
+        self._write(key, recordio.pack_tombstone(key, ts), ts, 0.0, True)
 
-    def delete_sync(self, key: bytes) -> bool:
-        if self._refresh_due():  # another process may have written it since we looked
-            self.refresh()
-        with self._lock:
-            loc = self._index.get(key)
-            if loc is None:
-                return False
-            self._drop(key, loc)
-            self._tombstone(key)
-            self.deletes += 1
-            self._maybe_roll()
-        return not (loc.expires and loc.expires <= time.time())
+    def _record_delete(self, key: bytes) -> None:
+        self._tombstone(key)
+        self._maybe_roll()
 
     # -- eviction: FIFO by write time ----------------------------------------------------------------
     def _enforce_entries(self, evicted: Evicted) -> None:
@@ -168,14 +145,9 @@ class SegmentTier(SegmentFiles):
 
     def _evict(self, key: bytes, loc: Loc, evicted: Evicted, tomb: bool = True) -> None:
         value = self._read(key, loc) if not (loc.expires and loc.expires <= time.time()) else None
-        self._drop(key, loc)
+        self._hand_down(key, loc, value, evicted)
         if tomb:
             self._tombstone(key)  # or it would come back at the next start
-        self.evictions += 1
-        if value is not None:
-            evicted.append((key, value))
-        else:
-            self._lost.append(key)  # expired or unreadable: nothing to move down
 
     # -- compaction ----------------------------------------------------------------------------------
     def _maint_lock(self) -> contextlib.AbstractContextManager[bool]:
@@ -255,7 +227,7 @@ class SegmentTier(SegmentFiles):
                 parts.append(data)
                 size += len(data)
             for t in tombs.values():
-                data = recordio.pack(t.key, b"", t.ts, 0.0, True)
+                data = recordio.pack_tombstone(t.key, t.ts)
                 entries.append(HintEntry(t.key, size, len(data), t.ts, 0.0, True))
                 parts.append(data)
                 size += len(data)
@@ -268,13 +240,8 @@ class SegmentTier(SegmentFiles):
         if entries:
             tmp = newseg.path + ".tmp"
             try:
-                wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    write_all(wfd, b"".join(parts))
-                    if self.fsync:
-                        os.fsync(wfd)
-                finally:
-                    os.close(wfd)
+                # The hint is written before the rename: the new segment never appears without it.
+                write_new(tmp, b"".join(parts), self.fsync)
                 write_hint(self._index_path(newname), size, entries, self.fsync)
                 os.replace(tmp, newseg.path)
             except OSError as exc:
@@ -285,8 +252,7 @@ class SegmentTier(SegmentFiles):
                 return False
         with self._lock:
             if any(self._segs.get(s.name) is not s for s in group):  # dropped or cleared meanwhile
-                unlink(self._index_path(newname))
-                unlink(newseg.path)
+                self._unlink_files(newname)
                 return False
             if entries:
                 self._segs[newname] = newseg
