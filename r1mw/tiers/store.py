@@ -296,7 +296,9 @@ class TieredStore:
 
     async def _held(self, key: bytes) -> bool:
         """Whether any tier holds ``key`` (the evicting one may hold a newer copy), or it is
-        on its way down."""
+        on its way down, or its write-behind is queued or in flight (it lands later)."""
+        if key in self._behind:
+            return True
         if any(k == key and v is not None for _, k, v in self._pending):
             return True
         for k in range(len(self.tiers)):
@@ -330,6 +332,8 @@ class TieredStore:
             self._dropped(key)
             return
         # Left the last tier (or expired): dropped unless a tier still holds it.
+        if expired and key in self._behind:
+            return  # a newer version is queued: its copies in other tiers are not this one's
         if expired:
             for k in range(len(self.tiers)):
                 if k != i:
