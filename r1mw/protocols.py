@@ -47,7 +47,11 @@ class Tier(Protocol):
     ``takes`` (``"entry"`` for decoded entries, else bytes), ``on_evict`` (set by the store to
     ``callable(key, value)``: call it for what the tier evicts, so it moves down a tier),
     ``on_lost`` (``callable(key)``: the tier removed a key on its own, expired or corrupt),
-    ``write_through = True`` (written on every store, e.g. a shared Redis tier), ``close()``.
+    ``write_through = True`` (written on every store, e.g. a shared Redis tier), ``close()``,
+    ``set_many(items)`` on the durable tier (the first that takes bytes): ``set`` for a prefix
+    of at least one of ``[(key, value, ttl), ...]``, returning one outcome per handled item
+    (None, or the exception its ``set`` would raise); the write-behind then lands queued
+    entries as batches (L2: one thread hop for many files). See ``DiskTier.set_many``.
     ``tests/tier_conformance.py`` is the contract every tier passes.
     """
 

@@ -216,6 +216,26 @@ class WriteBehindStoreMachine(StoreMachine):
         self._after()
 
 
+    @rule(keys=st.lists(st.sampled_from(KEYS), min_size=2, max_size=8), size=st.integers(0, 300))
+    def set_behind_many(self, keys, size):
+        # Several writes queued before the writer runs: it lands them as batches (distinct
+        # keys each; a repeated key starts the next batch).
+        values = []
+        for key in keys:
+            self.counter += 1
+            values.append((key, {"n": self.counter, "pad": "z" * size}))
+
+        async def put():
+            for key, value in values:
+                self.store.set_behind(key, Entry(value))
+
+        self.run(put())
+        for key, value in values:
+            self.model[key] = (value["n"], 0.0)
+            self.fragile.discard(key)
+        self._after()
+
+
 TestWriteBehindStoreMachine = WriteBehindStoreMachine.TestCase
 TestWriteBehindStoreMachine.settings = settings(max_examples=60, stateful_step_count=50, deadline=None)
 

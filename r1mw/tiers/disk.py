@@ -266,6 +266,58 @@ class DiskTier:
         if ok:
             self._account(key, _OVERHEAD + len(key) + len(value))
 
+    async def set_many(self, items: list[tuple[bytes, bytes, float | None]]) -> list[BaseException | None]:
+        """``set`` for the first items of ``(key, value, ttl)``, in order, with one thread hop
+        for all of them instead of one each (the write-behind drains its queue through this).
+        Handles a prefix, at least one item: the longest run of distinct keys the index does
+        not hold (or the first item alone). Returns one outcome per handled item: None when
+        done as ``set`` does it (a disk that refuses is counted in ``write_errors`` and logged,
+        as by ``set``), or the exception ``set`` would have raised; one item's fault does not
+        stop the others.
+
+        Why runs of new keys: accounting item k (which may evict, reading a file back) then
+        never meets a file that a later item of the run has already overwritten, so the tier
+        ends as ``set`` called in turn leaves it, and what it evicts carries the version
+        ``set`` in turn would have (the store relies on that, see TieredStore._drain_batch).
+        A rescan waits for the end of the run for the same reason.
+        """
+        index = self._index
+        end, seen, n = 0, set(), len(items)
+        while end < n and (k := items[end][0]) not in seen and k not in index:
+            seen.add(k)
+            end += 1
+        run = items[: max(end, 1)]
+        if len(run) == 1:
+            key, value, ttl = run[0]
+            try:
+                await self.set(key, value, ttl)
+            except Exception as exc:
+                return [exc]
+            return [None]
+        if self.inline_writes and self.fsync == "none":
+            done = self._write_run(run)
+        else:  # cancelled (as with set): the thread still writes, files are adopted on read
+            done = await asyncio.to_thread(self._write_run, run)
+        results: list[BaseException | None] = [None] * len(run)
+        for j, (key, value, _) in enumerate(run):
+            outcome = done[j]
+            if outcome is True:
+                self._account(key, _OVERHEAD + len(key) + len(value), rescan=False)
+            elif outcome is not False:
+                results[j] = outcome
+        self._maybe_rescan()
+        return results
+
+    def _write_run(self, run: list[tuple[bytes, bytes, float | None]]) -> list[bool | Exception]:
+        """In order: True written, False refused (counted by ``_write``), or what it raised."""
+        out: list[bool | Exception] = []
+        for key, value, ttl in run:
+            try:
+                out.append(self._write(key, value, ttl))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     def set_sync(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if self._write(key, value, ttl):
             self._account(key, _OVERHEAD + len(key) + len(value))
@@ -313,9 +365,13 @@ class DiskTier:
         self.writes += 1
         return True
 
-    def _account(self, key: bytes, size: int) -> None:
+    def _account(self, key: bytes, size: int, rescan: bool = True) -> None:
         self._evict([node.key for node in self._index.put(key, None, size)])  # type: ignore[misc]
         self._writes_since_scan += 1
+        if rescan:
+            self._maybe_rescan()
+
+    def _maybe_rescan(self) -> None:
         if (self.rescan_every and self._writes_since_scan >= self.rescan_every
                 and time.monotonic() - self._scanned_at >= self.rescan_interval):
             self._scan()

@@ -9,6 +9,8 @@ from the other tiers so that no older version can resurface. All of it is awaite
 into place; on disk after an fsync only with ``R1MW_L2_FSYNC=file|full``). ``set_behind``
 (what the exact stage uses) encodes and fills the RAM tier at once and leaves the rest to a
 task the store owns; ``get`` sees entries whose write is in flight, ``close`` awaits them.
+When several are queued and the durable tier has ``set_many``, the task lands them as one
+batch (L2: one thread hop for up to ``batch_max`` files), to the same end state.
 
 What a tier evicts moves one tier down (demotion) unless that tier already holds it; what
 leaves the last tier, and is held by no tier above, fires the drop listeners. A hit below
@@ -59,6 +61,8 @@ class TieredStore:
     or ``None``.
     """
 
+    batch_max = 16  # write-behind entries per batch: a lookup below RAM waits for at most one
+
     def __init__(self, tiers: Sequence[Any], codec: Codec | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         if not tiers:
@@ -94,6 +98,9 @@ class TieredStore:
         # I/O that may block, that it does not hold the key (None: it cannot).
         self._miss_nowait = [getattr(t, "miss_nowait", None) for t in self.tiers]
         self._drop_listeners: list[Callable[[bytes], Any]] = []
+        # The write-behind hands queued entries to a tier with ``set_many`` as one batch.
+        self._durable = durable
+        self._batched = durable is not None and hasattr(self.tiers[durable], "set_many")
         for i, tier in enumerate(self.tiers):
             if hasattr(tier, "on_evict"):
                 tier.on_evict = self._evicted_from(i)
@@ -296,7 +303,9 @@ class TieredStore:
 
     async def _held(self, key: bytes) -> bool:
         """Whether any tier holds ``key`` (the evicting one may hold a newer copy), or it is
-        on its way down."""
+        on its way down, or its write-behind is queued or in flight."""
+        if key in self._behind:
+            return True
         if any(k == key and v is not None for _, k, v in self._pending):
             return True
         for k in range(len(self.tiers)):
@@ -330,6 +339,8 @@ class TieredStore:
             self._dropped(key)
             return
         # Left the last tier (or expired): dropped unless a tier still holds it.
+        if expired and key in self._behind:
+            return  # a newer version is queued: its copies in other tiers are not this one's
         if expired:
             for k in range(len(self.tiers)):
                 if k != i:
@@ -389,6 +400,9 @@ class TieredStore:
     async def _drain(self) -> None:
         queue = self._queue
         while queue:
+            if len(queue) > 1 and self._batched:
+                await self._drain_batch()
+                continue
             key, entry, wire, data = queue.popleft()
             try:
                 await self._write(key, entry, wire, data, behind=True)
@@ -398,6 +412,97 @@ class TieredStore:
             finally:
                 if self._behind.get(key) is entry:
                     del self._behind[key]
+
+    async def _drain_batch(self) -> None:
+        """Write the queue's head (up to ``batch_max`` entries of distinct keys) as one batch:
+        the durable tier (L2) gets them in one ``set_many`` call (one thread hop for all), the
+        other written tiers one at a time. Every entry stays visible to ``get`` (``_behind``)
+        until its batch has landed; faults are counted per entry."""
+        queue = self._queue
+        batch: list[tuple[bytes, Entry, Any, bytes]] = []
+        keys: set[bytes] = set()
+        while queue and len(batch) < self.batch_max and queue[0][0] not in keys:
+            item = queue.popleft()
+            keys.add(item[0])
+            batch.append(item)
+        done = batch
+        try:
+            async with self._lock:
+                done = await self._write_batch_locked(batch)
+        except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
+            self.write_errors += len(batch)
+            log.warning("write-behind of %d entries failed: %r", len(batch), exc)
+        finally:
+            if len(done) < len(batch):  # the tier took a prefix: the rest goes back, in order
+                queue.extendleft(reversed(batch[len(done):]))
+            behind = self._behind
+            for key, entry, _, _ in done:
+                if behind.get(key) is entry:
+                    del behind[key]
+
+    async def _write_batch_locked(self, batch: list[tuple[bytes, Entry, Any, bytes]]
+                                  ) -> list[tuple[bytes, Entry, Any, bytes]]:
+        """``_write_locked(..., behind=True)`` for the entries of ``batch`` (distinct keys)
+        that the durable tier's ``set_many`` takes (a prefix); returns the entries handled.
+
+        Same end state as one write at a time (docs/design.md, "Tiers"): demotions already
+        queued land first, as they would after a single write; ``set_many`` takes only keys
+        new to it, so what it evicts meanwhile is either a key outside the batch or a batch
+        entry it has written (its new version); the batch's keys are then deleted from the
+        colder tiers, and only then do the evicted entries move down.
+        """
+        now = self._clock()
+        live: list[tuple[int, float | None]] = []  # (position in batch, ttl)
+        for n, (_, entry, _, _) in enumerate(batch):
+            ttl = None
+            if entry.expires:
+                ttl = entry.expires - now
+                if ttl <= 0:
+                    continue  # expired while queued: nothing to write (as _write_locked)
+            live.append((n, ttl))
+        if not live:
+            return batch
+        if self._pending:
+            await self._settle()
+        d = self._durable
+        encoded: dict[tuple[int, int], bytes] = {}
+
+        def blob(i: int, n: int) -> bytes:
+            codec = self._codecs[i]
+            if codec is self.codec:
+                return batch[n][3]
+            got = encoded.get((id(codec), n))
+            if got is None:
+                got = encoded[(id(codec), n)] = codec.encode(batch[n][2])
+            return got
+
+        try:
+            outcomes = list(await self.tiers[d].set_many([(batch[n][0], blob(d, n), ttl) for n, ttl in live]))
+        except Exception as exc:
+            outcomes = [exc] * len(live)
+        if not outcomes:  # a tier breaking the contract (at least one): count, do not loop
+            outcomes = [RuntimeError(f"{self.tiers[d].name}: set_many took nothing")] * len(live)
+        for outcome in outcomes:
+            if outcome is not None:
+                self._counters[d].errors += 1
+                log.warning("tier %s: set failed: %r", self.tiers[d].name, outcome)
+        live = live[: len(outcomes)]
+        handled = batch[: live[-1][0] + 1]
+        for i in self._written:
+            if i == d:
+                continue
+            if self._entry[i]:
+                if not (i == 0 and self._nowait_set is not None):  # set_behind put them there
+                    for n, ttl in live:
+                        await self._safe_set(i, batch[n][0], batch[n][1], ttl)
+                continue
+            for n, ttl in live:
+                await self._safe_set(i, batch[n][0], blob(i, n), ttl)
+        for i in self._invalidated:
+            for n, _ in live:
+                await self._safe_delete(i, batch[n][0])
+        await self._settle()
+        return handled
 
     async def flush(self) -> None:
         """Wait until every write-behind has reached its tiers."""
