@@ -192,6 +192,18 @@ async def test_writer_killed_at_a_random_point_every_entry_is_whole(tmp_path, de
     assert found >= 20 and tier.stats()["corrupt"] == 0
 
 
+def test_rescans_happen_at_most_once_per_interval(tmp_path):
+    tier = DiskTier(tmp_path, max_entries=100, rescan_every=2, rescan_interval=3600)
+    scans = []
+    scan = tier._scan
+    tier._scan = lambda: (scans.append(1), scan())[1]
+    tier._scanned_at -= 7200  # the tier has been open for two hours
+    for i in range(8):
+        tier.set_sync(i.to_bytes(16, "big"), b"x" * 100)
+    assert len(scans) == 1  # due after 2 writes, then not again within the hour
+    assert all(tier.get_sync(i.to_bytes(16, "big")) == b"x" * 100 for i in range(8))
+
+
 _SHARER = textwrap.dedent("""
     import os, sys, random
     from r1mw.tiers import DiskTier

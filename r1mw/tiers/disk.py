@@ -139,6 +139,7 @@ class DiskTier:
         # Bounds lowered since the last run, or other processes overfilled the directory.
         self._evict(overflow)
         self._writes_since_scan = 0
+        self._scanned_at = time.monotonic()  # rescans stay at most one per rescan_interval
 
     @staticmethod
     def _reap_temp(path: str, name: str, mtime: float, now: float) -> None:
