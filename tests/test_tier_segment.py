@@ -542,6 +542,25 @@ SharedDirectoryModel.TestCase.settings = settings(max_examples=30, stateful_step
 test_shared_directory_model = SharedDirectoryModel.TestCase
 
 
+def test_compaction_keeps_a_tombstone_another_process_s_younger_segment_still_needs(tmp_path):
+    # Found by SharedDirectoryModel: writer B's segment is older than writer A's, and the
+    # delete B wrote there is the only thing hiding A's record; compacting B's segment must
+    # keep it, or the deleted entry comes back (in A, and for every process that starts).
+    a, b = open_tier(tmp_path, refresh_interval=0, compact_ratio=0.3), open_tier(tmp_path, refresh_interval=0)
+    a.close_sync()
+    a = open_tier(tmp_path, refresh_interval=0, compact_ratio=0.3)  # A's segment is now the youngest
+    a.set_sync(b"k0", b"v")
+    assert b.delete_sync(b"k0")
+    b.close_sync()
+    b = open_tier(tmp_path, refresh_interval=0, compact_ratio=0.3)
+    b.compact_sync()
+    assert a.get_sync(b"k0") is None and not a.delete_sync(b"k0")
+    fresh = open_tier(tmp_path, refresh_interval=0)
+    assert fresh.get_sync(b"k0") is None
+    for t in (a, b, fresh):
+        t.close_sync()
+
+
 async def test_conforms_to_the_tier_protocol(tier):
     from r1mw.protocols import Tier
 

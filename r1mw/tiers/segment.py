@@ -197,12 +197,16 @@ class SegmentTier(SegmentFiles):
                 return False
             moving = sorted(((self._index[k], k) for s in group for k in s.keys),
                             key=lambda item: (item[0].seg, item[0].offset))
-            # A tombstone matters only while an older segment may still hold its key.
+            # A tombstone matters while another segment may hold an older record of its key:
+            # one created before the tombstone was written. Not "an older name" only: another
+            # process's segment can be younger than ours and still hold the key's older record.
+            others = {n for n in self._segs if n not in names} | {n for n in self._list() if n not in names}
+            born = min((_age(n) for n in others), default=None)
             tombs: dict[bytes, HintEntry] = {}
-            if any(n < oldest for n in self._segs):
+            if born is not None:
                 for s in group:
                     for t in s.tombs.values():
-                        if t.key not in tombs or tombs[t.key].ts < t.ts:
+                        if t.ts > born and (t.key not in tombs or tombs[t.key].ts < t.ts):
                             tombs[t.key] = t
         newname = f"{oldest.split('-', 1)[0]}-{uuid.uuid4().hex[:12]}"  # same age
         entries: list[HintEntry] = []
@@ -304,3 +308,11 @@ class SegmentTier(SegmentFiles):
         out.update(compactions=self.compactions, hint_fallbacks=self.index_fallbacks, max_entries=self.max_entries)
         return out
 
+
+def _age(segname: str) -> int:
+    """When a segment was started (the nanoseconds its name begins with); its records are
+    all written after that. A name we did not make counts as the oldest (keeps tombstones)."""
+    try:
+        return int(segname.split("-", 1)[0])
+    except ValueError:
+        return 0
