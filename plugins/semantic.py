@@ -14,6 +14,14 @@ down the chain and, once its reply is complete, the question is indexed under th
   and the search; a miss whose question turns out to be a guarded duplicate of a stored one
   (a paraphrase that was in flight at the same time) is not stored a second time: its key
   becomes an alias and the bytes saved are counted.
+* Deferred indexing: a lookup whose scope holds nothing (no indexed question, none queued)
+  cannot hit, so it does not embed; the completed miss is queued (key, scope, question, slots,
+  template id, time) and a background indexer embeds queued questions in batches (one
+  ``embed()`` call for several, in a worker thread when the embedder is thread-safe) and adds
+  them to the index on the loop thread. Before a scope is searched (lookup, or the twin search
+  of a completed miss) its queued questions are indexed synchronously, so nothing is missed
+  because it is still queued. The queue is capped (the oldest is dropped and counted); close()
+  indexes what is queued before the index is saved.
 * Every hit is recorded (similarity, served key, both texts) in ``stats()["recent_hits"]`` and
   the debug log, so a wrong hit can be traced to the entry that served it.
 """
@@ -43,6 +51,23 @@ document says little about the question it ends with, and a wrong answer costs m
 _MAX_ALIASES = 100_000
 _RECENT_HITS = 50
 _STALE_AFTER = 30.0  # seconds: a younger record missing from the store may still be being stored
+MAX_PENDING = 10_000
+"""Completed misses waiting for the background indexer; past this the oldest is dropped (a
+lost future hit, counted as ``pending_dropped``)."""
+_BATCH = 64  # questions per background embed() call
+_GATHER = 0.002  # seconds the indexer waits for a batch to fill (visibility never waits: see _flush_scope)
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A completed miss queued for indexing (everything its Record needs but the vector)."""
+
+    key: bytes
+    scope: bytes
+    question: str
+    slots: dict[str, Any] | None
+    template_id: str | None
+    added: float
 
 
 class SemanticStage:
@@ -56,6 +81,7 @@ class SemanticStage:
         self.embedder = pipeline.build("embedders", s.embedder, "R1MW_EMBEDDER")
         # embed_one (batched) when the embedder has it; else the Embedder protocol's embed()
         self._embed_one = getattr(self.embedder, "embed_one", None) or self._embed_via_embed
+        self._renormalize = not hasattr(self.embedder, "embed_one")  # a third party's vectors: _usable()
         self.guards = [g for found in pipeline.pm.hook.r1mw_register_guards(pipeline=pipeline) for g in found or ()]
         for guard in self.guards:
             if not callable(getattr(guard, "allows", None)):
@@ -74,7 +100,11 @@ class SemanticStage:
         self._stores_itself = False
         self._ann_task: asyncio.Future[None] | None = None
         self._closing = False
-        self._last_indexed = 0.0  # when the last entry was indexed (a miss checks for twins only after it)
+        self._last_indexed = 0.0  # when the last entry was indexed or queued (a miss checks for twins only after it)
+        self._pending: OrderedDict[bytes, _Pending] = OrderedDict()  # key -> queued miss, oldest first
+        self._pending_by_scope: dict[bytes, dict[bytes, _Pending]] = {}
+        self.max_pending = MAX_PENDING
+        self._indexer: asyncio.Future[None] | None = None
         self._aliases: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()  # alias -> (served, similarity)
         self._aliased_by: dict[bytes, set[bytes]] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=_RECENT_HITS)
@@ -122,6 +152,17 @@ class SemanticStage:
         self._closing = True
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        indexer = self._indexer
+        if indexer is not None:  # the pipeline cancels its tasks first; a stage closed alone too
+            indexer.cancel()
+            await asyncio.gather(indexer, return_exceptions=True)
+            self._indexer = None
+        if self.index is not None and self._pending:
+            try:  # what is queued goes into the saved index
+                await self._drain_once(self.index, len(self._pending))
+            except Exception:
+                self.counts["index_errors"] += 1
+                log.exception("indexing the queued semantic entries at close failed")
         if self.index is not None:
             try:
                 await asyncio.to_thread(self.index.save, self.directory)
@@ -162,24 +203,26 @@ class SemanticStage:
                 if found is not None and isinstance(found[0].value, Reply):
                     return self._serve(request, found, alias[0], alias[1], question, None)
                 self._forget_alias(key)
-            vector = await self._embed_one(embedding_text(question))
-            if vector is None:
-                counts["unembeddable"] += 1
+            if scope not in self._pending_by_scope and not index.holds(scope):
+                counts["empty_scope"] += 1  # nothing to find: no embedding (see _index_or_alias)
             else:
-                hit = await self._find(index, request, scope, question, vector)
-                if hit is not None:
-                    found, record, similarity = hit
-                    if self.dedup:
-                        self._alias(key, record.key, similarity)
-                    return self._serve(request, found, record.key, similarity, question, record.text)
+                vector = await self._embed_one(embedding_text(question))
+                # its queued questions (even those queued during the await) are indexed before
+                # the search (no await in between): none is missed for being queued
+                self._flush_scope(index, scope)
+                if vector is None:
+                    counts["unembeddable"] += 1
+                else:
+                    hit = await self._find(index, request, scope, question, vector)
+                    if hit is not None:
+                        found, record, similarity = hit
+                        if self.dedup:
+                            self._alias(key, record.key, similarity)
+                        return self._serve(request, found, record.key, similarity, question, record.text)
             counts["misses"] += 1
         reply = await call_next(request)
         if request.control.no_store or request.source != "upstream":
             return reply
-        if vector is None:
-            vector = await self._embed_one(embedding_text(question))
-            if vector is None:
-                return reply
         if isinstance(reply, StreamedReply):
             def completed(done: Reply) -> None:
                 self._remember(request, key, scope, question, vector, done, False, looked)
@@ -267,6 +310,18 @@ class SemanticStage:
         index = self.index
         if index is None:
             return
+        if scope not in self._pending_by_scope and not index.holds(scope):
+            # Nothing in its scope: no twin to find, nothing to search. Its embedding waits for
+            # the background indexer (a lookup of this scope indexes it first: _flush_scope).
+            self._defer(request, key, scope, question)
+            return
+        # Its scope's queued questions are indexed first: the twin search must see them.
+        self._flush_scope(index, scope)
+        if vector is None:
+            vector = self._embed_now([embedding_text(question)])[0]
+            if vector is None:
+                self.counts["unembeddable"] += 1
+                return
         # A refetch (no-cache, s-maxage) replaces what is stored: never deduplicated.
         if (self.dedup and can_skip_store and not self._stores_itself and not request.control.no_cache
                 and self._last_indexed >= looked):  # nothing indexed since the lookup: no twin
@@ -290,6 +345,98 @@ class SemanticStage:
         self.counts["indexed" if added else "not_indexed"] += 1
         if index.ann_due:
             self._maybe_build_ann()
+
+    # -- deferred indexing ------------------------------------------------------------------
+    def _defer(self, request: Request, key: bytes, scope: bytes, question: str) -> None:
+        # Tickers are learnt now, as when indexed at once: guards on other prompts rely on them.
+        learn_tickers(question)
+        now = time.time()
+        item = _Pending(key, scope, question, _plain(request.meta.get("slots")), request.meta.get("template_id"), now)
+        self._unqueue(key)
+        self._pending[key] = item
+        self._pending_by_scope.setdefault(scope, {})[key] = item
+        self._last_indexed = now  # a concurrent miss of this scope must look for it as a twin
+        self.counts["deferred"] += 1
+        while len(self._pending) > self.max_pending:
+            self._unqueue(next(iter(self._pending)))
+            self.counts["pending_dropped"] += 1
+        if self._indexer is None and not self._closing:
+            self._indexer = self.pipeline.spawn(self._background_indexer(), name="r1mw-semantic-indexer")
+
+    def _unqueue(self, key: bytes) -> _Pending | None:
+        item = self._pending.pop(key, None)
+        if item is not None:
+            by_key = self._pending_by_scope.get(item.scope)
+            if by_key is not None:
+                by_key.pop(key, None)
+                if not by_key:
+                    del self._pending_by_scope[item.scope]
+        return item
+
+    def _flush_scope(self, index: VectorIndex, scope: bytes) -> None:
+        """Index the queued questions of ``scope`` now (one embed() call, on the loop)."""
+        queued = self._pending_by_scope.pop(scope, None)
+        if not queued:
+            return
+        items = list(queued.values())
+        for item in items:
+            self._pending.pop(item.key, None)
+        self.counts["flushed_on_demand"] += len(items)
+        vectors = self._embed_now([embedding_text(item.question) for item in items])
+        for item, vector in zip(items, vectors):
+            self._index_queued(index, item, vector)
+
+    def _embed_now(self, texts: list[str]) -> list[Any]:
+        """One synchronous embed() call; a fault or a bad vector is None (a lost hit, never an error)."""
+        try:
+            vectors = list(self.embedder.embed(texts))
+        except Exception as exc:
+            log.warning("embedding failed: %s", exc)
+            return [None] * len(texts)
+        if len(vectors) != len(texts):
+            return [None] * len(texts)
+        return [_usable(v) for v in vectors] if self._renormalize else vectors
+
+    def _index_queued(self, index: VectorIndex, item: _Pending, vector: Any) -> None:
+        try:
+            added = index.add(Record(item.key, item.scope, item.question, item.slots, item.template_id,
+                                     item.added), vector)
+        except Exception:
+            self.counts["index_errors"] += 1
+            log.exception("indexing a semantic entry failed")
+            return
+        self.counts["indexed" if added else "not_indexed"] += 1
+        if index.ann_due:
+            self._maybe_build_ann()
+
+    async def _background_indexer(self) -> None:
+        try:
+            while self._pending and not self._closing:
+                if len(self._pending) < _BATCH:
+                    await asyncio.sleep(_GATHER)  # let a batch gather (lookups flush what they need)
+                index = self.index
+                if index is None:
+                    return
+                await self._drain_once(index, _BATCH)
+        finally:
+            self._indexer = None
+
+    async def _drain_once(self, index: VectorIndex, n: int) -> None:
+        """Embed up to ``n`` of the oldest queued questions (one embed() call, in a worker thread
+        when the embedder says it is thread-safe) and index those still queued, on the loop."""
+        batch = [item for item, _ in zip(self._pending.values(), range(n))]
+        if not batch:
+            return
+        texts = [embedding_text(item.question) for item in batch]
+        if getattr(self.embedder, "thread_safe", False):
+            vectors = await asyncio.to_thread(self._embed_now, texts)
+        else:
+            vectors = self._embed_now(texts)
+        self.counts["background_batches"] += 1
+        for item, vector in zip(batch, vectors):
+            if self._pending.get(item.key) is item:  # not flushed, replaced nor dropped meanwhile
+                self._unqueue(item.key)
+                self._index_queued(index, item, vector)
 
     def _maybe_build_ann(self) -> None:
         index = self.index
@@ -363,6 +510,7 @@ class SemanticStage:
 
     def _dropped(self, key: bytes) -> None:
         """The store dropped ``key`` from its last tier: its vector and aliases go too."""
+        self._unqueue(key)
         if self.index is not None and self.index.remove(key):
             self.counts["dropped"] += 1
         for alias in list(self._aliased_by.pop(key, ())):
@@ -383,6 +531,10 @@ class SemanticStage:
             "candidates": c["candidates"], "vetoed_by": dict(self.vetoes), "stale": c["stale"],
             "indexed": c["indexed"], "dropped": c["dropped"], "reloaded": self.loaded_entries,
             "ann_builds": c["ann_builds"], "index_errors": c["index_errors"],
+            "deferred": {"empty_scope_lookups": c["empty_scope"], "queued": c["deferred"],
+                         "pending": len(self._pending), "pending_dropped": c["pending_dropped"],
+                         "flushed_on_demand": c["flushed_on_demand"],
+                         "background_batches": c["background_batches"]},
             "dedup": {"enabled": self.dedup, "aliases": len(self._aliases),
                       "deduplicated": c["deduplicated"], "bytes_saved": self.bytes_saved},
             "guards": [g.name for g in self.guards],

@@ -422,6 +422,8 @@ async def test_requests_arriving_together_are_embedded_in_one_batch():
     async with pipeline() as pipe:
         await pipe.wait_ready()
         llm = r1mw.wrap(fake, pipe)
+        # a question in their scope first: a lookup of an empty scope embeds nothing (deferred)
+        await llm(model=M, messages=q("What is a moving average?"))
         texts = [f"Explain the {w} indicator in simple terms" for w in ("MACD", "RSI", "ATR", "OBV", "VWAP")]
         await asyncio.gather(*(llm(model=M, messages=q(t)) for t in texts))
         emb = pipe.stats()["stages"]["semantic"]["embedder"]

@@ -114,6 +114,8 @@ class Model2VecEmbedder:
         self.dim = 0
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._lock = threading.Lock()  # the cache and counters: embed() may run in a worker thread
+        self.thread_safe = False  # True once loaded with model2vec's read-only batch encoder
         self._load_task: asyncio.Future[None] | None = None
         self._pending: list[tuple[str, asyncio.Future[np.ndarray | None]]] = []
         self._flush_scheduled = False
@@ -142,6 +144,9 @@ class Model2VecEmbedder:
             model = await asyncio.to_thread(load_model, self._spec)
             probe = np.asarray(model.encode(["probe"]), dtype=np.float32)
             self._encode = _fast_encoder(model)
+            # model2vec's batch function only reads the model; encode() may reset the
+            # tokenizer's truncation (a write), so only the former may run in several threads
+            self.thread_safe = getattr(self._encode, "__self__", None) is not model  # not model.encode
         except ConfigError:
             raise
         except Exception as exc:
@@ -156,42 +161,48 @@ class Model2VecEmbedder:
 
     # -- embedding ---------------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> list[np.ndarray | None]:
-        """Embed synchronously (the model must be ready): one normalized vector or None per text."""
+        """Embed synchronously (the model must be ready): one normalized vector or None per text.
+        Callable from a worker thread when :attr:`thread_safe` (the cache is behind a lock that
+        is never held while the model encodes)."""
         if self._model is None:
             raise RuntimeError("the embedder is not loaded yet; await load() first")
         out: list[np.ndarray | None] = [None] * len(texts)
         todo: list[int] = []
         cache = self._cache
-        for i, text in enumerate(texts):
-            if text in cache:
-                cache.move_to_end(text)
-                out[i] = cache[text]
-                self.cache_hits += 1
-            else:
-                todo.append(i)
+        with self._lock:
+            for i, text in enumerate(texts):
+                if text in cache:
+                    cache.move_to_end(text)
+                    out[i] = cache[text]
+                    self.cache_hits += 1
+                else:
+                    todo.append(i)
         if todo:
-            self.cache_misses += len(todo)
             cut = [_clean(texts[i]) for i in todo]
             vectors = normalize_rows(self._encode(cut)) if any(cut) else [None] * len(cut)
-            self.batches += 1
-            self.encoded += len(todo)
-            self.max_batch = max(self.max_batch, len(todo))
-            for i, vec in zip(todo, vectors):
-                out[i] = vec
-                if self.cache_size:
-                    cache[texts[i]] = vec
-            while len(cache) > self.cache_size:
-                cache.popitem(last=False)
+            with self._lock:
+                self.cache_misses += len(todo)
+                self.batches += 1
+                self.encoded += len(todo)
+                self.max_batch = max(self.max_batch, len(todo))
+                for i, vec in zip(todo, vectors):
+                    out[i] = vec
+                    if self.cache_size:
+                        cache[texts[i]] = vec
+                while len(cache) > self.cache_size:
+                    cache.popitem(last=False)
         return out
 
     def embed_one(self, text: str) -> asyncio.Future[np.ndarray | None]:
         """A future of the vector of ``text``; texts asked in the same loop turn share a batch."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray | None] = loop.create_future()
-        cached = self._cache.get(text, _MISSING)
+        with self._lock:
+            cached = self._cache.get(text, _MISSING)
+            if cached is not _MISSING:
+                self._cache.move_to_end(text)
+                self.cache_hits += 1
         if cached is not _MISSING:
-            self._cache.move_to_end(text)
-            self.cache_hits += 1
             fut.set_result(cached)  # type: ignore[arg-type]
             return fut
         self._pending.append((text, fut))

@@ -276,6 +276,10 @@ class VectorIndex:
     def __contains__(self, key: bytes) -> bool:
         return key in self._scope_of_key
 
+    def holds(self, scope: bytes) -> bool:
+        """Whether ``scope`` has at least one indexed question (an empty scope has no partition)."""
+        return scope in self._parts
+
     def add(self, record: Record, vector: np.ndarray | None) -> bool:
         """Index ``record`` under its scope. A None, zero, NaN or wrong-sized vector is refused."""
         if vector is None or vector.shape != (self.dim,) or not np.isfinite(vector).all() \
