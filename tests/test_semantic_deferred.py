@@ -7,7 +7,6 @@ the queue is capped (oldest dropped, counted)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Any
 
@@ -17,27 +16,12 @@ import r1mw
 from r1mw.testing import FakeR1
 from r1mw.tiers import MemoryTier
 
+from semantic_helpers import M, content, pipeline, q
+
 pytestmark = pytest.mark.anyio
 
-M = "deepseek-reasoner"
 STORED, ASKED = "What is the RSI of AAPL on the daily chart?", "what's the RSI for AAPL on the daily chart"
 INDEXER = "r1mw-semantic-indexer"
-
-
-def q(text: str, system: str | None = None) -> list[dict[str, Any]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, {"role": "user", "content": text}]
-
-
-def content(reply: dict[str, Any]) -> str:
-    return reply["choices"][0]["message"]["content"]
-
-
-def pipeline(plugins=(), **settings: Any) -> r1mw.Pipeline:
-    settings.setdefault("stages", "exact,semantic")
-    settings.setdefault("tiers", "l1")
-    settings.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])
-    return r1mw.Pipeline(r1mw.Settings(**settings), plugins=plugins)
 
 
 class EmbedCalls:

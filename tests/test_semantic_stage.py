@@ -5,7 +5,6 @@ bad input (empty, 1 MB, surrogates) breaks nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import pytest
@@ -14,26 +13,16 @@ import r1mw
 from r1mw.testing import FakeR1
 from r1mw.tiers import MemoryTier
 
+import semantic_helpers
+from semantic_helpers import M, content, q
+
 pytestmark = pytest.mark.anyio
 
-M = "deepseek-reasoner"
-
-
-def q(text: str, system: str | None = None) -> list[dict[str, Any]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    return [*messages, {"role": "user", "content": text}]
-
-
-def content(reply: dict[str, Any]) -> str:
-    return reply["choices"][0]["message"]["content"]
 
 
 def pipeline(plugins=(), **settings: Any) -> r1mw.Pipeline:
-    settings.setdefault("stages", "exact,semantic")
-    settings.setdefault("tiers", "l1")
     settings.setdefault("l1_policy", "lru")  # eviction order the eviction test relies on
-    settings.setdefault("cache_dir", os.environ["R1MW_CACHE_DIR"])  # conftest: one per test
-    return r1mw.Pipeline(r1mw.Settings(**settings), plugins=plugins)
+    return semantic_helpers.pipeline(plugins, **settings)
 
 
 PARAPHRASES = [
