@@ -10,7 +10,9 @@ wrapped callable against a zero-latency upstream, minus the upstream called dire
 Run: ``python benchmarks/hot_path.py [--calls 20000] [--misses 2000]``.
 
 The stage list is ``Settings().stages`` (the defaults), so the benchmark grows with them;
-``--stages metrics,exact`` measures another chain.
+``--stages metrics,exact`` measures another chain; ``--user analyst-1`` sends an OpenAI ``user``
+with every hit, as the trading desk does, so the prefetch stage's learner observes each one
+(without a session or user a hit skips it).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ async def main() -> None:
                              "requests), so background work (the semantic indexer, L2 writes) runs during the window")
     parser.add_argument("--stages", default=None,
                         help="comma-separated stages (default: the R1MW_STAGES default, which grows with the project)")
+    parser.add_argument("--user", default=None,
+                        help="send this OpenAI user with every hit (the prefetch learner then observes each one)")
     args = parser.parse_args()
     n = args.calls
     extra = {"stages": args.stages} if args.stages else {}
@@ -128,15 +132,17 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
     # Misses are measured first: LiteLLM, once called, leaves logging work on the event loop.
     miss_lines = await miss_overhead(settings, args.misses, args.yield_between) if args.misses > 0 else []
     print(f"r1mw {r1mw.__version__} | CPython {platform.python_version()} | {platform.machine()} | "
-          f"{os.cpu_count()} cores | stages={stages} tiers={','.join(settings.tiers)} | {n} calls")
+          f"{os.cpu_count()} cores | stages={stages} tiers={','.join(settings.tiers)} | {n} calls"
+          + (f" | user={args.user}" if args.user else ""))
 
+    who = {"user": args.user} if args.user else {}
     async with r1mw.Pipeline(settings) as pipe:
         await pipe.wait_ready()
         fake = FakeR1()
         llm = r1mw.wrap(fake, pipe)
 
         async def callable_hit() -> Any:
-            return await llm(model=MODEL, messages=MESSAGES, **PARAMS)
+            return await llm(model=MODEL, messages=MESSAGES, **PARAMS, **who)
 
         await callable_hit()
         for _ in range(1000):
@@ -155,7 +161,7 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
                                               http_client=httpx.AsyncClient(transport=peer.transport())), pipe)
 
         async def openai_hit() -> Any:
-            return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **PARAMS, seed=7)
+            return await client.chat.completions.create(model=MODEL, messages=MESSAGES, **PARAMS, **who, seed=7)
 
         await openai_hit()  # its own key (seed=7): this entry comes from the SDK
         for _ in range(1000):
@@ -174,7 +180,7 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
             acompletion = r1mw.wrap(litellm.acompletion, pipe)
 
             async def litellm_hit() -> Any:
-                return await acompletion(model="deepseek/deepseek-reasoner", messages=MESSAGES, **PARAMS,
+                return await acompletion(model="deepseek/deepseek-reasoner", messages=MESSAGES, **PARAMS, **who,
                                          mock_response="Overbought; expect a pullback.")
 
             await litellm_hit()

@@ -89,6 +89,10 @@ class PrefetchStage:
         # caller may reuse its message dicts for its next question once this call returns.
         if request.control.session or request.user or "session" in request.meta:  # learnt only then
             request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
+        elif request.source != "upstream" and not self._outstanding and not self._inflight:
+            # A hit outside any session teaches nothing: no sequence, and its cost and system
+            # prompt were learnt when it missed. Nothing prefetched is waiting to be counted used.
+            return reply
         self._queue.append((request, reply))
         wake = self._wake
         if wake is not None:
@@ -120,9 +124,10 @@ class PrefetchStage:
         if not session:
             return
         user = f"{request.namespace}\x00{request.user}" if request.user else None
-        self.model.observe(f"{request.namespace}\x00{session}", symbol, slots, example, user=user,
-                           desk=request.namespace)
-        for prediction in self.model.predict(f"{request.namespace}\x00{session}"):
+        key = f"{request.namespace}\x00{session}"
+        if not self.model.observe(key, symbol, slots, example, user=user, desk=request.namespace):
+            return  # the session's latest request again: what it predicts was acted on then
+        for prediction in self.model.predict(key):
             if prediction.probability >= self.min_prob:
                 self._prefetch(request, prediction)
 

@@ -297,10 +297,11 @@ class SequenceModel:
         return len(self._contexts)
 
     def observe(self, session: str, symbol: str, slots: Mapping[str, Any] | None = None,
-                example: Any = None, user: str | None = None, desk: str = "") -> None:
+                example: Any = None, user: str | None = None, desk: str = "") -> bool:
         """Record that ``session`` (of ``user``, if known, on ``desk``: the group whose shared
         order it follows, e.g. the namespace) asked ``symbol`` with its slots after what it
-        asked before."""
+        asked before. False when it was the session's latest request again (a retry, a
+        re-read): not a step, so the session's predictions are unchanged."""
         self.observed += 1
         if example is not None:
             self._examples[symbol] = example
@@ -315,7 +316,7 @@ class SequenceModel:
         else:
             self._sessions.move_to_end(session)
         if state.history and state.history[-1] == symbol and state.last == (dict(slots) if slots else None):
-            return  # the same request again (a retry, a re-read) is not a step of the sequence
+            return False  # the same request again (a retry, a re-read) is not a step of the sequence
         if state.before is not None and self._was_aside(state, symbol, slots):
             # The previous request was a look back (another ticker's answer, a repeat); the
             # session's thread goes on from before it. What it taught is kept.
@@ -351,6 +352,7 @@ class SequenceModel:
             _remember(mine, slots)
         if len(history) > self.order:
             del history[0]
+        return True
 
     def _memory(self, state: "_Session") -> Mapping[str, Any]:
         """The session's remembered slot values over its user's, in recency order (the

@@ -129,6 +129,29 @@ async def test_a_learned_session_pattern_turns_the_next_request_into_a_hit():
         assert pipe.stats()["hits"] >= 1
 
 
+async def test_hits_outside_sessions_skip_the_learner_unless_a_prefetch_waits_to_be_counted():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        stage = pipe.stage("prefetch")
+        await llm(model="r1", messages=ask("What is a basis point?"))
+        await settle(pipe)
+        observed = stage.counts["observed"]
+        for _ in range(5):  # hits, no session, nothing prefetched: nothing to learn or count
+            await llm(model="r1", messages=ask("What is a basis point?"))
+        assert (await settle(pipe))["observed"] == observed
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI"), cache={"session": "new"})
+        await settle(pipe, until=lambda s: s["issued"] >= 1 and s["outstanding"] >= 1)
+        assert stage.stats()["outstanding"] >= 1
+        # Another desk tool, no session, asks the prefetched question: that prefetch was used.
+        calls = len(fake.calls)
+        await llm(model="r1", messages=ask("Assess risk for NVDA"))
+        assert len(fake.calls) == calls
+        stats = await settle(pipe, until=lambda s: s["used"] >= 1)
+        assert stats["used"] == 1 and stats["tokens_saved"] > 0
+
+
 async def test_a_real_request_waits_for_its_prefetch_in_flight():
     fake = FakeR1()
     async with pipeline() as pipe:
