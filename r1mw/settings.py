@@ -244,7 +244,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_TEMPLATES", "templates", None, _path, "template file (TOML, JSON or YAML)"),
     Flag("R1MW_PREFETCH_MIN_PROB", "prefetch_min_prob", 0.3, _float(0.0, 1.0),
          "prefetch a predicted next request only above this probability"),
-    Flag("R1MW_PREFETCH_MAX_INFLIGHT", "prefetch_max_inflight", 2, _int(0),
+    Flag("R1MW_PREFETCH_MAX_INFLIGHT", "prefetch_max_inflight", 4, _int(0),
          "prefetch calls in flight at most"),
     Flag("R1MW_PREFETCH_MAX_PER_MINUTE", "prefetch_max_per_minute", 30, _int(0),
          "prefetch calls started per minute at most"),

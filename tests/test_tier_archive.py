@@ -119,6 +119,40 @@ async def test_byte_budget_drops_oldest_segments_and_reports_them(tmp_path):
     await t.close()
 
 
+async def test_a_delete_whose_tombstone_drops_a_segment_reports_what_it_evicted(tmp_path):
+    # A tombstone fills the pending block, the block's flush passes the byte budget, and the
+    # oldest segment goes: on_evict must hear of its records as it does after a set, or the
+    # semantic index keeps pointing at them.
+    t = open_tier(tmp_path, max_bytes=40_000, block_bytes=2048, segment_bytes=8192, codec="lz4")
+    reported: set[bytes] = set()
+    during_delete: list[bytes] = []
+    deleting = False
+
+    def on_evict(k, v):
+        reported.add(k)
+        if deleting:
+            during_delete.append(k)
+
+    t.on_evict = on_evict
+    t.on_lost = reported.add
+    data = {b"k%d" % i: os.urandom(300) for i in range(400)}  # incompressible: the archive is full
+    keys = list(data)
+    for k in keys:
+        await t.set(k, data[k])
+    deleted: set[bytes] = set()
+    deleting = True
+    for k in reversed(keys[-80:]):  # the newest: tombstones alone fill blocks now
+        if k not in reported:
+            await t.delete(k)
+            deleted.add(k)
+    deleting = False
+    for k in keys:  # every key is deleted, reported gone, or still served intact
+        if k not in deleted and k not in reported:
+            assert await t.get(k) == data[k], "a record left the archive and on_evict never heard"
+    assert during_delete, "no delete triggered a segment drop: the test lost its point"
+    await t.close()
+
+
 async def test_unbounded_when_max_bytes_is_zero(tmp_path):
     t = open_tier(tmp_path, max_bytes=0, block_bytes=1024, segment_bytes=4096)
     for i in range(300):

@@ -269,13 +269,14 @@ class ArchiveTier(SegmentFiles):
         return self._enforce()
 
     def _record_delete(self, key: bytes) -> None:
-        # Into the pending block, like any record. What a segment drop triggered here evicts is
-        # discarded: delete_sync returns no Evicted, so on_evict never sees it.
+        # Into the pending block, like any record. A segment drop it triggers evicts records
+        # that on_evict must hear of (the semantic index forgets them): the async delete
+        # delivers them.
         ts = self._next_ts()
         tomb = HintEntry(key, 0, 0, ts, 0.0, True)
         self._add_pending(recordio.pack_tombstone(key, ts), tomb)
         self._apply(tomb, None)
-        self._after_pending()
+        self._evicted_by_delete.extend(self._after_pending())
 
     def flush_sync(self) -> None:
         with self._lock:

@@ -113,6 +113,9 @@ class SegmentFiles:
         # store then checks whether another tier holds it. Called on the event loop.
         self.on_lost: Callable[[bytes], Any] | None = None
         self._lost: deque[bytes] = deque()
+        # What a delete's own write evicted (L4: the tombstone filled a block past the byte
+        # budget): delete returns a bool, so the async delete hands these to on_evict.
+        self._evicted_by_delete: Evicted = []
         self._lock = threading.RLock()
         self._index: OrderedDict[bytes, Loc] = OrderedDict()  # in write-time order
         self._dead: dict[bytes, int] = {}  # key -> ts of the newest tombstone seen
@@ -708,6 +711,10 @@ class SegmentFiles:
         if self._closed or (key not in self._index and not self._refresh_due()):
             return False
         found = self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key)
+        if self._evicted_by_delete:
+            with self._lock:
+                evicted, self._evicted_by_delete = self._evicted_by_delete, []
+            await self._deliver(evicted)
         if self._lost:
             self._report_lost()
         self._after_write()
