@@ -10,7 +10,9 @@ stages minus/plus ``prefetch``, on fresh caches and a fresh model (or, with ``--
 after N earlier days of the same desk in the same cache directory: warm caches, and a model
 that was saved at each close and loaded at each start), and prints:
 
-* the hit rate of each and the gain;
+* the hit rate of each and the gain, and the mean wait per request in R1 time (the simulated
+  upstream's latencies scaled back; a prefetch still in flight when its question comes
+  saves only the part of the wait it has already done);
 * two ceilings for the gain: *clairvoyant* (every first occurrence of a question that is
   not the first request of its session: a predictor that knew the future), and *flow* (the
   first occurrences that are the next step of the session's analysis -> risk -> prediction
@@ -76,7 +78,8 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
     print(f"\nzipf {zipf}{after}: {args.requests} requests, seed {args.seed}, speed {args.speed}, "
           f"{args.concurrency} analysts at once, R1MW_PREFETCH_MIN_PROB={args.min_prob}")
     for name, figures, p in rows:
-        line = f"  {name:18} hit rate {figures['hit_rate']:6.1%}  false hits {figures['false_hits']}"
+        line = (f"  {name:18} hit rate {figures['hit_rate']:6.1%}  false hits {figures['false_hits']}"
+                f"  mean wait {figures['all_ms_r1']['mean'] / 1000:5.1f} s (R1 time)")
         if p:
             unused = p["issued"] - p["used"]
             waste = unused / p["issued"] if p["issued"] else 0.0
