@@ -324,7 +324,7 @@ FLAGS: tuple[Flag, ...] = (
          "directory of the trained zstd dictionaries (default: <cache dir>/zstd-dicts; share it with every process sharing the disk tiers)"),
     # -- semantic stage (issue 7) --
     Flag("R1MW_SEMANTIC_ANN_MIN", "semantic_ann_min", 100_000, _int(0),
-         "entries in one scope beyond which the semantic index uses usearch (the `ann` extra); 0 = never"),
+         "entries in one scope beyond which the semantic index uses usearch (HNSW); 0 = never"),
     Flag("R1MW_SEMANTIC_TOP_K", "semantic_top_k", 16, _int(1, 100),
          "semantic candidates above the threshold checked by the guards per lookup"),
 )

@@ -429,7 +429,6 @@ async def test_a_bad_model_name_fails_wait_ready_with_a_config_error(tmp_path):
 
 
 async def test_a_large_scope_switches_to_the_ann_index_in_the_background():
-    pytest.importorskip("usearch")
     fake = FakeR1()
     async with pipeline(semantic_ann_min=3) as pipe:
         await pipe.wait_ready()

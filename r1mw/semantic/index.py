@@ -9,7 +9,7 @@ slot value.
 A partition keeps a growing matrix; a search is one matrix-vector product and a threshold
 filter (``flatnonzero(sims >= threshold)``), then the few candidates are sorted: no full sort.
 Removed rows are zeroed and reused. A scope that grows past ``ann_min`` entries is copied
-into an ANN backend (usearch HNSW, the ``ann`` extra) in a worker thread while exact search
+into an ANN backend (usearch HNSW) in a worker thread while exact search
 goes on serving it; changes made during the build are journaled and replayed, then the ANN
 partition (same methods) takes over.
 
