@@ -173,23 +173,30 @@ async def default_settings(n: int) -> None:
         raw = sum(len(json.dumps(d, ensure_ascii=False).encode()) for d in test.replies)
         for codec_name in codecs:
             cache = Path(tmp) / codec_name
-            warm = R1Upstream("train", defaults.zstd_train_after + 50, seed=2)
+            warm = R1Upstream("train", 250, seed=2)  # a desk's day: the dictionary is trained (or retrained)
             settings = r1mw.Settings(stages="exact", tiers="l1,l2", cache_dir=cache, codec=codec_name)
             async with r1mw.Pipeline(settings) as pipe:
                 t0 = time.perf_counter()
                 llm = r1mw.wrap(warm, pipe)
+                wait = getattr(pipe.store.codec, "wait_trained", None)
                 for i in range(len(warm.replies)):
                     await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"warm-up {i}"}])
-                wait = getattr(pipe.store.codec, "wait_trained", None)
-                if wait is not None:
-                    wait()
+                    if wait is not None:
+                        # R1 replies come seconds apart: a training (0.1-0.3 s) is over before
+                        # the next one. Back to back, the second would start only at the test.
+                        wait()
+                await pipe.store.flush()  # L2 writes are write-behind: let them land
                 warm_s = time.perf_counter() - t0
+                l2 = pipe.store.tiers[1]
+                before = set(Path(l2.directory).glob("*/*"))
                 llm = r1mw.wrap(test, pipe)
                 for q in questions:
                     await llm(model="deepseek-reasoner", messages=q)
+                await pipe.store.flush()
                 stats = pipe.stats()["tiers"]["l2"]
-                l2 = pipe.store.tiers[1]
-                files = sorted(Path(l2.directory).glob("*/*"), key=lambda f: f.stat().st_mtime)[-len(questions):]
+                # The test replies' files, whatever order the write-behind batches wrote them in.
+                files = sorted(set(Path(l2.directory).glob("*/*")) - before)
+                assert len(files) == len(questions), f"{len(files)} files for {len(questions)} replies"
                 stored = sum(len(decode_free_value(l2, f)) for f in files)
                 on_disk = sum(f.stat().st_size for f in files)
             print(f"{codec_name:<18} warm-up {len(warm.replies)} replies in {warm_s:.2f} s; "

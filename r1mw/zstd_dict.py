@@ -21,13 +21,15 @@ that the default without a manual step:
   thread (zstd's trainer releases the GIL: 40-300 ms on 2 cores, off the request path),
   saves it, and compresses with it from then on.
 
-Retraining policy (bounded): the next training is due after 8 times as many entries as the
-last one (50, 400, 3,200, ...), so a process trains O(log n) times. A new dictionary is
+Retraining policy (bounded): the next training is due after 4 times as many entries as the
+last one (50, 200, 800, ...), so a process trains O(log n) times; the second one, on the 150
+entries written since the first, is what brings a small desk's day to the target. A new dictionary is
 adopted only if it stores held-out recent entries at least 5 % smaller than the current one.
 The directory keeps the ``keep`` (default 4) newest dictionaries; an older one is removed
 when a newer one is saved, and the entries written with it become counted misses. With the
-geometric schedule those entries are old (the first dictionary writes entries 50-400, a
-fifth comes at write 204,800: far beyond L2's ``CACHE_L2_SIZE``). A process that starts where
+geometric schedule those entries are old (the first dictionary writes entries 50-200; with
+the default ``keep`` of 6 the seventh comes at write 204,800: far beyond L2's
+``CACHE_L2_SIZE`` and L3's ``CACHE_L3_SIZE``). A process that starts where
 a dictionary exists uses the newest one and does not train until its own schedule says so;
 one whose training comes due takes a dictionary another process saved meanwhile (the first
 one always, a newer one if it does as well on recent entries), so processes sharing the
@@ -57,7 +59,7 @@ log = logging.getLogger("r1mw.zstd_dict")
 SUFFIX = ".zdict"
 _ID = struct.Struct("<Q")
 _unpack_id = _ID.unpack_from
-_RETRAIN_FACTOR = 8
+_RETRAIN_FACTOR = 4
 _MIN_GAIN = 0.05  # a new dictionary must save 5 % on held-out entries to replace the current one
 _RESAVE_EVERY = 1024  # writes between checks that the dictionary in use is still on disk
 
@@ -245,7 +247,7 @@ class AutoDictZstdCodec(Codec):
     codec_id = CODEC_IDS["msgpack+zstd+dict"]
 
     def __init__(self, directory: str | os.PathLike[str], threshold: int = 1000, *, level: int = 3,
-                 train_after: int = 50, dict_size: int = 64 * 1024, keep: int = 4, samples: int = 400) -> None:
+                 train_after: int = 50, dict_size: int = 64 * 1024, keep: int = 6, samples: int = 400) -> None:
         super().__init__(threshold)
         _require()
         from .codec import ZstdCodec  # registers the plain zstd decoder (codec id 3)

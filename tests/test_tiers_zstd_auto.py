@@ -194,31 +194,31 @@ async def test_retraining_adopts_a_better_dictionary_and_keeps_a_bounded_number(
                         codec)
     ids = []
     for generation, words in enumerate((_TEXT, other, _TEXT[::-1])):
-        # due at 20 entries, then 8x: 160, 1280
-        start = [0, 20, 160][generation]
-        stop = [20, 160, 1280][generation]
+        # due at 20 entries, then 4x: 80, 320
+        start = [0, 20, 80][generation]
+        stop = [20, 80, 320][generation]
         for i in range(start, stop):
             await store.set(key(i), r1mw.Entry(reply(i, words)))
         codec.wait_trained()
         ids.append(codec.dict_id)
     assert codec.trainings == 3 and codec.adopted == 3 and len(set(ids)) == 3
-    assert codec.stats()["next_training_at"] == 1280 * 8
+    assert codec.stats()["next_training_at"] == 320 * 4
     assert sorted(DictionaryDir(tmp_path / "d").ids()) == sorted(ids[1:])  # keep=2: the oldest went
     # As a new process sees it: entries of the kept dictionaries (and of plain zstd) read back,
     # those of the removed one are counted misses.
     await store.tiers[0].clear()
     forget_dictionaries()
-    for i in (5, 200, 1279):
+    for i in (5, 200, 319):
         found = await store.get(key(i))
-        assert found is not None and found[0].reply == reply(i, (_TEXT, other, _TEXT[::-1])[(i >= 20) + (i >= 160)])
+        assert found is not None and found[0].reply == reply(i, (_TEXT, other, _TEXT[::-1])[(i >= 20) + (i >= 80)])
     assert await store.get(key(25)) is None
     assert store.stats()["l2"]["corrupt"] == 1
 
 
 async def test_a_retrained_dictionary_that_does_not_pay_is_not_adopted(tmp_path):
     codec = AutoDictZstdCodec(tmp_path / "d", 200, train_after=60, samples=60)
-    for i in range(480):  # trainings due at 60 and 480, each on the 60 entries before
-        codec.encode(r1mw.Entry(reply(i)).to_wire())
+    for i in range(240):  # trainings due at 60 and 240, each on the 60 entries before
+        codec.encode(r1mw.Entry(reply(i % 60)).to_wire())  # the same 60 replies again and again
         codec.wait_trained()
     assert codec.trainings == 2 and codec.adopted == 1  # same text again: under 5 % better
     assert len(DictionaryDir(tmp_path / "d").ids()) == 1
