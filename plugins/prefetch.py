@@ -119,8 +119,12 @@ class PrefetchStage:
         self._account(request)
         session = request.control.session or request.meta.get("session") or request.user
         symbol, slots, example = _symbol_of(request, with_example=bool(session))
-        self._learn_cost(symbol, reply)
-        self._learn_prefix(request, symbol)
+        # A hit's cost and system prompt were learnt when it missed; they are learnt again
+        # only where this process has not seen them (another process stored the entry).
+        if request.source == "upstream" or symbol not in self._cost:
+            self._learn_cost(symbol, reply)
+        if request.source == "upstream" or (request.namespace, symbol) not in self._prefix:
+            self._learn_prefix(request, symbol)
         if not session:
             return
         user = f"{request.namespace}\x00{request.user}" if request.user else None

@@ -152,6 +152,30 @@ async def test_hits_outside_sessions_skip_the_learner_unless_a_prefetch_waits_to
         assert stats["used"] == 1 and stats["tokens_saved"] > 0
 
 
+async def test_hits_on_entries_another_process_stored_teach_what_a_prefetch_may_cost(tmp_path):
+    # A hit's cost is learnt from the hit only where this process never saw it miss: here
+    # every request of the second pipeline is a hit, and its one prediction needs an estimate.
+    fake = FakeR1()
+    async with pipeline(cache_dir=str(tmp_path), tiers="l1,l2") as a:
+        llm = r1mw.wrap(fake, a)
+        for t in ("AAPL", "MSFT", "TSLA"):
+            for shape in ("analyze", "risk"):
+                await llm(model="r1", messages=ask(_SHAPES[shape].format(symbol=t)))
+        await llm(model="r1", messages=ask("Analyze AMD using RSI"))
+    (tmp_path / "prefetch" / "model.msgpack").unlink()  # what a's learner kept is not b's
+    async with pipeline(cache_dir=str(tmp_path), tiers="l1,l2") as b:
+        llm = r1mw.wrap(fake, b)
+        calls = len(fake.calls)
+        for i, t in enumerate(("AAPL", "MSFT", "TSLA")):
+            for shape in ("analyze", "risk"):
+                await llm(model="r1", messages=ask(_SHAPES[shape].format(symbol=t)), cache={"session": f"b{i}"})
+        await llm(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "new"})
+        assert len(fake.calls) == calls  # every one a hit
+        stats = await settle(b, until=lambda s: s["issued"] >= 1)
+        assert stats["issued"] == 1 and stats["no_estimate"] == 0
+        assert fake.calls[-1]["messages"][-1]["content"] == "Assess risk for AMD"
+
+
 async def test_a_real_request_waits_for_its_prefetch_in_flight():
     fake = FakeR1()
     async with pipeline() as pipe:
