@@ -11,8 +11,9 @@ Run: ``python benchmarks/hot_path.py [--calls 20000] [--misses 2000]``.
 
 The stage list is ``Settings().stages`` (the defaults), so the benchmark grows with them;
 ``--stages metrics,exact`` measures another chain; ``--user analyst-1`` sends an OpenAI ``user``
-with every hit, as the trading desk does, so the prefetch stage's learner observes each one
-(without a session or user a hit skips it).
+with every hit, so the prefetch stage's learner observes each one (without a session or user a
+hit skips it); ``--desk`` measures the trading desk's own case: the bundled templates loaded,
+a templated prompt, and a ``user`` and a session on every hit.
 """
 
 from __future__ import annotations
@@ -114,9 +115,17 @@ async def main() -> None:
                         help="comma-separated stages (default: the R1MW_STAGES default, which grows with the project)")
     parser.add_argument("--user", default=None,
                         help="send this OpenAI user with every hit (the prefetch learner then observes each one)")
+    parser.add_argument("--desk", action="store_true",
+                        help="the trading desk's case: bundled templates, a templated prompt, a user and a session")
     args = parser.parse_args()
     n = args.calls
-    extra = {"stages": args.stages} if args.stages else {}
+    extra: dict[str, Any] = {"stages": args.stages} if args.stages else {}
+    if args.desk:
+        global MESSAGES
+        from r1mw.templating import BUNDLED
+
+        extra["templates"] = str(BUNDLED)
+        MESSAGES = [MESSAGES[0], {"role": "user", "content": "Analyze AAPL using RSI(14) mean reversion"}]
     # A fresh cache dir each run: entries left by an earlier run would turn the first call into a hit.
     cache_dir = tempfile.mkdtemp(prefix="r1mw-bench-hot-")
     try:
@@ -133,9 +142,11 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
     miss_lines = await miss_overhead(settings, args.misses, args.yield_between) if args.misses > 0 else []
     print(f"r1mw {r1mw.__version__} | CPython {platform.python_version()} | {platform.machine()} | "
           f"{os.cpu_count()} cores | stages={stages} tiers={','.join(settings.tiers)} | {n} calls"
-          + (f" | user={args.user}" if args.user else ""))
+          + (f" | user={args.user}" if args.user else "") + (" | desk: templated prompt, user, session" if args.desk else ""))
 
-    who = {"user": args.user} if args.user else {}
+    who: dict[str, Any] = {"user": args.user} if args.user else {}
+    if args.desk:
+        who = {"user": args.user or "analyst-1", "cache": {"session": "s-bench"}}
     async with r1mw.Pipeline(settings) as pipe:
         await pipe.wait_ready()
         fake = FakeR1()
@@ -192,13 +203,9 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
 
         # -- breakdown: what one hit is made of --------------------------------------------
         m = max(n, 20_000)
-        key = key_of(settings.namespace, MODEL, MESSAGES, PARAMS)
-        entry = pipe.store.get_nowait(key)
-        assert entry is not None
-        reply = entry.reply
         from openai.types.chat import ChatCompletion
 
-        kwargs = {"model": MODEL, "messages": MESSAGES, **PARAMS}
+        kwargs = {"model": MODEL, "messages": MESSAGES, **PARAMS, **who}
 
         def adapter_in() -> Any:
             k = dict(kwargs)
@@ -214,6 +221,13 @@ async def run(args: argparse.Namespace, cache_dir: str, extra: dict[str, Any]) -
 
         async def bare_await() -> None:
             return None
+
+        probe = adapter_in()
+        await pipe.handle(probe)  # the entry's key as the stages made it (a template re-keys it)
+        key = probe.key
+        entry = pipe.store.get_nowait(key)
+        assert entry is not None
+        reply = entry.reply
 
         rows = [
             ("key: key_of (msgpack + xxh3-128)", micro(lambda: key_of("", MODEL, MESSAGES, PARAMS), m)),

@@ -76,6 +76,17 @@ class CacheControl:
     def from_mapping(cls, value: Mapping[str, Any] | None) -> "CacheControl":
         if not value:
             return _NO_CONTROL
+        if len(value) == 1 and type(value) is dict:
+            # The desk's every request: cache={"session": ...}. One object per session (they
+            # are frozen), instead of parsing and building one per request (1.3 us).
+            session = value.get("session")
+            if type(session) is str:
+                found = _SESSION_ONLY.get(session)
+                if found is None:
+                    if len(_SESSION_ONLY) >= 4096:
+                        _SESSION_ONLY.clear()
+                    found = _SESSION_ONLY[session] = cls(session=session)
+                return found
         if not isinstance(value, Mapping):
             raise TypeError(f"cache= must be a dict like {{'no-cache': True}}, got {type(value).__name__}")
         unknown = set(value) - _CONTROL_KEYS
@@ -117,6 +128,7 @@ _CONTROL_KEYS = frozenset(
     {"no-cache", "no_cache", "no-store", "no_store", "ttl", "s-maxage", "namespace", "session"}
 )
 _NO_CONTROL = CacheControl()
+_SESSION_ONLY: dict[str, CacheControl] = {}
 
 
 @dataclass(slots=True)

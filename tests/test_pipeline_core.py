@@ -191,3 +191,17 @@ async def test_observers_get_the_events_stages_emit():
         await llm(model="m", messages=Q)
         await llm(model="m", messages=Q)
     assert seen.count("served") == 2 and seen.count("stored") == 1
+
+
+def test_cache_control_parses_every_spelling_and_shares_one_object_per_session():
+    from r1mw.types import CacheControl
+
+    a = CacheControl.from_mapping({"session": "s1"})
+    assert a == CacheControl(session="s1") and CacheControl.from_mapping({"session": "s1"}) is a  # frozen: shared
+    assert CacheControl.from_mapping({"session": 7}) == CacheControl(session="7")
+    assert CacheControl.from_mapping({"session": "s1", "no-store": True}) == CacheControl(no_store=True, session="s1")
+    assert CacheControl.from_mapping({"no_cache": True}).no_cache
+    with pytest.raises(TypeError, match="unknown keys"):
+        CacheControl.from_mapping({"sesion": "s1"})
+    with pytest.raises(TypeError, match="expected True or False"):
+        CacheControl.from_mapping({"no-cache": "false"})
