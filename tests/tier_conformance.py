@@ -121,6 +121,43 @@ class TierConformance:
         finally:
             await self.close(tier)
 
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    async def test_every_key_that_leaves_was_deleted_or_reported_and_none_comes_back(self, tmp_path, seed):
+        # Random sets, overwrites and deletes under a tight bound. A tier that drops a key
+        # silently leaves the semantic index and the store pointing at it; one that serves a
+        # deleted or reported key again serves what the cache said was gone.
+        import random
+
+        rng = random.Random(seed)
+        tier = self.make_tier(tmp_path, 6)
+        model: dict[bytes, Any] = {}
+        if hasattr(tier, "on_evict"):
+            def evicted(key: bytes, value: Any) -> None:
+                if model.get(key) == value:  # an older version leaving is not this one
+                    del model[key]
+            tier.on_evict = evicted
+        if hasattr(tier, "on_lost"):
+            tier.on_lost = lambda key: model.pop(key, None)
+        silent = not hasattr(tier, "on_evict")
+        try:
+            for step in range(300):
+                k = self.key(rng.randrange(12))
+                if rng.random() < 0.7:
+                    v = self.value(tier, step)
+                    model[k] = v  # before the call: the set itself may evict it
+                    await tier.set(k, v)
+                else:
+                    model.pop(k, None)
+                    await tier.delete(k)
+                probe = self.key(rng.randrange(12))
+                got = await tier.get(probe)
+                if silent:  # no eviction callback: only never wrong, never back from a delete
+                    assert got is None or got == model.get(probe)
+                else:
+                    assert got == model.get(probe), f"step {step}: {probe!r}"
+        finally:
+            await self.close(tier)
+
     async def test_corrupt_entry_is_a_counted_miss(self, tmp_path):
         tier = self.make_tier(tmp_path, 100)
         try:
