@@ -118,7 +118,6 @@ async def main() -> None:
     parser.add_argument("--desk", action="store_true",
                         help="the trading desk's case: bundled templates, a templated prompt, a user and a session")
     args = parser.parse_args()
-    n = args.calls
     extra: dict[str, Any] = {"stages": args.stages} if args.stages else {}
     if args.desk:
         global MESSAGES
