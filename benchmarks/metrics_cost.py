@@ -27,10 +27,11 @@ from r1mw.testing import FakeR1
 def bench_recorder(n: int) -> dict[str, float]:
     rec = MetricsRecorder()
     reply = r1mw.Reply(choices=(r1mw.Choice(content="x"),), usage=r1mw.Usage(120, 900, 1020))
-    hit = r1mw.Request(model="deepseek-reasoner", messages=[], source="exact", tier="l1",
+    # Keyed, as the exact stage leaves every request it saw (the recorder counts per entry).
+    hit = r1mw.Request(model="deepseek-reasoner", messages=[], source="exact", tier="l1", key=b"k1" * 8,
                        meta={"template_id": "analyze", "slots": {"symbol": "AAPL", "interval": "5m"}})
-    plain_hit = r1mw.Request(model="deepseek-reasoner", messages=[], source="exact", tier="l1")
-    miss = r1mw.Request(model="deepseek-reasoner", messages=[])
+    plain_hit = r1mw.Request(model="deepseek-reasoner", messages=[], source="exact", tier="l1", key=b"k2" * 8)
+    miss = r1mw.Request(model="deepseek-reasoner", messages=[], key=b"k3" * 8)
     out = {}
     for label, request in (("hit + template + 2 slots", hit), ("hit, no template", plain_hit), ("miss", miss)):
         record = rec.record

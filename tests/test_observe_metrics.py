@@ -240,3 +240,71 @@ def test_counters_match_a_model_of_any_sequential_run(ops):
     assert rec.savings()["tokens"] == 30 * expected["hit"]
     assert rec.savings()["cost_usd"] == pytest.approx(HIT_COST * expected["hit"])
     assert dict(rec.templates.top(5))["analyze"][REQ] == len(ops)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.integers(0, 7), st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+                    max_size=60),
+       pending_max=st.sampled_from([2, 4096]))
+def test_rows_counted_per_entry_then_folded_equal_counting_each_request(ops, pending_max):
+    # The recorder counts a request into its entry's pending row and updates the label rows
+    # when they are read or when too many entries are pending; whatever the order of reads,
+    # the rows must equal counting every request into every table at once.
+    import r1mw.observe.recorder as recorder_module
+    from r1mw.observe.recorder import MetricsRecorder
+
+    saved, recorder_module._PENDING_MAX = recorder_module._PENDING_MAX, pending_max
+    try:
+        _check_folded_rows(ops, MetricsRecorder(PriceTable()))
+    finally:
+        recorder_module._PENDING_MAX = saved
+
+
+def _check_folded_rows(ops, rec):
+    from r1mw.types import Choice, Reply, Request, Usage
+
+    reply = Reply(id="r", model="deepseek-reasoner", created=0,
+                  choices=(Choice(index=0, content="x", finish_reason="stop"),), usage=Usage(10, 20, 30))
+    expected: dict[tuple[str, str], list[float]] = {}
+    slots_expected: dict[tuple[str, str, str], int] = {}
+
+    def add(table, label, n, hit, tokens, model):
+        row = expected.setdefault((table, label), [0, 0, 0, 0, 0.0])
+        row[0] += n
+        row[1] += hit
+        if tokens:
+            row[2] += 10
+            row[3] += 20
+            row[4] += PriceTable().price(model).cost(Usage(10, 20, 30))
+
+    for entry, hit, with_usage, keyless, read in ops:
+        model = "deepseek-reasoner" if entry % 2 else "deepseek-chat"
+        namespace, template = f"ns{entry % 3}", (f"t{entry % 4}" if entry < 6 else None)
+        slots = {"symbol": f"S{entry}"} if template else None
+        request = Request(model, [], {}, {}, False, r1mw.CacheControl(), namespace, None, None)
+        request.key = None if keyless else b"entry-%d" % entry
+        request.source = "exact" if hit else "upstream"
+        request.tier = "l1" if hit else None
+        if template:
+            request.meta.update(template_id=template, slots=dict(slots))
+        rec.record(request, reply if with_usage else Reply(id="r", model=model, created=0, choices=reply.choices),
+                   1e-5)
+        tokens = hit and with_usage
+        if tokens:
+            add("model", model, 1, 1, True, model)
+        add("namespace", namespace, 1, hit, tokens, model)
+        if template:
+            add("template", template, 1, hit, tokens, model)
+            k = (template, "symbol", slots["symbol"])
+            slots_expected[k] = slots_expected.get(k, 0) + 1
+        if read:  # a scrape in the middle: folds what is pending
+            rec.namespaces.top(100)
+
+    def rows(table, label_table):
+        return {(table, label): row for label, row in label_table.top(100) if label != OTHER}
+
+    got = {**rows("model", rec.models), **rows("namespace", rec.namespaces), **rows("template", rec.templates)}
+    assert got.keys() == expected.keys()
+    for k, row in expected.items():
+        assert got[k][:4] == row[:4] and got[k][4] == pytest.approx(row[4])
+    assert rec.slots == slots_expected and rec.slots_other == 0
