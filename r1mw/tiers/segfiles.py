@@ -636,6 +636,7 @@ class SegmentFiles:
             evicted = await self._run(self.set_sync, key, value, ttl)
         if evicted:
             await self._deliver(evicted)
+        await self._deliver_delete_evictions()  # a delete_sync called outside delete() left some
         if self._lost:
             self._report_lost()
         self._after_write()
@@ -707,14 +708,17 @@ class SegmentFiles:
             except Exception:  # noqa: BLE001 - the next tier's fault is not this write's
                 log.exception("%s: on_evict failed", self.name)
 
-    async def delete(self, key: bytes) -> bool:
-        if self._closed or (key not in self._index and not self._refresh_due()):
-            return False
-        found = self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key)
+    async def _deliver_delete_evictions(self) -> None:
         if self._evicted_by_delete:
             with self._lock:
                 evicted, self._evicted_by_delete = self._evicted_by_delete, []
             await self._deliver(evicted)
+
+    async def delete(self, key: bytes) -> bool:
+        if self._closed or (key not in self._index and not self._refresh_due()):
+            return False
+        found = self.delete_sync(key) if self.inline_reads else await self._run(self.delete_sync, key)
+        await self._deliver_delete_evictions()
         if self._lost:
             self._report_lost()
         self._after_write()
