@@ -58,13 +58,16 @@ def ceilings(workload: Workload, asked_before: set[str] | None = None) -> tuple[
 
 
 async def one(args: argparse.Namespace, zipf: float) -> None:
-    workload = generate(WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf))
     stages = tuple(s for s in Settings().stages if s != "prefetch")
     with_prefetch = ("metrics", "prefetch", *[s for s in stages if s != "metrics"])
     extra = {"templates": str(BUNDLED), "prefetch_min_prob": args.min_prob,
              "prefetch_max_per_minute": 10_000, "prefetch_token_budget": 10**9}
-    earlier = [generate(WorkloadSpec(requests=args.requests, seed=args.seed + 1000 + day, zipf=zipf))
-               for day in range(args.days_before)]  # same desk, other requests
+    # The same desk (its analysts' habits: desk_seed) on other days (other requests: seed).
+    workload = generate(WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf,
+                                     desk_seed=args.seed if args.days_before else None))
+    earlier = [generate(WorkloadSpec(requests=args.requests, seed=args.seed + 1000 + day, zipf=zipf,
+                                     desk_seed=args.seed))
+               for day in range(args.days_before)]
     rows = []
     for name, chain in (("without prefetch", stages), ("with prefetch", with_prefetch)):
         with tempfile.TemporaryDirectory(prefix="r1mw-prefetch-bench-") as tmp:

@@ -22,6 +22,12 @@ request:
 
 ``--show N`` prints N examples of the wrong-slot and not-predicted flow steps, with what the
 model predicted instead.
+
+Last, a reference: the same count for a predictor that knows the generator's own probabilities
+(each analyst's habits, each ticker's positions, the habit rate) and, after each analysis
+and each risk question of the flow, names the likeliest next flow step of the same ticker
+with its true probability. No sequence model learnt from the traffic can know more than
+that, so its gain at a given share of unused prefetches is what the model can hope for.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Result:
     requests: int
     used: int = 0
     issued: int = 0
+    used_by_half: list[int] = field(default_factory=lambda: [0, 0])  # first / second half of the day
     table: Counter[tuple[str, str]] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
@@ -82,12 +89,13 @@ def run(spec: WorkloadSpec, min_prob: float, show: int) -> Result:
     predicted: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
     templates: dict[str, dict[str, Any]] = defaultdict(dict)
     started: set[str] = set()
-    for item in sorted(workload.items, key=lambda i: i.t):
+    for index, item in enumerate(sorted(workload.items, key=lambda i: i.t)):
         key, symbol, slots = keys.of(item.text)
         if key not in asked and item.session in started:
             category = _explain(key, symbol, predicted[item.session], templates[item.session], prefetched, min_prob)
             result.table[(_kind(item), category)] += 1
             result.used += category == "prefetched"
+            result.used_by_half[index * 2 >= result.requests] += category == "prefetched"
             if show and item.kind == "flow" and category in ("wrong slots", "not predicted") \
                     and len(result.examples[category]) < show:
                 result.examples[category].append(
@@ -117,6 +125,71 @@ def _explain(key: tuple[str, str], symbol: str, predicted: dict[tuple[str, str],
     if key in predicted:
         return "under threshold"
     return "wrong slots" if symbol in templates else "not predicted"
+
+
+def oracle(spec: WorkloadSpec, min_prob: float) -> tuple[int, int, list[int]]:
+    """(requests, issued, used in the first and in the second half of the day) for the
+    predictor that knows the generator's probabilities."""
+    from r1mw.workload.generator import _POSITION_FORMS, _Generator, _Zipf
+    from r1mw.workload.truth import Catalog
+
+    catalog = Catalog.load()
+    generator = _Generator(spec, catalog)  # same seed: the same habits and requests as generate()
+    items = generator.run()
+
+    def distribution(values: list[str], s: float) -> dict[str, float]:
+        weights = _Zipf(values, s).cum
+        out: dict[str, float] = {}
+        for i, value in enumerate(values):
+            out[value] = out.get(value, 0.0) + (weights[i] - (weights[i - 1] if i else 0.0)) / weights[-1]
+        return out
+
+    def likeliest(template_id: str, ticker: str, analyst: str) -> tuple[dict[str, str], float]:
+        slots, p = {}, 1.0
+        for slot in catalog.templates[template_id].slots:
+            if slot == "symbol":
+                slots[slot] = ticker
+            elif slot == "position_size":
+                listed = [v for v in catalog.slot_values["position_size"] if ticker.split("-")[0] in v.split()]
+                dist = distribution(listed + [f.format(t=ticker) for f in _POSITION_FORMS], 2.5)
+                slots[slot] = max(dist, key=dist.__getitem__)
+                p *= dist[slots[slot]]
+            else:
+                habit = generator.habits[analyst][slot]
+                slots[slot] = habit
+                p *= spec.habit + (1 - spec.habit) * distribution(list(catalog.slot_values[slot]), spec.zipf)[habit]
+        return slots, p
+
+    canonical = {catalog.normalize("symbol", v): v for v in catalog.slot_values["symbol"]}
+    later: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        later[item.question_id] = i  # the last time each question is asked
+        first.setdefault(item.question_id, i)
+    asked: set[str] = set()
+    ticker: dict[str, str] = {}
+    issued = 0
+    used = [0, 0]
+    nxt = {"analyze_strategy": "assess_risk", "assess_risk": "predict_movement"}
+    for i, item in enumerate(items):
+        asked.add(item.question_id)
+        if item.kind != "flow" or item.template_id not in nxt:
+            continue
+        if item.template_id == "analyze_strategy":
+            found = catalog.match(item.text)
+            if found is not None:
+                ticker[item.session] = canonical[catalog.normalize("symbol", found[1]["symbol"])]
+        if item.session not in ticker:
+            continue
+        template_id = nxt[item.template_id]
+        slots, p = likeliest(template_id, ticker[item.session], item.analyst)
+        qid = catalog.question_id(template_id, slots)
+        if p >= min_prob and qid not in asked:
+            asked.add(qid)  # issued once; asked from now on, as far as prefetching goes
+            issued += 1
+            if later.get(qid, -1) > i:  # asked after: its first time is after the prediction
+                used[first[qid] * 2 >= len(items)] += 1
+    return len(items), issued, used
 
 
 def _kind(item: Item) -> str:
@@ -149,7 +222,15 @@ def main() -> None:
     args = parser.parse_args()
     for zipf in args.zipf:
         spec = WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf)
-        report(spec, args.min_prob, run(spec, args.min_prob, args.show))
+        result = run(spec, args.min_prob, args.show)
+        report(spec, args.min_prob, result)
+        n, issued, halves = oracle(spec, args.min_prob)
+        used = sum(halves)
+        print(f"  reference (flow steps only): a predictor that knows the generator's probabilities from the first request: "
+              f"gain {used / n * 100:+.1f} points; issued {issued}, unused {(issued - used) / max(1, issued):.0%}")
+        print(f"  first occurrences prefetched, model / reference: first half of the day "
+              f"{result.used_by_half[0]} / {halves[0]}, second half {result.used_by_half[1]} / {halves[1]} "
+              f"(the model learns the desk's habits as the day goes; the reference knows them from the start)")
 
 
 if __name__ == "__main__":

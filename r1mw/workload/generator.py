@@ -81,6 +81,9 @@ class WorkloadSpec:
     zipf: float = 2.2
     habit: float = 0.9
     think_s: float = 45.0
+    # The desk's habits (each analyst's usual strategy, horizon...) come from this seed when
+    # set, so that several days (other seeds) are the same desk; None: drawn with ``seed``.
+    desk_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.requests < 1 or self.sessions < 1 or self.analysts < 1:
@@ -193,7 +196,8 @@ class _Generator:
         self.history: list[tuple[_Question, _Surface, str]] = []   # (question, surface, text)
         # Each analyst has usual settings (their strategy, horizon, interval...): the desk's
         # tool fills them in, which is why the same questions come back all day.
-        self.habits = {f"analyst-{a:02d}": {slot: pick(self.rng) for slot, pick in self.pick.items()}
+        desk = self.rng if spec.desk_seed is None else random.Random(spec.desk_seed)
+        self.habits = {f"analyst-{a:02d}": {slot: pick(desk) for slot, pick in self.pick.items()}
                        for a in range(spec.analysts)}
         self.analyst = ""
         self.oneoffs = 0
@@ -464,6 +468,7 @@ _HELP = {
     "zipf": "Zipf exponent of ticker/strategy/horizon popularity",
     "habit": "probability an analyst uses their usual strategy, horizon, interval... (their defaults)",
     "think_s": "mean seconds an analyst reads an answer before the next request",
+    "desk_seed": "seed of the analysts' habits (default: --seed); the same for several days = the same desk",
 }
 
 
@@ -473,7 +478,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = WorkloadSpec()
     for f in fields(WorkloadSpec):
         default = getattr(defaults, f.name)
-        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(default), default=default,
+        kind = int if default is None else type(default)  # desk_seed: an int when given
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=default,
                            help=f"{_HELP.get(f.name, f.name)} (default {default})")
 
 
