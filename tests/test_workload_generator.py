@@ -41,6 +41,25 @@ def test_other_seed_other_workload(workload: Workload) -> None:
     assert [i.text for i in other.items] != [i.text for i in workload.items]
 
 
+def test_a_desk_seed_keeps_the_analysts_habits_across_days() -> None:
+    # Two days of one desk: other requests, the same analysts' usual strategy and horizon.
+    spec = dict(requests=800, sessions=16, analysts=6, zipf=1.0)
+    day1, day2 = (generate(WorkloadSpec(seed=s, desk_seed=11, **spec)) for s in (1, 2))
+    other_desk = generate(WorkloadSpec(seed=2, desk_seed=12, **spec))
+    assert [i.text for i in day1.items] != [i.text for i in day2.items]
+
+    def usual(w: Workload) -> dict[str, str]:
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for item in w.items:
+            found = CAT.match(item.text) if item.kind == "flow" and item.template_id == "predict_movement" else None
+            if found is not None:
+                counts[item.analyst][CAT.normalize("timeframe", found[1]["timeframe"])] += 1
+        return {a: max(c, key=c.__getitem__) for a, c in counts.items()}
+
+    assert usual(day1) == usual(day2) != usual(other_desk)
+    assert generate(WorkloadSpec(seed=2, **spec)).items == generate(WorkloadSpec(seed=2, **spec)).items
+
+
 def test_shape(workload: Workload) -> None:
     assert len(workload.items) == SMALL.requests
     assert [i.index for i in workload.items] == list(range(SMALL.requests))
