@@ -1,7 +1,7 @@
 """Prefetch on the bundled session workload: hit rate with and without, the waste, the ceilings.
 
     python benchmarks/prefetch.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0] [--min-prob 0.3]
-                                  [--days-before 1]
+                                  [--days-before 1 [--expired]]
 
 For each ticker popularity (``--zipf``: 2.2 is the demo's desk, which keeps asking about a few
 tickers; 1.0 a broad watchlist), replays the same seeded workload (analysts' sessions:
@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
+from pathlib import Path
 
 from r1mw import Settings
 from r1mw.templating import BUNDLED
@@ -72,12 +74,22 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
     for name, chain in (("without prefetch", stages), ("with prefetch", with_prefetch)):
         with tempfile.TemporaryDirectory(prefix="r1mw-prefetch-bench-") as tmp:
             config = RunConfig(name, chain, ("l1", "l2"), (), extra)
+            before_dir = Path(tmp) / "earlier" if args.expired else Path(tmp)
             for before in earlier:
-                await replay(before, config, cache_dir=tmp, speed=args.speed, concurrency=args.concurrency)
+                await replay(before, config, cache_dir=str(before_dir), speed=args.speed,
+                             concurrency=args.concurrency)
+            model = before_dir / "prefetch" / "model.msgpack"
+            if args.expired and model.exists():  # yesterday's answers are stale; what was learnt is not
+                (Path(tmp) / "prefetch").mkdir()
+                shutil.copy(model, Path(tmp) / "prefetch" / "model.msgpack")
             result = await replay(workload, config, cache_dir=tmp, speed=args.speed, concurrency=args.concurrency)
         rows.append((name, result.figures(), result.stats["stages"].get("prefetch", {})))
-    clairvoyant, flow = ceilings(workload, {i.question_id for day in earlier for i in day.items})
-    after = f" after {args.days_before} earlier day(s) in the same cache and model" if args.days_before else ""
+    cached_before = set() if args.expired else {i.question_id for day in earlier for i in day.items}
+    clairvoyant, flow = ceilings(workload, cached_before)
+    after = ""
+    if args.days_before:
+        after = (f" after {args.days_before} earlier day(s) of the same desk: "
+                 + ("their answers expired, the model kept" if args.expired else "the same cache and model"))
     print(f"\nzipf {zipf}{after}: {args.requests} requests, seed {args.seed}, speed {args.speed}, "
           f"{args.concurrency} analysts at once, R1MW_PREFETCH_MIN_PROB={args.min_prob}")
     for name, figures, p in rows:
@@ -87,7 +99,8 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
             unused = p["issued"] - p["used"]
             waste = unused / p["issued"] if p["issued"] else 0.0
             line += (f"  | issued {p['issued']}, used {p['used']}, unused {unused} ({waste:.0%} of issued),"
-                     f" tokens spent {p['tokens_spent']:,} / saved {p['tokens_saved']:,}")
+                     f" tokens spent {p['tokens_spent']:,} / saved {p['tokens_saved']:,},"
+                     f" refused {sum(p['refused'].values())}, already cached {p['already_cached']}")
         print(line)
     gain = rows[1][1]["hit_rate"] - rows[0][1]["hit_rate"]
     print(f"  gain {gain * 100:+.1f} points; ceilings: flow {flow * 100:.1f} points "
@@ -109,6 +122,9 @@ if __name__ == "__main__":
     parser.add_argument("--days-before", type=int, default=0,
                         help="replay this many earlier days (other seeds) into the same cache dir first: "
                              "the cache and the persisted prefetch model start warm")
+    parser.add_argument("--expired", action="store_true",
+                        help="with --days-before: the earlier days' answers have expired (a TTL of a day: market "
+                             "analyses go stale); the cache starts cold, the prefetch model it learnt is kept")
     parser.add_argument("--zipf", type=float, nargs="+", default=[2.2, 1.0],
                         help="ticker popularity exponents to run (2.2: the demo's desk; 1.0: a broad watchlist)")
     asyncio.run(main(parser.parse_args()))

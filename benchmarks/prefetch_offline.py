@@ -2,7 +2,7 @@
 model alone, with every first occurrence explained.
 
     python benchmarks/prefetch_offline.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0]
-                                          [--min-prob 0.3] [--show 5]
+                                          [--min-prob 0.3] [--show 5] [--days-before 1]
 
 No pipeline, no upstream, no clock: requests are fed in the workload's time order to the
 bundled templates (as the template stage keys them) and to :class:`r1mw.predictor.SequenceModel`
@@ -77,12 +77,19 @@ class Keys:
             return None
 
 
-def run(spec: WorkloadSpec, min_prob: float, show: int) -> Result:
+def run(spec: WorkloadSpec, min_prob: float, show: int, earlier: list[WorkloadSpec] = (),
+        expired: bool = False) -> Result:
     keys = Keys()
     workload = generate(spec)
     model = SequenceModel()
     result = Result(len(workload.items))
     asked: set[tuple[str, str]] = set()
+    for day, before in enumerate(earlier):  # earlier days: the model learns, the cache fills
+        for item in sorted(generate(before).items, key=lambda i: i.t):
+            key, symbol, slots = keys.of(item.text)
+            if not expired:
+                asked.add(key)
+            model.observe(f"day{day}-{item.session}", symbol, slots, user=item.analyst)
     prefetched: set[tuple[str, str]] = set()
     # Per session: every key the model predicted (best probability) and every template it
     # predicted, with the slots of the latest such prediction.
@@ -127,7 +134,8 @@ def _explain(key: tuple[str, str], symbol: str, predicted: dict[tuple[str, str],
     return "wrong slots" if symbol in templates else "not predicted"
 
 
-def oracle(spec: WorkloadSpec, min_prob: float) -> tuple[int, int, list[int]]:
+def oracle(spec: WorkloadSpec, min_prob: float, earlier: list[WorkloadSpec] = (),
+           expired: bool = False) -> tuple[int, int, list[int]]:
     """(requests, issued, used in the first and in the second half of the day) for the
     predictor that knows the generator's probabilities."""
     from r1mw.workload.generator import _POSITION_FORMS, _Generator, _Zipf
@@ -166,7 +174,7 @@ def oracle(spec: WorkloadSpec, min_prob: float) -> tuple[int, int, list[int]]:
     for i, item in enumerate(items):
         later[item.question_id] = i  # the last time each question is asked
         first.setdefault(item.question_id, i)
-    asked: set[str] = set()
+    asked: set[str] = set() if expired else {item.question_id for before in earlier for item in generate(before).items}
     ticker: dict[str, str] = {}
     issued = 0
     used = [0, 0]
@@ -219,12 +227,20 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, nargs="+", default=[2.2, 1.0])
     parser.add_argument("--min-prob", type=float, default=Settings().prefetch_min_prob)
     parser.add_argument("--show", type=int, default=0, help="examples of missed flow steps to print")
+    parser.add_argument("--days-before", type=int, default=0,
+                        help="earlier days of the same desk (other seeds, the same habits) learnt and cached first")
+    parser.add_argument("--expired", action="store_true",
+                        help="with --days-before: the earlier days' answers have expired (a TTL of a day: market "
+                             "analyses go stale), only the model carries over")
     args = parser.parse_args()
     for zipf in args.zipf:
-        spec = WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf)
-        result = run(spec, args.min_prob, args.show)
+        desk = args.seed if args.days_before else None
+        spec = WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf, desk_seed=desk)
+        earlier = [WorkloadSpec(requests=args.requests, seed=args.seed + 1000 + day, zipf=zipf, desk_seed=desk)
+                   for day in range(args.days_before)]
+        result = run(spec, args.min_prob, args.show, earlier, args.expired)
         report(spec, args.min_prob, result)
-        n, issued, halves = oracle(spec, args.min_prob)
+        n, issued, halves = oracle(spec, args.min_prob, earlier, args.expired)
         used = sum(halves)
         print(f"  reference (flow steps only): a predictor that knows the generator's probabilities from the first request: "
               f"gain {used / n * 100:+.1f} points; issued {issued}, unused {(issued - used) / max(1, issued):.0%}")

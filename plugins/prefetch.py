@@ -40,6 +40,7 @@ _SAVE_EVERY_S = 300.0
 _STREAM_ONLY = frozenset({"stream_options"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _PREFIXES_MAX = 10_000
+_WRITTEN_MAX = 20_000
 
 
 class PrefetchStage:
@@ -66,6 +67,9 @@ class PrefetchStage:
         # (namespace, symbol) -> the system messages last seen before it: each template of a
         # desk may come with its own system prompt, and the prefetch must be keyed as asked.
         self._prefix: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+        # (namespace, slot, value) -> how the desk last wrote that value ("the 5-minute",
+        # "$50,000 ... NVDA"): a prefetch asks in the desk's words, not in canonical form.
+        self._written: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._last_save = 0.0
         self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
                        "wasted": 0, "errors": 0, "no_estimate": 0, "tokens_spent": 0, "tokens_saved": 0}
@@ -125,6 +129,8 @@ class PrefetchStage:
             self._learn_cost(symbol, reply)
         if request.source == "upstream" or (request.namespace, symbol) not in self._prefix:
             self._learn_prefix(request, symbol)
+        if slots and not request.meta.get("prefetch"):
+            self._learn_written(request.namespace, slots, request.meta.get("slot_text"))
         if not session:
             return
         user = f"{request.namespace}\x00{request.user}" if request.user else None
@@ -170,6 +176,20 @@ class PrefetchStage:
             if len(self._prefix) > _PREFIXES_MAX:
                 self._prefix.popitem(last=False)
 
+    def _learn_written(self, namespace: str, slots: Any, written: Any) -> None:
+        if not written:
+            return
+        table = self._written
+        for name, value in slots.items():
+            text = written.get(name)
+            if text is not None:
+                key = (namespace, name, str(value))
+                if table.get(key) != text:
+                    table[key] = text
+                    table.move_to_end(key)
+                    if len(table) > _WRITTEN_MAX:
+                        table.popitem(last=False)
+
     def _learn_cost(self, symbol: str, reply: Reply | StreamedReply) -> None:
         if isinstance(reply, StreamedReply):
             reply.on_complete(lambda done: self._record_cost(symbol, done))
@@ -208,8 +228,14 @@ class PrefetchStage:
             templates = self.pipeline.services.get("templates")
             if templates is None:
                 return None
+            slots = dict(prediction.slots or {})
+            written = {name: text for name, value in slots.items()
+                       if (text := self._written.get((current.namespace, name, str(value)))) is not None}
             try:
-                text = templates.render(prediction.symbol[2:], dict(prediction.slots or {}))
+                try:
+                    text = templates.render(prediction.symbol[2:], slots, written)
+                except TypeError:  # a template service that takes no spellings (a plugin's own)
+                    text = templates.render(prediction.symbol[2:], slots)
             except Exception:  # a template that changed or a slot it refuses: no guess
                 return None
             # The system prompt this template was last asked with; else (a conversation goes

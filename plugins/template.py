@@ -88,6 +88,7 @@ class TemplateStage:
                 meta["template_id"] = tid
                 slots = dict(found.slots)  # the match is memoized: each request gets its own dict
                 meta["slots"] = slots
+                meta["slot_text"] = found.written  # as written (read-only: shared by the memo)
                 # A mined template annotates but never re-keys: it appears after requests of
                 # its shape were stored under their raw key, and re-keying would strand them.
                 if found.template.source != "mined":

@@ -446,6 +446,33 @@ async def test_with_the_real_template_stage_the_next_templated_request_is_prefet
         assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
 
 
+async def test_a_prefetch_asks_in_the_desk_s_words_not_in_canonical_form():
+    # The template stage keys "today's session" and "the 5-minute chart" by canonical values;
+    # the prefetch renders a predicted request with the values as the desk wrote them, so the
+    # upstream is asked what the analyst would have asked (the workload's judge found a
+    # prefetch that asked "over today" answer a later "over today's session").
+    from r1mw.templating import BUNDLED
+
+    fake = FakeR1()
+    settings = r1mw.Settings(stages="prefetch,template,exact", templates=BUNDLED, prefetch_min_prob=0.4,
+                             prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
+            await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
+                      cache={"session": f"t{i}"})
+            await llm(model="r1", messages=ask(f"Where do you expect {ticker} to move over the next 14 days?"),
+                      cache={"session": f"t{i}"})
+        await settle(pipe)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"), cache={"session": "t9"})
+        await settle(pipe, until=lambda s: s["issued"] >= 1)
+        asked = fake.calls[-1]["messages"][-1]["content"]
+        assert asked == "Predict movement for NVDA over the next 14 days"  # the main form, the desk's words
+        calls = len(fake.calls)
+        await llm(model="r1", messages=ask("Forecast NVDA's price movement over the next two weeks"), cache={"session": "t9"})
+        assert len(fake.calls) == calls
+
+
 async def test_a_prefetch_never_carries_another_namespace_s_request():
     # Hardening: transitions are learned across namespaces (template ids are shared), but an
     # untemplated request remembered in one namespace must never be re-issued in another,

@@ -169,3 +169,44 @@ def test_a_spelling_listed_for_two_values_or_a_malformed_table_fails_at_start_up
     (tmp_path / "bad.json").write_text(json.dumps(bad, indent=1))
     with pytest.raises(r1mw.ConfigError, match=r"bad.json:\d+: 'slot_equivalents'.symbol must map"):
         load_file(tmp_path / "bad.json")
+
+
+def test_what_a_prefetch_renders_from_a_key_asks_the_question_the_key_holds():
+    # The prefetch stage renders a template from the slot values the template stage keyed a
+    # request by, written as users wrote them (it has seen every value it predicts, except
+    # phrases it builds for a new ticker). That text is sent upstream and its reply stored
+    # under the same key, so it must ask the question every text with that key asks, as the
+    # workload's judge sees it: for every bundled template, every form, every slot value of
+    # the catalog and every listed rendering of it. (The judge found "today's session"
+    # rendered back as "today", and "the 5-minute chart" as "the 5 minutes chart".) The
+    # display form alone cannot always agree with the judge: its catalog writes "the past
+    # month" for one slot and "the last 5 years" for another; phrases it always does.
+    from r1mw.templating import TemplateRegistry
+    from r1mw.workload.truth import Catalog
+
+    catalog = Catalog.load()
+    registry = TemplateRegistry()
+    for template in load_file(BUNDLED):
+        registry.add(template)
+    registry.compile()
+    checked = 0
+    for tid, spec in catalog.templates.items():
+        base = {slot: catalog.slot_values[slot][0] for slot in spec.slots}
+        for slot in spec.slots:
+            for value in catalog.slot_values[slot]:
+                for rendering in catalog.renderings(slot, value):
+                    for form in range(len(spec.forms())):
+                        text = catalog.render(tid, {**base, slot: rendering}, form)
+                        found = registry.match_full(text)
+                        assert found is not None and found.template.id == tid, text
+                        again = registry.render(tid, dict(found.slots), found.written)
+                        assert catalog.identify(again) == catalog.identify(text), (text, again)
+                        assert registry.match_full(again).canonical == found.canonical, (text, again)
+                        if slot == "position_size":  # a phrase: its display form is the same question
+                            shown = registry.render(tid, dict(found.slots))
+                            assert catalog.identify(shown) == catalog.identify(text), (text, shown)
+                        checked += 1
+    # Bar sizes are displayed as traders write them: the same value, read back.
+    assert registry.render("key_levels", {"symbol": "AAPL", "chart_interval": "5m"}).endswith("the 5-minute chart?")
+    assert "daily" in registry.render("key_levels", {"symbol": "AAPL", "chart_interval": "1D"})
+    assert checked > 500

@@ -29,7 +29,7 @@ SAME = {
                ("daily", "1 day"), ("1D", "1 day"), ("weekly", "1 week"), ("Q1 2024", "Q1 2024"),
                ("the first quarter of 2024", "Q1 2024"), ("2015-2020", "2015-2020"),
                ("the last 5 years", "past 5 years"),
-               ("YTD", "year to date"), ("today's session", "today")],
+               ("YTD", "year to date"), ("today's session", "today's session"), ("today", "today")],
     "text": [("  RSI(14)   mean reversion ", "RSI(14) mean reversion")],
     "phrase": [("  RSI(14)   Mean Reversion ", "rsi(14) mean reversion"),
                ("a $50k long position in NVDA", "a $50000 long position in nvda"),

@@ -77,11 +77,14 @@ def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TemplateMatch:
-    """A prompt matched to a template: its id, normalized slot values and canonical form."""
+    """A prompt matched to a template: its id, normalized slot values and canonical form,
+    and each slot's text as the prompt wrote it (``written``: "$50,000", where ``slots``
+    has "$50000")."""
 
     template: Template
     slots: dict[str, str]
     _canonical: str | None = field(default=None, repr=False, compare=False)
+    written: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def template_id(self) -> str:
@@ -300,14 +303,17 @@ class TemplateRegistry:
             return None
         rank, alt, slot_groups = bucket.groups[m.lastindex]  # type: ignore[index]
         slots: dict[str, str] = {}
+        written: dict[str, str] = {}
         for name, group, normalize in slot_groups:
-            value = normalize(m.group(group))
+            raw = m.group(group)
+            value = normalize(raw)
             if value is None:
                 # The split the plain pattern found is not a value of the type: try this
                 # alternative and the less specific ones with their typed patterns.
                 return TemplateRegistry._slow(bucket, text, m.lastindex)  # type: ignore[arg-type]
             slots[name] = value
-        return rank, TemplateMatch(alt.template, slots)
+            written[name] = raw
+        return rank, TemplateMatch(alt.template, slots, written=written)
 
     @staticmethod
     def _slow(bucket: _Bucket, text: str, failed: int) -> tuple[_Rank, TemplateMatch] | None:
@@ -318,13 +324,15 @@ class TemplateRegistry:
             if m is None:
                 continue
             slots = {}
+            written = {}
             for i, (name, _, normalize) in enumerate(slot_groups, 1):
                 value = normalize(m.group(i))
                 if value is None:
                     break
                 slots[name] = value
+                written[name] = m.group(i)
             else:
-                return rank, TemplateMatch(alt.template, slots)
+                return rank, TemplateMatch(alt.template, slots, written=written)
         return None
 
     def match(self, text: str) -> tuple[str, dict[str, str]] | None:
@@ -349,8 +357,15 @@ class TemplateRegistry:
             out[name] = normalized
         return out
 
-    def render(self, template_id: str, slots: Mapping[str, Any]) -> str:
-        """The template's main pattern filled with ``slots`` (normalized first)."""
+    def render(self, template_id: str, slots: Mapping[str, Any], written: Mapping[str, str] | None = None) -> str:
+        """The template's main pattern filled with ``slots`` (normalized first). ``written``
+        gives some slots' text as users write it ("the 5-minute", "$50,000 ... NVDA"): used
+        where it means the same value, the type's display form elsewhere.
+
+        >>> r = TemplateRegistry(); r.add(Template("risk", "Assess risk for {size:money}")); r.compile()
+        >>> r.render("risk", {"size": "$50k"}), r.render("risk", {"size": "$50k"}, {"size": "$50,000"})
+        ('Assess risk for $50000', 'Assess risk for $50,000')
+        """
         values = self.normalize_slots(template_id, slots)
         template = self._templates[template_id]
         out = []
@@ -358,7 +373,11 @@ class TemplateRegistry:
             if isinstance(part, str):
                 out.append(part)
             else:
-                out.append(template.slot_type(part[0]).display(values[part[0]]))
+                name = part[0]
+                text = written.get(name) if written else None
+                if text is None or template.normalizer(name)(text) != values[name]:
+                    text = template.slot_type(name).display(values[name])
+                out.append(text)
         return "".join(out)
 
     def canonical(self, template_id: str, slots: Mapping[str, Any]) -> str:

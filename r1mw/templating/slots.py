@@ -216,7 +216,9 @@ _ADVERB = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month
 _DIRS = {"next": "next", "coming": "next", "upcoming": "next", "following": "next",
          "past": "past", "last": "past", "previous": "past", "prior": "past"}
 _ORD = {"first": 1, "second": 2, "third": 3, "fourth": 4}
-_NAMED = {"today": "today", "today's session": "today", "tomorrow": "tomorrow", "this week": "this week",
+# "today's session" is not "today" (the workload's ground truth tells them apart: the
+# session may be over while the day is not); a prefetch renders what the key holds.
+_NAMED = {"today": "today", "today's session": "today's session", "tomorrow": "tomorrow", "this week": "this week",
           "this month": "this month", "this quarter": "this quarter", "this year": "this year",
           "year to date": "year to date", "ytd": "year to date", "year-to-date": "year to date"}
 _NAMED_RE = "|".join(sorted((re.escape(n).replace(r"\ ", r"\s+") for n in _NAMED), key=len, reverse=True))
@@ -264,12 +266,24 @@ def _period(text: str) -> str | None:
     return f"{_DIRS[m['dir'].lower()]} {text_out}" if m["dir"] else text_out
 
 
+_UNIT_NAMES = frozenset(_UNITS.values())
+_ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly", "year": "yearly"}
+
+
 def _period_display(value: str) -> str:
     head, _, rest = value.partition(" ")
     if head in ("next", "past"):
         if rest.startswith("1 "):
             rest = rest[2:]
         return f"the {head} {rest}"
+    unit = rest[:-1] if rest.endswith("s") and rest[:-1] in _UNIT_NAMES else rest
+    if unit in _UNIT_NAMES and head.replace(".", "", 1).isdigit():
+        # A length with no direction is a bar size ("the 5-minute chart", "daily bars"):
+        # written as traders write it, which reads back as the same value.
+        if head == "1" and unit in _ADJECTIVE:
+            return _ADJECTIVE[unit]
+        if " " not in unit:
+            return f"{head}-{unit}"
     return value
 
 
