@@ -186,9 +186,9 @@ class PrefetchStage:
                 key = (namespace, name, str(value))
                 if table.get(key) != text:
                     table[key] = text
-                    table.move_to_end(key)
-                    if len(table) > _WRITTEN_MAX:
-                        table.popitem(last=False)
+                table.move_to_end(key)
+                if len(table) > _WRITTEN_MAX:
+                    table.popitem(last=False)
 
     def _learn_cost(self, symbol: str, reply: Reply | StreamedReply) -> None:
         if isinstance(reply, StreamedReply):
@@ -315,6 +315,9 @@ class PrefetchStage:
             data = msgpack.unpackb(self.path.read_bytes(), raw=False, strict_map_key=False)
             self.model.load_data(data["model"])
             self._cost.update({str(k): int(v) for k, v in data.get("cost", {}).items()})
+            for row in data.get("written", ())[-_WRITTEN_MAX:]:
+                if len(row) == 4:
+                    self._written[(str(row[0]), str(row[1]), str(row[2]))] = str(row[3])
         except FileNotFoundError:
             pass
         except Exception as exc:  # a damaged model file: start afresh, never fail start-up
@@ -326,7 +329,8 @@ class PrefetchStage:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unique per stage object: two pipelines of one process (threads) share the path.
             tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
-            tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost},
+            written = [[*key, text] for key, text in self._written.items()]
+            tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost, "written": written},
                                           use_bin_type=True, default=str))
             os.replace(tmp, self.path)
         except OSError as exc:

@@ -471,6 +471,11 @@ async def test_a_prefetch_asks_in_the_desk_s_words_not_in_canonical_form():
         calls = len(fake.calls)
         await llm(model="r1", messages=ask("Forecast NVDA's price movement over the next two weeks"), cache={"session": "t9"})
         assert len(fake.calls) == calls
+    async with r1mw.Pipeline(settings) as pipe:  # restarted: the desk's words were kept with the model
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="r1", messages=ask("Analyze AMD using RSI(14) mean reversion"), cache={"session": "t10"})
+        await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert fake.calls[-1]["messages"][-1]["content"] == "Predict movement for AMD over the next 14 days"
 
 
 async def test_a_prefetch_never_carries_another_namespace_s_request():
