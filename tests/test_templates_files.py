@@ -210,3 +210,30 @@ def test_what_a_prefetch_renders_from_a_key_asks_the_question_the_key_holds():
     assert registry.render("key_levels", {"symbol": "AAPL", "chart_interval": "5m"}).endswith("the 5-minute chart?")
     assert "daily" in registry.render("key_levels", {"symbol": "AAPL", "chart_interval": "1D"})
     assert checked > 500
+
+
+def test_the_bundled_templates_never_merge_values_the_judge_tells_apart():
+    # Two spellings of a slot the template stage keys alike must be the same value for the
+    # workload's judge: over every catalog value and listed rendering of every slot.
+    from r1mw.templating import TemplateRegistry
+    from r1mw.workload.truth import Catalog
+
+    catalog = Catalog.load()
+    registry = TemplateRegistry()
+    for template in load_file(BUNDLED):
+        registry.add(template)
+    registry.compile()
+    pairs = 0
+    for tid, spec in catalog.templates.items():
+        base = {slot: catalog.slot_values[slot][0] for slot in spec.slots}
+        for slot in spec.slots:
+            texts = [r for v in catalog.slot_values[slot] for r in catalog.renderings(slot, v)]
+            keyed: dict[str, str] = {}
+            for text in texts:
+                found = registry.match_full(catalog.render(tid, {**base, slot: text}))
+                assert found is not None, (tid, slot, text)
+                judged = catalog.normalize(slot, text)
+                other = keyed.setdefault(found.slots[slot], judged)
+                assert other == judged, (tid, slot, text, found.slots[slot])
+                pairs += 1
+    assert pairs > 300
