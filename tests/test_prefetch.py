@@ -419,20 +419,27 @@ test_prefetch_never_exceeds_its_budgets_on_random_traffic = pytest.mark.anyio(
     test_prefetch_never_exceeds_its_budgets_on_random_traffic)
 
 
-async def test_with_the_real_template_stage_the_next_templated_request_is_prefetched():
+def bundled_settings():
     from r1mw.templating import BUNDLED
 
-    fake = FakeR1()
     # two slots carried 3 times of 3: (3/4) ** 3 = 0.42 with the smoothing
-    settings = r1mw.Settings(stages="prefetch,template,exact", templates=BUNDLED, prefetch_min_prob=0.4,
-                             prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
-    async with r1mw.Pipeline(settings) as pipe:
+    return r1mw.Settings(stages="prefetch,template,exact", templates=BUNDLED, prefetch_min_prob=0.4,
+                         prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+
+
+async def analysis_then(llm, prediction):
+    """Three sessions: analysis of a ticker, then ``prediction`` (a format of the ticker)."""
+    for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
+        await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
+                  cache={"session": f"t{i}"})
+        await llm(model="r1", messages=ask(prediction.format(ticker)), cache={"session": f"t{i}"})
+
+
+async def test_with_the_real_template_stage_the_next_templated_request_is_prefetched():
+    fake = FakeR1()
+    async with r1mw.Pipeline(bundled_settings()) as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
-            await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
-                      cache={"session": f"t{i}"})
-            await llm(model="r1", messages=ask(f"Predict movement for {ticker} over the next trading day"),
-                      cache={"session": f"t{i}"})
+        await analysis_then(llm, "Predict movement for {} over the next trading day")
         await settle(pipe)
         await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"), cache={"session": "t9"})
         stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
@@ -447,22 +454,15 @@ async def test_with_the_real_template_stage_the_next_templated_request_is_prefet
 
 
 async def test_a_prefetch_asks_in_the_desk_s_words_not_in_canonical_form():
-    # The template stage keys "today's session" and "the 5-minute chart" by canonical values;
-    # the prefetch renders a predicted request with the values as the desk wrote them, so the
+    # The template stage keys "the next 14 days" by its canonical value ("next 2 weeks"); the
+    # prefetch renders a predicted request with the values as the desk wrote them, so the
     # upstream is asked what the analyst would have asked (the workload's judge found a
     # prefetch that asked "over today" answer a later "over today's session").
-    from r1mw.templating import BUNDLED
-
     fake = FakeR1()
-    settings = r1mw.Settings(stages="prefetch,template,exact", templates=BUNDLED, prefetch_min_prob=0.4,
-                             prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+    settings = bundled_settings()
     async with r1mw.Pipeline(settings) as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
-            await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
-                      cache={"session": f"t{i}"})
-            await llm(model="r1", messages=ask(f"Where do you expect {ticker} to move over the next 14 days?"),
-                      cache={"session": f"t{i}"})
+        await analysis_then(llm, "Where do you expect {} to move over the next 14 days?")
         await settle(pipe)
         await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"), cache={"session": "t9"})
         await settle(pipe, until=lambda s: s["issued"] >= 1)

@@ -171,6 +171,27 @@ def test_a_spelling_listed_for_two_values_or_a_malformed_table_fails_at_start_up
         load_file(tmp_path / "bad.json")
 
 
+def _catalog_cases():
+    """(catalog, registry of the bundled templates, [(template id, slot, written value,
+    the other slots)]): every catalog value and listed rendering of every slot of every
+    template, the other slots at their first value."""
+    from r1mw.templating import TemplateRegistry
+    from r1mw.workload.truth import Catalog
+
+    catalog = Catalog.load()
+    registry = TemplateRegistry()
+    for template in load_file(BUNDLED):
+        registry.add(template)
+    registry.compile()
+    cases = []
+    for tid, spec in catalog.templates.items():
+        base = {slot: catalog.slot_values[slot][0] for slot in spec.slots}
+        for slot in spec.slots:
+            for value in catalog.slot_values[slot]:
+                cases.extend((tid, slot, rendering, base) for rendering in catalog.renderings(slot, value))
+    return catalog, registry, cases
+
+
 def test_what_a_prefetch_renders_from_a_key_asks_the_question_the_key_holds():
     # The prefetch stage renders a template from the slot values the template stage keyed a
     # request by, written as users wrote them (it has seen every value it predicts, except
@@ -181,31 +202,20 @@ def test_what_a_prefetch_renders_from_a_key_asks_the_question_the_key_holds():
     # rendered back as "today", and "the 5-minute chart" as "the 5 minutes chart".) The
     # display form alone cannot always agree with the judge: its catalog writes "the past
     # month" for one slot and "the last 5 years" for another; phrases it always does.
-    from r1mw.templating import TemplateRegistry
-    from r1mw.workload.truth import Catalog
-
-    catalog = Catalog.load()
-    registry = TemplateRegistry()
-    for template in load_file(BUNDLED):
-        registry.add(template)
-    registry.compile()
+    catalog, registry, cases = _catalog_cases()
     checked = 0
-    for tid, spec in catalog.templates.items():
-        base = {slot: catalog.slot_values[slot][0] for slot in spec.slots}
-        for slot in spec.slots:
-            for value in catalog.slot_values[slot]:
-                for rendering in catalog.renderings(slot, value):
-                    for form in range(len(spec.forms())):
-                        text = catalog.render(tid, {**base, slot: rendering}, form)
-                        found = registry.match_full(text)
-                        assert found is not None and found.template.id == tid, text
-                        again = registry.render(tid, dict(found.slots), found.written)
-                        assert catalog.identify(again) == catalog.identify(text), (text, again)
-                        assert registry.match_full(again).canonical == found.canonical, (text, again)
-                        if slot == "position_size":  # a phrase: its display form is the same question
-                            shown = registry.render(tid, dict(found.slots))
-                            assert catalog.identify(shown) == catalog.identify(text), (text, shown)
-                        checked += 1
+    for tid, slot, rendering, base in cases:
+        for form in range(len(catalog.templates[tid].forms())):
+            text = catalog.render(tid, {**base, slot: rendering}, form)
+            found = registry.match_full(text)
+            assert found is not None and found.template.id == tid, text
+            again = registry.render(tid, dict(found.slots), found.written)
+            assert catalog.identify(again) == catalog.identify(text), (text, again)
+            assert registry.match_full(again).canonical == found.canonical, (text, again)
+            if slot == "position_size":  # a phrase: its display form is the same question
+                shown = registry.render(tid, dict(found.slots))
+                assert catalog.identify(shown) == catalog.identify(text), (text, shown)
+            checked += 1
     # Bar sizes are displayed as traders write them: the same value, read back.
     assert registry.render("key_levels", {"symbol": "AAPL", "chart_interval": "5m"}).endswith("the 5-minute chart?")
     assert "daily" in registry.render("key_levels", {"symbol": "AAPL", "chart_interval": "1D"})
@@ -215,25 +225,11 @@ def test_what_a_prefetch_renders_from_a_key_asks_the_question_the_key_holds():
 def test_the_bundled_templates_never_merge_values_the_judge_tells_apart():
     # Two spellings of a slot the template stage keys alike must be the same value for the
     # workload's judge: over every catalog value and listed rendering of every slot.
-    from r1mw.templating import TemplateRegistry
-    from r1mw.workload.truth import Catalog
-
-    catalog = Catalog.load()
-    registry = TemplateRegistry()
-    for template in load_file(BUNDLED):
-        registry.add(template)
-    registry.compile()
-    pairs = 0
-    for tid, spec in catalog.templates.items():
-        base = {slot: catalog.slot_values[slot][0] for slot in spec.slots}
-        for slot in spec.slots:
-            texts = [r for v in catalog.slot_values[slot] for r in catalog.renderings(slot, v)]
-            keyed: dict[str, str] = {}
-            for text in texts:
-                found = registry.match_full(catalog.render(tid, {**base, slot: text}))
-                assert found is not None, (tid, slot, text)
-                judged = catalog.normalize(slot, text)
-                other = keyed.setdefault(found.slots[slot], judged)
-                assert other == judged, (tid, slot, text, found.slots[slot])
-                pairs += 1
-    assert pairs > 300
+    catalog, registry, cases = _catalog_cases()
+    keyed: dict[tuple[str, str, str], str] = {}
+    for tid, slot, rendering, base in cases:
+        found = registry.match_full(catalog.render(tid, {**base, slot: rendering}))
+        assert found is not None, (tid, slot, rendering)
+        judged = catalog.normalize(slot, rendering)
+        assert keyed.setdefault((tid, slot, found.slots[slot]), judged) == judged, (tid, slot, rendering)
+    assert len(cases) > 300
