@@ -216,8 +216,8 @@ _ADVERB = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month
 _DIRS = {"next": "next", "coming": "next", "upcoming": "next", "following": "next",
          "past": "past", "last": "past", "previous": "past", "prior": "past"}
 _ORD = {"first": 1, "second": 2, "third": 3, "fourth": 4}
-# "today's session" is not "today" (the workload's ground truth tells them apart: the
-# session may be over while the day is not); a prefetch renders what the key holds.
+# "today's session" is not "today": the workload's ground truth tells them apart (the
+# session may be over while the day is not), and a cache merges nothing the truth keeps apart.
 _NAMED = {"today": "today", "today's session": "today's session", "tomorrow": "tomorrow", "this week": "this week",
           "this month": "this month", "this quarter": "this quarter", "this year": "this year",
           "year to date": "year to date", "ytd": "year to date", "year-to-date": "year to date"}
