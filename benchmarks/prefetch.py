@@ -19,7 +19,9 @@ that was saved at each close and loaded at each start), and prints:
   flow for the same ticker: what a sequence model can hope to learn; which ticker comes next,
   chart follow-ups and side questions are drawn at random by the generator);
 * the prefetch stage's figures: issued (upstream calls), used (a later request hit it),
-  unused share of issued, tokens spent vs saved, and false hits (must be 0).
+  unused share of issued, tokens spent vs saved, and false hits (must be 0);
+* the gain of a reference predictor that knows the generator's probabilities
+  (``prefetch_offline.py``): the most a model learnt from the traffic can hope for.
 
 Hours of simulated time run in seconds, so the per-minute and per-hour budgets are lifted
 here (their enforcement is tested in tests/test_prefetch.py); in-flight stays at its default.
@@ -37,6 +39,8 @@ from r1mw import Settings
 from r1mw.templating import BUNDLED
 from r1mw.workload.generator import Item, Workload, WorkloadSpec, generate
 from r1mw.workload.replay import RunConfig, replay
+
+from prefetch_offline import oracle as reference  # noqa: E402 (benchmarks/ is the script's own folder)
 
 _FLOW_STEPS = {("analyze_strategy", "assess_risk"), ("assess_risk", "predict_movement")}
 
@@ -105,6 +109,11 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
     gain = rows[1][1]["hit_rate"] - rows[0][1]["hit_rate"]
     print(f"  gain {gain * 100:+.1f} points; ceilings: flow {flow * 100:.1f} points "
           f"(gain = {gain / flow:.0%} of it), clairvoyant {clairvoyant * 100:.1f} points")
+    # What a predictor knowing the generator's probabilities gains (offline, flow steps only):
+    # the most a sequence model learnt from this traffic can hope for (prefetch_offline.py).
+    n, issued, halves = reference(workload.spec, args.min_prob, [day.spec for day in earlier], args.expired)
+    print(f"  reference predictor (offline): {sum(halves) / n * 100:+.1f} points, "
+          f"{(issued - sum(halves)) / max(1, issued):.0%} unused (gain = {gain / max(sum(halves) / n, 1e-9):.0%} of it)")
 
 
 async def main(args: argparse.Namespace) -> None:
