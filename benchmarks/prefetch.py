@@ -37,10 +37,10 @@ from pathlib import Path
 
 from r1mw import Settings
 from r1mw.templating import BUNDLED
-from r1mw.workload.generator import Item, Workload, WorkloadSpec, generate
+from r1mw.workload.generator import Item, Workload, generate
 from r1mw.workload.replay import RunConfig, replay
 
-from prefetch_offline import oracle as reference  # noqa: E402 (benchmarks/ is the script's own folder)
+from prefetch_offline import days, oracle as reference  # noqa: E402 (benchmarks/ is the script's own folder)
 
 _FLOW_STEPS = {("analyze_strategy", "assess_risk"), ("assess_risk", "predict_movement")}
 
@@ -68,12 +68,10 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
     with_prefetch = ("metrics", "prefetch", *[s for s in stages if s != "metrics"])
     extra = {"templates": str(BUNDLED), "prefetch_min_prob": args.min_prob,
              "prefetch_max_per_minute": 10_000, "prefetch_token_budget": 10**9}
-    # The same desk (its analysts' habits: desk_seed) on other days (other requests: seed).
-    workload = generate(WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf,
-                                     desk_seed=args.seed if args.days_before else None))
-    earlier = [generate(WorkloadSpec(requests=args.requests, seed=args.seed + 1000 + day, zipf=zipf,
-                                     desk_seed=args.seed))
-               for day in range(args.days_before)]
+    # The same desk (its analysts' habits) on other days (other requests).
+    spec, specs_before = days(args.requests, args.seed, zipf, args.days_before)
+    workload = generate(spec)
+    earlier = [generate(before) for before in specs_before]
     rows = []
     for name, chain in (("without prefetch", stages), ("with prefetch", with_prefetch)):
         with tempfile.TemporaryDirectory(prefix="r1mw-prefetch-bench-") as tmp:
@@ -111,7 +109,7 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
           f"(gain = {gain / flow:.0%} of it), clairvoyant {clairvoyant * 100:.1f} points")
     # What a predictor knowing the generator's probabilities gains (offline, flow steps only):
     # the most a sequence model learnt from this traffic can hope for (prefetch_offline.py).
-    n, issued, halves = reference(workload.spec, args.min_prob, [day.spec for day in earlier], args.expired)
+    n, issued, halves = reference(spec, args.min_prob, specs_before, args.expired)
     print(f"  reference predictor (offline): {sum(halves) / n * 100:+.1f} points, "
           f"{(issued - sum(halves)) / max(1, issued):.0%} unused (gain = {gain / max(sum(halves) / n, 1e-9):.0%} of it)")
 

@@ -2,7 +2,7 @@
 model alone, with every first occurrence explained.
 
     python benchmarks/prefetch_offline.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0]
-                                          [--min-prob 0.3] [--show 5] [--days-before 1]
+                                          [--min-prob 0.3] [--show 5] [--days-before 1 [--expired]]
 
 No pipeline, no upstream, no clock: requests are fed in the workload's time order to the
 bundled templates (as the template stage keys them) and to :class:`r1mw.predictor.SequenceModel`
@@ -75,6 +75,15 @@ class Keys:
             return self.registry.render(symbol[2:], dict(slots or {}))
         except Exception:  # a slot value the template refuses: no request to make
             return None
+
+
+def days(requests: int, seed: int, zipf: float, days_before: int) -> tuple[WorkloadSpec, list[WorkloadSpec]]:
+    """The measured day and ``days_before`` earlier ones: with earlier days, all of one desk
+    (``desk_seed``: the analysts' habits) and each with its own requests (other seeds)."""
+    desk = seed if days_before else None
+    earlier = [WorkloadSpec(requests=requests, seed=seed + 1000 + day, zipf=zipf, desk_seed=desk)
+               for day in range(days_before)]
+    return WorkloadSpec(requests=requests, seed=seed, zipf=zipf, desk_seed=desk), earlier
 
 
 def run(spec: WorkloadSpec, min_prob: float, show: int, earlier: list[WorkloadSpec] = (),
@@ -234,10 +243,7 @@ def main() -> None:
                              "analyses go stale), only the model carries over")
     args = parser.parse_args()
     for zipf in args.zipf:
-        desk = args.seed if args.days_before else None
-        spec = WorkloadSpec(requests=args.requests, seed=args.seed, zipf=zipf, desk_seed=desk)
-        earlier = [WorkloadSpec(requests=args.requests, seed=args.seed + 1000 + day, zipf=zipf, desk_seed=desk)
-                   for day in range(args.days_before)]
+        spec, earlier = days(args.requests, args.seed, zipf, args.days_before)
         result = run(spec, args.min_prob, args.show, earlier, args.expired)
         report(spec, args.min_prob, result)
         n, issued, halves = oracle(spec, args.min_prob, earlier, args.expired)
