@@ -66,6 +66,7 @@ async def test_the_default_codec_trains_a_dictionary_after_enough_entries(tmp_pa
         codec = pipe.store.codec
         assert isinstance(codec, AutoDictZstdCodec) and codec.dict_id == 0
         await fill(pipe, range(39))
+        await pipe.store.flush()  # L2 writes are write-behind
         codec.wait_trained()
         assert codec.dict_id == 0 and codec.trainings == 0
         assert peek_codec(pipe.store.tiers[1].get_sync(key(0))) == "msgpack+zstd"  # plain zstd before
@@ -75,12 +76,16 @@ async def test_the_default_codec_trains_a_dictionary_after_enough_entries(tmp_pa
         files = list((tmp_path / "zstd-dicts").glob("*.zdict"))
         assert [f.name for f in files] == [f"{codec.dict_id:016x}.zdict"]
         assert dictionary_id(files[0].read_bytes()) == codec.dict_id  # named for its content
-        plain = len(pipe.store.tiers[1].get_sync(key(40)))
-        await pipe.store.set(key(40), r1mw.Entry(reply(40)))  # same value, now with the dictionary
-        blob = pipe.store.tiers[1].get_sync(key(40))
+        # Key 0 was written before the training (key 40 may land after it: the trainer is a
+        # thread), and L2 writes are write-behind: flush before reading the file back.
+        plain = len(pipe.store.tiers[1].get_sync(key(0)))
+        await pipe.store.set(key(0), r1mw.Entry(reply(0)))  # same value, now with the dictionary
+        await pipe.store.flush()
+        blob = pipe.store.tiers[1].get_sync(key(0))
         assert peek_codec(blob) == "msgpack+zstd+dict" and len(blob) < plain
+        assert peek_codec(pipe.store.tiers[1].get_sync(key(1))) == "msgpack+zstd"
         await pipe.store.tiers[0].clear()
-        for i in (0, 40):  # both forms read back through L2
+        for i in (1, 0):  # both forms read back through L2
             found = await pipe.store.get(key(i))
             assert found is not None and found[0].reply == reply(i) and found[1] == "l2"
         l2 = pipe.stats()["tiers"]["l2"]
