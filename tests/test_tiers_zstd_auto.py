@@ -252,6 +252,7 @@ async def test_a_tier_with_its_own_codec_gets_entries_reencoded(tmp_path):
     codec.wait_trained()
     for i in range(21, 40):
         await store.set(key(i), r1mw.Entry(reply(i)))
+    await store.flush()  # written behind
     assert peek_codec(l2.get_sync(key(39))) == "msgpack+zstd+dict"
     demoted = [i for i in range(21, 34) if l3.get_sync(key(i)) is not None]
     assert demoted and all(peek_codec(l3.get_sync(key(i))) == "msgpack+lz4" for i in demoted)
@@ -312,6 +313,7 @@ async def test_short_lived_processes_get_a_dictionary_from_what_l2_holds(tmp_pat
         pipe.store.codec.wait_trained()  # started at start-up on the 45 entries in L2
         assert pipe.store.codec.dict_id and pipe.store.codec.trainings == 1
         await fill(pipe, range(100, 102))
+        await pipe.store.flush()  # L2 writes are write-behind
         assert peek_codec(pipe.store.tiers[1].get_sync(key(101))) == "msgpack+zstd+dict"
     async with r1mw.Pipeline(pipeline_settings(tmp_path, zstd_train_after=40)) as pipe:
         assert pipe.store.codec.dict_id and pipe.store.codec.trainings == 0  # found, not retrained
@@ -406,6 +408,7 @@ async def test_the_redis_tier_gets_entries_without_a_dictionary(tmp_path):
             await fill(pipe, range(31))
             pipe.store.codec.wait_trained()
             await fill(pipe, range(100, 102))
+            await pipe.store.flush()  # written behind
             l2, shared = pipe.store.tiers[1], pipe.store.tiers[2]
             assert peek_codec(l2.get_sync(key(101))) == "msgpack+zstd+dict"
             assert peek_codec(await shared.get(key(101))) == "msgpack+zstd"
