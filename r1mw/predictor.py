@@ -45,7 +45,8 @@ class _Successors:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.total = 0
-        # next symbol -> slot name -> {"#": observations, tag: count} (tags: see _tags)
+        # next symbol -> slot name -> {"#": observations, "?<relation>": observations where
+        # the session could have filled that relation, tag: count} (tags: see _tags)
         self.slot_stats: dict[str, dict[str, dict[str, int]]] = {}
 
     def add(self, symbol: str, slot_tags: Mapping[str, list[str]] | None, cap: int) -> None:
@@ -63,7 +64,7 @@ class _Successors:
                 for tag in tags:
                     per[tag] = per.get(tag, 0) + 1
                 if len(per) > _MAX_TAGS:  # a slot with many literals is not predictable: keep it small
-                    del per[min((k for k in per if k not in ("#", "=")), key=per.__getitem__)]
+                    del per[min((k for k in per if k[0] not in "#?="), key=per.__getitem__)]
 
     def fill(self, symbol: str, memory: Mapping[str, Any], lookup: "_Lookup") -> tuple[dict[str, Any], float] | None:
         """Slots for ``symbol`` from what usually happens, with the share of past transitions
@@ -77,10 +78,10 @@ class _Successors:
         out: dict[str, Any] = {}
         agreement = 1.0
         for name, per in stats.items():
-            total = per.get("#", 0)
-            # The most frequent relation that this session can fill: "the session's strategy"
-            # when it has one, else the desk's usual literal; a minority is never a guess.
-            for tag, count in _relations(per):
+            # The relation most often true where it could be filled, that this session can
+            # fill: "the session's horizon" when it has one, else the desk's usual literal; a
+            # minority is never a guess.
+            for tag, count, total in _relations(per):
                 if count * 2 <= total:  # no majority: guessing would waste money
                     return None
                 if tag[:2] == "x:":
@@ -129,6 +130,9 @@ class _Successors:
 
 _MAX_TAGS = 16
 _RANK = {"=": 0, "u": 1, "n": 2, "x": 3, "v": 4}
+# The relations that hold only where the session has something to fill them with; a literal
+# or a pattern can always be filled.
+_CONDITIONAL = ("=", "u", "n")
 
 
 def _tags(name: str, value: Any, memory: Mapping[str, Any], usual: Any = None, following: Any = None) -> list[str]:
@@ -138,9 +142,17 @@ def _tags(name: str, value: Any, memory: Mapping[str, Any], usual: Any = None, f
     the user's or the desk's order: the next ticker of the watchlist),
     ``p:<slot>\x00<pattern>`` (a fixed text that embeds the session's latest value of another
     slot, e.g. "a $50,000 long position in {symbol}"; ``f:`` the same in a value kept without
-    case), and always ``v:<literal>``."""
+    case), and always ``v:<literal>``. Also ``?=``, ``?u``, ``?n``: the session had a latest
+    value, a usual value, a following value to compare with (where each relation *could*
+    hold: the desk's first prediction of the day has no horizon of its own to repeat)."""
     tags = []
     text = _text(value)
+    if name in memory:
+        tags.append("?=")
+    if usual is not None:
+        tags.append("?u")
+    if following is not None:
+        tags.append("?n")
     if name in memory and memory[name] == value:
         tags.append("=")
     elif following is not None and text == following:
@@ -162,17 +174,22 @@ def _tags(name: str, value: Any, memory: Mapping[str, Any], usual: Any = None, f
     return tags
 
 
-def _relations(per: Mapping[str, int]) -> list[tuple[str, int]]:
-    """A slot's candidate relations, most frequent first: ``=``, ``v:<literal>``, and
-    ``x:<slot>`` (embeds that slot's value: its known-value and pattern tags together)."""
+def _relations(per: Mapping[str, int]) -> list[tuple[str, int, int]]:
+    """A slot's candidate relations as (relation, times it held, times it could have held),
+    the most often true first: ``=``, ``u``, ``n``, ``v:<literal>``, and ``x:<slot>`` (embeds
+    that slot's value: its known-value and pattern tags together). Measured where it could
+    hold, "the user's own horizon again" beats the literal most of the desk happens to use."""
+    total = per.get("#", 0)
     merged: dict[str, int] = {}
     for tag, count in per.items():
-        if tag == "#":
+        if tag[0] in "#?":
             continue
         if tag[:2] in ("p:", "f:", "k:"):
             tag = "x:" + (tag[2:] if tag[0] == "k" else tag[2:].split("\x00", 1)[0])
         merged[tag] = merged.get(tag, 0) + count
-    return sorted(merged.items(), key=lambda kv: (-kv[1], _RANK[kv[0][0]]))
+    out = [(tag, count, max(count, per.get("?" + tag, total)) if tag in _CONDITIONAL else total)
+           for tag, count in merged.items()]
+    return sorted(out, key=lambda r: (-r[1] / (r[2] + 1), _RANK[r[0][0]]))
 
 
 def _for_new_value(per: Mapping[str, int], other: str, new: int, memory: Mapping[str, Any],
@@ -449,21 +466,30 @@ class SequenceModel:
     # -- persistence: plain data ---------------------------------------------------------
     def to_data(self) -> dict[str, Any]:
         return {
-            "v": 3,
+            "v": 4,
             "order": self.order,
             "contexts": [[list(ctx), succ.to_data()] for ctx, succ in self._contexts.items()],
             "examples": [[k, v] for k, v in self._examples.items()],
             "known": [[list(k), v] for k, v in self._known.items()],
             "usual": [[list(k), v] for k, v in self._usual.items()],
             "next": [[list(k), v] for k, v in self._next.items()],
+            # Each user's latest values: after a restart "the horizon Carl used last" still
+            # fills a prediction before Carl has a usual one.
+            "users": [[user, [[k, v] for k, v in latest.items()]] for user, latest in self._users.items()],
         }
 
     def load_data(self, data: Mapping[str, Any]) -> None:
-        # v2 lacks only the usual values and orders, which are learnt again.
-        if data.get("v") not in (2, 3) or data.get("order") != self.order:
+        # v2 lacks only the usual values and orders, which are learnt again; v3 where each
+        # relation could hold and the users' latest values.
+        version = data.get("v")
+        if version not in (2, 3, 4) or data.get("order") != self.order:
             return  # another format or order: start afresh rather than mislearn
         for ctx, succ in _tail(data.get("contexts", ()), self.max_contexts):
-            self._contexts[tuple(str(s) for s in ctx)] = _Successors.from_data(succ)
+            successors = self._contexts[tuple(str(s) for s in ctx)] = _Successors.from_data(succ)
+            if version < 4:  # counted before "where it could hold" was: every observation could
+                for per in (per for stats in successors.slot_stats.values() for per in stats.values()):
+                    for relation in _CONDITIONAL:
+                        per.setdefault("?" + relation, per.get("#", 0))
         for key, example in _tail(data.get("examples", ()), self.max_examples):
             self._examples[str(key)] = example
         for key, counts in _tail(data.get("known", ()), self.max_known):
@@ -476,6 +502,8 @@ class SequenceModel:
         for key, counts in _tail(data.get("next", ()), self.max_known):
             if len(key) == 3:
                 self._next[(str(key[0]), str(key[1]), str(key[2]))] = {str(v): int(c) for v, c in counts.items()}
+        for user, latest in _tail(data.get("users", ()), self.max_sessions):
+            self._users[str(user)] = {str(k): v for k, v in latest[-_MEMORY_SLOTS:]}
 
 
 class _Lookup:

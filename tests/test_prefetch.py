@@ -758,3 +758,52 @@ def test_slots_are_filled_from_the_context_that_saw_the_successor_most():
     m.observe("new", "t:analyze", {"symbol": "NVDA"})
     best = m.predict("new")[0]
     assert best.symbol == "t:risk" and dict(best.slots) == {"position_size": "a $50,000 long position in NVDA"}
+
+
+def test_a_user_s_own_horizon_beats_the_literal_most_of_the_desk_happens_to_use():
+    # Four analysts happen to share "next 2 weeks"; Carl asked "next 1 week" once. Counted
+    # over every prediction, the desk's literal is the majority; counted where it could hold
+    # (the session had a horizon to repeat), "the same horizon again" always held.
+    m = SequenceModel(order=1, min_support=2)
+    for user in ("ann", "bob", "dan", "eve"):
+        for s, t in enumerate(("AAPL", "MSFT", "TSLA")):
+            m.observe(f"{user}{s}", "t:risk", {"symbol": t}, user=user)
+            m.observe(f"{user}{s}", "t:predict", {"symbol": t, "timeframe": "next 2 weeks"}, user=user)
+    m.observe("carl0", "t:risk", {"symbol": "KO"}, user="carl")
+    m.observe("carl0", "t:predict", {"symbol": "KO", "timeframe": "next 1 week"}, user="carl")
+    fresh = SequenceModel(order=1, min_support=2)
+    fresh.load_data(m.to_data())
+    for model in (m, fresh):
+        model.observe("carl1", "t:risk", {"symbol": "NVDA"}, user="carl")
+        assert dict(model.predict("carl1")[0].slots) == {"symbol": "NVDA", "timeframe": "next 1 week"}
+        # A newcomer has no horizon of their own: the desk's literal is the guess.
+        model.observe("fay0", "t:risk", {"symbol": "NVDA"}, user="fay")
+        assert dict(model.predict("fay0")[0].slots) == {"symbol": "NVDA", "timeframe": "next 2 weeks"}
+
+
+def test_a_model_saved_before_relations_were_counted_where_they_could_hold_still_loads():
+    m = SequenceModel(order=1, min_support=2)
+    for user in ("ann", "bob"):
+        for s, t in enumerate(("AAPL", "MSFT", "TSLA")):
+            m.observe(f"{user}{s}", "t:risk", {"symbol": t}, user=user)
+            m.observe(f"{user}{s}", "t:predict", {"symbol": t, "timeframe": f"next {user}"}, user=user)
+    data = m.to_data()
+    # The previous format: no "?" counts; every observation counted as one where "=" could hold.
+    data["v"] = 3
+    for _, (_, stats) in data["contexts"]:
+        for per_symbol in stats.values():
+            for per in per_symbol.values():
+                for tag in [t for t in per if t.startswith("?")]:
+                    del per[tag]
+    del data["users"]
+    old = SequenceModel(order=1, min_support=2)
+    old.load_data(data)
+    for t in ("KO", "IBM"):
+        old.observe("ann9", "t:risk", {"symbol": t}, user="ann")
+        if t == "KO":
+            old.observe("ann9", "t:predict", {"symbol": t, "timeframe": "next ann"}, user="ann")
+    assert dict(old.predict("ann9")[0].slots) == {"symbol": "IBM", "timeframe": "next ann"}
+    for _, (_, stats) in old.to_data()["contexts"]:
+        for per in (per for per_symbol in stats.values() for per in per_symbol.values()):
+            for relation in ("=", "u", "n"):
+                assert per.get(relation, 0) <= per.get("?" + relation, 0) <= per["#"]
