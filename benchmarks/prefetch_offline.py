@@ -1,7 +1,7 @@
 """Prefetch, offline: the bundled workload through the template matcher and the prediction
 model alone, with every first occurrence explained.
 
-    python benchmarks/prefetch_offline.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0]
+    python benchmarks/prefetch_offline.py [--requests 1200] [--seed 7 [8 ...]] [--zipf 2.2 1.0]
                                           [--min-prob 0.3] [--show 5] [--days-before 1 [--expired]]
 
 No pipeline, no upstream, no clock: requests are fed in the workload's time order to the
@@ -10,6 +10,9 @@ bundled templates (as the template stage keys them) and to :class:`r1mw.predicto
 the model's predictions at or above ``--min-prob`` count as prefetched. It runs in seconds, so
 it is the tool for changing the model; ``benchmarks/prefetch.py`` is the measurement (budgets,
 concurrency, timing, the real stages), and the two agree within about 1.5 points.
+
+With several seeds (other days of other desks), the figures are pooled over them: one seed's
+day is a few hundred first occurrences, so a change of a point is within one seed's luck.
 
 It prints the gain in hit rate, the prefetches issued and how many went unused, and what
 happened to every question's first occurrence after a session's first request, by kind of
@@ -53,6 +56,16 @@ class Result:
     used_by_half: list[int] = field(default_factory=lambda: [0, 0])  # first / second half of the day
     table: Counter[tuple[str, str]] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, other: "Result") -> None:
+        """Pool ``other`` (another seed's day) into this one."""
+        self.requests += other.requests
+        self.used += other.used
+        self.issued += other.issued
+        self.used_by_half = [a + b for a, b in zip(self.used_by_half, other.used_by_half)]
+        self.table.update(other.table)
+        for category, lines in other.examples.items():
+            self.examples[category].extend(lines)
 
 
 class Keys:
@@ -213,10 +226,10 @@ def _kind(item: Item) -> str:
     return f"flow: {item.template_id}" if item.kind == "flow" else item.kind
 
 
-def report(spec: WorkloadSpec, min_prob: float, result: Result) -> None:
+def report(spec: WorkloadSpec, seeds: list[int], min_prob: float, result: Result) -> None:
     n = result.requests
     unused = result.issued - result.used
-    print(f"\nzipf {spec.zipf}: {n} requests, seed {spec.seed}, min prob {min_prob}: "
+    print(f"\nzipf {spec.zipf}: {n} requests, seed {', '.join(map(str, seeds))}, min prob {min_prob}: "
           f"gain {result.used / n * 100:+.1f} points; issued {result.issued}, used {result.used}, "
           f"unused {unused} ({unused / max(1, result.issued):.0%} of issued)")
     kinds = sorted({k for k, _ in result.table}, key=lambda k: -sum(result.table[(k, c)] for c in _CATEGORIES))
@@ -232,7 +245,8 @@ def report(spec: WorkloadSpec, min_prob: float, result: Result) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1200)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, nargs="+", default=[7],
+                        help="workload seeds; with several, the figures are pooled over their days")
     parser.add_argument("--zipf", type=float, nargs="+", default=[2.2, 1.0])
     parser.add_argument("--min-prob", type=float, default=Settings().prefetch_min_prob)
     parser.add_argument("--show", type=int, default=0, help="examples of missed flow steps to print")
@@ -243,10 +257,14 @@ def main() -> None:
                              "analyses go stale), only the model carries over")
     args = parser.parse_args()
     for zipf in args.zipf:
-        spec, earlier = days(args.requests, args.seed, zipf, args.days_before)
-        result = run(spec, args.min_prob, args.show, earlier, args.expired)
-        report(spec, args.min_prob, result)
-        n, issued, halves = oracle(spec, args.min_prob, earlier, args.expired)
+        pooled, n, issued, halves = Result(0), 0, 0, [0, 0]
+        for seed in args.seed:
+            spec, earlier = days(args.requests, seed, zipf, args.days_before)
+            pooled.add(run(spec, args.min_prob, args.show, earlier, args.expired))
+            one = oracle(spec, args.min_prob, earlier, args.expired)
+            n, issued, halves = n + one[0], issued + one[1], [a + b for a, b in zip(halves, one[2])]
+        result = pooled
+        report(spec, args.seed, args.min_prob, result)
         used = sum(halves)
         print(f"  reference (flow steps only): a predictor that knows the generator's probabilities from the first request: "
               f"gain {used / n * 100:+.1f} points; issued {issued}, unused {(issued - used) / max(1, issued):.0%}")
