@@ -25,6 +25,7 @@ hold entries written under another ``R1MW_CODEC`` and still read them.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any, Callable
 
 import lz4.frame
@@ -244,11 +245,14 @@ class ZstdCodec(Codec):
     Needs the optional ``zstandard`` package (``pip install r1mw[zstd]``). Frames carry the
     dictionary id; every dictionary a codec was built with in this process stays readable,
     and a frame whose dictionary is unknown is a CodecError (a miss), never misread.
+    zstd contexts are not thread-safe (two threads in one context crash the process or
+    misdecode), so each thread gets its own compressor and decompressors.
     """
 
     name = "msgpack+zstd"
     codec_id = CODEC_IDS["msgpack+zstd"]
-    _decompressors: dict[int, Any] = {}  # dictionary id (0 = none) -> decompressor
+    _dicts: dict[int, Any] = {0: None}  # dictionary id (0 = none) -> ZstdCompressionDict (immutable)
+    _local = threading.local()  # .d: this thread's decompressors by dictionary id
 
     def __init__(self, threshold: int = 1000, level: int = 3, dictionary: bytes | None = None) -> None:
         super().__init__(threshold)
@@ -258,28 +262,37 @@ class ZstdCodec(Codec):
             raise ConfigError("R1MW_CODEC='msgpack+zstd' needs the zstandard package: "
                               "pip install 'r1mw[zstd]'") from None
         self._zstd = zstandard
-        zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+        self._zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
         self.level = level
         self.dictionary = dictionary
-        self.dict_id = zdict.dict_id() if zdict is not None else 0
-        self._c = zstandard.ZstdCompressor(level=level, dict_data=zdict, write_content_size=True,
-                                           write_checksum=False, write_dict_id=True)
-        ZstdCodec._decompressors.setdefault(0, zstandard.ZstdDecompressor())
-        if zdict is not None:
-            ZstdCodec._decompressors[self.dict_id] = zstandard.ZstdDecompressor(dict_data=zdict)
+        self.dict_id = self._zdict.dict_id() if self._zdict is not None else 0
+        self._compressors = threading.local()  # .c: this thread's compressor
+        if self._zdict is not None:
+            ZstdCodec._dicts.setdefault(self.dict_id, self._zdict)
         register_decoder(self.codec_id, ZstdCodec._decompress)
 
     def compress(self, raw: bytes) -> bytes:
-        return self._c.compress(raw)
+        try:
+            c = self._compressors.c
+        except AttributeError:
+            c = self._compressors.c = self._zstd.ZstdCompressor(
+                level=self.level, dict_data=self._zdict, write_content_size=True,
+                write_checksum=False, write_dict_id=True)
+        return c.compress(raw)
 
     @staticmethod
     def _decompress(payload: memoryview) -> bytes:
         import zstandard
 
         dict_id = zstandard.get_frame_parameters(payload).dict_id
-        decompressor = ZstdCodec._decompressors.get(dict_id)
+        mine = getattr(ZstdCodec._local, "d", None)
+        if mine is None:
+            mine = ZstdCodec._local.d = {}
+        decompressor = mine.get(dict_id)
         if decompressor is None:
-            raise CodecError(f"zstd dictionary {dict_id} is not loaded (R1MW_ZSTD_DICT)")
+            if dict_id not in ZstdCodec._dicts:
+                raise CodecError(f"zstd dictionary {dict_id} is not loaded (R1MW_ZSTD_DICT)")
+            decompressor = mine[dict_id] = zstandard.ZstdDecompressor(dict_data=ZstdCodec._dicts[dict_id])
         return decompressor.decompress(payload)
 
     @staticmethod

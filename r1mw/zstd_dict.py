@@ -264,8 +264,9 @@ class AutoDictZstdCodec(Codec):
         self._thread: threading.Thread | None = None
         self.trainings = self.adopted = self.train_failures = 0
         self.raw_bytes = self.stored_bytes = 0  # msgpack in, envelopes out
-        # (dictionary id, its compressor, the dictionary), swapped as one object by the
-        # training thread.
+        # (dictionary id, its compressors, the dictionary), swapped as one object by the
+        # training thread. One compressor per thread (a threading.local): zstd contexts are
+        # not thread-safe, and two pipelines, or a tier's worker thread, may encode at once.
         self._active: tuple[int, Any, Any] | None = None
         found = self.dir.newest()
         if found is not None:
@@ -273,9 +274,7 @@ class AutoDictZstdCodec(Codec):
             self._next = train_after * _RETRAIN_FACTOR if train_after > 0 else 0
 
     def _use(self, dict_id: int, zdict: Any) -> None:
-        cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_content_size=True,
-                                        write_checksum=False, write_dict_id=False)
-        self._active = (dict_id, cctx, zdict)  # one assignment: encode sees all or nothing
+        self._active = (dict_id, threading.local(), zdict)  # one assignment: encode sees all or nothing
 
     @property
     def dict_id(self) -> int:
@@ -300,9 +299,14 @@ class AutoDictZstdCodec(Codec):
         active = self._active
         if active is None:
             return self._plain.encode_raw(raw)
-        dict_id, cctx, zdict = active
+        dict_id, mine, zdict = active
         if self._seen % _RESAVE_EVERY == 0:
             self._check_saved(dict_id, zdict)
+        try:
+            cctx = mine.c
+        except AttributeError:
+            cctx = mine.c = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_content_size=True,
+                                                     write_checksum=False, write_dict_id=False)
         packed = _ID.pack(dict_id) + cctx.compress(raw)
         if len(packed) >= len(raw):
             return _seal(self.codec_id, 0, raw)
@@ -359,7 +363,7 @@ class AutoDictZstdCodec(Codec):
             train = [s for i, s in enumerate(samples) if i % 8] or samples
 
             def stored(zdict: Any) -> int:
-                # A fresh compressor: the codec's own is in use on the event loop's thread.
+                # A fresh compressor: the codec's are in use on other threads.
                 c = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_dict_id=False)
                 return sum(len(c.compress(s)) for s in held_out)
 

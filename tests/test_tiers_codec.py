@@ -123,6 +123,47 @@ def test_zstd_dictionary_shrinks_replies_and_a_foreign_dictionary_is_a_codec_err
     assert dict_codec.decode(data) == value
     ZstdCodec(100)  # another codec built later: both dictionaries stay readable
     assert decode(data) == value and decode(plain_codec.encode(value)) == value
-    ZstdCodec._decompressors.pop(dict_codec.dict_id)  # as in a process that never loaded it
+    ZstdCodec._dicts.pop(dict_codec.dict_id)  # as in a process that never loaded it
+    ZstdCodec._local.d = {}
     with pytest.raises(r1mw.CodecError, match="dictionary"):
         decode(data)
+
+
+@needs_zstd
+def test_zstd_entries_encode_and_decode_from_several_threads_at_once(tmp_path):
+    # Two pipelines on their own loops, or a tier's worker thread beside the event loop,
+    # use one process's codecs at once; zstd contexts shared between threads crashed the
+    # process or decoded another value.
+    import random
+    import threading
+
+    from r1mw.zstd_dict import AutoDictZstdCodec, DictionaryDir
+
+    rng = random.Random(1)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 9))) for _ in range(500)]
+    values = [{"n": i, "text": " ".join(rng.choice(words) for _ in range(600 + 50 * i))} for i in range(8)]
+    dictionary = ZstdCodec.train([pack(v) for v in values] * 20, 4096)
+    plain = ZstdCodec(threshold=100)
+    trained = ZstdCodec(threshold=100, dictionary=dictionary)
+    DictionaryDir(tmp_path / "dicts").save(dictionary)
+    shared = AutoDictZstdCodec(tmp_path / "dicts", threshold=100, train_after=0)
+    assert shared.dict_id != 0
+    codecs = (plain, trained, shared)
+    failures: list[str] = []
+
+    def worker(seed: int) -> None:
+        r = random.Random(seed)
+        for _ in range(200):
+            codec, i = r.choice(codecs), r.randrange(len(values))
+            try:
+                if decode(codec.encode(values[i])) != values[i]:
+                    failures.append(f"{codec.name}: another value")
+            except Exception as exc:
+                failures.append(f"{codec.name}: {exc!r}")
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
