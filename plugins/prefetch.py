@@ -214,8 +214,7 @@ class PrefetchStage:
         if signature in self._pending:
             return
         self.counts["predicted"] += 1
-        # The reservation is the dearest reply of this kind seen: the budget holds whatever it costs.
-        estimate = self._cost.get(prediction.symbol) or max(self._cost.values(), default=0)
+        estimate = _reservation(built, self._cost.get(prediction.symbol) or max(self._cost.values(), default=0))
         if not estimate:
             self.counts["no_estimate"] += 1
             return
@@ -266,6 +265,7 @@ class PrefetchStage:
         # The budget is asked at the upstream, not before the lookup: a prediction the cache
         # already answers costs nothing and must not use up the calls that would.
         granted: list[Grant] = []
+        failed: list[BaseException] = []
         upstream = request.upstream
         assert upstream is not None
 
@@ -274,7 +274,13 @@ class PrefetchStage:
             if grant is None:
                 raise Withdrawn("prefetch budget")
             granted.append(grant)
-            return await upstream(req)
+            try:
+                return await upstream(req)
+            except Exception as exc:
+                # A real request waiting on this call (single-flight) must not get the
+                # prefetch's error (its client, its moment): it makes its own call instead.
+                failed.append(exc)
+                raise Withdrawn("prefetch call failed") from exc
 
         request.upstream = gated
         spent = 0
@@ -284,6 +290,8 @@ class PrefetchStage:
             if request.source == "upstream" and not request.coalesced:
                 usage = reply.usage if isinstance(reply, Reply) else None
                 spent = usage.total_tokens if usage is not None else estimate
+                if isinstance(reply, Reply):
+                    self._record_cost(symbol, reply)  # a dearer reply than any seen raises the estimate
                 self.counts["issued"] += 1
                 self.counts["tokens_spent"] += spent
                 self.by_symbol.setdefault(symbol, [0, 0])[0] += 1
@@ -297,7 +305,11 @@ class PrefetchStage:
             else:
                 self.counts["already_cached"] += 1
         except Withdrawn:
-            pass  # refused by the budget (counted there); a real request waiting on it calls itself
+            # Refused by the budget (counted there), or the call failed; a real request waiting
+            # on it makes its own call.
+            if failed:
+                self.counts["errors"] += 1
+                log.debug("prefetch call failed: %r", failed[0])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # upstream failure during prefetch: nobody's problem but ours
@@ -356,6 +368,19 @@ class PrefetchStage:
             "accuracy_by_template": {s: {"issued": i, "used": u, "accuracy": u / i if i else 0.0}
                                      for s, (i, u) in top},
         }
+
+
+def _reservation(request: Request, dearest: int) -> int:
+    """Tokens a prefetch call reserves: what it can cost at most when the request caps its
+    reply (max_tokens; the prompt counted at a token per character, which no tokenizer
+    exceeds), else the dearest reply of its kind seen, an estimate: a reply dearer than any
+    seen overshoots by the difference, once, and is the estimate from then on."""
+    cap = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+        prompt = sum(len(str(m.get("content") or "")) if isinstance(m, dict) else len(str(m))
+                     for m in request.messages)
+        return cap + prompt
+    return dearest
 
 
 def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[str, Any] | None, Any]:

@@ -19,7 +19,7 @@ LRU-capped), and the whole model round-trips through plain msgpack-able data (ne
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 __all__ = ["Prediction", "SequenceModel"]
@@ -318,8 +318,13 @@ class SequenceModel:
         """Record that ``session`` (of ``user``, if known, on ``desk``: the group whose shared
         order it follows, e.g. the namespace) asked ``symbol`` with its slots after what it
         asked before. False when it was the session's latest request again (a retry, a
-        re-read): not a step, so the session's predictions are unchanged."""
+        re-read): not a step, so the session's predictions are unchanged.
+
+        Each desk learns apart: its sequences, slot statistics and literals ("the Project
+        Falcon book") never shape another desk's predictions (a namespace is a tenant)."""
         self.observed += 1
+        if desk:
+            symbol = f"{desk}\x00{symbol}"
         if example is not None:
             self._examples[symbol] = example
             self._examples.move_to_end(symbol)
@@ -417,7 +422,12 @@ class SequenceModel:
     def predict(self, session: str, k: int = 2) -> list[Prediction]:
         """Up to ``k`` likely next requests of ``session``, most likely first."""
         state = self._sessions.get(session)
-        return self._predict(state, k) if state is not None else []
+        if state is None:
+            return []
+        found = self._predict(state, k)
+        if not state.desk:
+            return found
+        return [replace(p, symbol=p.symbol.rpartition("\x00")[2]) for p in found]
 
     def _was_aside(self, state: _Session, symbol: str, slots: Mapping[str, Any] | None) -> bool:
         """Does ``symbol``/``slots`` continue what the session was doing *before* its latest
@@ -445,7 +455,7 @@ class SequenceModel:
             out = []
             for symbol, count in sorted(succ.counts.items(), key=lambda kv: -kv[1])[:k]:
                 slots, agreement = None, 1.0
-                if symbol.startswith("t:"):
+                if symbol.rpartition("\x00")[2].startswith("t:"):  # (a desk's symbols carry its name)
                     # Which request comes next depends on the longer context; how its slots
                     # relate to the session's hardly does: fill them from the context that saw
                     # this successor most often (a long context seen twice is noise).

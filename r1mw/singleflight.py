@@ -3,8 +3,9 @@
 The call runs in its own task, so cancelling the request that started it (or any waiter)
 cancels nobody else. An upstream error reaches every waiter as the same exception object
 and leaves nothing behind. A streaming leader is shared through its assembled reply: waiters
-get the complete reply when the stream ends normally; if it does not, each waiter makes its
-own call (it must not inherit the leader's cancellation or a truncated answer).
+get the complete reply when the stream ends normally; if it does not (or the call withdrew
+without asking), the waiters go through single-flight again: one of them makes a new call,
+the others wait on it (they must not inherit the leader's cancellation or a truncated answer).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class SingleFlight:
             try:
                 reply = await asyncio.shield(future)
             except Withdrawn:
-                return await call(), False
+                return await self._again(key, call, on_wait)
             except asyncio.CancelledError:
                 self._raise_if_closed()
                 raise
@@ -59,11 +60,12 @@ class SingleFlight:
                 if not reply.done and self._owners.get(id(future)) is asyncio.current_task():
                     # The task holding the live stream asks again before reading it to the end:
                     # waiting for that stream would wait on itself.
+                    self.coalesced -= 1
                     return await call(), False
                 try:
                     return await reply.result(), True
                 except StreamIncomplete:
-                    return await call(), False  # the leader's stream broke: our own call
+                    return await self._again(key, call, on_wait)  # the leader's stream broke
             return reply, True
         self.leaders += 1
         loop = asyncio.get_running_loop()
@@ -81,6 +83,14 @@ class SingleFlight:
             # have nobody to read it and its waiters would wait for its end forever.
             task.add_done_callback(self._orphaned)
             raise
+
+    async def _again(self, key: Hashable, call: Callable[[], Awaitable[Reply | StreamedReply]],
+                     on_wait: Callable[[], Any] | None) -> tuple[Reply | StreamedReply, bool]:
+        # The call we waited on gave no answer (withdrawn, or its stream broke): the waiters
+        # go through single-flight again, so the first of them makes the one new call and the
+        # others wait on it, instead of one call each.
+        self.coalesced -= 1
+        return await self.run(key, call, on_wait)
 
     def _raise_if_closed(self) -> None:
         # The call was cancelled by close(), not the caller: a caller that was not cancelled

@@ -13,6 +13,7 @@ import r1mw
 from r1mw.budget import Budget
 from r1mw.predictor import SequenceModel
 from r1mw.testing import FakeR1
+from r1mw.types import Request
 
 pytestmark = pytest.mark.anyio
 
@@ -251,15 +252,44 @@ async def test_a_real_request_waiting_on_a_prefetch_its_budget_refuses_makes_its
         await settle(pipe, until=lambda s: len(pipe.singleflight) == 1, rounds=100)
         assert len(pipe.singleflight) == 1
         coalesced = pipe.singleflight.coalesced
-        asked = asyncio.ensure_future(llm(model="r1", messages=ask("Assess risk for AMD"), cache={"session": "z2"}))
-        while pipe.singleflight.coalesced == coalesced:  # ...the real request joins it...
+        asked = [asyncio.ensure_future(llm(model="r1", messages=ask("Assess risk for AMD"), cache={"session": f"z{i}"}))
+                 for i in range(5)]
+        while pipe.singleflight.coalesced < coalesced + 5:  # ...five real requests join it...
             await asyncio.sleep(0.001)
         _Hold.gate.set()  # ...then the prefetch reaches the upstream, whose budget refuses it.
-        reply = await asked
+        replies = await asyncio.gather(*asked)
     _Hold.gate = None
-    assert reply["choices"][0]["message"]["content"] == fake.answer_for("Assess risk for AMD")
-    assert sum(c["messages"][-1]["content"] == "Assess risk for AMD" for c in fake.calls) == 1  # its own call
+    assert {r["choices"][0]["message"]["content"] for r in replies} == {fake.answer_for("Assess risk for AMD")}
+    # One of them makes the call, the others wait on it: one call, not one each.
+    assert sum(c["messages"][-1]["content"] == "Assess risk for AMD" for c in fake.calls) == 1
     assert pipe.stage("prefetch").budget.refused["inflight"] >= 1
+
+
+async def test_a_failing_prefetch_passes_its_error_to_no_real_request_waiting_on_it():
+    # The prefetch runs on the client of the request that triggered it; a real request that
+    # waits on it (single-flight) must get its own answer, not that client's error.
+    good, broken = FakeR1(), FakeR1()
+    settings = r1mw.Settings(stages="prefetch,tpl,exact,hold", prefetch_min_prob=0.5,
+                             prefetch_max_per_minute=100, prefetch_token_budget=10_000)
+    _Hold.gate = asyncio.Event()
+    async with r1mw.Pipeline(settings, plugins=[_TestTemplates(), _HoldPlugin()]) as pipe:
+        await run_sessions(r1mw.wrap(good, pipe), ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        await r1mw.wrap(broken, pipe)(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "z"})
+        broken.fail = PermissionError("401: this analyst's key was revoked")
+        await settle(pipe, until=lambda s: len(pipe.singleflight) == 1, rounds=100)
+        coalesced = pipe.singleflight.coalesced
+        asked = [asyncio.ensure_future(r1mw.wrap(good, pipe)(model="r1", messages=ask("Assess risk for AMD"),
+                                                             cache={"session": f"b{i}"})) for i in range(3)]
+        while pipe.singleflight.coalesced < coalesced + 3:
+            await asyncio.sleep(0.001)
+        _Hold.gate.set()
+        replies = await asyncio.gather(*asked)
+        stats = pipe.stage("prefetch").stats()
+    _Hold.gate = None
+    assert {r["choices"][0]["message"]["content"] for r in replies} == {good.answer_for("Assess risk for AMD")}
+    assert sum(c["messages"][-1]["content"] == "Assess risk for AMD" for c in good.calls) == 1
+    assert stats["errors"] == 1
 
 
 async def test_untemplated_sequences_are_learned_too():
@@ -427,27 +457,29 @@ def bundled_settings():
                          prefetch_max_inflight=4, prefetch_max_per_minute=100, prefetch_token_budget=10_000)
 
 
-async def analysis_then(llm, prediction):
+async def analysis_then(llm, prediction, namespace=""):
     """Three sessions: analysis of a ticker, then ``prediction`` (a format of the ticker)."""
     for i, ticker in enumerate(["AAPL", "MSFT", "TSLA"]):
         await llm(model="r1", messages=ask(f"Analyze {ticker} using RSI(14) mean reversion"),
-                  cache={"session": f"t{i}"})
-        await llm(model="r1", messages=ask(prediction.format(ticker)), cache={"session": f"t{i}"})
+                  cache={"session": f"t{i}", "namespace": namespace})
+        await llm(model="r1", messages=ask(prediction.format(ticker)), cache={"session": f"t{i}", "namespace": namespace})
 
 
-async def test_with_the_real_template_stage_the_next_templated_request_is_prefetched():
+@pytest.mark.parametrize("namespace", ["", "desk-a"])
+async def test_with_the_real_template_stage_the_next_templated_request_is_prefetched(namespace):
     fake = FakeR1()
     async with r1mw.Pipeline(bundled_settings()) as pipe:
         llm = r1mw.wrap(fake, pipe)
-        await analysis_then(llm, "Predict movement for {} over the next trading day")
+        await analysis_then(llm, "Predict movement for {} over the next trading day", namespace)
         await settle(pipe)
-        await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"), cache={"session": "t9"})
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI(14) mean reversion"),
+                  cache={"session": "t9", "namespace": namespace})
         stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
         assert stats["issued"] == 1
         calls = len(fake.calls)
         # a reworded form of the predicted request: the template stage gives it the same key
         reply = await llm(model="r1", messages=ask("Forecast NVDA's price movement over the next trading day"),
-                          cache={"session": "t9"})
+                          cache={"session": "t9", "namespace": namespace})
         assert len(fake.calls) == calls
         assert "NVDA" in reply["choices"][0]["message"]["content"]
         assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
@@ -807,3 +839,59 @@ def test_a_model_saved_before_relations_were_counted_where_they_could_hold_still
         for per in (per for per_symbol in stats.values() for per in per_symbol.values()):
             for relation in ("=", "u", "n"):
                 assert per.get(relation, 0) <= per.get("?" + relation, 0) <= per["#"]
+
+
+def test_what_one_desk_taught_never_shapes_another_desk_s_predictions():
+    # Desk A always asks about its own book; desk B must not get a prefetch naming it.
+    m = SequenceModel(order=1, min_support=2)
+    for s, t in enumerate(("AAPL", "MSFT", "TSLA")):
+        m.observe(f"a{s}", "t:analyze", {"symbol": t}, desk="desk-a")
+        m.observe(f"a{s}", "t:risk", {"position": f"{t} in the Project Falcon book"}, desk="desk-a")
+    m.observe("a-new", "t:analyze", {"symbol": "NVDA"}, desk="desk-a")
+    best = m.predict("a-new")[0]
+    assert best.symbol == "t:risk" and dict(best.slots) == {"position": "NVDA in the Project Falcon book"}
+    m.observe("b-new", "t:analyze", {"symbol": "NVDA"}, desk="desk-b")
+    assert m.predict("b-new") == []
+    fresh = SequenceModel(order=1, min_support=2)
+    fresh.load_data(m.to_data())
+    fresh.observe("b-again", "t:analyze", {"symbol": "NVDA"}, desk="desk-b")
+    assert fresh.predict("b-again") == []
+    fresh.observe("a-again", "t:analyze", {"symbol": "KO"}, desk="desk-a")
+    assert fresh.predict("a-again")[0].symbol == "t:risk"
+
+
+class _DearNewTickers(FakeR1):
+    """Replies about the tickers learnt first are cheap (30 tokens); the rest cost 3,000."""
+
+    async def __call__(self, **kwargs):
+        reply = await super().__call__(**kwargs)
+        if not any(t in kwargs["messages"][-1]["content"] for t in ("AAPL", "MSFT", "TSLA")):
+            reply["usage"] = {"prompt_tokens": 10, "completion_tokens": 2990, "total_tokens": 3000}
+        return reply
+
+
+async def test_a_prefetch_dearer_than_its_estimate_raises_the_estimate_of_the_next_ones():
+    # The reservation is the dearest reply of its kind seen. Prefetched replies count too:
+    # after one overshoot, the next prefetch of that kind reserves what it really costs.
+    fake = _DearNewTickers()
+    settings = r1mw.Settings(stages="prefetch,tpl,exact", prefetch_min_prob=0.5, prefetch_max_per_minute=100,
+                             prefetch_token_budget=3_500)
+    async with r1mw.Pipeline(settings, plugins=[_TestTemplates()]) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI"), cache={"session": "n"})
+        await settle(pipe, until=lambda s: s["issued"] >= 1)
+        await llm(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "a"})
+        stats = await settle(pipe, until=lambda s: sum(s["refused"].values()) >= 1)
+        budget = pipe.stage("prefetch").budget
+    assert stats["issued"] == 1 and budget.refused["tokens"] == 1
+    assert budget.spent_last_hour() == 3_000 <= settings.prefetch_token_budget
+
+
+def test_a_request_that_caps_its_reply_reserves_what_it_can_cost_at_most():
+    from r1mw_plugins.prefetch import _reservation
+
+    capped = Request(model="r1", messages=[{"role": "user", "content": "x" * 40}], params={"max_tokens": 500})
+    assert _reservation(capped, dearest=30) == 540
+    assert _reservation(Request(model="r1", messages=capped.messages), dearest=30) == 30
