@@ -52,7 +52,7 @@ class SingleFlight:
             try:
                 reply = await asyncio.shield(future)
             except Withdrawn:
-                return await self._again(key, call, on_wait)
+                return await self._again(key, future, call, on_wait)
             except asyncio.CancelledError:
                 self._raise_if_closed()
                 raise
@@ -65,7 +65,7 @@ class SingleFlight:
                 try:
                     return await reply.result(), True
                 except StreamIncomplete:
-                    return await self._again(key, call, on_wait)  # the leader's stream broke
+                    return await self._again(key, future, call, on_wait)  # the leader's stream broke
             return reply, True
         self.leaders += 1
         loop = asyncio.get_running_loop()
@@ -84,11 +84,14 @@ class SingleFlight:
             task.add_done_callback(self._orphaned)
             raise
 
-    async def _again(self, key: Hashable, call: Callable[[], Awaitable[Reply | StreamedReply]],
+    async def _again(self, key: Hashable, failed: asyncio.Future[Any],
+                     call: Callable[[], Awaitable[Reply | StreamedReply]],
                      on_wait: Callable[[], Any] | None) -> tuple[Reply | StreamedReply, bool]:
         # The call we waited on gave no answer (withdrawn, or its stream broke): the waiters
         # go through single-flight again, so the first of them makes the one new call and the
-        # others wait on it, instead of one call each.
+        # others wait on it, instead of one call each. (A broken stream may still be
+        # registered: it is not waited on again.)
+        self._forget(key, failed)
         self.coalesced -= 1
         return await self.run(key, call, on_wait)
 
