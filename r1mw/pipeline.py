@@ -84,6 +84,8 @@ class Pipeline:
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
         self._start_error: BaseException | None = None
+        self._closing: asyncio.Future[None] | None = None  # set while close() tears down
+        self._torn_down = False
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._hits_by: dict[tuple[str, str | None], int] = {}  # (source, tier) -> hits
@@ -103,23 +105,27 @@ class Pipeline:
         await self.close()
 
     async def start(self) -> None:
-        if self._started:
+        """Build and start the stages (once). Raises PipelineStateError once closed."""
+        if self._started and not self._closed:
             return
         # Concurrent first requests of a lazily started pipeline (r1mw.wrap(fn) without a
         # pipeline) must build it once: stage start() methods await.
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if not self._started:
+            if not self._started and not self._closed:
                 try:
                     await self._start()
                 except BaseException as exc:
                     # Release what had started (tasks spawned, stages, tiers); the pipeline
                     # is unusable after a failed start, like a closed one.
                     self._start_error = exc
-                    self._started = True
-                    await self.close()
+                    self._started = self._closed = True
+                    self._chain = None
+                    await self._teardown()
                     raise
+        if self._closed:  # before, or while, this start ran: close() releases what it started
+            raise self._closed_error()
 
     async def _start(self) -> None:
         s = self.settings
@@ -144,16 +150,38 @@ class Pipeline:
         chain: Handler = _terminal
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
-        self._chain = chain
+        if not self._closed:  # closed during the start: no request may run on it
+            self._chain = chain
         self.events.start()
         self._started = True
         self.pm.hook.r1mw_pipeline_started(pipeline=self)
 
     async def close(self) -> None:
-        if not self._started or self._closed:
+        """Refuse requests from now on, and release what the pipeline started: background
+        tasks, stages, tiers (flushing the write-behind). A start in progress (a lazy first
+        request) is waited for, then torn down; a pipeline never started is just closed."""
+        if self._closed:
+            if self._closing is not None:  # another close() is tearing down: return after it
+                await asyncio.shield(self._closing)
             return
         self._closed = True
         self._chain = None  # requests after close are refused, not run on closed tiers
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            if self._start_lock is not None:
+                async with self._start_lock:  # a start in progress finishes first
+                    pass
+            if self._started:
+                await self._teardown()
+        finally:
+            self._closing.set_result(None)
+
+    async def _teardown(self) -> None:
+        # Once: a start that fails while close() waits for it tears down before close() looks.
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._chain = None
         if self.pm is not None:
             try:
                 self.pm.hook.r1mw_pipeline_closing(pipeline=self)
@@ -259,9 +287,8 @@ class Pipeline:
         """Run one request through the chain. Upstream errors propagate unchanged."""
         chain = self._chain
         if chain is None:
-            if not self._closed:
-                await self.start()
-                chain = self._chain
+            await self.start()  # a lazy first request; PipelineStateError once closed
+            chain = self._chain
             if chain is None:
                 raise self._closed_error()
         try:

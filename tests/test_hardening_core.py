@@ -234,9 +234,71 @@ async def test_a_closed_pipeline_refuses_requests():
     with pytest.raises(r1mw.PipelineStateError, match="closed"):
         await llm(model="m", messages=Q)
     await pipe.close()  # idempotent
-    await pipe.start()  # a no-op on a closed pipeline, and still refusing
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await pipe.start()  # a closed pipeline does not start again
     with pytest.raises(r1mw.PipelineStateError):
         await llm(model="m", messages=[{"role": "user", "content": "new"}])
+
+
+async def test_a_pipeline_closed_before_its_first_request_refuses_it_and_starts_nothing():
+    before = set(asyncio.all_tasks())
+    fake = FakeR1()
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="prefetch,exact"))
+    llm = r1mw.wrap(fake, pipe)
+    await pipe.close()  # e.g. an application shutting down before any traffic
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await llm(model="m", messages=Q)
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        async with pipe:
+            pass
+    assert fake.calls == [] and pipe.store is None and pipe.stages == []
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
+
+
+async def test_close_during_a_lazy_start_waits_for_it_then_releases_everything():
+    entered, gate, stages = asyncio.Event(), asyncio.Event(), []
+
+    class GatedStart:
+        name = "gated"
+
+        def __init__(self, pipeline):
+            self.closed = False
+            stages.append(self)
+
+        async def start(self):  # a start that awaits (a model load, a server bind)
+            entered.set()
+            await gate.wait()
+
+        async def close(self):
+            self.closed = True
+
+        async def handle(self, request, call_next):
+            return await call_next(request)
+
+    class Plugin:
+        __name__ = "gated-start-plugin"
+
+        @r1mw.hookimpl
+        def r1mw_register_stages(self):
+            return {"gated": GatedStart}
+
+    before = set(asyncio.all_tasks())
+    fake = FakeR1()
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="prefetch,gated,exact"), plugins=[Plugin()])
+    llm = r1mw.wrap(fake, pipe)
+    first = asyncio.ensure_future(llm(model="m", messages=Q))  # starts the pipeline
+    await entered.wait()
+    closing = asyncio.ensure_future(pipe.close())
+    await _until(lambda: pipe._closed)
+    assert not closing.done()  # it waits for the start in progress
+    gate.set()
+    await closing
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await first
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await llm(model="m", messages=Q)
+    assert fake.calls == [] and stages[0].closed
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()  # the prefetch worker too
 
 
 class _Background:
