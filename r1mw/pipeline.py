@@ -86,6 +86,7 @@ class Pipeline:
         self._start_error: BaseException | None = None
         self._closing: asyncio.Future[None] | None = None  # set while close() tears down
         self._torn_down = False
+        self._loop_guard: asyncio.Task[None] | None = None  # see close_with_loop
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._hits_by: dict[tuple[str, str | None], int] = {}  # (source, tier) -> hits
@@ -167,6 +168,9 @@ class Pipeline:
         self._closed = True
         self._chain = None  # requests after close are refused, not run on closed tiers
         self._closing = asyncio.get_running_loop().create_future()
+        guard = self._loop_guard
+        if guard is not None and guard is not asyncio.current_task():
+            guard.cancel()  # closed by hand: the guard's own close() returns after this one
         try:
             if self._start_lock is not None:
                 async with self._start_lock:  # a start in progress finishes first
@@ -204,6 +208,27 @@ class Pipeline:
         if self.store is not None:
             await self.store.close()
         await self.events.close()
+
+    def close_with_loop(self) -> "asyncio.Task[None]":
+        """Close this pipeline when the running event loop shuts down, for a pipeline nobody
+        closes (the one ``r1mw.wrap(fn)`` makes): its write-behind would be lost otherwise.
+
+        A guard task waits until cancelled, then awaits :meth:`close`: ``asyncio.run`` (and
+        ``asyncio.Runner``) cancel the tasks left when the main coroutine returns and run the
+        loop until they end, so the close runs while the loop is still up. A loop closed
+        without cancelling its tasks never runs it. An explicit ``close()`` ends the guard.
+        """
+        loop = asyncio.get_running_loop()
+
+        async def guard() -> None:
+            try:
+                await loop.create_future()  # never set: only the loop's shutdown ends this
+            finally:
+                await self.close()
+
+        # Kept here: the loop holds tasks weakly, and a pending guard nobody refers to is collected.
+        self._loop_guard = task = loop.create_task(guard(), name="r1mw-close-with-loop")
+        return task
 
     async def wait_ready(self) -> None:
         """Return once lazily loaded parts (the embedder) are ready, starting their load."""
