@@ -318,6 +318,11 @@ class Pipeline:
                 raise self._closed_error()
         try:
             reply = await chain(request)
+        except asyncio.CancelledError:
+            # The caller gave up (a timeout, a closed connection): not an upstream error, and
+            # must not feed the error-rate alert.
+            self._counts["cancelled"] += 1
+            raise
         except BaseException:
             self._counts["errors"] += 1
             raise
@@ -355,8 +360,10 @@ class Pipeline:
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """A plain dict: hits per stage and tier, misses, coalesced, latency percentiles,
-        tokens saved, and each stage's and tier's own figures."""
+        """A plain dict: hits per stage and tier, misses, coalesced, errors (an exception
+        reached the caller), cancelled (the caller cancelled), latency percentiles, tokens
+        saved, and each stage's and tier's own figures.
+        ``requests == hits + coalesced + misses + errors + cancelled``."""
         c = self._counts
         by_source: dict[str, int] = {}
         for (source, tier), n in list(self._hits_by.items()):
@@ -365,11 +372,12 @@ class Pipeline:
         hits, coalesced, misses = sum(by_source.values()), c["coalesced"], c["misses"]
         served = hits + coalesced + misses
         out: dict[str, Any] = {
-            "requests": served + c["errors"],
+            "requests": served + c["errors"] + c["cancelled"],
             "hits": hits,
             "coalesced": coalesced,
             "misses": misses,
             "errors": c["errors"],
+            "cancelled": c["cancelled"],
             "hit_rate": (hits + coalesced) / served if served else 0.0,
             "hits_by": by_source,
             "latency_ms": {k: _percentiles(v) for k, v in self._latency.items()},
