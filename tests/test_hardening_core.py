@@ -11,6 +11,7 @@ import os
 import pytest
 
 import r1mw
+from r1mw.errors import CacheControlError
 from r1mw.keys import key_of
 from r1mw.testing import FakeR1
 from r1mw.tiers import DiskTier
@@ -544,3 +545,23 @@ async def test_a_cache_switch_that_is_not_a_boolean_is_a_clear_error(value):
         await llm(model="m", messages=Q, cache={"no-store": 0, "no-cache": False})
         await llm(model="m", messages=Q)
     assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize("cache, builtin, named", [
+    ({"ttl": "abc"}, ValueError, "'ttl'"),
+    ({"ttl": float("nan")}, ValueError, "'ttl'"),
+    ({"ttl": [1]}, ValueError, "'ttl'"),
+    ({"no-cache": "yes"}, TypeError, "'no-cache'"),
+    ({"bogus": 1, 2: 3}, TypeError, "'bogus'"),
+    ("no-cache", TypeError, "'no-cache'"),
+])
+async def test_a_bad_cache_value_is_an_r1mw_error_saying_what_is_allowed(cache, builtin, named):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        with pytest.raises(CacheControlError) as err:
+            await llm(model="m", messages=Q, cache=cache)
+    assert isinstance(err.value, r1mw.R1mwError) and isinstance(err.value, builtin)  # old except clauses hold
+    message = str(err.value)
+    assert named in message and ("expected" in message or "allowed" in message)
+    assert "\n" not in message and fake.calls == []
