@@ -56,3 +56,19 @@ def test_r1mw_config_checks_plugin_names_as_pipeline_start_does(monkeypatch, cap
     assert captured.out == ""  # no table of settings that would not start
     monkeypatch.delenv(name)
     assert main(["config"]) == 0
+
+
+@pytest.mark.anyio
+async def test_a_model_that_cannot_load_is_a_one_line_config_error(monkeypatch):
+    from r1mw.semantic import embedder as module
+
+    def load_model(name):  # what huggingface_hub raises offline: several lines
+        raise OSError("Got: ConnectError: Name or service not known\nAn error happened while trying to "
+                      "locate the files on the Hub.\n\nPlease check your internet connection.")
+
+    monkeypatch.setattr(module, "load_model", load_model)
+    with pytest.raises(r1mw.ConfigError) as err:
+        await module.Model2VecEmbedder("someone/some-model").load()
+    message = str(err.value)
+    assert "R1MW_EMBED_MODEL='someone/some-model'" in message and "locate the files" in message
+    assert "\n" not in message and "expected" in message
