@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from .errors import ConfigError, R1mwError
-from .manager import build_plugin_manager
+from .manager import build_plugin_manager, collect, select
 from .settings import Settings
 
 __all__ = ["main"]
@@ -23,6 +23,7 @@ def _config(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     settings = Settings.from_env()
+    _check_plugin_names(settings)
     table = Table(title="r1mw settings (keyword > env > .env > default)")
     for column in ("flag", "value", "source", "meaning"):
         table.add_column(column)
@@ -33,6 +34,15 @@ def _config(args: argparse.Namespace) -> int:
         table.add_row(flag.env, shown, source, flag.doc)
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
     return 0
+
+
+def _check_plugin_names(settings: Settings) -> None:
+    """The names Pipeline start looks up in the plugin registry (stages, tiers, codec), checked
+    the same way: an unknown one is the same one-line ConfigError, before the table prints."""
+    pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
+    for kind, flag, names in (("stages", "R1MW_STAGES", settings.stages), ("tiers", "R1MW_TIERS", settings.tiers),
+                              ("codecs", "R1MW_CODEC", (settings.codec,))):
+        select(collect(getattr(pm.hook, f"r1mw_register_{kind}")(), kind), names, flag)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ they reach the caller as the very object the client raised.
     ├── ConfigError (also ValueError)      a flag, a template file or a plugin set is wrong
     │   └── PluginError                    a plugin failed to load or registered a duplicate name
     ├── PipelineStateError (also RuntimeError)  the pipeline was used before start or after close
+    ├── CacheControlError (also TypeError and ValueError)  a per-request ``cache=`` value is wrong
     ├── CodecError                         an entry could not be encoded or decoded
     │   └── UnencodableValueError (also TypeError)  a value the codec refuses (never pickled)
     └── StreamIncomplete                   a streamed reply ended before its normal end
@@ -21,6 +22,7 @@ are counted and served as misses.
 from __future__ import annotations
 
 __all__ = [
+    "CacheControlError",
     "CodecError",
     "ConfigError",
     "PipelineStateError",
@@ -45,6 +47,14 @@ class PluginError(ConfigError):
 
 class PipelineStateError(R1mwError, RuntimeError):
     """The pipeline was used before ``start()``/``async with`` or after ``close()``."""
+
+
+class CacheControlError(R1mwError, TypeError, ValueError):
+    """A per-request ``cache=`` value r1mw cannot read (an unknown key, a switch that is not a
+    boolean, a ttl that is not a number). The message names the key and what is allowed.
+
+    Also a TypeError and a ValueError: it replaces both (a wrong type, a wrong value), and
+    ``except`` clauses written for them keep working."""
 
 
 class CodecError(R1mwError):

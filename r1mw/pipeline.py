@@ -84,6 +84,9 @@ class Pipeline:
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
         self._start_error: BaseException | None = None
+        self._closing: asyncio.Future[None] | None = None  # set while close() tears down
+        self._torn_down = False
+        self._loop_guard: asyncio.Task[None] | None = None  # see close_with_loop
         self._background: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._hits_by: dict[tuple[str, str | None], int] = {}  # (source, tier) -> hits
@@ -103,23 +106,27 @@ class Pipeline:
         await self.close()
 
     async def start(self) -> None:
-        if self._started:
+        """Build and start the stages (once). Raises PipelineStateError once closed."""
+        if self._started and not self._closed:
             return
         # Concurrent first requests of a lazily started pipeline (r1mw.wrap(fn) without a
         # pipeline) must build it once: stage start() methods await.
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if not self._started:
+            if not self._started and not self._closed:
                 try:
                     await self._start()
                 except BaseException as exc:
                     # Release what had started (tasks spawned, stages, tiers); the pipeline
                     # is unusable after a failed start, like a closed one.
                     self._start_error = exc
-                    self._started = True
-                    await self.close()
+                    self._started = self._closed = True
+                    self._chain = None
+                    await self._teardown()
                     raise
+        if self._closed:  # before, or while, this start ran: close() releases what it started
+            raise self._closed_error()
 
     async def _start(self) -> None:
         s = self.settings
@@ -144,16 +151,41 @@ class Pipeline:
         chain: Handler = _terminal
         for stage in reversed(self.stages):
             chain = _link(stage, chain)
-        self._chain = chain
+        if not self._closed:  # closed during the start: no request may run on it
+            self._chain = chain
         self.events.start()
         self._started = True
         self.pm.hook.r1mw_pipeline_started(pipeline=self)
 
     async def close(self) -> None:
-        if not self._started or self._closed:
+        """Refuse requests from now on, and release what the pipeline started: background
+        tasks, stages, tiers (flushing the write-behind). A start in progress (a lazy first
+        request) is waited for, then torn down; a pipeline never started is just closed."""
+        if self._closed:
+            if self._closing is not None:  # another close() is tearing down: return after it
+                await asyncio.shield(self._closing)
             return
         self._closed = True
         self._chain = None  # requests after close are refused, not run on closed tiers
+        self._closing = asyncio.get_running_loop().create_future()
+        guard = self._loop_guard
+        if guard is not None and guard is not asyncio.current_task():
+            guard.cancel()  # closed by hand: the guard's own close() returns after this one
+        try:
+            if self._start_lock is not None:
+                async with self._start_lock:  # a start in progress finishes first
+                    pass
+            if self._started:
+                await self._teardown()
+        finally:
+            self._closing.set_result(None)
+
+    async def _teardown(self) -> None:
+        # Once: a start that fails while close() waits for it tears down before close() looks.
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._chain = None
         if self.pm is not None:
             try:
                 self.pm.hook.r1mw_pipeline_closing(pipeline=self)
@@ -176,6 +208,27 @@ class Pipeline:
         if self.store is not None:
             await self.store.close()
         await self.events.close()
+
+    def close_with_loop(self) -> "asyncio.Task[None]":
+        """Close this pipeline when the running event loop shuts down, for a pipeline nobody
+        closes (the one ``r1mw.wrap(fn)`` makes): its write-behind would be lost otherwise.
+
+        A guard task waits until cancelled, then awaits :meth:`close`: ``asyncio.run`` (and
+        ``asyncio.Runner``) cancel the tasks left when the main coroutine returns and run the
+        loop until they end, so the close runs while the loop is still up. A loop closed
+        without cancelling its tasks never runs it. An explicit ``close()`` ends the guard.
+        """
+        loop = asyncio.get_running_loop()
+
+        async def guard() -> None:
+            try:
+                await loop.create_future()  # never set: only the loop's shutdown ends this
+            finally:
+                await self.close()
+
+        # Kept here: the loop holds tasks weakly, and a pending guard nobody refers to is collected.
+        self._loop_guard = task = loop.create_task(guard(), name="r1mw-close-with-loop")
+        return task
 
     async def wait_ready(self) -> None:
         """Return once lazily loaded parts (the embedder) are ready, starting their load."""
@@ -259,13 +312,17 @@ class Pipeline:
         """Run one request through the chain. Upstream errors propagate unchanged."""
         chain = self._chain
         if chain is None:
-            if not self._closed:
-                await self.start()
-                chain = self._chain
+            await self.start()  # a lazy first request; PipelineStateError once closed
+            chain = self._chain
             if chain is None:
                 raise self._closed_error()
         try:
             reply = await chain(request)
+        except asyncio.CancelledError:
+            # The caller gave up (a timeout, a closed connection): not an upstream error, and
+            # must not feed the error-rate alert.
+            self._counts["cancelled"] += 1
+            raise
         except BaseException:
             self._counts["errors"] += 1
             raise
@@ -303,8 +360,10 @@ class Pipeline:
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """A plain dict: hits per stage and tier, misses, coalesced, latency percentiles,
-        tokens saved, and each stage's and tier's own figures."""
+        """A plain dict: hits per stage and tier, misses, coalesced, errors (an exception
+        reached the caller), cancelled (the caller cancelled), latency percentiles, tokens
+        saved, and each stage's and tier's own figures.
+        ``requests == hits + coalesced + misses + errors + cancelled``."""
         c = self._counts
         by_source: dict[str, int] = {}
         for (source, tier), n in list(self._hits_by.items()):
@@ -313,11 +372,12 @@ class Pipeline:
         hits, coalesced, misses = sum(by_source.values()), c["coalesced"], c["misses"]
         served = hits + coalesced + misses
         out: dict[str, Any] = {
-            "requests": served + c["errors"],
+            "requests": served + c["errors"] + c["cancelled"],
             "hits": hits,
             "coalesced": coalesced,
             "misses": misses,
             "errors": c["errors"],
+            "cancelled": c["cancelled"],
             "hit_rate": (hits + coalesced) / served if served else 0.0,
             "hits_by": by_source,
             "latency_ms": {k: _percentiles(v) for k, v in self._latency.items()},

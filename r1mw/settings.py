@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def _float(lo: float = 0.0, hi: float | None = None, optional: bool = False) -> 
             value = float(raw)
         except (TypeError, ValueError):
             raise ValueError(parse.allowed) from None  # type: ignore[attr-defined]
-        if value != value or value < lo or (hi is not None and value > hi):
+        if not math.isfinite(value):  # inf (or 1e400) as a timeout or a window is a typo, not "never"
+            raise ValueError("a finite " + parse.allowed[2:])  # type: ignore[attr-defined]
+        if value < lo or (hi is not None and value > hi):
             raise ValueError(parse.allowed)  # type: ignore[attr-defined]
         return value
 
@@ -133,7 +136,11 @@ def _bytes(raw: Any) -> int:
     m = _SIZE.match(str(raw))
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError("a size like 512MB, 2GiB or a number of bytes (0 = unbounded)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    number = float(m.group(1))
+    size = int(number * _UNITS[m.group(2).lower()])
+    if size == 0 and number != 0:  # 0.5 bytes is not "0 = unbounded"
+        raise ValueError("a size of at least 1 byte, like 512MB or 2GiB (0 = unbounded)")
+    return size
 
 
 _bytes.allowed = "size (512MB, 2GiB, bytes; 0 = unbounded)"  # type: ignore[attr-defined]
@@ -462,7 +469,15 @@ def _read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
         if binding.error and ("R1MW_" in line or any(name in line for name in _BY_ENV)):
             raise ConfigError(f"{path} line {binding.original.line}: cannot parse {line.strip()!r} "
                               "(expected NAME=value, quotes closed on the same line)")
+        # A flag named with no "=" (python-dotenv reads it as unset) would keep its default.
+        if binding.key is not None and binding.value is None and _ours(binding.key):
+            raise ConfigError(f"{path} line {binding.original.line}: {binding.key} has no value "
+                              f"(expected {binding.key}=value; {binding.key}= for empty)")
     return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+
+
+def _ours(name: str) -> bool:
+    return name in _BY_ENV or (name.startswith("R1MW_") and not name.startswith(_IGNORED_PREFIXES))
 
 
 def flags_markdown() -> str:

@@ -88,11 +88,12 @@ class CacheControl:
                     found = _SESSION_ONLY[session] = cls(session=session)
                 return found
         if not isinstance(value, Mapping):
-            raise TypeError(f"cache= must be a dict like {{'no-cache': True}}, got {type(value).__name__}")
+            raise _control_error(f"cache={value!r:.60}: expected a dict such as {{'no-cache': True, 'ttl': 600}}; "
+                                 f"keys: {', '.join(sorted(_CONTROL_KEYS))}")
         unknown = set(value) - _CONTROL_KEYS
         if unknown:
-            raise TypeError(
-                f"cache= has unknown keys {sorted(unknown)}; allowed: {sorted(_CONTROL_KEYS)}"
+            raise _control_error(
+                f"cache= has unknown keys {sorted(unknown, key=str)}; allowed: {sorted(_CONTROL_KEYS)}"
             )
         return cls(
             no_cache=_flag(value, "no-cache", "no_cache"),
@@ -108,7 +109,7 @@ def _flag(value: Mapping[str, Any], name: str, alias: str) -> bool:
     raw = value.get(name, value.get(alias, False))
     if raw is None or isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
         return bool(raw)
-    raise TypeError(f"cache={{'{name}': {raw!r}}}: expected True or False")
+    raise _control_error(f"cache={{'{name}': {raw!r:.60}}}: expected True or False")
 
 
 def _ttl(raw: Any) -> float | None:
@@ -120,8 +121,15 @@ def _ttl(raw: Any) -> float | None:
     except (TypeError, ValueError):
         ttl = math.nan
     if ttl != ttl:
-        raise ValueError(f"cache={{'ttl': {raw!r}}}: expected a number of seconds (<= 0: not stored)")
+        raise _control_error(f"cache={{'ttl': {raw!r:.60}}}: expected a number of seconds "
+                             "(<= 0: not stored, inf: no expiry)")
     return ttl
+
+
+def _control_error(message: str) -> Exception:
+    from .errors import CacheControlError  # only on the error path
+
+    return CacheControlError(message)
 
 
 _CONTROL_KEYS = frozenset(

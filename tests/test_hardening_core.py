@@ -11,6 +11,7 @@ import os
 import pytest
 
 import r1mw
+from r1mw.errors import CacheControlError
 from r1mw.keys import key_of
 from r1mw.testing import FakeR1
 from r1mw.tiers import DiskTier
@@ -234,9 +235,71 @@ async def test_a_closed_pipeline_refuses_requests():
     with pytest.raises(r1mw.PipelineStateError, match="closed"):
         await llm(model="m", messages=Q)
     await pipe.close()  # idempotent
-    await pipe.start()  # a no-op on a closed pipeline, and still refusing
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await pipe.start()  # a closed pipeline does not start again
     with pytest.raises(r1mw.PipelineStateError):
         await llm(model="m", messages=[{"role": "user", "content": "new"}])
+
+
+async def test_a_pipeline_closed_before_its_first_request_refuses_it_and_starts_nothing():
+    before = set(asyncio.all_tasks())
+    fake = FakeR1()
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="prefetch,exact"))
+    llm = r1mw.wrap(fake, pipe)
+    await pipe.close()  # e.g. an application shutting down before any traffic
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await llm(model="m", messages=Q)
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        async with pipe:
+            pass
+    assert fake.calls == [] and pipe.store is None and pipe.stages == []
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
+
+
+async def test_close_during_a_lazy_start_waits_for_it_then_releases_everything():
+    entered, gate, stages = asyncio.Event(), asyncio.Event(), []
+
+    class GatedStart:
+        name = "gated"
+
+        def __init__(self, pipeline):
+            self.closed = False
+            stages.append(self)
+
+        async def start(self):  # a start that awaits (a model load, a server bind)
+            entered.set()
+            await gate.wait()
+
+        async def close(self):
+            self.closed = True
+
+        async def handle(self, request, call_next):
+            return await call_next(request)
+
+    class Plugin:
+        __name__ = "gated-start-plugin"
+
+        @r1mw.hookimpl
+        def r1mw_register_stages(self):
+            return {"gated": GatedStart}
+
+    before = set(asyncio.all_tasks())
+    fake = FakeR1()
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="prefetch,gated,exact"), plugins=[Plugin()])
+    llm = r1mw.wrap(fake, pipe)
+    first = asyncio.ensure_future(llm(model="m", messages=Q))  # starts the pipeline
+    await entered.wait()
+    closing = asyncio.ensure_future(pipe.close())
+    await _until(lambda: pipe._closed)
+    assert not closing.done()  # it waits for the start in progress
+    gate.set()
+    await closing
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await first
+    with pytest.raises(r1mw.PipelineStateError, match="closed"):
+        await llm(model="m", messages=Q)
+    assert fake.calls == [] and stages[0].closed
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()  # the prefetch worker too
 
 
 class _Background:
@@ -482,3 +545,23 @@ async def test_a_cache_switch_that_is_not_a_boolean_is_a_clear_error(value):
         await llm(model="m", messages=Q, cache={"no-store": 0, "no-cache": False})
         await llm(model="m", messages=Q)
     assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize("cache, builtin, named", [
+    ({"ttl": "abc"}, ValueError, "'ttl'"),
+    ({"ttl": float("nan")}, ValueError, "'ttl'"),
+    ({"ttl": [1]}, ValueError, "'ttl'"),
+    ({"no-cache": "yes"}, TypeError, "'no-cache'"),
+    ({"bogus": 1, 2: 3}, TypeError, "'bogus'"),
+    ("no-cache", TypeError, "'no-cache'"),
+])
+async def test_a_bad_cache_value_is_an_r1mw_error_saying_what_is_allowed(cache, builtin, named):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        with pytest.raises(CacheControlError) as err:
+            await llm(model="m", messages=Q, cache=cache)
+    assert isinstance(err.value, r1mw.R1mwError) and isinstance(err.value, builtin)  # old except clauses hold
+    message = str(err.value)
+    assert named in message and ("expected" in message or "allowed" in message)
+    assert "\n" not in message and fake.calls == []

@@ -205,3 +205,38 @@ def test_cache_control_parses_every_spelling_and_shares_one_object_per_session()
         CacheControl.from_mapping({"sesion": "s1"})
     with pytest.raises(TypeError, match="expected True or False"):
         CacheControl.from_mapping({"no-cache": "false"})
+
+
+async def test_cancelled_callers_are_counted_apart_from_errors_and_raise_no_error_alert():
+    # Callers giving up (asyncio.wait_for) on a healthy upstream are not upstream errors: the
+    # error-rate rule reads stats()["errors"] when the metrics stage is off.
+    fake, gate = FakeR1(), asyncio.Event()
+
+    async def slow(**kwargs):
+        await gate.wait()
+        return await fake(**kwargs)
+
+    settings = r1mw.Settings(stages="exact", alert_error_rate_above=0.2, alert_min_requests=5)
+    async with r1mw.Pipeline(settings) as pipe:
+        engine = pipe.services["alerts"]
+        llm = r1mw.wrap(slow, pipe)
+        t0 = engine.clock()
+        callers = [asyncio.ensure_future(llm(model="m", messages=[{"role": "user", "content": f"Q{i}"}]))
+                   for i in range(10)]
+        while len(pipe.singleflight) < 10:  # every call in flight
+            await asyncio.sleep(0)
+        for caller in callers:
+            caller.cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+        gate.set()
+        for i in range(10):
+            await llm(model="m", messages=[{"role": "user", "content": f"R{i}"}])
+        fake.fail = ConnectionError("upstream down")
+        with pytest.raises(ConnectionError):
+            await llm(model="m", messages=[{"role": "user", "content": "E"}])
+        fired = engine.tick(pipe, t0 + engine.window_s / 2)
+        stats = pipe.stats()
+    assert (stats.get("cancelled"), stats["errors"], stats["misses"]) == (10, 1, 10)
+    parts = stats["hits"] + stats["coalesced"] + stats["misses"] + stats["errors"] + stats["cancelled"]
+    assert stats["requests"] == parts == 21
+    assert fired == []  # 1 error in 11 requests is under 0.2; with the 10 cancellations it was 11 in 21

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from typing import Any
 
@@ -23,14 +24,16 @@ def wrap(target: Any, pipe: Pipeline | None = None, *, returns: type | None = No
     * any async callable taking OpenAI chat kwargs: hits come back in the type its misses
       have (dict, or the class of the object it returns; ``returns=`` fixes it up front).
 
-    Without ``pipe``, a ``Pipeline(Settings.from_env())`` is made; it starts on first use.
+    Without ``pipe``, a ``Pipeline(Settings.from_env())`` is made for each event loop that
+    uses the wrapper: it starts on first use and closes (writing what it still holds) when
+    that loop shuts down, so each ``asyncio.run()`` gets its own over the same tiers.
 
     >>> async def llm(**kwargs):
     ...     return {"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
     >>> cached = wrap(llm, Pipeline(Settings(stages="exact")))
     """
     if pipe is None:
-        pipe = Pipeline(Settings.from_env())
+        pipe = _PipelinePerLoop(Settings.from_env())  # type: ignore[assignment]
     if is_openai_client(target):
         return CachedClient(target, pipe)
     if is_litellm_callable(target):
@@ -41,3 +44,49 @@ def wrap(target: Any, pipe: Pipeline | None = None, *, returns: type | None = No
         f"r1mw.wrap() takes an AsyncOpenAI-compatible client, litellm.acompletion or an async callable, "
         f"not {type(target).__name__}"
     )
+
+
+class _PipelinePerLoop:
+    """What ``wrap(target)`` without a pipeline serves through: ``Pipeline(settings)``, one per
+    event loop. A pipeline belongs to the loop its workers run on, and nobody else can close
+    this one, so each is made on its loop's first request and closed when that loop shuts
+    down (:meth:`Pipeline.close_with_loop`): a script's last answers reach the disk tiers, and
+    a second ``asyncio.run()`` gets a fresh pipeline that finds them there.
+
+    Adapters call ``request`` and ``handle``; any other attribute is the current loop's
+    pipeline's (outside a loop: the latest one made). One closed by hand (``close()``) is
+    replaced on its loop's next request.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._by_loop: dict[asyncio.AbstractEventLoop, Pipeline] = {}
+        self._latest: Pipeline | None = None
+
+    def current(self) -> Pipeline:
+        loop = asyncio.get_running_loop()
+        pipe = self._by_loop.get(loop)
+        if pipe is None:
+            pipe = self._by_loop[loop] = self._latest = Pipeline(self.settings)
+            # Forgotten once closed at the loop's end: no reference to a dead loop is kept.
+            pipe.close_with_loop().add_done_callback(lambda _: self._forget(loop, pipe))
+        return pipe
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, pipe: Pipeline) -> None:
+        if self._by_loop.get(loop) is pipe:
+            del self._by_loop[loop]
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self.current().request(*args, **kwargs)
+
+    def handle(self, request: Any) -> Any:
+        return self.current().handle(request)  # the coroutine itself: no extra frame
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pipe = self._latest if self._latest is not None else Pipeline(self.settings)
+        else:
+            pipe = self.current()
+        return getattr(pipe, name)

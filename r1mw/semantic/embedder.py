@@ -151,8 +151,10 @@ class Model2VecEmbedder:
             raise
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
+            # One line, as every ConfigError (huggingface_hub's messages span several).
+            detail = " ".join(self.load_error.split())
             raise ConfigError(f"R1MW_EMBED_MODEL={self._spec!r} is invalid: cannot load a model2vec model "
-                              f"({self.load_error}); expected a model2vec model name or path, or empty "
+                              f"({detail}); expected a model2vec model name or path, or empty "
                               "for the offline default") from exc
         self.dim = int(probe.shape[1])
         self._model = model

@@ -286,7 +286,8 @@ class TieredStore:
         pending = self._pending
         dropped: set[bytes] = set()
         while pending:
-            i, key, value = pending.popleft()
+            item = pending.popleft()
+            i, key, value = item
             try:
                 if value is None:
                     if key not in dropped and not await self._held(key):
@@ -298,6 +299,9 @@ class TieredStore:
                         await self._demote(i, key, value)
                     finally:
                         self._moving.discard(key)
+            except asyncio.CancelledError:
+                pending.appendleft(item)  # not moved yet: close() settles it
+                raise
             except Exception:
                 log.exception("demotion of a key from %s failed", self.tiers[i].name)
 
@@ -379,8 +383,9 @@ class TieredStore:
         :meth:`set`). When this returns the entry is in the RAM tier (later requests hit at
         once); the writes to the other tiers are queued for one writer task the store owns,
         awaited by :meth:`flush` and :meth:`close`. Durability: a graceful close writes
-        everything; a crash loses at most the writes still queued, which are later misses,
-        never wrong data.
+        everything, also when the loop's shutdown cancelled the writer first (a cancelled write
+        goes back to the queue); a crash loses at most the writes still queued, which are later
+        misses, never wrong data.
         """
         if self._closed:  # e.g. a stream that ended after the pipeline closed: keep nothing
             return False
@@ -403,15 +408,20 @@ class TieredStore:
             if len(queue) > 1 and self._batched:
                 await self._drain_batch()
                 continue
-            key, entry, wire, data = queue.popleft()
+            item = queue.popleft()
+            key, entry, wire, data = item
             try:
                 await self._write(key, entry, wire, data, behind=True)
+            except asyncio.CancelledError:
+                # The loop is shutting down (asyncio.run cancels every task): the entry goes
+                # back, still visible to get, for close()/flush() to write. Done only once written.
+                queue.appendleft(item)
+                raise
             except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
                 self.write_errors += 1
                 log.warning("write-behind of an entry failed: %r", exc)
-            finally:
-                if self._behind.get(key) is entry:
-                    del self._behind[key]
+            if self._behind.get(key) is entry:
+                del self._behind[key]
 
     async def _drain_batch(self) -> None:
         """Write the queue's head (up to ``batch_max`` entries of distinct keys) as one batch:
@@ -425,15 +435,18 @@ class TieredStore:
             item = queue.popleft()
             keys.add(item[0])
             batch.append(item)
-        done = batch
+        # Nothing is done until written: a cancelled batch (the loop shutting down) goes back
+        # whole, for close()/flush() to write; writing an entry twice leaves the same state.
+        done: list[tuple[bytes, Entry, Any, bytes]] = []
         try:
             async with self._lock:
                 done = await self._write_batch_locked(batch)
         except Exception as exc:  # nobody awaits this task: a fault is counted, not raised
+            done = batch
             self.write_errors += len(batch)
             log.warning("write-behind of %d entries failed: %r", len(batch), exc)
         finally:
-            if len(done) < len(batch):  # the tier took a prefix: the rest goes back, in order
+            if len(done) < len(batch):  # the tier took a prefix (or none): the rest goes back, in order
                 queue.extendleft(reversed(batch[len(done):]))
             behind = self._behind
             for key, entry, _, _ in done:
@@ -507,13 +520,22 @@ class TieredStore:
     async def flush(self) -> None:
         """Wait until every write-behind has reached its tiers."""
         while self._queue or (self._writer is not None and not self._writer.done()):
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.get_running_loop().create_task(self._drain(), name="r1mw-write-behind")
-            await asyncio.shield(self._writer)
+            writer = self._writer
+            if writer is None or writer.done():
+                writer = self._writer = asyncio.get_running_loop().create_task(self._drain(), name="r1mw-write-behind")
+            # wait(), not await: a writer cancelled by the loop's shutdown put its entries back
+            # and ends here without cancelling us; the next turn starts a writer for them.
+            # (Our own cancellation still raises, and does not cancel the writer.)
+            await asyncio.wait((writer,))
+            if not writer.cancelled():
+                writer.result()  # a writer's own bug surfaces as it did before
 
     async def close(self) -> None:
         self._closed = True
         await self.flush()
+        if self._pending:  # demotions a cancelled writer left unmoved
+            async with self._lock:
+                await self._settle()
         # A codec training a dictionary in a thread writes into the cache dir: let it finish
         # before the tiers (and maybe the directory) go away.
         for codec in {id(c): c for c in (self.codec, *self._codecs)}.values():

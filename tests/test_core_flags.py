@@ -1,0 +1,74 @@
+"""Flag values that were accepted silently although they are not what the flag allows."""
+
+from __future__ import annotations
+
+import pytest
+
+import r1mw
+from r1mw.cli import main
+
+
+@pytest.mark.parametrize("name, raw", [
+    ("R1MW_L1_MAX_BYTES", "0.5"),  # was truncated to 0, which means unbounded
+    ("R1MW_L2_MAX_BYTES", "0.9"),
+    ("R1MW_REDIS_TIMEOUT_MS", "inf"),
+    ("R1MW_ALERT_WINDOW_S", "inf"),
+    ("R1MW_METRICS_SNAPSHOT_INTERVAL_S", "1e400"),  # float() overflows to inf
+    ("R1MW_REDIS_BREAKER_COOLDOWN_S", "inf"),
+    ("SIMILARITY_THRESHOLD", "nan"),
+])
+def test_a_size_rounding_to_zero_or_a_number_that_is_not_finite_is_refused(name, raw):
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({name: raw}, dotenv=None)
+    message = str(err.value)
+    assert name in message and repr(raw) in message and "expected" in message and "\n" not in message
+
+
+def test_sizes_and_numbers_that_mean_something_still_pass():
+    s = r1mw.Settings.from_env({"R1MW_L1_MAX_BYTES": "0", "R1MW_L2_MAX_BYTES": "0.5KB",
+                                "R1MW_L4_MAX_BYTES": "0.0", "R1MW_REDIS_TIMEOUT_MS": "1e3"}, dotenv=None)
+    assert (s.l1_max_bytes, s.l2_max_bytes, s.l4_max_bytes, s.redis_timeout_ms) == (0, 500, 0, 1000.0)
+
+
+@pytest.mark.parametrize("line", ["R1MW_NAMESPACE", "export R1MW_NAMESPACE", "CACHE_L1_SIZE"])
+def test_a_dotenv_line_naming_a_flag_without_a_value_is_a_config_error(tmp_path, line):
+    env = tmp_path / "custom.env"
+    env.write_text(f"R1MW_STAGES=exact\n{line}\nOTHER_TOOL_FLAG\n")  # a tenant boundary would be lost
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({}, dotenv=env)
+    message = str(err.value)
+    assert line.split()[-1] in message and "line 2" in message and "\n" not in message
+    env.write_text("R1MW_NAMESPACE=\nOTHER_TOOL_FLAG\n")  # empty on purpose, and foreign names: fine
+    assert r1mw.Settings.from_env({}, dotenv=env).namespace == ""
+
+
+@pytest.mark.parametrize("name, value, unknown", [
+    ("R1MW_STAGES", "exact,bogus", "'bogus'"),
+    ("R1MW_TIERS", "l1,l9", "'l9'"),
+    ("R1MW_CODEC", "msgpack+nope", "'msgpack+nope'"),
+])
+def test_r1mw_config_checks_plugin_names_as_pipeline_start_does(monkeypatch, capsys, name, value, unknown):
+    monkeypatch.setenv(name, value)
+    assert main(["config"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert name in err and unknown in err and "available:" in err and "\n" not in err
+    assert captured.out == ""  # no table of settings that would not start
+    monkeypatch.delenv(name)
+    assert main(["config"]) == 0
+
+
+@pytest.mark.anyio
+async def test_a_model_that_cannot_load_is_a_one_line_config_error(monkeypatch):
+    from r1mw.semantic import embedder as module
+
+    def load_model(name):  # what huggingface_hub raises offline: several lines
+        raise OSError("Got: ConnectError: Name or service not known\nAn error happened while trying to "
+                      "locate the files on the Hub.\n\nPlease check your internet connection.")
+
+    monkeypatch.setattr(module, "load_model", load_model)
+    with pytest.raises(r1mw.ConfigError) as err:
+        await module.Model2VecEmbedder("someone/some-model").load()
+    message = str(err.value)
+    assert "R1MW_EMBED_MODEL='someone/some-model'" in message and "locate the files" in message
+    assert "\n" not in message and "expected" in message
