@@ -26,6 +26,7 @@ Quick use::
 from .adapters import wrap
 from .context import ContextCache, cached
 from .errors import (
+    CacheControlError,
     CodecError,
     ConfigError,
     PipelineStateError,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheControl",
+    "CacheControlError",
     "Choice",
     "Codec",
     "CodecError",

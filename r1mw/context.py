@@ -407,6 +407,7 @@ def default_pipeline() -> "Pipeline":
     pipe = _defaults.get(loop)
     if pipe is None or pipe._closed:
         pipe = _defaults[loop] = Pipeline(Settings.from_env())
+        pipe.close_with_loop()  # nobody else closes it: its write-behind would be lost at exit
     return pipe
 
 
