@@ -112,6 +112,41 @@ def test_circuit_breaker_opens_cools_down_and_probes():
     assert b.outage_seconds == 10.0
 
 
+def test_a_cancelled_probe_frees_the_probe_slot():
+    now = [100.0]
+    b = CircuitBreaker(failures=1, cooldown=5.0, clock=lambda: now[0])
+    b.failure()
+    now[0] += 5.0
+    assert b.allow() and b.state == "half-open"
+    b.abandoned()  # the probe's caller went away: no answer either way
+    assert b.state == "open" and not b.allow()  # the cooldown starts again
+    now[0] += 5.0
+    assert b.allow() and b.state == "half-open"  # a later call probes again
+    b.success()
+    assert b.state == "closed" and b.opens == 1
+    b.abandoned()  # a call cancelled while closed changes nothing
+    assert b.state == "closed"
+
+
+async def test_a_cancelled_probe_does_not_leave_redis_skipped_forever(tier):
+    now = [100.0]
+    tier.breaker.clock = lambda: now[0]
+    await tier.set(b"k" * 16, b"v")
+    for _ in range(tier.breaker.failures):  # a short outage opens the breaker
+        tier.breaker.failure()
+    now[0] += tier.breaker.cooldown  # cooled down; Redis is up again
+    probe = asyncio.create_task(tier.get(b"k" * 16))
+    await asyncio.sleep(0)  # the probe is on its way to Redis
+    assert tier.breaker.state == "half-open"
+    probe.cancel()  # its caller went away (client disconnect, an outer deadline)
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert tier.breaker.state == "open"
+    now[0] += tier.breaker.cooldown
+    assert await tier.get(b"k" * 16) == b"v"  # the next call after the cooldown probes, and closes it
+    assert tier.breaker.state == "closed"
+
+
 # -- a throwaway server we can stop, pause and restart ------------------------------------------
 
 

@@ -7,8 +7,9 @@ Redis down, slow or restarting must make requests slower, never broken:
   socket timeouts; past it the call is a miss (get) or a no-op (set, delete), counted.
 * **A circuit breaker**: after ``breaker_failures`` failures in a row Redis is skipped (a miss
   in ~1 us) for ``breaker_cooldown`` seconds; then one call probes it: success closes the
-  breaker, failure opens it again. ``stats()`` shows errors, timeouts, breaker opens, skipped
-  calls and the seconds of outage seen.
+  breaker, failure opens it again, and so does a probe cancelled by its caller (client gone,
+  outer deadline), with the cooldown restarted. ``stats()`` shows errors, timeouts, breaker
+  opens, skipped calls and the seconds of outage seen.
 * **Reconnects by itself**: redis-py's pool opens a new connection on the next call after one
   broke; a timed-out call drops its connection, so no late reply is read by another call.
 
@@ -78,6 +79,14 @@ class CircuitBreaker:
             self._opened_at = now
             self._probing = False
 
+    def abandoned(self) -> None:
+        """The probe was cancelled by its caller before Redis answered: it proved nothing, so
+        back to open with the cooldown restarted, and the next call after it probes again."""
+        if self.state == "half-open":
+            self.state = "open"
+            self._opened_at = self.clock()
+            self._probing = False
+
     @property
     def outage_seconds(self) -> float:
         """Seconds Redis was (or still is) unusable, from the first failure of each outage."""
@@ -109,24 +118,28 @@ class RedisTier:
         self.errors = self.timeouts = self.skipped = 0
 
     async def _call(self, make: Callable[[], Awaitable[T]], default: T, deadline: float | None = None) -> T:
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.allow():
             self.skipped += 1
             return default
+        probe = breaker.state == "half-open"  # allow() let this call through as the one probe
         try:
             result = await asyncio.wait_for(make(), deadline or self.timeout)
         except asyncio.TimeoutError:
             self.timeouts += 1
-            self.breaker.failure()
+            breaker.failure()
             return default
         except asyncio.CancelledError:
+            if probe:  # or the breaker would wait for this probe's answer forever
+                breaker.abandoned()
             raise
         except Exception as exc:  # noqa: BLE001 - any Redis fault is a miss, counted
             self.errors += 1
-            self.breaker.failure()
+            breaker.failure()
             if self.errors < 5 or self.errors % 1000 == 0:
                 log.warning("%s: %s: %s (a miss; errors so far: %d)", self.name, type(exc).__name__, exc, self.errors)
             return default
-        self.breaker.success()
+        breaker.success()
         return result
 
     async def get(self, key: bytes) -> bytes | None:
