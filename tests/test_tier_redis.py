@@ -147,6 +147,35 @@ async def test_a_cancelled_probe_does_not_leave_redis_skipped_forever(tier):
     assert tier.breaker.state == "closed"
 
 
+async def test_a_key_of_another_type_is_a_counted_corrupt_miss_not_an_outage(tier, redis_url):
+    from redis.asyncio import Redis
+
+    raw = Redis.from_url(redis_url)
+    good = [b"good-%011d" % i for i in range(3)]
+    bad = [b"bad-%012d" % i for i in range(6)]
+    try:
+        for k in good:
+            await tier.set(k, b"value of " + k)
+        # Lists, hashes, sets under the tier's prefix (another program, a typo in its prefix):
+        # more of them than it takes failures to open the breaker.
+        for k in bad[0::3]:
+            await raw.rpush(tier.prefix + k, b"x")
+        for k in bad[1::3]:
+            await raw.hset(tier.prefix + k, b"f", b"v")
+        for k in bad[2::3]:
+            await raw.sadd(tier.prefix + k, b"m")
+        for k in bad:
+            assert await tier.get(k) is None
+            assert not await raw.exists(tier.prefix + k)  # removed: it costs one lookup, once
+        s = tier.stats()
+        assert s["corrupt"] == len(bad) and s["misses"] == len(bad)
+        assert s["errors"] == 0 and s["breaker"] == "closed" and s["breaker_opens"] == 0
+        for k in good:  # the good entries are still served
+            assert await tier.get(k) == b"value of " + k
+    finally:
+        await raw.aclose()
+
+
 # -- a throwaway server we can stop, pause and restart ------------------------------------------
 
 

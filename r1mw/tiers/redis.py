@@ -14,7 +14,8 @@ Redis down, slow or restarting must make requests slower, never broken:
   broke; a timed-out call drops its connection, so no late reply is read by another call.
 
 Keys are ``prefix + key`` (binary-safe), values the bytes given, TTL is Redis's own expiry.
-Nothing read from Redis is unpickled or run: the store's codec decodes the bytes.
+Nothing read from Redis is unpickled or run: the store's codec decodes the bytes. A key of
+another type under the prefix (WRONGTYPE) is a corrupt entry: a counted miss, unlinked.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class RedisTier:
         self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
         self._client = client if client is not None else _client(url, timeout, max_connections)
         self.hits = self.misses = self.sets = self.deletes = 0
-        self.errors = self.timeouts = self.skipped = 0
+        self.errors = self.timeouts = self.skipped = self.corrupt = 0
 
     async def _call(self, make: Callable[[], Awaitable[T]], default: T, deadline: float | None = None) -> T:
         breaker = self.breaker
@@ -143,12 +144,28 @@ class RedisTier:
         return result
 
     async def get(self, key: bytes) -> bytes | None:
-        value = await self._call(lambda: self._client.get(self.prefix + key), None)
+        value = await self._call(lambda: self._get(self.prefix + key), None)
         if value is None:
             self.misses += 1
             return None
         self.hits += 1
         return bytes(value)
+
+    async def _get(self, rkey: bytes) -> bytes | None:
+        try:
+            return await self._client.get(rkey)  # type: ignore[no-any-return]
+        except Exception as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+        # A list, hash, set... under our prefix: not something we wrote. The server answered,
+        # so this is a damaged entry (a counted miss, removed), not an outage for the breaker.
+        self.corrupt += 1
+        if self.corrupt < 5 or self.corrupt % 1000 == 0:
+            log.warning("%s: %r is not a string value (WRONGTYPE): removed; another program writes "
+                        "under the prefix %r, give this tier its own (R1MW_REDIS_PREFIX)",
+                        self.name, rkey, self.prefix)
+        await self._client.unlink(rkey)
+        return None
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -197,7 +214,7 @@ class RedisTier:
         b = self.breaker
         return {"up": b.state == "closed", "hits": self.hits, "misses": self.misses, "sets": self.sets,
                 "deletes": self.deletes,
-                "errors": self.errors, "timeouts": self.timeouts, "skipped": self.skipped,
+                "corrupt": self.corrupt, "errors": self.errors, "timeouts": self.timeouts, "skipped": self.skipped,
                 "breaker": b.state, "breaker_opens": b.opens, "outage_s": round(b.outage_seconds, 3),
                 "timeout_ms": self.timeout * 1000.0}
 
