@@ -102,17 +102,25 @@ class RedisTier:
     retries off and socket timeouts equal to the deadline. ``write_through``: the store writes
     every entry here when it is stored (a shared tier must not wait for a local eviction).
     Redis bounds and evicts by itself (``maxmemory``), so there is no ``on_evict``.
+
+    ``key_len``: the length of every key (the store's are 16-byte hashes). ``clear()`` removes
+    exactly ``prefix`` + that many bytes, so a tier whose prefix extends this one's
+    (``r1mw:v1:`` and ``r1mw:v1:teamB:``) keeps its keys. None: keys of any length, and
+    ``clear()`` removes everything under the prefix, nested prefixes included.
     """
 
     write_through = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
                  prefix: bytes | str = b"r1mw:v1:", timeout: float = 0.05, breaker_failures: int = 3,
-                 breaker_cooldown: float = 5.0, max_connections: int = 64, client: Any = None) -> None:
+                 breaker_cooldown: float = 5.0, max_connections: int = 64, client: Any = None,
+                 key_len: int | None = 16) -> None:
         self.name = name
         self.url = url
         self.prefix = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
         self.timeout = timeout
+        self.key_len = key_len
+        self._odd_key_seen = False
         self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
         self._client = client if client is not None else _client(url, timeout, max_connections)
         self.hits = self.misses = self.sets = self.deletes = 0
@@ -170,6 +178,10 @@ class RedisTier:
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
+        if self.key_len is not None and len(key) != self.key_len and not self._odd_key_seen:
+            self._odd_key_seen = True
+            log.warning("%s: a key of %d bytes, not %d: clear() will not remove it; build "
+                        "RedisTier(key_len=None) to store keys of any length", self.name, len(key), self.key_len)
         px = max(1, int(ttl * 1000)) if ttl else None
         ok = await self._call(lambda: self._client.set(self.prefix + key, bytes(value), px=px), False)
         if ok:
@@ -185,11 +197,14 @@ class RedisTier:
         return bool(await self._call(lambda: self._client.exists(self.prefix + key), 0))
 
     async def clear(self) -> None:
-        """Delete every key under this tier's prefix (SCAN + UNLINK, never FLUSHDB)."""
+        """Delete every key of this tier (SCAN + UNLINK, never FLUSHDB): the prefix and exactly
+        ``key_len`` more bytes, not the keys of a tier whose prefix merely starts with ours."""
+        match = _glob_escape(self.prefix) + (b"?" * self.key_len if self.key_len is not None else b"*")
+
         async def scan_and_unlink() -> int:
             n = 0
             batch: list[bytes] = []
-            async for k in self._client.scan_iter(match=_glob_escape(self.prefix) + b"*", count=1000):
+            async for k in self._client.scan_iter(match=match, count=1000):
                 batch.append(k)
                 if len(batch) >= 1000:
                     n += await self._client.unlink(*batch)
