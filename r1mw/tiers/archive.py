@@ -19,7 +19,9 @@ changes.
 
 * Writes gather in a pending block (served to reads from RAM) that is written when it reaches
   ``block_bytes``, when ``flush_interval`` seconds have passed at the next write, and at close.
-  A crash loses at most the pending block: this is a cache's cold end.
+  A crash loses at most the pending block: this is a cache's cold end. A delete that hides
+  a record already on disk is written (and with ``fsync``, synced) at once: lost, it would
+  bring back the older value of a key the store has since set again.
 * Lookups go through the in-RAM index (key -> block); a few decoded blocks are kept in RAM.
 * Over ``max_bytes`` (0 = unbounded) the oldest segment is dropped whole; each live record in
   it goes to ``on_evict(key, value)`` (the store tells the semantic index to forget the key).
@@ -268,7 +270,7 @@ class ArchiveTier(SegmentFiles):
             self._flush()
         return self._enforce()
 
-    def _record_delete(self, key: bytes) -> None:
+    def _record_delete(self, key: bytes, loc: Loc) -> None:
         # Into the pending block, like any record. A segment drop it triggers evicts records
         # that on_evict must hear of (the semantic index forgets them): the async delete
         # delivers them.
@@ -276,6 +278,13 @@ class ArchiveTier(SegmentFiles):
         tomb = HintEntry(key, 0, 0, ts, 0.0, True)
         self._add_pending(recordio.pack_tombstone(key, ts), tomb)
         self._apply(tomb, None)
+        if loc.seg is not None:
+            # It hides a record on disk, and the store deletes a key when a newer value goes
+            # above: left pending, a crash (or unsynced, a power loss) would bring the older
+            # value back. Written now; rare next to sets (a set of a key held only here).
+            self._flush()
+            if self.fsync:
+                self._sync_active()
         self._evicted_by_delete.extend(self._after_pending())
 
     def flush_sync(self) -> None:

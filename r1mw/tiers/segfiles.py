@@ -79,6 +79,7 @@ class Segment:
     sealed: bool = False
     ours: bool = False  # our active segment (we hold its flock)
     scanned: int = 0  # bytes read into the index (another process's active segment grows)
+    synced: int = 0  # bytes of our active segment known to be on disk (fsync'ed)
     keys: set[bytes] = field(default_factory=set)
     tombs: dict[bytes, HintEntry] = field(default_factory=dict)
     entries: list[HintEntry] = field(default_factory=list)  # for its index file, while active
@@ -474,6 +475,18 @@ class SegmentFiles:
         seg.size = seg.scanned = offset + len(data)
         return offset
 
+    def _sync_active(self) -> None:
+        """fsync the active segment now (under self._lock); a failure is counted."""
+        seg = self._active
+        if seg is None or self._wfd < 0:
+            return
+        try:
+            os.fsync(self._wfd)
+            seg.synced = seg.size
+        except OSError as exc:
+            self.write_errors += 1
+            log.warning("%s: fsync failed (%s); a power loss may cost recent writes", self.name, exc)
+
     def _disk_bytes(self) -> int:
         return sum(s.size for s in self._segs.values())
 
@@ -684,12 +697,12 @@ class SegmentFiles:
                 return False
             self._drop(key, loc)
             self.deletes += 1
-            self._record_delete(key)
+            self._record_delete(key, loc)
         return not (loc.expires and loc.expires <= time.time())
 
-    def _record_delete(self, key: bytes) -> None:
-        """Write the tombstone of a deleted ``key``, take it into the index, then do what
-        follows any write (under self._lock)."""
+    def _record_delete(self, key: bytes, loc: Loc) -> None:
+        """Write the tombstone of a deleted ``key`` (whose record was at ``loc``), take it into
+        the index, then do what follows any write (under self._lock)."""
         raise NotImplementedError
 
     def _after_write(self) -> None:

@@ -28,7 +28,10 @@ shared machinery of :mod:`r1mw.tiers.segfiles`. What is L3's own:
   dropped from the index), never wrong data. A failed write (ENOSPC) is truncated back and
   counted; the tier stays usable.
 * **fsync**: on seal, compaction output and hints, not per record (a cache: a power loss may
-  cost the unsynced tail of the active segment, which the checksum then cuts).
+  cost the unsynced tail of the active segment, which the checksum then cuts); and when
+  the store deletes a key whose tombstone (written by that delete, or by the key's eviction)
+  is still unsynced, since a newer value of it lives above: without that, a power loss could
+  bring the older value back.
 """
 
 from __future__ import annotations
@@ -126,9 +129,38 @@ class SegmentTier(SegmentFiles):
         ts = self._next_ts()
         self._write(key, recordio.pack_tombstone(key, ts), ts, 0.0, True)
 
-    def _record_delete(self, key: bytes) -> None:
+    def _record_delete(self, key: bytes, loc: Loc) -> None:
         self._tombstone(key)
+        self._sync_tombstone(key)
         self._maybe_roll()
+
+    # A delete from the store means a newer value of the key now lives in a tier above, maybe
+    # not on disk yet: the tombstone hiding its older record here must survive a power loss,
+    # or that older value comes back. Deletes that find something are rare next to sets.
+    def _tombstone_unsynced(self, key: bytes) -> bool:
+        seg = self._active
+        tomb = seg.tombs.get(key) if seg is not None else None
+        return tomb is not None and tomb.offset >= seg.synced  # type: ignore[union-attr]
+
+    def _sync_tombstone(self, key: bytes) -> None:
+        """With fsync on, make the active segment durable if it holds ``key``'s newest
+        tombstone unsynced (under self._lock)."""
+        if self.fsync and self._tombstone_unsynced(key):
+            self._sync_active()
+
+    def _sync_tombstone_locked(self, key: bytes) -> None:
+        with self._lock:
+            self._sync_tombstone(key)
+
+    async def delete(self, key: bytes) -> bool:
+        # A key evicted from here (to L4) and now stored again above: its eviction tombstone
+        # hides the older record. A dict lookup on the store's set path; an fsync when needed.
+        if self.fsync and key not in self._index and self._tombstone_unsynced(key) and not self._closed:
+            if self.inline_reads:
+                self._sync_tombstone_locked(key)
+            else:
+                await self._run(self._sync_tombstone_locked, key)
+        return await super().delete(key)
 
     # -- eviction: FIFO by write time ----------------------------------------------------------------
     def _enforce_entries(self, evicted: Evicted) -> None:
