@@ -19,6 +19,9 @@ one in-RAM index, several processes, crash recovery.
 * **Faults** are misses or no-ops, counted: a failed append is truncated back; a segment that
   vanished (deleted, compacted or dropped by another process) makes its keys misses and the
   directory be looked at again; a bad record is dropped from the index.
+* **Keyed checksums.** ``frame.key`` (:mod:`r1mw.tiers.framekey`) holds the directory's secret
+  seed: records (and L4 blocks) are checksummed with it, so a scan that resynchronises after
+  damage only ever lands on something the tier wrote, never inside a value.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any, Callable
 
 from . import recordio
 from .fileutil import try_flock, unlink
+from .framekey import KEY_FILE, load_or_create
 from .hintfile import HintEntry, read_hint, write_hint
 
 __all__ = ["Loc", "Segment", "SegmentFiles"]
@@ -128,6 +132,7 @@ class SegmentFiles:
         self._active: Segment | None = None
         self._wfd = -1
         self._last_ts = 0
+        self._seed = 0  # keys the record checksums; read from the directory by _open()
         self._last_refresh = 0.0
         self._closed = False
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"r1mw-{name}")
@@ -161,6 +166,12 @@ class SegmentFiles:
     # -- start-up ----------------------------------------------------------------------------
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        self._seed, created = load_or_create(self.path, self.fsync)
+        if created and self._list():
+            log.warning("%s: %s had data but no %s (a cache from before r1mw keyed its records, or the "
+                        "file was removed); made a new one. Records written before it are read only in "
+                        "order, never found by resynchronising after damage; any keyed with a lost key "
+                        "are misses. Nothing to do: the tier goes on", self.name, self.path, KEY_FILE)
         found: list[tuple[HintEntry, str]] = []
         for name in self._list():
             found.extend(self._load_segment(name))
@@ -663,7 +674,7 @@ class SegmentFiles:
             ts = self._next_ts()
             # Both tiers frame a write as a recordio record (L4 then gathers them into blocks).
             try:
-                rec = recordio.pack(key, value, ts, expires)
+                rec = recordio.pack(key, value, ts, expires, seed=self._seed)
             except ValueError:  # key or value past the frame's limits: simply not stored
                 self.write_errors += 1
                 return []
