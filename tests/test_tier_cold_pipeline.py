@@ -1,12 +1,13 @@
 """The cold tiers under the real TieredStore and exact stage: demotion L1 -> L2 -> L3 -> L4,
-hits from every tier, restart, and a corrupt L3 record that is a miss, not an error."""
+hits from every tier, restart, a corrupt L3 record that is a miss, not an error, and a power cut
+that never brings back a value stored over."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from tier_faults import flip_byte
+from tier_faults import PowerCut, flip_byte
 
 import r1mw
 from r1mw.testing import FakeR1
@@ -80,3 +81,42 @@ async def test_a_corrupt_l3_record_is_a_miss_and_the_call_goes_upstream(tmp_path
         stats = pipe.stats()
     assert 12 < len(fake.calls) <= 12 + damaged  # only what was damaged went upstream again
     assert stats["tiers"]["l3"]["corrupt"] >= 1 and stats["errors"] == 0
+
+
+@pytest.mark.parametrize("below", ["l3", "l4"])
+async def test_after_a_power_cut_a_value_stored_over_does_not_come_back(tmp_path, below):
+    from r1mw.codec import Lz4Codec
+    from r1mw.tiers import DiskTier, MemoryTier, TieredStore
+    from r1mw.tiers.archive import ArchiveTier
+    from r1mw.tiers.entry import Entry
+    from r1mw.tiers.segment import SegmentTier
+
+    def build() -> TieredStore:
+        return TieredStore([MemoryTier("l1", 1), DiskTier(tmp_path / "l2", "l2", max_entries=1),
+                            SegmentTier(tmp_path / "l3", max_entries=1, inline_reads=True),
+                            ArchiveTier(tmp_path / "l4")], codec=Lz4Codec())
+
+    key = b"K" * 16
+    power = PowerCut()
+    with power.recording():
+        store = build()
+        l3, l4 = store.tiers[2], store.tiers[3]
+        await store.set(key, Entry({"answer": "v1"}))
+        await store.set(b"X" * 16, Entry({"answer": "x"}))  # K: L2 -> L3
+        if below == "l4":
+            await store.set(b"Y" * 16, Entry({"answer": "y"}))  # K: L3 -> L4
+            await l4.flush()
+        tier = l3 if below == "l3" else l4
+        assert tier.exists_sync(key)
+        with tier._lock:
+            tier._roll()  # sealed and fsynced: K's v1 is durable there
+        await store.set(key, Entry({"answer": "v2"}))
+        durable = power.snapshot()  # the power goes
+        await store.close()
+    PowerCut.cut(tmp_path, durable)
+    store = build()
+    try:
+        got = await store.get(key)
+        assert got is None or got[0].value == {"answer": "v2"}  # never v1, stored over
+    finally:
+        await store.close()

@@ -53,41 +53,80 @@ async def tier(redis_url):
     await t.close()
 
 
+def k(name: bytes) -> bytes:
+    """A key of the store's length (16 bytes): what RedisTier.clear() removes."""
+    return name.ljust(16, b".")
+
+
 async def test_get_after_set_delete_exists_clear(tier):
-    assert await tier.get(b"k") is None
-    await tier.set(b"k", b"\x00\xffbinary\x80")
-    assert await tier.get(b"k") == b"\x00\xffbinary\x80"
-    assert await tier.exists(b"k")
-    assert await tier.delete(b"k") is True and await tier.delete(b"k") is False
-    assert await tier.get(b"k") is None and not await tier.exists(b"k")
-    await tier.set(b"*glob?[chars]", b"1")  # keys with glob characters are still only ours
+    assert await tier.get(k(b"k")) is None
+    await tier.set(k(b"k"), b"\x00\xffbinary\x80")
+    assert await tier.get(k(b"k")) == b"\x00\xffbinary\x80"
+    assert await tier.exists(k(b"k"))
+    assert await tier.delete(k(b"k")) is True and await tier.delete(k(b"k")) is False
+    assert await tier.get(k(b"k")) is None and not await tier.exists(k(b"k"))
+    await tier.set(b"*glob?[chars]\\*?", b"1")  # keys with glob characters are still only ours
     await tier.clear()
-    assert await tier.get(b"*glob?[chars]") is None
+    assert await tier.get(b"*glob?[chars]\\*?") is None
     s = tier.stats()
     assert s["errors"] == s["timeouts"] == s["breaker_opens"] == 0 and s["hits"] == 1
 
 
 async def test_ttl_is_redis_expiry(tier):
-    await tier.set(b"short", b"x", ttl=0.1)
-    await tier.set(b"long", b"y", ttl=60)
+    await tier.set(k(b"short"), b"x", ttl=0.1)
+    await tier.set(k(b"long"), b"y", ttl=60)
     await asyncio.sleep(0.3)
-    assert await tier.get(b"short") is None and await tier.get(b"long") == b"y"
+    assert await tier.get(k(b"short")) is None and await tier.get(k(b"long")) == b"y"
 
 
 async def test_shared_between_clients_and_clear_keeps_other_prefixes(tier, redis_url):
     other_process = RedisTier(redis_url, prefix=tier.prefix, timeout=0.5)
     stranger = RedisTier(redis_url, prefix=f"r1mwtest:{uuid.uuid4().hex}:", timeout=0.5)
     try:
-        await tier.set(b"shared", b"seen by all")
-        assert await other_process.get(b"shared") == b"seen by all"
-        await stranger.set(b"shared", b"someone else's")
+        await tier.set(k(b"shared"), b"seen by all")
+        assert await other_process.get(k(b"shared")) == b"seen by all"
+        await stranger.set(k(b"shared"), b"someone else's")
         await tier.clear()
-        assert await other_process.get(b"shared") is None
-        assert await stranger.get(b"shared") == b"someone else's"
+        assert await other_process.get(k(b"shared")) is None
+        assert await stranger.get(k(b"shared")) == b"someone else's"
     finally:
         await stranger.clear()
         await stranger.close()
         await other_process.close()
+
+
+@pytest.mark.parametrize("glob", ["", "*?[a-z]\\"])
+async def test_clear_keeps_the_keys_of_a_tier_whose_prefix_extends_this_ones(redis_url, glob):
+    base = f"r1mwtest:{uuid.uuid4().hex}:{glob}"
+    ours = RedisTier(redis_url, prefix=base, timeout=0.5)
+    theirs = RedisTier(redis_url, prefix=base + "teamB:", timeout=0.5)  # R1MW_REDIS_PREFIX of another team
+    longer = RedisTier(redis_url, prefix=base + "x", timeout=0.5)  # one byte more than ours
+    try:
+        for t in (ours, theirs, longer):
+            await t.set(k(b"same key"), t.prefix)
+        await ours.clear()
+        assert await ours.get(k(b"same key")) is None
+        assert await theirs.get(k(b"same key")) == theirs.prefix
+        assert await longer.get(k(b"same key")) == longer.prefix
+        await theirs.clear()
+        assert await theirs.get(k(b"same key")) is None and await longer.get(k(b"same key")) == longer.prefix
+    finally:
+        for t in (ours, theirs, longer):
+            await t.clear()
+            await t.close()
+
+
+async def test_keys_of_any_length_with_key_len_none(redis_url):
+    t = RedisTier(redis_url, prefix=f"r1mwtest:{uuid.uuid4().hex}:", timeout=0.5, key_len=None)
+    try:
+        for key in (b"k", k(b"k"), b"a much longer key than the store's"):
+            await t.set(key, b"v")
+            assert await t.get(key) == b"v"
+        await t.clear()
+        for key in (b"k", k(b"k"), b"a much longer key than the store's"):
+            assert await t.get(key) is None
+    finally:
+        await t.close()
 
 
 def test_circuit_breaker_opens_cools_down_and_probes():
@@ -110,6 +149,70 @@ def test_circuit_breaker_opens_cools_down_and_probes():
     assert b.state == "closed" and b.outage_seconds == 10.0
     b.success()
     assert b.outage_seconds == 10.0
+
+
+def test_a_cancelled_probe_frees_the_probe_slot():
+    now = [100.0]
+    b = CircuitBreaker(failures=1, cooldown=5.0, clock=lambda: now[0])
+    b.failure()
+    now[0] += 5.0
+    assert b.allow() and b.state == "half-open"
+    b.abandoned()  # the probe's caller went away: no answer either way
+    assert b.state == "open" and not b.allow()  # the cooldown starts again
+    now[0] += 5.0
+    assert b.allow() and b.state == "half-open"  # a later call probes again
+    b.success()
+    assert b.state == "closed" and b.opens == 1
+    b.abandoned()  # a call cancelled while closed changes nothing
+    assert b.state == "closed"
+
+
+async def test_a_cancelled_probe_does_not_leave_redis_skipped_forever(tier):
+    now = [100.0]
+    tier.breaker.clock = lambda: now[0]
+    await tier.set(b"k" * 16, b"v")
+    for _ in range(tier.breaker.failures):  # a short outage opens the breaker
+        tier.breaker.failure()
+    now[0] += tier.breaker.cooldown  # cooled down; Redis is up again
+    probe = asyncio.create_task(tier.get(b"k" * 16))
+    await asyncio.sleep(0)  # the probe is on its way to Redis
+    assert tier.breaker.state == "half-open"
+    probe.cancel()  # its caller went away (client disconnect, an outer deadline)
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert tier.breaker.state == "open"
+    now[0] += tier.breaker.cooldown
+    assert await tier.get(b"k" * 16) == b"v"  # the next call after the cooldown probes, and closes it
+    assert tier.breaker.state == "closed"
+
+
+async def test_a_key_of_another_type_is_a_counted_corrupt_miss_not_an_outage(tier, redis_url):
+    from redis.asyncio import Redis
+
+    raw = Redis.from_url(redis_url)
+    good = [b"good-%011d" % i for i in range(3)]
+    bad = [b"bad-%012d" % i for i in range(6)]
+    try:
+        for k in good:
+            await tier.set(k, b"value of " + k)
+        # Lists, hashes, sets under the tier's prefix (another program, a typo in its prefix):
+        # more of them than it takes failures to open the breaker.
+        for k in bad[0::3]:
+            await raw.rpush(tier.prefix + k, b"x")
+        for k in bad[1::3]:
+            await raw.hset(tier.prefix + k, b"f", b"v")
+        for k in bad[2::3]:
+            await raw.sadd(tier.prefix + k, b"m")
+        for k in bad:
+            assert await tier.get(k) is None
+            assert not await raw.exists(tier.prefix + k)  # removed: it costs one lookup, once
+        s = tier.stats()
+        assert s["corrupt"] == len(bad) and s["misses"] == len(bad)
+        assert s["errors"] == 0 and s["breaker"] == "closed" and s["breaker_opens"] == 0
+        for k in good:  # the good entries are still served
+            assert await tier.get(k) == b"value of " + k
+    finally:
+        await raw.aclose()
 
 
 # -- a throwaway server we can stop, pause and restart ------------------------------------------

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from tier_faults import (child, count_served, count_served_async, damage_file, disk_full, flip_at, flip_byte,
-                         remove_files, sigkill)
+from tier_faults import (PowerCut, abandon, child, count_served, count_served_async, damage_file, disk_full,
+                         flip_at, flip_byte, remove_files, sigkill)
 
 import r1mw
 from r1mw.tiers import segment as segment_mod
@@ -373,6 +373,33 @@ async def test_sigkill_writer_mid_write_then_reopen(tmp_path, mode):
     if mode == "torn":
         assert s["torn_tails"] == 1 and t.get_sync(b"k200") is None
     t.close_sync()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+@pytest.mark.parametrize("how", ["deleted", "evicted"])
+async def test_a_set_above_keeps_the_older_value_hidden_after_a_power_cut(tmp_path, inline, how):
+    # The store hides a key's L3 record by deleting it from L3 when it stores a newer value
+    # above (L1/L2). With fsync on, that must survive a power loss: the key's tombstone (written
+    # by the delete, or earlier by its eviction to L4) is durable before delete() returns.
+    path = tmp_path / "l3"
+    power = PowerCut()
+    with power.recording():
+        t = SegmentTier(path, max_entries=1 if how == "evicted" else 100, inline_reads=inline, fsync=True)
+        await t.set(b"K" * 16, b"v1: overwritten since")
+        with t._lock:
+            t._roll()  # sealed, fsynced: K's v1 record is durable
+        if how == "evicted":  # K moves on to L4, its eviction tombstone goes to the active segment
+            await t.set(b"other" * 3, b"x")
+            assert not t.exists_sync(b"K" * 16)
+        await t.delete(b"K" * 16)  # store.set(K, v2): v2 went to L1/L2 (lost in the cut too)
+        durable = power.snapshot()  # the power goes
+        abandon(t)
+    PowerCut.cut(path, durable)
+    t = SegmentTier(path, inline_reads=inline, fsync=True)
+    try:
+        assert t.get_sync(b"K" * 16) is None  # never the value it had before the last set
+    finally:
+        t.close_sync()
 
 
 async def test_disk_full_fails_softly_and_corrupts_nothing(tmp_path):

@@ -1,4 +1,5 @@
-"""Eviction policies: bounds always hold, the index matches the queues, S3-FIFO beats LRU."""
+"""Eviction policies: bounds always hold, the index matches the queues (and S3-FIFO's small-queue
+byte count its contents, values replaced by others of a different size included), S3-FIFO beats LRU."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def test_bounds_hold_and_evicted_items_are_gone(name, ops, cap, max_bytes):
         if max_bytes:
             assert policy.bytes <= max_bytes
         assert policy.bytes == sum(n.size for n in policy.index.values())
+        if isinstance(policy, S3FIFO):  # the small queue's own byte count (it bounds that queue)
+            assert set(policy._small) | set(policy._main) == set(policy.index)
+            assert policy._small_bytes == sum(n.size for n in policy._small.values())
     # every remaining item can still be evicted: the queues hold exactly the index
     drained = policy.put("flush-a", 0, 1) + policy.put("flush-b", 0, 1)
     assert all(n.key in model for n in drained if n.key not in ("flush-a", "flush-b"))

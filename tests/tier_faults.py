@@ -104,6 +104,59 @@ def disk_full(tier: Any, kept: Callable[[int], int]) -> Iterator[None]:
         yield
 
 
+# -- a power cut ----------------------------------------------------------------------------
+
+
+class PowerCut:
+    """Models what survives a power loss: a file keeps what it held at its last ``fsync`` and
+    nothing written after (never fsynced: empty). While :meth:`recording`, every ``os.fsync``
+    notes its file's size (by inode, so renames keep it); :meth:`cut` then truncates every file
+    of a directory to what was noted before the cut."""
+
+    def __init__(self) -> None:
+        self.synced: dict[int, int] = {}
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            real_fsync(fd)
+            st = os.fstat(fd)
+            self.synced[st.st_ino] = st.st_size
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "fsync", fsync)
+            yield
+
+    def snapshot(self) -> dict[int, int]:
+        """What is durable now (the moment of the cut)."""
+        return dict(self.synced)
+
+    @staticmethod
+    def cut(directory: Path, durable: Mapping[int, int]) -> None:
+        """Truncate every file under ``directory`` to its durable size (files that grew after
+        the snapshot lose the rest; files never fsynced lose everything)."""
+        for p in directory.rglob("*"):
+            if p.is_file():
+                keep = durable.get(p.stat().st_ino, 0)
+                if p.stat().st_size > keep:
+                    os.truncate(p, keep)
+
+
+def abandon(tier: Any) -> None:
+    """Drop a segment tier (L3, L4) as a crash does: nothing flushed, no index file written, its
+    descriptors closed as the kernel closes a dead process's (its segments are orphans now)."""
+    tier._closed = True
+    tier._pool.shutdown(wait=True)
+    maint = getattr(tier, "_maint", None)
+    if maint is not None:
+        maint.shutdown(wait=True)
+    for fd in [tier._wfd, *tier._fds.values(), *(fd for _, fd in tier._retired)]:
+        if fd >= 0:
+            os.close(fd)
+
+
 # -- other processes ------------------------------------------------------------------------
 
 

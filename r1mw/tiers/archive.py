@@ -5,21 +5,29 @@ Layout of the directory::
     <ts>-<uid>.arc    blocks, appended only
     <ts>-<uid>.idx    index of a sealed segment: per record, its key, block offset and length
                       (the hint format of :mod:`r1mw.tiers.hintfile`)
+    frame.key         the secret seed of the block and record checksums (:mod:`r1mw.tiers.framekey`)
 
 One block::
 
-    magic b"R4BK" | codec B (0 raw, 1 lz4 frame, 2 zstd) | raw_len I | comp_len I
-    | check Q (xxh3-64 of the 13 bytes before it + the payload) | payload
+    magic b"R4B2" | codec B (0 raw, 1 lz4 frame, 2 zstd) | raw_len I | comp_len I
+    | check Q (xxh3-64 of the 13 bytes before it + the payload, seeded with the directory's
+      secret, see :mod:`r1mw.tiers.framekey`) | payload
 
 The payload decompresses to records in the frame of :mod:`r1mw.tiers.recordio` (each with its
-own checksum). Compressing several records together is what makes the archive small: replies
+own checksum). Blocks of magic ``R4BK`` (older archives) are the same with an unseeded check:
+read where a reader reaches them in order (a segment's start, after a good block, an index
+entry), never where resynchronising after a bad block lands, which accepts ``R4B2`` blocks only:
+a value's bytes can pass for an unkeyed block (even compressed: incompressible data is stored
+as it is), never for a keyed one. Compressing several records together is what makes the archive small: replies
 share most of their words, and zstd (or lz4 when ``zstandard`` is not installed) finds them
 across records. Each block names its codec, so an archive stays readable when the default
 changes.
 
 * Writes gather in a pending block (served to reads from RAM) that is written when it reaches
   ``block_bytes``, when ``flush_interval`` seconds have passed at the next write, and at close.
-  A crash loses at most the pending block: this is a cache's cold end.
+  A crash loses at most the pending block: this is a cache's cold end. A delete that hides
+  a record already on disk is written (and with ``fsync``, synced) at once: lost, it would
+  bring back the older value of a key the store has since set again.
 * Lookups go through the in-RAM index (key -> block); a few decoded blocks are kept in RAM.
 * Over ``max_bytes`` (0 = unbounded) the oldest segment is dropped whole; each live record in
   it goes to ``on_evict(key, value)`` (the store tells the semantic index to forget the key).
@@ -58,7 +66,8 @@ __all__ = ["ArchiveTier", "zstd_available"]
 log = logging.getLogger("r1mw.tiers.archive")
 
 _BLOCK = struct.Struct("<4sBIIQ")
-_BLOCK_MAGIC = b"R4BK"
+_BLOCK_MAGIC = b"R4B2"  # keyed check
+_UNKEYED_MAGIC = b"R4BK"  # older archives: unseeded check, read in order only
 _RAW, _LZ4, _ZSTD = 0, 1, 2
 _CODEC_IDS = {"raw": _RAW, "lz4": _LZ4, "zstd": _ZSTD}
 
@@ -83,15 +92,18 @@ def zstd_available() -> bool:
     return zstandard is not None
 
 
-def decode_block(data: bytes, offset: int = 0) -> tuple[bytes, int] | None:
-    """``(raw records, block length)`` of the block at ``offset``, or None if it is bad."""
+def decode_block(data: bytes, offset: int = 0, *, seed: int, keyed_only: bool = False) -> tuple[bytes, int] | None:
+    """``(raw records, block length)`` of the block at ``offset``, or None if it is bad.
+    ``keyed_only``: accept keyed blocks only (where ``offset`` is a guess, not a boundary)."""
     if offset + _BLOCK.size > len(data):
         return None
     magic, codec, raw_len, comp_len, check = _BLOCK.unpack_from(data, offset)
     end = offset + _BLOCK.size + comp_len
-    if magic != _BLOCK_MAGIC or end > len(data) or raw_len >= recordio.MAX_VALUE:
+    keyed = magic == _BLOCK_MAGIC
+    if not (keyed or (magic == _UNKEYED_MAGIC and not keyed_only)) or end > len(data) \
+            or raw_len >= recordio.MAX_VALUE:
         return None
-    h = xxhash.xxh3_64(data[offset:offset + 13])
+    h = xxhash.xxh3_64(data[offset:offset + 13], seed=seed if keyed else 0)
     payload = data[offset + _BLOCK.size:end]
     h.update(payload)
     if h.intdigest() != check:
@@ -162,7 +174,7 @@ class ArchiveTier(SegmentFiles):
         else:
             payload = raw
         head = _BLOCK.pack(_BLOCK_MAGIC, self._codec_id, len(raw), len(payload), 0)[:13]
-        check = xxhash.xxh3_64(head)
+        check = xxhash.xxh3_64(head, seed=self._seed)
         check.update(payload)
         return head + struct.pack("<Q", check.intdigest()) + payload
 
@@ -170,10 +182,10 @@ class ArchiveTier(SegmentFiles):
         entries: list[HintEntry] = []
         off = good_end = 0
         while off < len(data):
-            got = decode_block(data, off)
-            if got is None:  # resynchronise on the next good block
+            got = decode_block(data, off, seed=self._seed)
+            if got is None:  # resynchronise on the next good keyed block (never inside a value)
                 nxt = data.find(_BLOCK_MAGIC, off + 1)
-                while nxt != -1 and decode_block(data, nxt) is None:
+                while nxt != -1 and decode_block(data, nxt, seed=self._seed, keyed_only=True) is None:
                     nxt = data.find(_BLOCK_MAGIC, nxt + 1)
                 if nxt == -1:
                     break
@@ -181,7 +193,7 @@ class ArchiveTier(SegmentFiles):
                 off = nxt
                 continue
             raw, length = got
-            result = recordio.scan(raw)
+            result = recordio.scan(raw, seed=self._seed)
             self.corrupt += result.corrupt
             for rec in result.records:
                 entries.append(HintEntry(rec.key, base + off, length, rec.ts, rec.expires, rec.tombstone))
@@ -201,12 +213,12 @@ class ArchiveTier(SegmentFiles):
         data = self._pread(key, loc)
         if data is None:
             return None
-        got = decode_block(data)
+        got = decode_block(data, seed=self._seed)
         if got is None or got[1] != loc.length:
             self.corrupt += 1
             return {}
         raw = got[0]
-        result = recordio.scan(raw)
+        result = recordio.scan(raw, seed=self._seed)
         self.corrupt += result.corrupt
         records = {r.key: (r.ts, raw[r.value_start:r.value_start + r.value_len], r.tombstone)
                    for r in result.records}
@@ -268,14 +280,21 @@ class ArchiveTier(SegmentFiles):
             self._flush()
         return self._enforce()
 
-    def _record_delete(self, key: bytes) -> None:
+    def _record_delete(self, key: bytes, loc: Loc) -> None:
         # Into the pending block, like any record. A segment drop it triggers evicts records
         # that on_evict must hear of (the semantic index forgets them): the async delete
         # delivers them.
         ts = self._next_ts()
         tomb = HintEntry(key, 0, 0, ts, 0.0, True)
-        self._add_pending(recordio.pack_tombstone(key, ts), tomb)
+        self._add_pending(recordio.pack_tombstone(key, ts, seed=self._seed), tomb)
         self._apply(tomb, None)
+        if loc.seg is not None:
+            # It hides a record on disk, and the store deletes a key when a newer value goes
+            # above: left pending, a crash (or unsynced, a power loss) would bring the older
+            # value back. Written now; rare next to sets (a set of a key held only here).
+            self._flush()
+            if self.fsync:
+                self._sync_active()
         self._evicted_by_delete.extend(self._after_pending())
 
     def flush_sync(self) -> None:

@@ -80,6 +80,7 @@ class Policy:
         node = self.index.get(key)
         if node is not None:
             self.bytes += size - node.size
+            self._resized(node, size - node.size)
             node.value, node.size, node.expires = value, size, expires
             self.hit(node)
         else:
@@ -104,6 +105,9 @@ class Policy:
 
     def clear(self) -> None:
         self.__init__(self.max_entries, self.max_bytes)  # type: ignore[misc]
+
+    def _resized(self, node: Node, delta: int) -> None:
+        """``node`` (in the index) is being replaced by a value ``delta`` bytes larger."""
 
     def _insert(self, node: Node) -> None:
         raise NotImplementedError
@@ -168,6 +172,11 @@ class S3FIFO(Policy):
         else:
             self._small[node.key] = node
             self._small_bytes += node.size
+
+    def _resized(self, node: Node, delta: int) -> None:
+        # The small queue's byte count bounds it; it must follow a replaced value's size.
+        if node.key in self._small:
+            self._small_bytes += delta
 
     def _small_over(self) -> bool:
         if len(self._small) > self._small_cap:

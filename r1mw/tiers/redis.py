@@ -7,13 +7,15 @@ Redis down, slow or restarting must make requests slower, never broken:
   socket timeouts; past it the call is a miss (get) or a no-op (set, delete), counted.
 * **A circuit breaker**: after ``breaker_failures`` failures in a row Redis is skipped (a miss
   in ~1 us) for ``breaker_cooldown`` seconds; then one call probes it: success closes the
-  breaker, failure opens it again. ``stats()`` shows errors, timeouts, breaker opens, skipped
-  calls and the seconds of outage seen.
+  breaker, failure opens it again, and so does a probe cancelled by its caller (client gone,
+  outer deadline), with the cooldown restarted. ``stats()`` shows errors, timeouts, breaker
+  opens, skipped calls and the seconds of outage seen.
 * **Reconnects by itself**: redis-py's pool opens a new connection on the next call after one
   broke; a timed-out call drops its connection, so no late reply is read by another call.
 
 Keys are ``prefix + key`` (binary-safe), values the bytes given, TTL is Redis's own expiry.
-Nothing read from Redis is unpickled or run: the store's codec decodes the bytes.
+Nothing read from Redis is unpickled or run: the store's codec decodes the bytes. A key of
+another type under the prefix (WRONGTYPE) is a corrupt entry: a counted miss, unlinked.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ class CircuitBreaker:
             self._opened_at = now
             self._probing = False
 
+    def abandoned(self) -> None:
+        """The probe was cancelled by its caller before Redis answered: it proved nothing, so
+        back to open with the cooldown restarted, and the next call after it probes again."""
+        if self.state == "half-open":
+            self.state = "open"
+            self._opened_at = self.clock()
+            self._probing = False
+
     @property
     def outage_seconds(self) -> float:
         """Seconds Redis was (or still is) unusable, from the first failure of each outage."""
@@ -92,54 +102,86 @@ class RedisTier:
     retries off and socket timeouts equal to the deadline. ``write_through``: the store writes
     every entry here when it is stored (a shared tier must not wait for a local eviction).
     Redis bounds and evicts by itself (``maxmemory``), so there is no ``on_evict``.
+
+    ``key_len``: the length of every key (the store's are 16-byte hashes). ``clear()`` removes
+    exactly ``prefix`` + that many bytes, so a tier whose prefix extends this one's
+    (``r1mw:v1:`` and ``r1mw:v1:teamB:``) keeps its keys. None: keys of any length, and
+    ``clear()`` removes everything under the prefix, nested prefixes included.
     """
 
     write_through = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
                  prefix: bytes | str = b"r1mw:v1:", timeout: float = 0.05, breaker_failures: int = 3,
-                 breaker_cooldown: float = 5.0, max_connections: int = 64, client: Any = None) -> None:
+                 breaker_cooldown: float = 5.0, max_connections: int = 64, client: Any = None,
+                 key_len: int | None = 16) -> None:
         self.name = name
         self.url = url
         self.prefix = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
         self.timeout = timeout
+        self.key_len = key_len
+        self._odd_key_seen = False
         self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
         self._client = client if client is not None else _client(url, timeout, max_connections)
         self.hits = self.misses = self.sets = self.deletes = 0
-        self.errors = self.timeouts = self.skipped = 0
+        self.errors = self.timeouts = self.skipped = self.corrupt = 0
 
     async def _call(self, make: Callable[[], Awaitable[T]], default: T, deadline: float | None = None) -> T:
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.allow():
             self.skipped += 1
             return default
+        probe = breaker.state == "half-open"  # allow() let this call through as the one probe
         try:
             result = await asyncio.wait_for(make(), deadline or self.timeout)
         except asyncio.TimeoutError:
             self.timeouts += 1
-            self.breaker.failure()
+            breaker.failure()
             return default
         except asyncio.CancelledError:
+            if probe:  # or the breaker would wait for this probe's answer forever
+                breaker.abandoned()
             raise
         except Exception as exc:  # noqa: BLE001 - any Redis fault is a miss, counted
             self.errors += 1
-            self.breaker.failure()
+            breaker.failure()
             if self.errors < 5 or self.errors % 1000 == 0:
                 log.warning("%s: %s: %s (a miss; errors so far: %d)", self.name, type(exc).__name__, exc, self.errors)
             return default
-        self.breaker.success()
+        breaker.success()
         return result
 
     async def get(self, key: bytes) -> bytes | None:
-        value = await self._call(lambda: self._client.get(self.prefix + key), None)
+        value = await self._call(lambda: self._get(self.prefix + key), None)
         if value is None:
             self.misses += 1
             return None
         self.hits += 1
         return bytes(value)
 
+    async def _get(self, rkey: bytes) -> bytes | None:
+        try:
+            return await self._client.get(rkey)  # type: ignore[no-any-return]
+        except Exception as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+        # A list, hash, set... under our prefix: not something we wrote. The server answered,
+        # so this is a damaged entry (a counted miss, removed), not an outage for the breaker.
+        self.corrupt += 1
+        if self.corrupt < 5 or self.corrupt % 1000 == 0:
+            log.warning("%s: %r is not a string value (WRONGTYPE): removed; another program writes "
+                        "under the prefix %r, give this tier its own (R1MW_REDIS_PREFIX)",
+                        self.name, rkey, self.prefix)
+        await self._client.unlink(rkey)
+        return None
+
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
+        if self.key_len is not None and len(key) != self.key_len and not self._odd_key_seen:
+            self._odd_key_seen = True
+            log.warning("%s: a key of %d bytes, not %d: clear() will not remove it; build "
+                        "RedisTier(key_len=None) to store keys of any length", self.name, len(key), self.key_len)
         px = max(1, int(ttl * 1000)) if ttl else None
         ok = await self._call(lambda: self._client.set(self.prefix + key, bytes(value), px=px), False)
         if ok:
@@ -155,11 +197,14 @@ class RedisTier:
         return bool(await self._call(lambda: self._client.exists(self.prefix + key), 0))
 
     async def clear(self) -> None:
-        """Delete every key under this tier's prefix (SCAN + UNLINK, never FLUSHDB)."""
+        """Delete every key of this tier (SCAN + UNLINK, never FLUSHDB): the prefix and exactly
+        ``key_len`` more bytes, not the keys of a tier whose prefix merely starts with ours."""
+        match = _glob_escape(self.prefix) + (b"?" * self.key_len if self.key_len is not None else b"*")
+
         async def scan_and_unlink() -> int:
             n = 0
             batch: list[bytes] = []
-            async for k in self._client.scan_iter(match=_glob_escape(self.prefix) + b"*", count=1000):
+            async for k in self._client.scan_iter(match=match, count=1000):
                 batch.append(k)
                 if len(batch) >= 1000:
                     n += await self._client.unlink(*batch)
@@ -184,7 +229,7 @@ class RedisTier:
         b = self.breaker
         return {"up": b.state == "closed", "hits": self.hits, "misses": self.misses, "sets": self.sets,
                 "deletes": self.deletes,
-                "errors": self.errors, "timeouts": self.timeouts, "skipped": self.skipped,
+                "corrupt": self.corrupt, "errors": self.errors, "timeouts": self.timeouts, "skipped": self.skipped,
                 "breaker": b.state, "breaker_opens": b.opens, "outage_s": round(b.outage_seconds, 3),
                 "timeout_ms": self.timeout * 1000.0}
 

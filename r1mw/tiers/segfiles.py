@@ -19,6 +19,9 @@ one in-RAM index, several processes, crash recovery.
 * **Faults** are misses or no-ops, counted: a failed append is truncated back; a segment that
   vanished (deleted, compacted or dropped by another process) makes its keys misses and the
   directory be looked at again; a bad record is dropped from the index.
+* **Keyed checksums.** ``frame.key`` (:mod:`r1mw.tiers.framekey`) holds the directory's secret
+  seed: records (and L4 blocks) are checksummed with it, so a scan that resynchronises after
+  damage only ever lands on something the tier wrote, never inside a value.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any, Callable
 
 from . import recordio
 from .fileutil import try_flock, unlink
+from .framekey import KEY_FILE, load_or_create
 from .hintfile import HintEntry, read_hint, write_hint
 
 __all__ = ["Loc", "Segment", "SegmentFiles"]
@@ -79,6 +83,7 @@ class Segment:
     sealed: bool = False
     ours: bool = False  # our active segment (we hold its flock)
     scanned: int = 0  # bytes read into the index (another process's active segment grows)
+    synced: int = 0  # bytes of our active segment known to be on disk (fsync'ed)
     keys: set[bytes] = field(default_factory=set)
     tombs: dict[bytes, HintEntry] = field(default_factory=dict)
     entries: list[HintEntry] = field(default_factory=list)  # for its index file, while active
@@ -127,6 +132,7 @@ class SegmentFiles:
         self._active: Segment | None = None
         self._wfd = -1
         self._last_ts = 0
+        self._seed = 0  # keys the record checksums; read from the directory by _open()
         self._last_refresh = 0.0
         self._closed = False
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"r1mw-{name}")
@@ -160,6 +166,12 @@ class SegmentFiles:
     # -- start-up ----------------------------------------------------------------------------
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        self._seed, created = load_or_create(self.path, self.fsync)
+        if created and self._list():
+            log.warning("%s: %s had data but no %s (a cache from before r1mw keyed its records, or the "
+                        "file was removed); made a new one. Records written before it are read only in "
+                        "order, never found by resynchronising after damage; any keyed with a lost key "
+                        "are misses. Nothing to do: the tier goes on", self.name, self.path, KEY_FILE)
         found: list[tuple[HintEntry, str]] = []
         for name in self._list():
             found.extend(self._load_segment(name))
@@ -474,6 +486,18 @@ class SegmentFiles:
         seg.size = seg.scanned = offset + len(data)
         return offset
 
+    def _sync_active(self) -> None:
+        """fsync the active segment now (under self._lock); a failure is counted."""
+        seg = self._active
+        if seg is None or self._wfd < 0:
+            return
+        try:
+            os.fsync(self._wfd)
+            seg.synced = seg.size
+        except OSError as exc:
+            self.write_errors += 1
+            log.warning("%s: fsync failed (%s); a power loss may cost recent writes", self.name, exc)
+
     def _disk_bytes(self) -> int:
         return sum(s.size for s in self._segs.values())
 
@@ -650,7 +674,7 @@ class SegmentFiles:
             ts = self._next_ts()
             # Both tiers frame a write as a recordio record (L4 then gathers them into blocks).
             try:
-                rec = recordio.pack(key, value, ts, expires)
+                rec = recordio.pack(key, value, ts, expires, seed=self._seed)
             except ValueError:  # key or value past the frame's limits: simply not stored
                 self.write_errors += 1
                 return []
@@ -684,12 +708,12 @@ class SegmentFiles:
                 return False
             self._drop(key, loc)
             self.deletes += 1
-            self._record_delete(key)
+            self._record_delete(key, loc)
         return not (loc.expires and loc.expires <= time.time())
 
-    def _record_delete(self, key: bytes) -> None:
-        """Write the tombstone of a deleted ``key``, take it into the index, then do what
-        follows any write (under self._lock)."""
+    def _record_delete(self, key: bytes, loc: Loc) -> None:
+        """Write the tombstone of a deleted ``key`` (whose record was at ``loc``), take it into
+        the index, then do what follows any write (under self._lock)."""
         raise NotImplementedError
 
     def _after_write(self) -> None:

@@ -9,6 +9,7 @@ Layout of the directory::
     <ts>-<uid>.seg    records (see :mod:`r1mw.tiers.recordio`), appended only
     <ts>-<uid>.hint   compact index of a sealed segment (see :mod:`r1mw.tiers.hintfile`)
     maint.lock        flock'ed by the one process compacting or cleaning up
+    frame.key         the secret seed of the record checksums (see :mod:`r1mw.tiers.framekey`)
 
 Newest-wins records, several processes, start-up from hints and torn-tail recovery are the
 shared machinery of :mod:`r1mw.tiers.segfiles`. What is L3's own:
@@ -28,7 +29,10 @@ shared machinery of :mod:`r1mw.tiers.segfiles`. What is L3's own:
   dropped from the index), never wrong data. A failed write (ENOSPC) is truncated back and
   counted; the tier stays usable.
 * **fsync**: on seal, compaction output and hints, not per record (a cache: a power loss may
-  cost the unsynced tail of the active segment, which the checksum then cuts).
+  cost the unsynced tail of the active segment, which the checksum then cuts); and when
+  the store deletes a key whose tombstone (written by that delete, or by the key's eviction)
+  is still unsynced, since a newer value of it lives above: without that, a power loss could
+  bring the older value back.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class SegmentTier(SegmentFiles):
 
     # -- the record format ---------------------------------------------------------------------
     def _scan_region(self, data: bytes, base: int) -> tuple[list[HintEntry], int]:
-        result = recordio.scan(data)
+        result = recordio.scan(data, seed=self._seed)
         self.corrupt += result.corrupt
         return [HintEntry(r.key, base + r.offset, r.length, r.ts, r.expires, r.tombstone)
                 for r in result.records], result.good_end
@@ -93,7 +97,7 @@ class SegmentTier(SegmentFiles):
         data = self._pread(key, loc)
         if data is None:
             return None
-        rec = recordio.parse(data) if len(data) == loc.length else None
+        rec = recordio.parse(data, seed=self._seed) if len(data) == loc.length else None
         if rec is None or rec.key != key or rec.tombstone or rec.ts != loc.ts:
             self._discard_bad(key, loc)
             return None
@@ -124,11 +128,40 @@ class SegmentTier(SegmentFiles):
 
     def _tombstone(self, key: bytes) -> None:
         ts = self._next_ts()
-        self._write(key, recordio.pack_tombstone(key, ts), ts, 0.0, True)
+        self._write(key, recordio.pack_tombstone(key, ts, seed=self._seed), ts, 0.0, True)
 
-    def _record_delete(self, key: bytes) -> None:
+    def _record_delete(self, key: bytes, loc: Loc) -> None:
         self._tombstone(key)
+        self._sync_tombstone(key)
         self._maybe_roll()
+
+    # A delete from the store means a newer value of the key now lives in a tier above, maybe
+    # not on disk yet: the tombstone hiding its older record here must survive a power loss,
+    # or that older value comes back. Deletes that find something are rare next to sets.
+    def _tombstone_unsynced(self, key: bytes) -> bool:
+        seg = self._active
+        tomb = seg.tombs.get(key) if seg is not None else None
+        return tomb is not None and tomb.offset >= seg.synced  # type: ignore[union-attr]
+
+    def _sync_tombstone(self, key: bytes) -> None:
+        """With fsync on, make the active segment durable if it holds ``key``'s newest
+        tombstone unsynced (under self._lock)."""
+        if self.fsync and self._tombstone_unsynced(key):
+            self._sync_active()
+
+    def _sync_tombstone_locked(self, key: bytes) -> None:
+        with self._lock:
+            self._sync_tombstone(key)
+
+    async def delete(self, key: bytes) -> bool:
+        # A key evicted from here (to L4) and now stored again above: its eviction tombstone
+        # hides the older record. A dict lookup on the store's set path; an fsync when needed.
+        if self.fsync and key not in self._index and self._tombstone_unsynced(key) and not self._closed:
+            if self.inline_reads:
+                self._sync_tombstone_locked(key)
+            else:
+                await self._run(self._sync_tombstone_locked, key)
+        return await super().delete(key)
 
     # -- eviction: FIFO by write time ----------------------------------------------------------------
     def _enforce_entries(self, evicted: Evicted) -> None:
@@ -220,18 +253,21 @@ class SegmentTier(SegmentFiles):
                 if loc.seg not in fds:
                     fds[loc.seg] = os.open(self._data_path(loc.seg), os.O_RDONLY)
                 data = os.pread(fds[loc.seg], loc.length, loc.offset)
-                rec = recordio.parse(data)
+                rec = recordio.parse(data, seed=self._seed)
                 if rec is None or rec.key != key:
                     self.corrupt += 1
                     continue
                 if loc.expires and loc.expires <= time.time():
                     continue
+                if not rec.keyed:  # an older cache's record: keyed now, so resync can find it
+                    value = data[rec.value_start:rec.value_start + rec.value_len]
+                    data = recordio.pack(key, value, rec.ts, rec.expires, seed=self._seed)
                 entries.append(HintEntry(key, size, len(data), loc.ts, loc.expires, False))
                 newloc[key] = (loc, Loc(newname, size, len(data), loc.ts, loc.expires))
                 parts.append(data)
                 size += len(data)
             for t in tombs.values():
-                data = recordio.pack_tombstone(t.key, t.ts)
+                data = recordio.pack_tombstone(t.key, t.ts, seed=self._seed)
                 entries.append(HintEntry(t.key, size, len(data), t.ts, 0.0, True))
                 parts.append(data)
                 size += len(data)
