@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from .errors import StreamIncomplete
 
 __all__ = [
+    "COMPLETE_FINISH_REASONS",
     "CacheControl",
     "Choice",
     "Delta",
@@ -215,6 +216,13 @@ class Choice:
     tool_calls: tuple[dict[str, Any], ...] | None = None
 
 
+# The finish reasons of a complete reply (the OpenAI API's own set, which the SDK's
+# ChatCompletion accepts). Others exist: "error", DeepSeek's "insufficient_system_resource",
+# vLLM's "abort", or none at all: a failed or cut-short reply, served but never stored.
+COMPLETE_FINISH_REASONS: frozenset[str | None] = frozenset(
+    {"stop", "length", "tool_calls", "content_filter", "function_call"})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A complete reply. Shared between hits: never mutate one that came from a stage."""
@@ -256,15 +264,18 @@ class Reply:
 
     @property
     def storable(self) -> bool:
-        """Whether this reply may be cached: it has choices, none ended in ``error``, and
-        each carries something (content, reasoning or tool calls). An empty or failed reply
-        is an upstream fault dressed as a reply (HTTP 200 with an error body): caching it
+        """Whether this reply may be cached: it has choices, each ended for one of the
+        reasons of a complete reply (:data:`COMPLETE_FINISH_REASONS`) and carries something
+        (content, reasoning or tool calls). Anything else is an upstream fault dressed as a
+        reply: ``error`` (HTTP 200 with an error body), DeepSeek's
+        ``insufficient_system_resource`` or vLLM's ``abort`` (an answer cut short), or no
+        finish reason at all (a complete reply cannot be told from a cut one). Caching it
         would turn a transient failure into a permanent answer. A reply cut by max_tokens
         (``length``) is storable: max_tokens is in the key."""
         if not self.choices:
             return False
         for c in self.choices:
-            if c.finish_reason == "error" or not (c.content or c.reasoning_content or c.tool_calls):
+            if c.finish_reason not in COMPLETE_FINISH_REASONS or not (c.content or c.reasoning_content or c.tool_calls):
                 return False
         return True
 

@@ -399,3 +399,59 @@ async def test_a_compatible_client_of_another_sdk_gets_its_own_class_back():
     assert len(other.calls) == 1 and client.region == "eu"
     assert type(miss) is OtherSDKCompletion and type(hit) is OtherSDKCompletion
     assert hit.choices[0]["message"]["content"] == "Hold."
+
+
+def cut_peer(calls: list, first_finish: str | None) -> httpx.MockTransport:
+    """A peer whose first answer ends with ``first_finish`` (DeepSeek's cut-short
+    "insufficient_system_resource", vLLM's "abort", none at all), the next ones with "stop"."""
+    partial = "The RSI(14) at 72 suggests AAPL is"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls.append(body)
+        finish, content = (first_finish, partial) if len(calls) == 1 else ("stop", partial + " overbought.")
+        head = {"id": f"r1-{len(calls)}", "created": 1_700_000_000, "model": body["model"]}
+        if not body.get("stream"):
+            return httpx.Response(200, json={**head, "object": "chat.completion", "choices": [
+                {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}]})
+        deltas = [({"role": "assistant", "content": ""}, None), ({"content": content}, None), ({}, finish)]
+        sse = b"".join(b"data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": d, "finish_reason": f}]}).encode() + b"\n\n" for d, f in deltas)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse + b"data: [DONE]\n\n")
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("finish", ["insufficient_system_resource", "abort", None])
+@pytest.mark.parametrize("first_stream", [False, True])
+async def test_a_reply_cut_short_is_served_but_not_cached(finish, first_stream):
+    calls: list = []
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=cut_peer(calls, finish)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        if first_stream:
+            chunks = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+            assert chunks[-1].choices[0].finish_reason == finish  # the caller sees what the peer sent
+        else:
+            miss = await client.chat.completions.create(model=MODEL, messages=Q)
+            assert miss.choices[0].finish_reason == finish
+        await settle()
+        assert stored(pipe) is None
+        again = await client.chat.completions.create(model=MODEL, messages=Q)  # asks the peer again
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+        replay = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+    assert len(calls) == 2
+    assert again.choices[0].finish_reason == hit.choices[0].finish_reason == "stop"
+    assert hit.choices[0].message.content == again.choices[0].message.content
+    assert replay[-1].choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(("finish", "storable"), [
+    ("stop", True), ("length", True), ("tool_calls", True), ("content_filter", True), ("function_call", True),
+    ("error", False), ("insufficient_system_resource", False), ("abort", False), (None, False), ("", False)])
+def test_only_the_finish_reasons_of_a_complete_reply_are_storable(finish, storable):
+    reply = r1mw.Reply(choices=(r1mw.Choice(content="x", finish_reason=finish),))
+    assert reply.storable is storable
+    two = r1mw.Reply(choices=(r1mw.Choice(content="x"), r1mw.Choice(index=1, content="y", finish_reason=finish)))
+    assert two.storable is storable  # every choice must be complete
