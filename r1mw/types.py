@@ -343,7 +343,7 @@ class StreamedReply:
     """
 
     __slots__ = ("_source", "_to_deltas", "_builder", "_callbacks", "_future", "_closer",
-                 "_consumed")
+                 "_consumed", "_check")
 
     def __init__(
         self,
@@ -352,6 +352,7 @@ class StreamedReply:
         *,
         closer: Callable[[], Awaitable[Any]] | None = None,
         native: str = "dict",
+        check: Callable[[Reply], bool] | None = None,
     ) -> None:
         self._source = source
         self._to_deltas = to_deltas
@@ -360,6 +361,9 @@ class StreamedReply:
         self._future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._closer = closer
         self._consumed = False
+        # False for an assembled reply the adapter could not give back on a hit (in the
+        # client's own type): it is treated as incomplete, so it is never stored.
+        self._check = check
 
     def on_complete(self, callback: _Callback) -> None:
         """Run ``callback(reply)`` once the stream has ended normally (never otherwise)."""
@@ -419,15 +423,19 @@ class StreamedReply:
         if reply is None:  # no finish_reason: a truncated stream
             self._fail(None)
             return
+        if self._check is not None and reply.storable and not self._check(reply):
+            self._fail(None, "the streamed reply cannot be rebuilt in the client's type; nothing was stored")
+            return
         self._future.set_result(reply)
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(reply)
 
-    def _fail(self, exc: BaseException | None) -> None:
+    def _fail(self, exc: BaseException | None,
+              why: str = "the upstream stream did not end normally; nothing was stored") -> None:
         if self._future.done():
             return
-        err = StreamIncomplete("the upstream stream did not end normally; nothing was stored")
+        err = StreamIncomplete(why)
         if exc is not None:
             err.__cause__ = exc
         self._future.set_exception(err)
@@ -474,7 +482,10 @@ class _ReplyBuilder:
             if d.tool_calls:
                 calls = self.tools.setdefault(i, {})
                 for call in d.tool_calls:
-                    slot = calls.setdefault(int(call.get("index", 0)), {"function": {"arguments": ""}})
+                    # "function" unless a delta says otherwise: several OpenAI-compatible servers
+                    # stream tool calls without a type, which the SDK's ChatCompletion requires.
+                    slot = calls.setdefault(int(call.get("index", 0)),
+                                            {"type": "function", "function": {"arguments": ""}})
                     for k in ("id", "type"):
                         if call.get(k):
                             slot[k] = call[k]

@@ -455,3 +455,100 @@ def test_only_the_finish_reasons_of_a_complete_reply_are_storable(finish, storab
     assert reply.storable is storable
     two = r1mw.Reply(choices=(r1mw.Choice(content="x"), r1mw.Choice(index=1, content="y", finish_reason=finish)))
     assert two.storable is storable  # every choice must be complete
+
+
+def untyped_tool_peer(calls: list) -> httpx.MockTransport:
+    """A peer whose tool calls carry no "type" (several OpenAI-compatible servers): the SDK
+    builds its objects without validating, so the miss is fine; a validated rebuild is not."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls.append(body)
+        head = {"id": f"r1-{len(calls)}", "created": 1_700_000_000, "model": body["model"]}
+        call = {"id": "call_1", "function": {"name": "get_quote", "arguments": '{"ticker": "AAPL"}'}}
+        if not body.get("stream"):
+            return httpx.Response(200, json={**head, "object": "chat.completion", "choices": [{
+                "index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]})
+        deltas = [({"role": "assistant"}, None), ({"tool_calls": [{"index": 0, **call}]}, None), ({}, "tool_calls")]
+        sse = b"".join(b"data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": d, "finish_reason": f}]}).encode() + b"\n\n" for d, f in deltas)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse + b"data: [DONE]\n\n")
+
+    return httpx.MockTransport(handle)
+
+
+async def test_a_streamed_tool_call_without_a_type_is_a_function_call_on_a_hit():
+    calls: list = []
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=untyped_tool_peer(calls)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        _ = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+        await settle()
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert len(calls) == 1 and type(hit) is ChatCompletion
+    call = hit.choices[0].message.tool_calls[0]
+    assert (call.type, call.id, call.function.name) == ("function", "call_1", "get_quote")
+
+
+async def test_a_miss_the_sdk_accepted_but_a_hit_could_not_rebuild_is_served_and_not_stored(caplog):
+    calls: list = []
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=untyped_tool_peer(calls)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        with caplog.at_level("WARNING", logger="r1mw"):
+            replies = [await client.chat.completions.create(model=MODEL, messages=Q) for _ in range(3)]
+        assert stored(pipe) is None
+    assert len(calls) == 3  # each one asked the peer: nothing was stored
+    assert all(type(r) is ChatCompletion and r.choices[0].finish_reason == "tool_calls" for r in replies)
+    assert [r.message for r in caplog.records].count(
+        "a reply r1mw cannot rebuild in the client's type was served and not cached (logged once per wrapped client)") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_entry_that_cannot_be_rebuilt_is_a_miss_not_an_error(stream, caplog):
+    # An entry stored by an older version (which stored cut-short replies): the hit cannot be
+    # a ChatCompletion; the caller gets the peer's answer, which replaces the entry.
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        old = r1mw.Reply(choices=(r1mw.Choice(content="The RSI(14) at 72 suggests",
+                                              finish_reason="insufficient_system_resource"),), model=MODEL)
+        assert pipe.store.set_behind(r1mw.key_of("", MODEL, Q, {}), r1mw.Entry(old))
+        with caplog.at_level("WARNING", logger="r1mw"):
+            if stream:
+                chunks = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+                content = joined(chunks, "content")
+            else:
+                content = (await client.chat.completions.create(model=MODEL, messages=Q)).choices[0].message.content
+            await settle()
+            hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert content == hit.choices[0].message.content == peer.answer_for(Q[-1]["content"])
+    assert len(peer.calls) == 1 and hit.choices[0].finish_reason == "stop"
+    assert sum("could not be rebuilt" in r.message for r in caplog.records) == 1
+
+
+async def test_a_streamed_reply_that_cannot_be_rebuilt_is_served_and_not_stored():
+    calls: list = []
+
+    def handle(request: httpx.Request) -> httpx.Response:  # a tool call streamed without an id
+        calls.append(json.loads(request.content))
+        head = {"id": "r1-x", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": MODEL}
+        deltas = [({"role": "assistant"}, None),
+                  ({"tool_calls": [{"index": 0, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, None),
+                  ({}, "tool_calls")]
+        sse = b"".join(b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": d, "finish_reason": f}]})
+                       .encode() + b"\n\n" for d, f in deltas)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse + b"data: [DONE]\n\n")
+
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        chunks = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+        await settle()
+        assert stored(pipe) is None
+        again = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+    assert len(calls) == 2 and len(chunks) == len(again) == 3
+    assert chunks[1].choices[0].delta.tool_calls[0].function.name == "f"

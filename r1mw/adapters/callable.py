@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Iterator
 from ..pipeline import Pipeline
 from ..types import Delta, Reply, Usage
 from .base import call_through, make_upstream
-from .shapes import chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
+from .shapes import built_chunks, chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
 
 __all__ = ["DictNative", "ModelNative", "learning_native", "wrap_callable"]
 
@@ -65,6 +65,10 @@ class DictNative:
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
         return chunk_dicts(reply, include_usage=include_usage)
 
+    def rebuilds(self, reply: Reply) -> bool:
+        """Whether a hit could give ``reply`` back (checked on a miss, before it is stored)."""
+        return True  # a dict is always a dict
+
 
 class ModelNative(DictNative):
     """Objects of a known class, rebuilt from the OpenAI-shaped dict on a hit."""
@@ -97,7 +101,16 @@ class ModelNative(DictNative):
         build = self._build_chunk
         if build is None:
             return chunks
-        return (build(c) for c in chunks)
+        return built_chunks(build, chunks)
+
+    def rebuilds(self, reply: Reply) -> bool:
+        # The SDKs build a miss without validating it; a hit is rebuilt with validation
+        # (model_validate), which may refuse what the miss carried.
+        try:
+            self._build(dict_of_reply(reply))
+        except Exception:
+            return False
+        return True
 
 
 class _LearningNative(DictNative):
@@ -146,7 +159,10 @@ class _LearningNative(DictNative):
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
         chunks = chunk_dicts(reply, include_usage=include_usage)
         build = self._build_chunk
-        return chunks if build is None else (build(c) for c in chunks)
+        return chunks if build is None else built_chunks(build, chunks)
+
+    def rebuilds(self, reply: Reply) -> bool:
+        return (self.learned or _DICT).rebuilds(reply)
 
 
 class _Opaque(DictNative):
