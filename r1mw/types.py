@@ -233,8 +233,8 @@ class Reply:
     created: int = 0
     usage: Usage | None = None
     system_fingerprint: str | None = None
-    # The native type the reply came in ("dict", "openai", "litellm"): lets a callable
-    # wrapper that has not seen a miss yet answer with the right shape.
+    # The native type the reply came in ("dict", "openai", "litellm"), for diagnostics. Never
+    # used to choose the class a hit is rebuilt in (that is learned from live objects only).
     native: str = "dict"
 
     @property

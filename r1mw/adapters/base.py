@@ -41,6 +41,15 @@ class Native(Protocol):
 
     def rebuilds(self, reply: Reply) -> bool: ...
 
+    def answered(self, stream_asked: bool, streamed: bool) -> None: ...
+
+    # Whether the type a miss answers with is known yet, for a plain and a streamed request
+    # (a wrapper learning it from its first miss serves nothing stored before that), and
+    # whether streamed chunks can be rebuilt at all.
+    plain_known: bool
+    stream_known: bool
+    stream_rebuildable: bool
+
 
 class ReplayStream:
     """A hit replayed as a stream of the client's own chunk type."""
@@ -129,17 +138,19 @@ def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable
             # An async generator function is a fine streaming callable; anything else is a misuse.
             raise TypeError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
                             "not an awaitable; wrap an async function")
-        if hasattr(result, "__aiter__"):
+        streamed = hasattr(result, "__aiter__")
+        native.answered(request.stream, streamed)
+        if streamed:
             closer = getattr(result, "aclose", None) or getattr(result, "close", None)
             if request.stream:
                 request.meta["native_stream"] = result
                 return StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind,
                                      check=_checker(native))
             # A callable that always streams, asked for a plain reply: read it to the end.
-            streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
-            async for _ in streamed:
+            whole = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
+            async for _ in whole:
                 pass
-            reply = await streamed.result()
+            reply = await whole.result()
         else:
             # (A callable that ignores stream=True returns a complete reply: it is replayed as chunks.)
             reply = native.to_reply(result)
@@ -194,17 +205,34 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
         raise TypeError(f"missing required argument {exc.args[0]!r}") from None
     stream = bool(kwargs.pop("stream", False))
     params, passthrough = split_params(kwargs)
+    if stream and not native.stream_rebuildable:
+        control = replace(control, no_cache=True)  # chunks r1mw cannot rebuild: nothing to serve
     request = pipe.request(str(model), list(messages), params, passthrough, stream=stream,
                            control=control, upstream=upstream)
     reply = await pipe.handle(request)
+    # (_result inlined: this is every hit's path)
     try:
-        return _result(native, request, reply, passthrough)
+        if isinstance(reply, StreamedReply):
+            return PassthroughStream(reply, request.meta.get("native_stream"))
+        original = request.meta.get("native")
+        if original is not None and original[1] is reply:
+            # The upstream's own answer, untouched by the stages: as it came (replayed as
+            # chunks for a stream request answered with a complete reply).
+            return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough))) if stream else original[0]
+        if native.stream_known if stream else native.plain_known:
+            if stream:
+                return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
+            return native.from_reply(reply)
     except Exception as exc:
         # A reply that cannot be rebuilt in the client's type (an entry stored by an older
         # version, say) is the cache's fault, never the caller's: ask the upstream afresh.
         _warn_once(native, "a cached reply could not be rebuilt (%s: %s); the request was sent upstream",
                    type(exc).__name__, str(exc).partition("\n")[0])
         return await _fresh(pipe, native, upstream, request, control, passthrough)
+    # A stored (or shared) reply, and the type this wrapper's misses answer with is not learned
+    # yet (learned from a live answer, never guessed): not served, the upstream is asked. The
+    # lookup still ran, so identical calls in flight shared one upstream call.
+    return await _fresh(pipe, native, upstream, request, control, passthrough)
 
 
 def _result(native: Native, request: Request, reply: Reply | StreamedReply, passthrough: dict[str, Any]) -> Any:
@@ -215,7 +243,6 @@ def _result(native: Native, request: Request, reply: Reply | StreamedReply, pass
         return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
     original = request.meta.get("native")
     if original is not None and original[1] is reply:
-        # The upstream's own object, untouched by the stages: hand it back as it came.
         return original[0]
     return native.from_reply(reply)
 
