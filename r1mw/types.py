@@ -199,11 +199,22 @@ def _text_of(content: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts. ``reasoning_tokens`` and ``cached_tokens`` are read from the usage
+    details, for the stages.
+
+    ``extra``: the rest of the usage exactly as the upstream sent it, given back on a hit:
+    DeepSeek's ``prompt_cache_hit_tokens``/``prompt_cache_miss_tokens``, other providers' own
+    counts, and the two details (``None`` when the upstream sent none: not zeros). None when
+    there is nothing beyond the plain form (both details holding just those two counts),
+    which is also how usage stored before ``extra`` existed reads back.
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    extra: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,9 +299,13 @@ class Reply:
             "created": self.created,
             "fp": self.system_fingerprint,
             "native": self.native,
+            # five counts, then extra only when there is one (entries without it still read)
             "usage": None
             if u is None
-            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens],
+            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens]
+            if u.extra is None
+            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens,
+                  u.extra],
             "choices": [
                 [c.index, c.content, c.reasoning_content, c.finish_reason, c.role,
                  None if c.tool_calls is None else list(c.tool_calls)]

@@ -552,3 +552,41 @@ async def test_a_streamed_reply_that_cannot_be_rebuilt_is_served_and_not_stored(
         again = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
     assert len(calls) == 2 and len(chunks) == len(again) == 3
     assert chunks[1].choices[0].delta.tool_calls[0].function.name == "f"
+
+
+@pytest.mark.parametrize("first_stream", [False, True])
+async def test_a_hit_is_the_miss_field_for_field_deepseek_usage_included(first_stream):
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        if first_stream:
+            _ = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+            await settle()
+            miss = await raw_client(peer).chat.completions.create(model=MODEL, messages=Q)  # the plain shape
+        else:
+            miss = await client.chat.completions.create(model=MODEL, messages=Q)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert hit.usage.prompt_cache_hit_tokens == 0 and hit.usage.prompt_cache_miss_tokens == 12  # DeepSeek's
+    hit_fields, miss_fields = hit.model_dump(), miss.model_dump()
+    if first_stream:  # the plain miss to compare with is the peer's second answer: its own id and time
+        for fields in (hit_fields, miss_fields):
+            fields.pop("id"), fields.pop("created")
+    assert hit_fields == miss_fields
+
+
+async def test_usage_details_the_peer_did_not_send_stay_none_on_a_hit():
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "r1-1", "object": "chat.completion", "created": 1, "model": MODEL,
+                                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                             "role": "assistant", "content": "Four."}}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        miss = await client.chat.completions.create(model=MODEL, messages=Q)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert miss.usage.completion_tokens_details is None and miss.usage.prompt_tokens_details is None
+    assert hit.usage.completion_tokens_details is None and hit.usage.prompt_tokens_details is None
+    assert hit.model_dump() == miss.model_dump()
