@@ -91,12 +91,15 @@ async def test_returns_fixes_the_type_before_any_miss():
         cold = FakeR1()
         as_model = r1mw.wrap(cold, pipe, returns=ChatCompletion)
         as_factory = r1mw.wrap(cold, pipe, returns=lambda d: ("built", d["choices"][0]["message"]["content"]))
+        learning = r1mw.wrap(cold, pipe)
         model_hit = await as_model(model="m", messages=Q)
         factory_hit = await as_factory(model="m", messages=Q)
+        learning_hit = await learning(model="m", messages=Q)
     assert cold.calls == []
     assert type(model_hit) is ChatCompletion
     assert model_hit.choices[0].message.reasoning_content == "Reasoning about: " + Q[0]["content"]
     assert factory_hit == ("built", cold.answer_for(Q[0]["content"]))
+    assert type(learning_hit) is dict  # nothing learned yet, and stored from dicts: a dict needs no class
 
 
 def test_returns_a_class_r1mw_cannot_build_is_refused():

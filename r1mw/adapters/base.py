@@ -43,6 +43,8 @@ class Native(Protocol):
 
     def answered(self, stream_asked: bool, streamed: bool) -> None: ...
 
+    def serves_unlearned(self, reply: Reply) -> bool: ...
+
     # Whether the type a miss answers with is known yet, for a plain and a streamed request
     # (a wrapper learning it from its first miss serves nothing stored before that), and
     # whether streamed chunks can be rebuilt at all.
@@ -219,7 +221,7 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
             # The upstream's own answer, untouched by the stages: as it came (replayed as
             # chunks for a stream request answered with a complete reply).
             return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough))) if stream else original[0]
-        if native.stream_known if stream else native.plain_known:
+        if (native.stream_known if stream else native.plain_known) or native.serves_unlearned(reply):
             if stream:
                 return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
             return native.from_reply(reply)

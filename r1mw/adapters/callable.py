@@ -80,6 +80,11 @@ class DictNative:
         """Whether a hit could give ``reply`` back (checked on a miss, before it is stored)."""
         return True  # a dict is always a dict
 
+    def serves_unlearned(self, reply: Reply) -> bool:
+        """Whether a reply not the upstream's own may be served although the type misses
+        answer with is not learned yet (only asked then)."""
+        return False
+
 
 class _LearnsChunks(DictNative):
     """Learns the chunk class from the first chunk of a live stream."""
@@ -161,10 +166,17 @@ class _LearningNative(_LearnsChunks):
     plain_known = False
     stream_known = False
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, dicts_possible: bool = True) -> None:
         self.name = name
         self.learned: DictNative | None = None
         self._build_chunk: Callable[[dict[str, Any]], Any] | None = None
+        self._dicts_possible = dicts_possible
+
+    def serves_unlearned(self, reply: Reply) -> bool:
+        # A reply a wrapper answering dicts stored (a process sharing the cache through Redis
+        # or the disk, or a sibling wrapper): served as a dict, which needs no class. Entries
+        # stored from objects are not (their class is never taken from stored data).
+        return self._dicts_possible and self.learned is None and reply.native == "dict"
 
     def _learn(self, obj: Any) -> DictNative:
         learned = self.learned
@@ -228,10 +240,11 @@ class _Opaque(DictNative):
 _DICT = DictNative()
 
 
-def learning_native(name: str, chunk_type: Any = None) -> DictNative:
+def learning_native(name: str, chunk_type: Any = None, *, dicts_possible: bool = True) -> DictNative:
     """A native that learns the completion and chunk classes from the first miss/stream
-    (the chunk class is known up front with ``chunk_type``)."""
-    native = _LearningNative(name)
+    (the chunk class is known up front with ``chunk_type``). ``dicts_possible=False``: its
+    misses are never dicts (an SDK client's), so nothing stored is served before one."""
+    native = _LearningNative(name, dicts_possible)
     if chunk_type is not None:
         native._build_chunk = _chunk_builder(chunk_type)
         native.stream_known = True
