@@ -46,8 +46,10 @@ def test_replay_reassembles_to_the_reply(reply, include_usage, which):
 @given(replies, st.sampled_from(range(len(NATIVES))))
 def test_a_hit_object_reads_back_as_the_reply(reply, which):
     native = NATIVES[which]
-    assert native.to_reply(native.from_reply(reply)).to_wire() == \
-        {**reply.to_wire(), "native": native.kind}
+    expected = {**reply.to_wire(), "native": native.kind}
+    if native.kind == "litellm" and reply.usage is None:  # LiteLLM's responses always have one
+        expected["usage"] = [0, 0, 0, 0, 0, {"completion_tokens_details": None, "prompt_tokens_details": None}]
+    assert native.to_reply(native.from_reply(reply)).to_wire() == expected
 
 
 def test_the_openai_native_builds_sdk_objects():

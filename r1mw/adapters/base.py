@@ -33,7 +33,7 @@ class Native(Protocol):
 
     def to_reply(self, obj: Any) -> Reply: ...
 
-    def from_reply(self, reply: Reply) -> Any: ...
+    def from_reply(self, reply: Reply, request: Request | None = None) -> Any: ...
 
     def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]: ...
 
@@ -224,7 +224,7 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
         if (native.stream_known if stream else native.plain_known) or native.serves_unlearned(reply):
             if stream:
                 return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
-            return native.from_reply(reply)
+            return native.from_reply(reply, request)
     except Exception as exc:
         # A reply that cannot be rebuilt in the client's type (an entry stored by an older
         # version, say) is the cache's fault, never the caller's: ask the upstream afresh.
@@ -246,7 +246,7 @@ def _result(native: Native, request: Request, reply: Reply | StreamedReply, pass
     original = request.meta.get("native")
     if original is not None and original[1] is reply:
         return original[0]
-    return native.from_reply(reply)
+    return native.from_reply(reply, request)
 
 
 async def _fresh(pipe: Pipeline, native: Native, upstream: Callable[[Request], Awaitable[Any]],

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..pipeline import Pipeline
-from ..types import Delta, Reply, Usage
+from ..types import Delta, Reply, Request, Usage
 from .base import call_through, make_upstream
 from .shapes import built_chunks, chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
 
@@ -67,7 +67,7 @@ class DictNative:
     def to_reply(self, obj: Any) -> Reply:
         return reply_of_dict(obj, self.kind)
 
-    def from_reply(self, reply: Reply) -> Any:
+    def from_reply(self, reply: Reply, request: Request | None = None) -> Any:
         return dict_of_reply(reply)
 
     def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]:
@@ -134,7 +134,7 @@ class ModelNative(_LearnsChunks):
     def to_reply(self, obj: Any) -> Reply:
         return reply_of_dict(_dump(obj), self.kind)
 
-    def from_reply(self, reply: Reply) -> Any:
+    def from_reply(self, reply: Reply, request: Request | None = None) -> Any:
         return self._build(dict_of_reply(reply))
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
@@ -218,7 +218,7 @@ class _LearningNative(_LearnsChunks):
     def to_reply(self, obj: Any) -> Reply:
         return self._learn(obj).to_reply(obj)
 
-    def from_reply(self, reply: Reply) -> Any:
+    def from_reply(self, reply: Reply, request: Request | None = None) -> Any:
         return (self.learned or _DICT).from_reply(reply)
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:
