@@ -24,6 +24,9 @@ NOT_KEYED: frozenset[str] = frozenset(
         "headers", "max_retries", "metadata", "store", "service_tier", "cache", "caching",
         "num_retries", "litellm_logging_obj", "litellm_call_id", "custom_llm_provider",
         "logger_fn", "proxy_server_request", "acompletion", "client",
+        # OpenAI's replacement for `user` (abuse detection) and its prompt-caching hints:
+        # they route and bill the request, they do not change the answer
+        "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
     }
 )
 
