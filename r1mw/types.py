@@ -166,8 +166,8 @@ class Request:
     def question(self) -> str:
         """Text of the last user message (what a semantic stage embeds)."""
         for message in reversed(self.messages):
-            if message.get("role") == "user":
-                return _text_of(message.get("content"))
+            if _field(message, "role") == "user":
+                return _text_of(_field(message, "content"))
         return ""
 
     @property
@@ -185,6 +185,14 @@ class Request:
         return kwargs
 
 
+def _field(message: Any, name: str) -> Any:
+    # A message is a dict, or an SDK object: a tool-calling loop appends the reply's own
+    # message (the OpenAI SDK's ChatCompletionMessage, LiteLLM's Message) to the history.
+    if type(message) is dict or isinstance(message, Mapping):
+        return message.get(name)
+    return getattr(message, name, None)
+
+
 def _text_of(content: Any) -> str:
     if content is None:
         return ""
@@ -192,7 +200,7 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):  # multi-part content: keep the text parts
         return "\n".join(
-            str(part.get("text", "")) for part in content if isinstance(part, Mapping)
+            str(_field(part, "text") or "") for part in content if isinstance(part, Mapping) or hasattr(part, "text")
         )
     return str(content)
 

@@ -590,3 +590,41 @@ async def test_usage_details_the_peer_did_not_send_stay_none_on_a_hit():
     assert miss.usage.completion_tokens_details is None and miss.usage.prompt_tokens_details is None
     assert hit.usage.completion_tokens_details is None and hit.usage.prompt_tokens_details is None
     assert hit.model_dump() == miss.model_dump()
+
+
+async def test_a_tool_loop_appending_the_sdk_message_keys_as_the_json_the_peer_receives(caplog):
+    # messages.append(completion.choices[0].message): an SDK object in the history. Every stage
+    # reads it (no traceback logged), and it keys exactly as the dict the peer receives, so a
+    # history saved as JSON and loaded again is the same request.
+    calls: list = []
+    tools = [{"type": "function", "function": {"name": "get_quote", "parameters": {"type": "object"}}}]
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=tool_peer(calls)))
+    settings = r1mw.Settings(stages="metrics,template,exact,semantic,prefetch")
+    async with r1mw.Pipeline(settings) as pipe:
+        client = r1mw.wrap(raw, pipe)
+        first = await client.chat.completions.create(model=MODEL, messages=Q, tools=tools)
+        history = [*Q, first.choices[0].message, {"role": "tool", "tool_call_id": "call_1", "content": "190.1"}]
+        with caplog.at_level("WARNING"):
+            await client.chat.completions.create(model=MODEL, messages=history, tools=tools)
+            for _ in range(5):
+                await asyncio.sleep(0)  # the prefetch stage observes in the background
+        as_json = json.loads(json.dumps(calls[-1]["messages"]))  # what the peer received
+        assert as_json[2] != first.choices[0].message.model_dump()  # (not every field: what was set)
+        again = await client.chat.completions.create(model=MODEL, messages=as_json, tools=tools)
+    assert len(calls) == 2 and pipe.stats()["hits"] == 1
+    assert again.choices[0].message.tool_calls[0].function.name == "get_quote"
+    assert not [r for r in caplog.records if r.name.startswith("r1mw") and r.levelname in ("WARNING", "ERROR")]
+    assert r1mw.key_of("", MODEL, history, {"tools": tools}) == r1mw.key_of("", MODEL, as_json, {"tools": tools})
+
+
+def test_the_question_of_a_history_with_message_objects():
+    from openai.types.chat import ChatCompletionMessage
+    from litellm import Message
+
+    reply = ChatCompletionMessage(role="assistant", content=None, tool_calls=[
+        {"id": "call_1", "type": "function", "function": {"name": "get_quote", "arguments": "{}"}}])
+    request = r1mw.Request(MODEL, [*Q, reply, {"role": "tool", "tool_call_id": "call_1", "content": "190"}])
+    assert request.question == Q[-1]["content"]
+    request = r1mw.Request(MODEL, [Message(role="user", content="And MSFT?"), reply])  # LiteLLM's object
+    assert request.question == "And MSFT?"
