@@ -223,6 +223,14 @@ class Usage:
     reasoning_tokens: int = 0
     cached_tokens: int = 0
     extra: Mapping[str, Any] | None = None
+    # The keys of extra holding a dict or a list: each hit gets copies (callers may change
+    # them); found once here rather than on every hit.
+    containers: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.extra:
+            object.__setattr__(self, "containers", tuple(
+                name for name, value in self.extra.items() if type(value) is dict or type(value) is list))
 
 
 @dataclass(frozen=True, slots=True)

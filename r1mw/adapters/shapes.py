@@ -93,8 +93,9 @@ def usage_dict(u: Usage) -> dict[str, Any]:
         out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
         out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
     else:  # as the upstream sent it (fresh containers: the caller may change them)
-        for name, value in extra.items():
-            out[name] = value.copy() if type(value) is dict or type(value) is list else value
+        out.update(extra)
+        for name in u.containers:
+            out[name] = out[name].copy()
     return out
 
 
@@ -165,9 +166,9 @@ def dict_of_reply(reply: Reply) -> dict[str, Any]:
                             "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
         else:
             usage = out["usage"] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                                    "total_tokens": u.total_tokens}
-            for name, value in extra.items():
-                usage[name] = value.copy() if type(value) is dict or type(value) is list else value
+                                    "total_tokens": u.total_tokens, **extra}
+            for name in u.containers:
+                usage[name] = usage[name].copy()
     if reply.system_fingerprint is not None:
         out["system_fingerprint"] = reply.system_fingerprint
     return out
