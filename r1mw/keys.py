@@ -24,6 +24,9 @@ NOT_KEYED: frozenset[str] = frozenset(
         "headers", "max_retries", "metadata", "store", "service_tier", "cache", "caching",
         "num_retries", "litellm_logging_obj", "litellm_call_id", "custom_llm_provider",
         "logger_fn", "proxy_server_request", "acompletion", "client",
+        # OpenAI's replacement for `user` (abuse detection) and its prompt-caching hints:
+        # they route and bill the request, they do not change the answer
+        "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
     }
 )
 
@@ -71,9 +74,9 @@ def _canon(value: Any) -> Any:
         if schema is not None:
             return ["\x00schema", _canon(schema())]
         return f"\x00type:{value.__module__}.{value.__qualname__}"
-    dump = getattr(value, "model_dump", None)  # pydantic objects (tools, response_format)
+    dump = getattr(value, "model_dump", None)  # pydantic objects (messages, tools, response_format)
     if dump is not None:
-        return _canon(dump())
+        return _canon(_as_sent(value, dump))
     if type(value).__repr__ is object.__repr__:
         # The default repr is an address, which another object may reuse after this one is
         # gone: key the object's fields instead.
@@ -82,6 +85,16 @@ def _canon(value: Any) -> Any:
             fields = {n: getattr(value, n, None) for c in type(value).__mro__ for n in getattr(c, "__slots__", ())}
         return ["\x00obj", f"{type(value).__module__}.{type(value).__qualname__}", _canon(fields)]
     return repr(value)
+
+
+def _as_sent(value: Any, dump: Any) -> Any:
+    # What the OpenAI SDK sends for a model object (a reply's message appended to the history
+    # by a tool-calling loop): the fields it was given, as JSON. So it keys exactly as the dict
+    # the upstream receives, or that history saved as JSON and loaded again.
+    try:
+        return dump(exclude_unset=True, mode="json", exclude=getattr(value, "__api_exclude__", None))
+    except Exception:  # not JSON-able, or another model_dump: every field
+        return dump()
 
 
 def _canon_messages(messages: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from .errors import StreamIncomplete
 
 __all__ = [
+    "COMPLETE_FINISH_REASONS",
     "CacheControl",
     "Choice",
     "Delta",
@@ -173,8 +174,8 @@ class Request:
     def question(self) -> str:
         """Text of the last user message (what a semantic stage embeds)."""
         for message in reversed(self.messages):
-            if message.get("role") == "user":
-                return _text_of(message.get("content"))
+            if _field(message, "role") == "user":
+                return _text_of(_field(message, "content"))
         return ""
 
     @property
@@ -192,6 +193,14 @@ class Request:
         return kwargs
 
 
+def _field(message: Any, name: str) -> Any:
+    # A message is a dict, or an SDK object: a tool-calling loop appends the reply's own
+    # message (the OpenAI SDK's ChatCompletionMessage, LiteLLM's Message) to the history.
+    if type(message) is dict or isinstance(message, Mapping):
+        return message.get(name)
+    return getattr(message, name, None)
+
+
 def _text_of(content: Any) -> str:
     if content is None:
         return ""
@@ -199,18 +208,37 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):  # multi-part content: keep the text parts
         return "\n".join(
-            str(part.get("text", "")) for part in content if isinstance(part, Mapping)
+            str(_field(part, "text") or "") for part in content if isinstance(part, Mapping) or hasattr(part, "text")
         )
     return str(content)
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts. ``reasoning_tokens`` and ``cached_tokens`` are read from the usage
+    details, for the stages.
+
+    ``extra``: the rest of the usage exactly as the upstream sent it, given back on a hit:
+    DeepSeek's ``prompt_cache_hit_tokens``/``prompt_cache_miss_tokens``, other providers' own
+    counts, and the two details (``None`` when the upstream sent none: not zeros). None when
+    there is nothing beyond the plain form (both details holding just those two counts),
+    which is also how usage stored before ``extra`` existed reads back.
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    extra: Mapping[str, Any] | None = None
+    # The keys of extra holding a dict or a list: each hit gets copies (callers may change
+    # them); found once here rather than on every hit.
+    containers: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.extra:
+            object.__setattr__(self, "containers", tuple(
+                name for name, value in self.extra.items() if type(value) is dict or type(value) is list))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +251,13 @@ class Choice:
     tool_calls: tuple[dict[str, Any], ...] | None = None
 
 
+# The finish reasons of a complete reply (the OpenAI API's own set, which the SDK's
+# ChatCompletion accepts). Others exist: "error", DeepSeek's "insufficient_system_resource",
+# vLLM's "abort", or none at all: a failed or cut-short reply, served but never stored.
+COMPLETE_FINISH_REASONS: frozenset[str | None] = frozenset(
+    {"stop", "length", "tool_calls", "content_filter", "function_call"})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A complete reply. Shared between hits: never mutate one that came from a stage."""
@@ -233,8 +268,8 @@ class Reply:
     created: int = 0
     usage: Usage | None = None
     system_fingerprint: str | None = None
-    # The native type the reply came in ("dict", "openai", "litellm"): lets a callable
-    # wrapper that has not seen a miss yet answer with the right shape.
+    # The native type the reply came in ("dict", "openai", "litellm"), for diagnostics. Never
+    # used to choose the class a hit is rebuilt in (that is learned from live objects only).
     native: str = "dict"
 
     @property
@@ -264,15 +299,18 @@ class Reply:
 
     @property
     def storable(self) -> bool:
-        """Whether this reply may be cached: it has choices, none ended in ``error``, and
-        each carries something (content, reasoning or tool calls). An empty or failed reply
-        is an upstream fault dressed as a reply (HTTP 200 with an error body): caching it
+        """Whether this reply may be cached: it has choices, each ended for one of the
+        reasons of a complete reply (:data:`COMPLETE_FINISH_REASONS`) and carries something
+        (content, reasoning or tool calls). Anything else is an upstream fault dressed as a
+        reply: ``error`` (HTTP 200 with an error body), DeepSeek's
+        ``insufficient_system_resource`` or vLLM's ``abort`` (an answer cut short), or no
+        finish reason at all (a complete reply cannot be told from a cut one). Caching it
         would turn a transient failure into a permanent answer. A reply cut by max_tokens
         (``length``) is storable: max_tokens is in the key."""
         if not self.choices:
             return False
         for c in self.choices:
-            if c.finish_reason == "error" or not (c.content or c.reasoning_content or c.tool_calls):
+            if c.finish_reason not in COMPLETE_FINISH_REASONS or not (c.content or c.reasoning_content or c.tool_calls):
                 return False
         return True
 
@@ -285,9 +323,13 @@ class Reply:
             "created": self.created,
             "fp": self.system_fingerprint,
             "native": self.native,
+            # five counts, then extra only when there is one (entries without it still read)
             "usage": None
             if u is None
-            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens],
+            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens]
+            if u.extra is None
+            else [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens, u.cached_tokens,
+                  u.extra],
             "choices": [
                 [c.index, c.content, c.reasoning_content, c.finish_reason, c.role,
                  None if c.tool_calls is None else list(c.tool_calls)]
@@ -340,7 +382,7 @@ class StreamedReply:
     """
 
     __slots__ = ("_source", "_to_deltas", "_builder", "_callbacks", "_future", "_closer",
-                 "_consumed")
+                 "_consumed", "_check")
 
     def __init__(
         self,
@@ -349,6 +391,7 @@ class StreamedReply:
         *,
         closer: Callable[[], Awaitable[Any]] | None = None,
         native: str = "dict",
+        check: Callable[[Reply], bool] | None = None,
     ) -> None:
         self._source = source
         self._to_deltas = to_deltas
@@ -357,6 +400,9 @@ class StreamedReply:
         self._future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._closer = closer
         self._consumed = False
+        # False for an assembled reply the adapter could not give back on a hit (in the
+        # client's own type): it is treated as incomplete, so it is never stored.
+        self._check = check
 
     def on_complete(self, callback: _Callback) -> None:
         """Run ``callback(reply)`` once the stream has ended normally (never otherwise)."""
@@ -416,15 +462,19 @@ class StreamedReply:
         if reply is None:  # no finish_reason: a truncated stream
             self._fail(None)
             return
+        if self._check is not None and reply.storable and not self._check(reply):
+            self._fail(None, "the streamed reply cannot be rebuilt in the client's type; nothing was stored")
+            return
         self._future.set_result(reply)
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(reply)
 
-    def _fail(self, exc: BaseException | None) -> None:
+    def _fail(self, exc: BaseException | None,
+              why: str = "the upstream stream did not end normally; nothing was stored") -> None:
         if self._future.done():
             return
-        err = StreamIncomplete("the upstream stream did not end normally; nothing was stored")
+        err = StreamIncomplete(why)
         if exc is not None:
             err.__cause__ = exc
         self._future.set_exception(err)
@@ -471,7 +521,10 @@ class _ReplyBuilder:
             if d.tool_calls:
                 calls = self.tools.setdefault(i, {})
                 for call in d.tool_calls:
-                    slot = calls.setdefault(int(call.get("index", 0)), {"function": {"arguments": ""}})
+                    # "function" unless a delta says otherwise: several OpenAI-compatible servers
+                    # stream tool calls without a type, which the SDK's ChatCompletion requires.
+                    slot = calls.setdefault(int(call.get("index", 0)),
+                                            {"type": "function", "function": {"arguments": ""}})
                     for k in ("id", "type"):
                         if call.get(k):
                             slot[k] = call[k]

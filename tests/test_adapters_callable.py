@@ -99,7 +99,7 @@ async def test_returns_fixes_the_type_before_any_miss():
     assert type(model_hit) is ChatCompletion
     assert model_hit.choices[0].message.reasoning_content == "Reasoning about: " + Q[0]["content"]
     assert factory_hit == ("built", cold.answer_for(Q[0]["content"]))
-    assert type(learning_hit) is dict  # nothing learned yet: the OpenAI-shaped dict
+    assert type(learning_hit) is dict  # nothing learned yet, and stored from dicts: a dict needs no class
 
 
 def test_returns_a_class_r1mw_cannot_build_is_refused():
@@ -282,3 +282,96 @@ async def test_chunk_and_completion_classes_are_learned_independently():
     assert len(fake.calls) == 2
     assert type(hit) is ChatCompletion
     assert {type(c) for c in replay} == {ChatCompletionChunk}
+
+
+def sdk_client(peer) -> Any:
+    import httpx
+    import openai
+
+    return openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                              http_client=httpx.AsyncClient(transport=peer.transport()))
+
+
+async def test_after_a_restart_a_stored_reply_never_comes_back_in_a_guessed_type(tmp_path):
+    # The common wrapper: a function around the SDK call. A new process has learned nothing
+    # yet when its first call finds the reply the previous process stored on disk (L2).
+    from r1mw.testing import R1Peer
+
+    peer = R1Peer()
+    raw = sdk_client(peer)
+
+    async def llm(**kwargs):
+        return await raw.chat.completions.create(**kwargs)
+
+    def settings() -> r1mw.Settings:
+        return r1mw.Settings(stages="exact", tiers="l1,l2", cache_dir=str(tmp_path))
+
+    async with r1mw.Pipeline(settings()) as pipe:
+        first = await r1mw.wrap(llm, pipe)(model="m", messages=Q)
+    async with r1mw.Pipeline(settings()) as pipe:  # "process 2"
+        cached = r1mw.wrap(llm, pipe)
+        after_restart = await cached(model="m", messages=Q)
+        hit = await cached(model="m", messages=Q)
+        stats = pipe.stats()
+    assert type(first) is type(after_restart) is type(hit) is ChatCompletion
+    assert hit.choices[0].message.content == after_restart.choices[0].message.content
+    assert len(peer.calls) == 2 and stats["hits_by"].get("exact:l1") == 1
+
+
+async def test_a_stream_is_replayed_in_the_chunk_class_only_once_a_live_stream_showed_it():
+    from r1mw.testing import R1Peer
+
+    peer = R1Peer()
+    raw = sdk_client(peer)
+
+    async def llm(**kwargs):
+        return await raw.chat.completions.create(**kwargs)
+
+    async with pipeline() as pipe:
+        await r1mw.wrap(llm, pipe)(model="m", messages=Q)  # stored by a plain call
+        cached = r1mw.wrap(llm, pipe, returns=ChatCompletion)  # completion class known, chunk class not
+        live = [c async for c in await cached(model="m", messages=Q, stream=True)]
+        await settle()
+        replay = [c async for c in await cached(model="m", messages=Q, stream=True)]
+    assert len(peer.calls) == 2  # the first stream was the peer's own
+    assert {type(c) for c in live} == {type(c) for c in replay} == {ChatCompletionChunk}
+    assert "".join(c.choices[0].delta.content or "" for c in replay if c.choices) == \
+        "".join(c.choices[0].delta.content or "" for c in live if c.choices)
+
+
+async def test_a_learning_wrapper_still_makes_one_call_for_identical_concurrent_requests():
+    calls = []
+
+    async def llm(**kwargs):
+        calls.append(kwargs)
+        await asyncio.sleep(0.01)
+        return MyCompletion.model_validate(completion(kwargs["messages"][-1]["content"], len(calls)))
+
+    async with pipeline() as pipe:
+        cached = r1mw.wrap(llm, pipe)
+        replies = await asyncio.gather(*(cached(model="m", messages=Q) for _ in range(10)))
+        assert pipe.stats()["coalesced"] == 9
+    assert len(calls) == 1 and {type(r) for r in replies} == {MyCompletion}
+
+
+async def test_a_compatible_client_of_another_sdk_is_not_answered_from_a_warm_cache_before_its_first_miss():
+    from test_adapters_openai import OtherSDKClient, OtherSDKCompletion
+
+    other = OtherSDKClient()
+    async with pipeline() as pipe:
+        await r1mw.wrap(FakeR1(), pipe)(model="m", messages=Q)  # another wrapper fills the cache
+        client = r1mw.wrap(other, pipe)
+        first = await client.chat.completions.create(model="m", messages=Q)
+        hit = await client.chat.completions.create(model="m", messages=Q)
+    assert type(first) is type(hit) is OtherSDKCompletion and len(other.calls) == 1
+
+
+async def test_chunk_type_fixes_the_chunk_class_before_any_live_stream():
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        await r1mw.wrap(fake, pipe)(model="m", messages=Q)  # stored by a plain call
+        cached = r1mw.wrap(fake, pipe, returns=ChatCompletion, chunk_type=ChatCompletionChunk)
+        replay = [c async for c in await cached(model="m", messages=Q, stream=True)]
+    assert len(fake.calls) == 1 and {type(c) for c in replay} == {ChatCompletionChunk}
+    with pytest.raises(TypeError, match="chunk_type='Plain'"):
+        r1mw.wrap(fake, pipe, chunk_type=type("Plain", (), {}))

@@ -7,7 +7,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1mw.keys import _canon, _canon_messages, key_of
+from r1mw.keys import _canon, _canon_messages, key_of, split_params
 
 
 def reference_key(namespace, model, messages, params):
@@ -38,3 +38,17 @@ def test_parameter_order_and_names_matter_as_they_should():
     assert key_of("", "m", msgs, {"a": 1}) != key_of("", "m", msgs, {"a": 1.5})
     assert key_of("", "m", msgs, {"a": "1"}) != key_of("", "m", msgs, {"a": 1})
     assert key_of("", "m", msgs, {1: "x"}) == key_of("", "m", msgs, {"1": "x"})  # names are text
+
+
+def test_parameters_that_do_not_change_the_answer_are_not_keyed():
+    # OpenAI's safety_identifier (its replacement for `user`) and the prompt-caching hints
+    for name, values in (("safety_identifier", ("analyst-1", "analyst-2")),
+                         ("prompt_cache_key", ("desk-a", "desk-b")),
+                         ("prompt_cache_retention", ("in_memory", "24h")),
+                         ("user", ("alice", "bob"))):
+        keys = set()
+        for value in values:
+            params, passthrough = split_params({name: value, "temperature": 0.2})
+            assert passthrough == {name: value}  # still reaches the upstream
+            keys.add(key_of("", "m", [{"role": "user", "content": "q"}], params))
+        assert len(keys) == 1, name

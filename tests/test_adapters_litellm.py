@@ -124,3 +124,31 @@ async def test_litellm_errors_pass_through_and_are_not_cached():
 def test_the_synchronous_completion_is_refused_at_wrap_time():
     with pytest.raises(TypeError, match="needs litellm.acompletion"):
         r1mw.wrap(litellm.completion, pipeline())
+
+
+async def test_a_hit_has_a_usage_even_when_its_stream_had_none():
+    async with pipeline() as pipe:
+        acompletion = r1mw.wrap(litellm.acompletion, pipe)
+        _ = [c async for c in await acompletion(model=MODEL, messages=Q, mock_response="Bullish.", stream=True)]
+        await settle()
+        key = r1mw.key_of("", MODEL, Q, {"mock_response": "Bullish."})
+        assert pipe.store.get_nowait(key).reply.usage is None  # none streamed
+        hit = await acompletion(model=MODEL, messages=Q, mock_response="Bullish.")
+    assert pipe.stats()["hits"] == 1 and type(hit) is ModelResponse
+    assert (hit.usage.prompt_tokens, hit.usage.completion_tokens, hit.usage.total_tokens) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("stored_from", ["plain", "stream"])
+async def test_completion_cost_works_on_a_hit_as_on_litellms_own_cache_hits(stored_from):
+    async with pipeline() as pipe:
+        acompletion = r1mw.wrap(litellm.acompletion, pipe)
+        if stored_from == "stream":
+            _ = [c async for c in await acompletion(model=MODEL, messages=Q, mock_response=R1, stream=True)]
+            await settle()
+        else:
+            miss = await acompletion(model=MODEL, messages=Q, mock_response=R1)
+            assert litellm.completion_cost(miss) > 0
+        hit = await acompletion(model=MODEL, messages=Q, mock_response=R1)
+    assert pipe.stats()["hits"] == 1
+    assert hit._hidden_params == {"custom_llm_provider": "deepseek", "response_cost": 0.0, "cache_hit": True}
+    assert litellm.completion_cost(hit) >= 0  # priced from the hit's own usage, as LiteLLM's hits are

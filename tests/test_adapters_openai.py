@@ -399,3 +399,232 @@ async def test_a_compatible_client_of_another_sdk_gets_its_own_class_back():
     assert len(other.calls) == 1 and client.region == "eu"
     assert type(miss) is OtherSDKCompletion and type(hit) is OtherSDKCompletion
     assert hit.choices[0]["message"]["content"] == "Hold."
+
+
+def cut_peer(calls: list, first_finish: str | None) -> httpx.MockTransport:
+    """A peer whose first answer ends with ``first_finish`` (DeepSeek's cut-short
+    "insufficient_system_resource", vLLM's "abort", none at all), the next ones with "stop"."""
+    partial = "The RSI(14) at 72 suggests AAPL is"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls.append(body)
+        finish, content = (first_finish, partial) if len(calls) == 1 else ("stop", partial + " overbought.")
+        head = {"id": f"r1-{len(calls)}", "created": 1_700_000_000, "model": body["model"]}
+        if not body.get("stream"):
+            return httpx.Response(200, json={**head, "object": "chat.completion", "choices": [
+                {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}]})
+        deltas = [({"role": "assistant", "content": ""}, None), ({"content": content}, None), ({}, finish)]
+        sse = b"".join(b"data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": d, "finish_reason": f}]}).encode() + b"\n\n" for d, f in deltas)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse + b"data: [DONE]\n\n")
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("finish", ["insufficient_system_resource", "abort", None])
+@pytest.mark.parametrize("first_stream", [False, True])
+async def test_a_reply_cut_short_is_served_but_not_cached(finish, first_stream):
+    calls: list = []
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=cut_peer(calls, finish)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        if first_stream:
+            chunks = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+            assert chunks[-1].choices[0].finish_reason == finish  # the caller sees what the peer sent
+        else:
+            miss = await client.chat.completions.create(model=MODEL, messages=Q)
+            assert miss.choices[0].finish_reason == finish
+        await settle()
+        assert stored(pipe) is None
+        again = await client.chat.completions.create(model=MODEL, messages=Q)  # asks the peer again
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+        replay = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+    assert len(calls) == 2
+    assert again.choices[0].finish_reason == hit.choices[0].finish_reason == "stop"
+    assert hit.choices[0].message.content == again.choices[0].message.content
+    assert replay[-1].choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(("finish", "storable"), [
+    ("stop", True), ("length", True), ("tool_calls", True), ("content_filter", True), ("function_call", True),
+    ("error", False), ("insufficient_system_resource", False), ("abort", False), (None, False), ("", False)])
+def test_only_the_finish_reasons_of_a_complete_reply_are_storable(finish, storable):
+    reply = r1mw.Reply(choices=(r1mw.Choice(content="x", finish_reason=finish),))
+    assert reply.storable is storable
+    two = r1mw.Reply(choices=(r1mw.Choice(content="x"), r1mw.Choice(index=1, content="y", finish_reason=finish)))
+    assert two.storable is storable  # every choice must be complete
+
+
+def untyped_tool_peer(calls: list) -> httpx.MockTransport:
+    """A peer whose tool calls carry no "type" (several OpenAI-compatible servers): the SDK
+    builds its objects without validating, so the miss is fine; a validated rebuild is not."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls.append(body)
+        head = {"id": f"r1-{len(calls)}", "created": 1_700_000_000, "model": body["model"]}
+        call = {"id": "call_1", "function": {"name": "get_quote", "arguments": '{"ticker": "AAPL"}'}}
+        if not body.get("stream"):
+            return httpx.Response(200, json={**head, "object": "chat.completion", "choices": [{
+                "index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]})
+        deltas = [({"role": "assistant"}, None), ({"tool_calls": [{"index": 0, **call}]}, None), ({}, "tool_calls")]
+        sse = b"".join(b"data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": d, "finish_reason": f}]}).encode() + b"\n\n" for d, f in deltas)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse + b"data: [DONE]\n\n")
+
+    return httpx.MockTransport(handle)
+
+
+async def test_a_streamed_tool_call_without_a_type_is_a_function_call_on_a_hit():
+    calls: list = []
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=untyped_tool_peer(calls)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        _ = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+        await settle()
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert len(calls) == 1 and type(hit) is ChatCompletion
+    call = hit.choices[0].message.tool_calls[0]
+    assert (call.type, call.id, call.function.name) == ("function", "call_1", "get_quote")
+
+
+async def test_a_miss_the_sdk_accepted_but_a_hit_could_not_rebuild_is_served_and_not_stored(caplog):
+    calls: list = []
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=untyped_tool_peer(calls)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        with caplog.at_level("WARNING", logger="r1mw"):
+            replies = [await client.chat.completions.create(model=MODEL, messages=Q) for _ in range(3)]
+        assert stored(pipe) is None
+    assert len(calls) == 3  # each one asked the peer: nothing was stored
+    assert all(type(r) is ChatCompletion and r.choices[0].finish_reason == "tool_calls" for r in replies)
+    assert [r.message for r in caplog.records].count(
+        "a reply r1mw cannot rebuild in the client's type was served and not cached (logged once per wrapped client)") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_entry_that_cannot_be_rebuilt_is_a_miss_not_an_error(stream, caplog):
+    # An entry stored by an older version (which stored cut-short replies): the hit cannot be
+    # a ChatCompletion; the caller gets the peer's answer, which replaces the entry.
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        old = r1mw.Reply(choices=(r1mw.Choice(content="The RSI(14) at 72 suggests",
+                                              finish_reason="insufficient_system_resource"),), model=MODEL)
+        assert pipe.store.set_behind(r1mw.key_of("", MODEL, Q, {}), r1mw.Entry(old))
+        with caplog.at_level("WARNING", logger="r1mw"):
+            if stream:
+                chunks = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+                content = joined(chunks, "content")
+            else:
+                content = (await client.chat.completions.create(model=MODEL, messages=Q)).choices[0].message.content
+            await settle()
+            hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert content == hit.choices[0].message.content == peer.answer_for(Q[-1]["content"])
+    assert len(peer.calls) == 1 and hit.choices[0].finish_reason == "stop"
+    assert sum("could not be rebuilt" in r.message for r in caplog.records) == 1
+
+
+async def test_a_streamed_reply_that_cannot_be_rebuilt_is_served_and_not_stored():
+    calls: list = []
+
+    def handle(request: httpx.Request) -> httpx.Response:  # a tool call streamed without an id
+        calls.append(json.loads(request.content))
+        head = {"id": "r1-x", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": MODEL}
+        deltas = [({"role": "assistant"}, None),
+                  ({"tool_calls": [{"index": 0, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, None),
+                  ({}, "tool_calls")]
+        sse = b"".join(b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": d, "finish_reason": f}]})
+                       .encode() + b"\n\n" for d, f in deltas)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse + b"data: [DONE]\n\n")
+
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        chunks = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+        await settle()
+        assert stored(pipe) is None
+        again = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+    assert len(calls) == 2 and len(chunks) == len(again) == 3
+    assert chunks[1].choices[0].delta.tool_calls[0].function.name == "f"
+
+
+@pytest.mark.parametrize("first_stream", [False, True])
+async def test_a_hit_is_the_miss_field_for_field_deepseek_usage_included(first_stream):
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        if first_stream:
+            _ = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+            await settle()
+            miss = await raw_client(peer).chat.completions.create(model=MODEL, messages=Q)  # the plain shape
+        else:
+            miss = await client.chat.completions.create(model=MODEL, messages=Q)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert hit.usage.prompt_cache_hit_tokens == 0 and hit.usage.prompt_cache_miss_tokens == 12  # DeepSeek's
+    hit_fields, miss_fields = hit.model_dump(), miss.model_dump()
+    if first_stream:  # the plain miss to compare with is the peer's second answer: its own id and time
+        for fields in (hit_fields, miss_fields):
+            fields.pop("id"), fields.pop("created")
+    assert hit_fields == miss_fields
+
+
+async def test_usage_details_the_peer_did_not_send_stay_none_on_a_hit():
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "r1-1", "object": "chat.completion", "created": 1, "model": MODEL,
+                                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                             "role": "assistant", "content": "Four."}}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw, pipe)
+        miss = await client.chat.completions.create(model=MODEL, messages=Q)
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+    assert miss.usage.completion_tokens_details is None and miss.usage.prompt_tokens_details is None
+    assert hit.usage.completion_tokens_details is None and hit.usage.prompt_tokens_details is None
+    assert hit.model_dump() == miss.model_dump()
+
+
+async def test_a_tool_loop_appending_the_sdk_message_keys_as_the_json_the_peer_receives(caplog):
+    # messages.append(completion.choices[0].message): an SDK object in the history. Every stage
+    # reads it (no traceback logged), and it keys exactly as the dict the peer receives, so a
+    # history saved as JSON and loaded again is the same request.
+    calls: list = []
+    tools = [{"type": "function", "function": {"name": "get_quote", "parameters": {"type": "object"}}}]
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=tool_peer(calls)))
+    settings = r1mw.Settings(stages="metrics,template,exact,semantic,prefetch")
+    async with r1mw.Pipeline(settings) as pipe:
+        client = r1mw.wrap(raw, pipe)
+        first = await client.chat.completions.create(model=MODEL, messages=Q, tools=tools)
+        history = [*Q, first.choices[0].message, {"role": "tool", "tool_call_id": "call_1", "content": "190.1"}]
+        with caplog.at_level("WARNING"):
+            await client.chat.completions.create(model=MODEL, messages=history, tools=tools)
+            for _ in range(5):
+                await asyncio.sleep(0)  # the prefetch stage observes in the background
+        as_json = json.loads(json.dumps(calls[-1]["messages"]))  # what the peer received
+        assert as_json[2] != first.choices[0].message.model_dump()  # (not every field: what was set)
+        again = await client.chat.completions.create(model=MODEL, messages=as_json, tools=tools)
+    assert len(calls) == 2 and pipe.stats()["hits"] == 1
+    assert again.choices[0].message.tool_calls[0].function.name == "get_quote"
+    assert not [r for r in caplog.records if r.name.startswith("r1mw") and r.levelname in ("WARNING", "ERROR")]
+    assert r1mw.key_of("", MODEL, history, {"tools": tools}) == r1mw.key_of("", MODEL, as_json, {"tools": tools})
+
+
+def test_the_question_of_a_history_with_message_objects():
+    from openai.types.chat import ChatCompletionMessage
+    from litellm import Message
+
+    reply = ChatCompletionMessage(role="assistant", content=None, tool_calls=[
+        {"id": "call_1", "type": "function", "function": {"name": "get_quote", "arguments": "{}"}}])
+    request = r1mw.Request(MODEL, [*Q, reply, {"role": "tool", "tool_call_id": "call_1", "content": "190"}])
+    assert request.question == Q[-1]["content"]
+    request = r1mw.Request(MODEL, [Message(role="user", content="And MSFT?"), reply])  # LiteLLM's object
+    assert request.question == "And MSFT?"

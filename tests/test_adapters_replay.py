@@ -46,8 +46,10 @@ def test_replay_reassembles_to_the_reply(reply, include_usage, which):
 @given(replies, st.sampled_from(range(len(NATIVES))))
 def test_a_hit_object_reads_back_as_the_reply(reply, which):
     native = NATIVES[which]
-    assert native.to_reply(native.from_reply(reply)).to_wire() == \
-        {**reply.to_wire(), "native": native.kind}
+    expected = {**reply.to_wire(), "native": native.kind}
+    if native.kind == "litellm" and reply.usage is None:  # LiteLLM's responses always have one
+        expected["usage"] = [0, 0, 0, 0, 0, {"completion_tokens_details": None, "prompt_tokens_details": None}]
+    assert native.to_reply(native.from_reply(reply)).to_wire() == expected
 
 
 def test_the_openai_native_builds_sdk_objects():
@@ -58,3 +60,69 @@ def test_the_openai_native_builds_sdk_objects():
     reply = r1mw.Reply(choices=(r1mw.Choice(content="a", reasoning_content="b"),))
     assert type(native.from_reply(reply)) is ChatCompletion
     assert {type(c) for c in native.replay_chunks(reply, True)} == {ChatCompletionChunk}
+
+
+counts = st.integers(0, 10**6)
+details = st.one_of(st.none(), st.builds(lambda n: {"reasoning_tokens": n}, counts),
+                    st.builds(lambda n, a: {"reasoning_tokens": n, "audio_tokens": a}, counts, counts))
+prompt_details = st.one_of(st.none(), st.builds(lambda n: {"cached_tokens": n}, counts))
+raw_usages = st.builds(
+    lambda p, c, done, pd, deepseek, drop: {k: v for k, v in {
+        "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+        "completion_tokens_details": done, "prompt_tokens_details": pd,
+        **({"prompt_cache_hit_tokens": deepseek, "prompt_cache_miss_tokens": p - deepseek} if deepseek <= p else {}),
+    }.items() if k not in drop},
+    counts, counts, details, prompt_details, counts,
+    st.sets(st.sampled_from(["completion_tokens_details", "prompt_tokens_details"])))
+
+
+def _completion(usage: dict) -> dict:
+    return {"id": "r1-x", "object": "chat.completion", "created": 1_700_000_000, "model": "deepseek-reasoner",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": "Four."}}], "usage": usage}
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw_usages, st.sampled_from(range(len(NATIVES))))
+def test_a_hit_has_the_usage_of_the_miss(raw, which):
+    # DeepSeek's prompt_cache_hit/miss_tokens, details that were None or absent, richer details:
+    # as the miss had them, through the stored form.
+    import litellm
+    from openai.types.chat import ChatCompletion
+
+    native = NATIVES[which]
+    miss = [_completion(raw), ChatCompletion.model_validate(_completion(raw)),
+            litellm.ModelResponse(**_completion(raw))][which]
+    stored = r1mw.Reply.from_wire(native.to_reply(miss).to_wire())
+    hit = native.from_reply(stored)
+    if which == 0:
+        assert hit["usage"] == miss["usage"]
+    else:
+        assert hit.usage.model_dump() == miss.usage.model_dump()
+    for name in ("prompt_cache_hit_tokens", "prompt_cache_miss_tokens"):
+        if name in raw:
+            assert (hit["usage"] if which == 0 else hit.usage.model_dump())[name] == raw[name]
+    # and a replayed stream carries it too
+    builder = _ReplyBuilder(native.kind)
+    for chunk in native.replay_chunks(stored, False):
+        builder.add(*native.chunk_deltas(chunk))
+    assert builder.build().usage == stored.usage
+
+
+def test_usage_stored_before_extra_existed_still_reads():
+    old = {"id": "r1", "model": "m", "created": 1, "fp": None, "native": "openai",
+           "usage": [12, 40, 52, 28, 3], "choices": [[0, "Four.", "2+2", "stop", "assistant", None]]}
+    reply = r1mw.Reply.from_wire(old)
+    assert reply.usage == r1mw.Usage(12, 40, 52, 28, 3) and reply.usage.extra is None
+    assert reply.to_wire() == old  # and is written as before
+    hit = DictNative().from_reply(reply)
+    assert hit["usage"]["completion_tokens_details"] == {"reasoning_tokens": 28}
+    assert hit["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+
+
+def test_a_hit_shares_no_usage_container_with_the_stored_reply():
+    native = DictNative()
+    reply = native.to_reply(_completion({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+                                         "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0}}))
+    native.from_reply(reply)["usage"]["completion_tokens_details"]["reasoning_tokens"] = 99
+    assert native.from_reply(reply)["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2

@@ -7,6 +7,7 @@ map (LITELLM_LOCAL_MODEL_COST_MAP=True, set in conftest) avoids the download at 
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from pathlib import Path
 
@@ -234,6 +235,49 @@ async def test_a_cancelled_call_does_not_hold_up_identical_calls(integration, pr
     assert reply.choices[0].message.content == "own call"
     assert provider.calls == [q[0]["content"]]  # only the follower's call completed
     assert integration.backend.stats()["pending"] == 0
+
+
+@pytest.mark.parametrize("how", ["aclose", "async_with", "dropped"])
+async def test_a_stream_abandoned_before_its_end_does_not_hold_up_identical_calls(integration, provider, how):
+    q = user("Explain the MACD crossover on MSFT")
+    text = "A bullish crossover happens when the MACD line rises above its signal line. " * 5
+    stream = await litellm.acompletion(model=MODEL, messages=q, mock_response=text, stream=True)
+    if how == "async_with":
+        async with stream:
+            async for _ in stream:
+                break
+    else:
+        async for _ in stream:
+            break
+        if how == "aclose":
+            await stream.aclose()
+        else:
+            del stream
+            gc.collect()
+    # wait_for only guards against a hang (without the fix: pending_timeout, 600 s)
+    reply = await asyncio.wait_for(litellm.acompletion(model=MODEL, messages=q, mock_response=text), 10)
+    await _settle()
+    assert reply.choices[0].message.content == text and reply._hidden_params.get("cache_hit") is not True
+    assert integration.backend.stats()["pending"] == 0
+    again = await litellm.acompletion(model=MODEL, messages=q, mock_response="not asked")
+    assert again._hidden_params.get("cache_hit") is True and again.choices[0].message.content == text
+    assert provider.calls == [q[0]["content"]]  # only the plain call completed (and was stored)
+
+
+async def test_a_stream_closed_after_its_last_chunk_but_before_its_end_is_waited_for_briefly(
+        integration, provider, monkeypatch):
+    # Its finish chunk was handed out, so LiteLLM may be about to report the result (it closes
+    # the stream itself at the end); if it does not, identical calls wait _GRACE, not 600 s.
+    monkeypatch.setattr(r1mw_litellm, "_GRACE", 0.05)
+    q = user("Explain the MACD crossover on AMD")
+    stream = await litellm.acompletion(model=MODEL, messages=q, mock_response="Bullish.", stream=True)
+    while not (await stream.__anext__()).choices[0].finish_reason:
+        pass
+    await stream.aclose()  # before the StopAsyncIteration that ends the stream
+    reply = await asyncio.wait_for(litellm.acompletion(model=MODEL, messages=q, mock_response="Bullish."), 10)
+    await _settle()
+    assert reply.choices[0].message.content == "Bullish." and reply._hidden_params.get("cache_hit") is not True
+    assert integration.backend.stats()["pending"] == 0 and integration.backend.stats()["timeouts"] == 1
 
 
 async def test_sync_completion_still_works_uncached(integration):

@@ -11,7 +11,10 @@ An adapter supplies four translations (:class:`Native`); :func:`call_through` do
 from __future__ import annotations
 
 import inspect
+import logging
+import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol
 
 from ..keys import split_params
@@ -19,6 +22,8 @@ from ..pipeline import Pipeline
 from ..types import CacheControl, Delta, Reply, Request, StreamedReply, Usage
 
 __all__ = ["Native", "PassthroughStream", "ReplayStream", "call_through"]
+
+log = logging.getLogger("r1mw")
 
 
 class Native(Protocol):
@@ -28,11 +33,24 @@ class Native(Protocol):
 
     def to_reply(self, obj: Any) -> Reply: ...
 
-    def from_reply(self, reply: Reply) -> Any: ...
+    def from_reply(self, reply: Reply, request: Request | None = None) -> Any: ...
 
     def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]: ...
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]: ...
+
+    def rebuilds(self, reply: Reply) -> bool: ...
+
+    def answered(self, stream_asked: bool, streamed: bool) -> None: ...
+
+    def serves_unlearned(self, reply: Reply) -> bool: ...
+
+    # Whether the type a miss answers with is known yet, for a plain and a streamed request
+    # (a wrapper learning it from its first miss serves nothing stored before that), and
+    # whether streamed chunks can be rebuilt at all.
+    plain_known: bool
+    stream_known: bool
+    stream_rebuildable: bool
 
 
 class ReplayStream:
@@ -122,22 +140,53 @@ def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable
             # An async generator function is a fine streaming callable; anything else is a misuse.
             raise TypeError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
                             "not an awaitable; wrap an async function")
-        if hasattr(result, "__aiter__"):
+        streamed = hasattr(result, "__aiter__")
+        native.answered(request.stream, streamed)
+        if streamed:
             closer = getattr(result, "aclose", None) or getattr(result, "close", None)
-            streamed = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
             if request.stream:
                 request.meta["native_stream"] = result
-                return streamed
+                return StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind,
+                                     check=_checker(native))
             # A callable that always streams, asked for a plain reply: read it to the end.
-            async for _ in streamed:
+            whole = StreamedReply(_aiter(result), native.chunk_deltas, closer=closer, native=native.kind)
+            async for _ in whole:
                 pass
-            return await streamed.result()
-        # (A callable that ignores stream=True returns a complete reply: it is replayed as chunks.)
-        reply = native.to_reply(result)
-        request.meta["native"] = (result, reply)
+            reply = await whole.result()
+        else:
+            # (A callable that ignores stream=True returns a complete reply: it is replayed as chunks.)
+            reply = native.to_reply(result)
+            request.meta["native"] = (result, reply)
+        if reply.storable and not native.rebuilds(reply):
+            # The miss is served as it came; stored, it would make every later hit fail.
+            _warn_once(native, "a reply r1mw cannot rebuild in the client's type was served and not cached")
+            request.control = replace(request.control, no_store=True)
         return reply
 
     return upstream
+
+
+def _checker(native: Native) -> Callable[[Reply], bool]:
+    def check(reply: Reply) -> bool:
+        if native.rebuilds(reply):
+            return True
+        _warn_once(native, "a streamed reply r1mw cannot rebuild in the client's type was served and not cached")
+        return False
+
+    return check
+
+
+_warned: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _warn_once(native: Native, message: str, *args: Any) -> None:
+    # Once per wrapped client and message: the same cause repeats on every such reply.
+    seen = _warned.setdefault(native, set())
+    if message in seen:
+        log.debug(message, *args)
+        return
+    seen.add(message)
+    log.warning(message + " (logged once per wrapped client)", *args)
 
 
 async def _aiter(stream: Any) -> AsyncIterator[Any]:
@@ -158,18 +207,54 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
         raise TypeError(f"missing required argument {exc.args[0]!r}") from None
     stream = bool(kwargs.pop("stream", False))
     params, passthrough = split_params(kwargs)
+    if stream and not native.stream_rebuildable:
+        control = replace(control, no_cache=True)  # chunks r1mw cannot rebuild: nothing to serve
     request = pipe.request(str(model), list(messages), params, passthrough, stream=stream,
                            control=control, upstream=upstream)
     reply = await pipe.handle(request)
+    # (_result inlined: this is every hit's path)
+    try:
+        if isinstance(reply, StreamedReply):
+            return PassthroughStream(reply, request.meta.get("native_stream"))
+        original = request.meta.get("native")
+        if original is not None and original[1] is reply:
+            # The upstream's own answer, untouched by the stages: as it came (replayed as
+            # chunks for a stream request answered with a complete reply).
+            return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough))) if stream else original[0]
+        if (native.stream_known if stream else native.plain_known) or native.serves_unlearned(reply):
+            if stream:
+                return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
+            return native.from_reply(reply, request)
+    except Exception as exc:
+        # A reply that cannot be rebuilt in the client's type (an entry stored by an older
+        # version, say) is the cache's fault, never the caller's: ask the upstream afresh.
+        _warn_once(native, "a cached reply could not be rebuilt (%s: %s); the request was sent upstream",
+                   type(exc).__name__, str(exc).partition("\n")[0])
+        return await _fresh(pipe, native, upstream, request, control, passthrough)
+    # A stored (or shared) reply, and the type this wrapper's misses answer with is not learned
+    # yet (learned from a live answer, never guessed): not served, the upstream is asked. The
+    # lookup still ran, so identical calls in flight shared one upstream call.
+    return await _fresh(pipe, native, upstream, request, control, passthrough)
+
+
+def _result(native: Native, request: Request, reply: Reply | StreamedReply, passthrough: dict[str, Any]) -> Any:
+    """What the caller gets: the upstream's own object or stream, or the reply rebuilt."""
     if isinstance(reply, StreamedReply):
         return PassthroughStream(reply, request.meta.get("native_stream"))
-    if stream:
+    if request.stream:
         return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
     original = request.meta.get("native")
     if original is not None and original[1] is reply:
-        # The upstream's own object, untouched by the stages: hand it back as it came.
         return original[0]
-    return native.from_reply(reply)
+    return native.from_reply(reply, request)
+
+
+async def _fresh(pipe: Pipeline, native: Native, upstream: Callable[[Request], Awaitable[Any]],
+                 request: Request, control: CacheControl, passthrough: dict[str, Any]) -> Any:
+    """The request again, without a lookup: the upstream's own answer (stored if it can be)."""
+    again = pipe.request(request.model, request.messages, request.params, passthrough, stream=request.stream,
+                         control=replace(control, no_cache=True), upstream=upstream)
+    return _result(native, again, await pipe.handle(again), passthrough)
 
 
 def _wants_usage(passthrough: Mapping[str, Any]) -> bool:

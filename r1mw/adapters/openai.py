@@ -46,7 +46,7 @@ def _native_for(client: Any) -> DictNative:
     (its own ``ChatCompletion`` class), the classes are learned from its first miss."""
     if (type(client).__module__ or "").partition(".")[0] == "openai":
         return _native()
-    return learning_native(type(client).__name__)
+    return learning_native(type(client).__name__, dicts_possible=False)
 
 
 class _Proxy:

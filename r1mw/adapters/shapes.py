@@ -7,11 +7,12 @@ shape first, and rebuilt from it on a hit.
 from __future__ import annotations
 
 from collections.abc import Mapping  # not typing.Mapping: its isinstance is 4x slower
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..types import Choice, Delta, Reply, Usage
 
-__all__ = ["chunk_dicts", "delta_of_chunk", "reply_of_dict", "dict_of_reply", "usage_dict", "usage_of"]
+__all__ = ["built_chunks", "chunk_dicts", "delta_of_chunk", "reply_of_dict", "dict_of_reply", "usage_dict",
+           "usage_of"]
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -20,9 +21,47 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+_TOTALS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_DETAILS = {"completion_tokens_details": "reasoning_tokens", "prompt_tokens_details": "cached_tokens"}
+
+
 def usage_of(raw: Any) -> Usage | None:
     if raw is None:
         return None
+    if not isinstance(raw, Mapping):
+        dump = getattr(raw, "model_dump", None)  # an SDK's usage object (a streamed chunk's)
+        if dump is None:
+            return _counts_only(raw)
+        raw = dump()
+    counts: dict[str, int] = {}
+    rest: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _TOTALS:
+            continue
+        if name in _DETAILS:
+            value = _plain(value)
+            if isinstance(value, dict):
+                # An SDK object dumped pads the details with None fields: they say nothing.
+                value = {k: v for k, v in value.items() if v is not None}
+                counts[name] = int(value.get(_DETAILS[name], 0) or 0)
+            rest[name] = value  # None kept: no details is not zero details
+        elif value is not None:
+            rest[name] = _plain(value)
+    reasoning = counts.get("completion_tokens_details", 0)
+    cached = counts.get("prompt_tokens_details", 0)
+    plain = {"completion_tokens_details": {"reasoning_tokens": reasoning},
+             "prompt_tokens_details": {"cached_tokens": cached}}
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens", 0) or 0),
+        completion_tokens=int(raw.get("completion_tokens", 0) or 0),
+        total_tokens=int(raw.get("total_tokens", 0) or 0),
+        reasoning_tokens=reasoning,
+        cached_tokens=cached,
+        extra=None if rest == plain else rest,
+    )
+
+
+def _counts_only(raw: Any) -> Usage:
     details = _get(raw, "completion_tokens_details")
     prompt_details = _get(raw, "prompt_tokens_details")
     return Usage(
@@ -34,12 +73,29 @@ def usage_of(raw: Any) -> Usage | None:
     )
 
 
+def _plain(value: Any) -> Any:
+    # What the codec stores: dicts, lists and scalars (an SDK object nested in usage is dumped).
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return _plain(dump())
+    return value
+
+
 def usage_dict(u: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                            "total_tokens": u.total_tokens}
-    # Both details, zeros included, as OpenAI and DeepSeek send them.
-    out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
-    out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    extra = u.extra
+    if extra is None:  # both details, zeros included, as OpenAI and DeepSeek send them
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    else:  # as the upstream sent it (fresh containers: the caller may change them)
+        out.update(extra)
+        for name in u.containers:
+            out[name] = out[name].copy()
     return out
 
 
@@ -102,10 +158,17 @@ def dict_of_reply(reply: Reply) -> dict[str, Any]:
                            "model": reply.model, "choices": choices}
     u = reply.usage
     if u is not None:  # usage_dict(u), inlined: this runs on every hit
-        out["usage"] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                        "total_tokens": u.total_tokens,
-                        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-                        "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
+        extra = u.extra
+        if extra is None:
+            out["usage"] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                            "total_tokens": u.total_tokens,
+                            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+                            "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
+        else:
+            usage = out["usage"] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                                    "total_tokens": u.total_tokens, **extra}
+            for name in u.containers:
+                usage[name] = usage[name].copy()
     if reply.system_fingerprint is not None:
         out["system_fingerprint"] = reply.system_fingerprint
     return out
@@ -168,3 +231,22 @@ def chunk_dicts(reply: Reply, *, include_usage: bool = False) -> Iterator[dict[s
         yield final
     if include_usage and reply.usage is not None:
         yield {**head, "choices": [], "usage": usage_dict(reply.usage)}
+
+
+def _text_only(chunk: dict[str, Any]) -> bool:
+    choices = chunk["choices"]
+    if not choices or choices[0]["finish_reason"] is not None:
+        return False
+    delta = choices[0]["delta"]
+    return len(delta) == 1 and ("content" in delta or "reasoning_content" in delta)
+
+
+def built_chunks(build: Callable[[dict[str, Any]], Any], chunks: Iterable[dict[str, Any]]) -> Iterator[Any]:
+    """``build(chunk)`` for each chunk dict, in order; raises now if any cannot be built.
+
+    What a chunk class can refuse sits in the chunks other than the text pieces (the role chunk
+    carries the head every chunk repeats; then tool calls, finish reason, usage): those are
+    built now, so a hit that cannot be rebuilt fails before the caller has read anything. The
+    text pieces (about 4 us each) are built as they are read, not all before the first."""
+    ready = [(c, False) if _text_only(c) else (build(c), True) for c in chunks]
+    return (c if done else build(c) for c, done in ready)

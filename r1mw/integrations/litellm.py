@@ -24,7 +24,10 @@ which also sees failures and ``no-store`` calls), and the waiting pipeline reque
 Identical calls arriving meanwhile wait in r1mw's single-flight and are answered from that
 one provider call. If the provider fails or the call is cancelled, the waiters make their own
 calls (LiteLLM treats a lookup error as a miss); if nothing is reported within
-``pending_timeout`` seconds, the same.
+``pending_timeout`` seconds, the same. A stream LiteLLM reports nothing for when its caller
+abandons it: r1mw watches the stream a streaming miss returns, and when it is closed
+(``aclose()``, leaving ``async with``) or garbage collected before its end, the waiters make
+their own calls at once.
 
 LiteLLM traps handled: ``caching=False`` skips the lookup but LiteLLM still writes; r1mw
 stores only results of calls it looked up, so ``caching=False`` really means no caching.
@@ -49,6 +52,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -215,11 +219,12 @@ class R1mwCacheBackend:
         if pending.asked.done():  # a miss: LiteLLM calls the provider, the pipeline waits for it
             self.counts["misses"] += 1
             pending.timer = loop.call_later(self.pending_timeout, self._timed_out, call_id, pending)
+            # A stream its caller abandons reports nothing either: watch the stream itself.
+            streamed = bool(kwargs.get("stream")) and self._watch_stream(call_id, pending, kwargs)
             caller = asyncio.current_task()
             if caller is not None:
                 # A cancelled call reports nothing to LiteLLM's callbacks (CancelledError is no
                 # Exception): without this, identical calls would wait for pending_timeout.
-                streamed = bool(kwargs.get("stream"))
                 caller.add_done_callback(lambda t: self._caller_done(t, call_id, pending, streamed))
             return None
         self._pending.pop(call_id, None)
@@ -262,12 +267,52 @@ class R1mwCacheBackend:
             self._abandon(call_id, pending, "the LiteLLM call was cancelled")
             return
         if streamed:
-            return  # the stream it returned may be read by another task, for minutes: keep waiting
+            return  # the stream it returned may be read by another task, for minutes: it is watched
         # Ended otherwise: LiteLLM's write or callback runs in a task of its own, soon; if it
-        # does not come (an abandoned stream, an error no callback reported), give up shortly.
+        # does not come (an error no callback reported), give up shortly.
+        self._grace(call_id, pending)
+
+    def _grace(self, call_id: str, pending: _Pending) -> None:
         pending._stop()
-        pending.timer = asyncio.get_running_loop().call_later(
-            _GRACE, self._timed_out, call_id, pending)
+        pending.timer = asyncio.get_running_loop().call_later(_GRACE, self._timed_out, call_id, pending)
+
+    # -- the stream a looked-up streaming miss returns ----------------------------------
+    def _watch_stream(self, call_id: str, pending: _Pending, kwargs: Mapping[str, Any]) -> bool:
+        """Have the stream LiteLLM returns for this call watched (see :class:`_StreamWatch`).
+
+        LiteLLM hands each streamed result to the call's own caching handler
+        (``wrap_streaming_result_for_cache``) on its way to the caller; that handler is
+        reachable from the logging object in the lookup's kwargs. False if this LiteLLM has
+        no such hook: then only pending_timeout ends the wait for an abandoned stream."""
+        handler = getattr(kwargs.get("litellm_logging_obj"), "llm_caching_handler", None)
+        wrap = getattr(handler, "wrap_streaming_result_for_cache", None)
+        if not callable(wrap):
+            return False
+
+        def watched(*args: Any, **kw: Any) -> Any:
+            result = wrap(*args, **kw)
+            try:
+                _StreamWatch(self, call_id, pending, result)
+            except Exception as exc:  # never the caller's problem: the wait ends by timeout
+                log.warning("r1mw could not watch a LiteLLM stream: %s", exc)
+            return result
+
+        try:
+            handler.wrap_streaming_result_for_cache = watched  # this call's own handler only
+        except (AttributeError, TypeError):
+            return False
+        return True
+
+    def _stream_ended(self, call_id: str, pending: _Pending, at_its_end: bool) -> None:
+        if pending.result.done():
+            return
+        if at_its_end:
+            # LiteLLM closes a stream itself at its end, just after scheduling the report of
+            # its result; the caller may also close it right after its last chunk, before the
+            # end (then no report comes): wait a little, not pending_timeout.
+            self._grace(call_id, pending)
+        else:
+            self._abandon(call_id, pending, "the LiteLLM stream was closed or dropped before its end")
 
     def report(self, call_id: Any, response: Any) -> None:
         """A result for a looked-up miss (from the cache write or the success callback)."""
@@ -332,6 +377,60 @@ class R1mwCacheBackend:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "pending": len(self._pending)}
+
+
+class _StreamWatch:
+    """Tells the backend when a streaming miss's stream is closed (``aclose()``/``close()``,
+    leaving ``async with``, LiteLLM's own close at the end) or garbage collected unclosed, so
+    that identical calls waiting on it make their own call at once instead of waiting for
+    pending_timeout. Holds the stream weakly: dropping it must free it."""
+
+    __slots__ = ("backend", "call_id", "pending", "loop", "ref", "finalizer", "__weakref__")
+
+    def __init__(self, backend: R1mwCacheBackend, call_id: str, pending: _Pending, stream: Any) -> None:
+        aclose, close = getattr(type(stream), "aclose", None), getattr(type(stream), "close", None)
+        if not callable(aclose):
+            raise TypeError(f"{type(stream).__name__} has no aclose()")
+        self.backend, self.call_id, self.pending = backend, call_id, pending
+        self.loop = asyncio.get_running_loop()
+        self.ref = weakref.ref(stream)
+        watch = weakref.ref(self)  # the stream holds its hooks, the hooks hold no stream
+
+        async def aclose_watched() -> Any:
+            w = watch()
+            if w is not None:
+                w.closed()
+            s = w.ref() if w is not None else None
+            return None if s is None else await aclose(s)
+
+        def close_watched() -> Any:
+            w = watch()
+            if w is not None:
+                w.closed()
+            s = w.ref() if w is not None else None
+            return None if s is None or close is None else close(s)
+
+        # Instance attributes: ``async with`` and LiteLLM's own end-of-stream call self.aclose().
+        stream.aclose = aclose_watched
+        stream.close = close_watched
+        stream._r1mw_watch = self  # lives as long as the stream
+        self.finalizer = weakref.finalize(stream, _stream_dropped, backend, call_id, pending, self.loop)
+
+    def closed(self) -> None:
+        self.finalizer.detach()
+        stream = self.ref()
+        # sent_last_chunk: LiteLLM's flag that the finish chunk has been handed out.
+        at_its_end = bool(getattr(stream, "sent_last_chunk", False))
+        self.backend._stream_ended(self.call_id, self.pending, at_its_end)
+
+
+def _stream_dropped(backend: R1mwCacheBackend, call_id: str, pending: _Pending,
+                    loop: asyncio.AbstractEventLoop) -> None:
+    # Garbage collection runs anywhere (another thread, a closed loop): hand it to the loop.
+    try:
+        loop.call_soon_threadsafe(backend._stream_ended, call_id, pending, False)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
 
 
 # Per-call control passed on to r1mw. LiteLLM's s-maxage is a lookup constraint (not r1mw's
