@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 import r1mw
+from r1mw.semantic.guards import BUILTIN_GUARDS, NumberGuard, PeriodGuard, first_veto
+from r1mw.semantic.text import normalize_question
 from r1mw.testing import FakeR1
 
 import semantic_helpers
@@ -84,3 +86,59 @@ async def test_a_reworded_question_about_the_same_attachment_still_hits():
     assert content(reply) == fake.answer_for(stored[-1]["content"])
     assert content(plain) == fake.answer_for("Explain the difference between a stock and a bond")
     assert sem["hits"] == 2 and len(fake.calls) == 2
+
+
+# -- text pairs: the guards alone, both ways, and one pipeline per group ---------------------
+
+GUARDS = [cls() for cls in BUILTIN_GUARDS]
+
+
+def vetoed(a: str, b: str) -> bool:
+    a, b = normalize_question(a), normalize_question(b)
+    return first_veto(GUARDS, a, b, {}) is not None and first_veto(GUARDS, b, a, {}) is not None
+
+
+HYPHEN_UNITS = [
+    ("Is AAPL above its 50-day moving average?", "Is AAPL above its 50-week moving average?"),
+    ("What is the 3-month Treasury yield?", "What is the 3-year Treasury yield?"),
+    ("Summarize AAPL's latest 10-K", "Summarize AAPL's latest 10-Q"),
+    ("Use the 5-minute chart to find entries in TSLA", "Use the 5-hour chart to find entries in TSLA"),
+    ("Analyze AAPL with a 20-day Donchian channel", "Analyze AAPL with a 20-week Donchian channel"),
+    ("Predict movement for TSLA over the 1-day horizon", "Predict movement for TSLA over the 1-week horizon"),
+    ("Summarize NVDA's earnings for the 3-month horizon", "Summarize NVDA's earnings for the 3-year horizon"),
+]
+
+GROUPS: dict[str, list[tuple[str, str]]] = {
+    "hyphen-units": HYPHEN_UNITS,
+}
+TEXT_PAIRS = [(group, a, b) for group, pairs in GROUPS.items() for a, b in pairs]
+
+
+@pytest.mark.parametrize("group,a,b", TEXT_PAIRS, ids=[f"{g}:{b[:40]}" for g, _, b in TEXT_PAIRS])
+def test_the_guards_veto_each_reviewed_pair_both_ways(group, a, b):
+    assert vetoed(a, b), group
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+async def test_each_reviewed_pair_misses_through_the_pipeline(group):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        for i, (a, b) in enumerate(GROUPS[group]):
+            ns = {"namespace": f"{group}-{i}"}
+            await llm(model=M, messages=user(a), cache=ns)
+            reply = await llm(model=M, messages=user(b), cache=ns)
+            assert content(reply) == fake.answer_for(b), (a, b)
+        sem = pipe.stats()["stages"]["semantic"]
+    assert sem["hits"] == 0 and len(fake.calls) == 2 * len(GROUPS[group])
+
+
+@pytest.mark.parametrize("a,b", [
+    ("Is AAPL above its 50-day moving average?", "Is AAPL above its 50 day moving average?"),
+    ("Hold the bond for 5 years", "Hold the bond for five years"),
+    ("Buy a five-year note", "Buy a 5-year note"),
+])
+def test_spellings_of_one_number_and_unit_agree(a, b):
+    for guard in (NumberGuard(), PeriodGuard()):
+        assert guard.allows(a, b, {}) and guard.allows(b, a, {}), guard.name

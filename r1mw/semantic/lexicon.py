@@ -22,6 +22,7 @@ __all__ = [
     "QUESTION_WORDS",
     "ROLE_PREPOSITIONS",
     "STOPWORDS",
+    "UNIT_ALIASES",
     "WEEKDAYS",
 ]
 
@@ -129,6 +130,18 @@ PERIOD_WORDS: frozenset[str] = frozenset(
     minute minutes decade decades century weekend morning afternoon evening noon midnight
     spring summer autumn fall winter h1 h2 q1 q2 q3 q4 fy""".split()
 )
+# One spelling per time unit, for a number's unit ("5d", "5-day", "5 days") and for periods.
+# "m" is not here: after a number it is minutes, months or millions depending on who writes it.
+UNIT_ALIASES: dict[str, str] = {
+    alias: unit
+    for unit, aliases in (
+        ("second", "sec secs second seconds"), ("minute", "min mins minute minutes"),
+        ("hour", "h hr hrs hour hours"), ("day", "d day days"), ("week", "w wk wks week weeks"),
+        ("month", "mo mos month months"), ("quarter", "quarter quarters"), ("year", "y yr yrs year years"),
+        ("decade", "decade decades"),
+    )
+    for alias in aliases.split()
+}
 # "last week" / "next month": the modifier matters as much as the unit.
 PERIOD_MODIFIERS: frozenset[str] = frozenset("last next this previous past coming following prior current".split())
 

@@ -5,7 +5,7 @@ of them. Everything here is plain lexical analysis, general English and finance 
 nothing is fitted to a data set.
 
 >>> analyze("Buy 1,000 AAPL at $190.5 above the 50-day average").numbers
-(('', 50.0), ('', 190.5), ('', 1000.0))
+(('', 190.5), ('', 1000.0), ('day', 50.0))
 >>> sorted(analyze("Convert 100 USD to EUR").currencies)
 ['eur', 'usd']
 """
@@ -23,6 +23,7 @@ __all__ = ["Facts", "analyze", "embedding_text", "learn_tickers", "normalize_que
 
 MAX_ANALYZED_CHARS = 1 << 20
 
+_TIME_UNIT = r"(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|wks?|months?|quarters?|years?|yrs?|decades?)"
 _WORD = re.compile(r"[$€£¥₹₿₩]?[^\W_][\w'’.\-/]*[\w]|[$€£¥₹₿₩]?[^\W_]|`[^`]{1,200}`", re.UNICODE)
 # A number with its optional currency sign, sign, thousands separators, decimals and suffix
 # (multiplier "k/M/bn/million", "%", a unit stuck to it like "15m", an ordinal "16th").
@@ -31,7 +32,10 @@ _NUMBER = re.compile(
     r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?(?![\d,]*\.\d)"
     r"(?:\s?(?P<mult>k|K|thousand|M|mm|mn|mln|million|bn|B|billion|tn|T|trillion)\b"
     r"|\s?(?P<pct>%|percent\b|per\s?cent\b|pct\b|bps\b|basis points\b)"
-    r"|(?P<unit>[a-zA-Z°µ]+))?",
+    r"|(?P<unit>[a-zA-Z°µ]+)"
+    # or joined by a hyphen: "50-day", "3-month", "10-K" (the unit is the question: 10-K vs 10-Q),
+    # or a time unit after a space ("50 days"), so that every spelling of "50-day" agrees
+    r"|-(?P<hunit>[a-zA-Z]+)|\s(?P<sunit>" + _TIME_UNIT + r")\b)?",
 )
 # Roman numerals II..XXXIX only ("World War II", "Part IV"): larger ones read like tickers (CVX, CL, XL).
 _ROMAN = re.compile(r"\b(?=[XVI]{2,}\b)X{0,3}(IX|IV|V?I{0,3})\b")
@@ -206,6 +210,9 @@ def analyze(text: str) -> Facts:
             continue
         if plain.startswith(("non-", "anti-", "un-")):
             negations += 1  # "non-conductor", then the word itself still counts as content
+        # A hyphenated compound is read word by word too ("3-month", "five-year", "long-term"):
+        # its parts are periods, directions and content words like the same words written apart.
+        parts = [p for p in plain.split("-") if p] if "-" in plain else [plain]
         # -- periods and dates
         if plain in lx.MONTHS and (plain not in lx.AMBIGUOUS_MONTHS or _near_number(i, lowered)):
             periods.add(f"month:{lx.MONTHS[plain]}")
@@ -213,7 +220,12 @@ def analyze(text: str) -> Facts:
             periods.add(plain[:3])
         elif plain in lx.PERIOD_WORDS:
             prev = lowered[i - 1] if i else ""
-            periods.add(f"{prev} {plain}" if prev in lx.PERIOD_MODIFIERS else plain)
+            unit = lx.UNIT_ALIASES.get(plain, plain)  # "5 days" = "5-day"
+            periods.add(f"{prev} {unit}" if prev in lx.PERIOD_MODIFIERS else unit)
+        elif len(parts) > 1:
+            for part in parts:
+                if part in lx.PERIOD_WORDS:
+                    periods.add(lx.UNIT_ALIASES.get(part, part))
         # -- directions
         found = _DIRECTIONS.get(plain)
         if found:
@@ -229,7 +241,8 @@ def analyze(text: str) -> Facts:
             # still that ticker, and two prompts naming different ones are different questions.
             symbols.add(plain)
             anchors.append(plain)
-        for part in plain.split("-") if "-" in plain and not any(ch.isdigit() for ch in plain) else (plain,):
+        compound = len(parts) > 1 and (plain[0].isdigit() or not any(ch.isdigit() for ch in plain))
+        for part in parts if compound else (plain,):
             # "site-specific" is two words: "large, site-specific" is not "specific, site-large"
             if part in lx.STOPWORDS or not part or part[0].isdigit() or part.replace("'", "") in lx.STOPWORDS:
                 continue  # numbers have their own guard, in whatever spelling
@@ -313,6 +326,13 @@ def _near_number(i: int, lowered: list[str]) -> bool:
 
 
 _ALPHA = re.compile(r"[A-Za-z]+")
+_HYPHEN_UNIT = re.compile(r"-([A-Za-z]+)|\s(" + _TIME_UNIT + r")\b")
+
+
+def _unit(word: str) -> str:
+    """A number's unit in one spelling: "days", "day", "d" -> "day"; others lower-cased."""
+    low = word.lower()
+    return lx.UNIT_ALIASES.get(low, low)
 
 
 def _numbers(text: str) -> tuple[tuple[str, float], ...]:
@@ -339,12 +359,17 @@ def _numbers(text: str) -> tuple[tuple[str, float], ...]:
             elif u in ("k", "K"):
                 value *= 1e3
             else:
-                unit = u.lower()
+                unit = _unit(u)
+        elif m.group("hunit") or m.group("sunit"):
+            unit = _unit(m.group("hunit") or m.group("sunit"))
         found.append((m.start(), unit, round(value, 9)))
     for w in _ALPHA.finditer(text):
         low = w.group(0).lower()
         if low in lx.NUMBER_WORDS and low not in lx.SOFT_NUMBER_WORDS:
-            found.append((w.start(), "", lx.NUMBER_WORDS[low]))
+            # "five-year" is "5-year", "five years" is "5 years": units read as for digits
+            joined = _HYPHEN_UNIT.match(text, w.end())
+            unit = _unit(joined.group(1) or joined.group(2)) if joined else ""
+            found.append((w.start(), unit, lx.NUMBER_WORDS[low]))
     for m in _ROMAN.finditer(text):
         found.append((m.start(), "", float(_roman_value(m.group(0)))))
     found.sort(key=lambda f: f[0])
