@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import r1mw
 from r1mw.semantic.guards import BUILTIN_GUARDS, NumberGuard, PeriodGuard, first_veto
@@ -108,8 +110,20 @@ HYPHEN_UNITS = [
     ("Summarize NVDA's earnings for the 3-month horizon", "Summarize NVDA's earnings for the 3-year horizon"),
 ]
 
+NUMBERS = [
+    ("What happened to AAPL on 15.03.2024?", "What happened to AAPL on 16.03.2024?"),
+    ("Set a stop loss .5% below entry on my AAPL position", "Set a stop loss .25% below entry on my AAPL position"),
+    ("Assess risk for a €1.000.000 position in SAP", "Assess risk for a €2.000.000 position in SAP"),
+    ("Buy 1e3 shares of TSLA at market", "Buy 1e4 shares of TSLA at market"),
+    ("Buy 10² shares of TSLA at market", "Buy 102 shares of TSLA at market"),
+    ("What changed in pandas 1.2.3?", "What changed in pandas 1.2.4?"),
+    ("Is a 1.000.000 move in SPY in one day unusual?", "Is a 2.000.000 move in SPY in one day unusual?"),
+    ("Estimate the return if AAPL rises 1e3 by year end", "Estimate the return if AAPL rises 1e4 by year end"),
+]
+
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "hyphen-units": HYPHEN_UNITS,
+    "numbers": NUMBERS,
 }
 TEXT_PAIRS = [(group, a, b) for group, pairs in GROUPS.items() for a, b in pairs]
 
@@ -142,3 +156,32 @@ async def test_each_reviewed_pair_misses_through_the_pipeline(group):
 def test_spellings_of_one_number_and_unit_agree(a, b):
     for guard in (NumberGuard(), PeriodGuard()):
         assert guard.allows(a, b, {}) and guard.allows(b, a, {}), guard.name
+
+
+@pytest.mark.parametrize("a,b", [
+    ("Buy 1e3 shares", "Buy 1,000 shares"),
+    ("A €1.000.000 position", "A €1,000,000 position"),
+    ("A stop .5% below", "A stop 0.5% below"),
+    ("Revenue of $1.1M", "Revenue of $1,100,000"),
+    ("What happened on 15.03.2024?", "What happened on 15.03.2024"),
+])
+def test_equivalent_spellings_of_a_number_pass_the_number_guard(a, b):
+    a, b = normalize_question(a), normalize_question(b)
+    assert NumberGuard().allows(a, b, {}) and NumberGuard().allows(b, a, {})
+
+
+SHAPES = st.sampled_from(["{}", "{}.{}.{}", "{}.{}", ".{}", "{}e{}", "{}²", "v{}.{}", "{}/{}", "{}-{}-{}",
+                          "€{}.{}.{}", "{},{}", "{}:{}", "H{}", "{}-day", "${}k"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(SHAPES, st.lists(st.integers(min_value=0, max_value=9999), min_size=3, max_size=3),
+       st.integers(min_value=0, max_value=200), st.integers(min_value=1, max_value=9))
+def test_changing_any_digit_anywhere_never_passes_the_number_guard(shape, values, where, bump):
+    # every digit is a fact: read as a number, or compared as written (0e0 = 0e1 = 0 is no change)
+    assume(not (shape == "{}e{}" and values[0] == 0))
+    a = normalize_question("Buy AAPL on " + shape.format(*values) + " at market")
+    digits = [i for i, c in enumerate(a) if c.isdigit()]
+    i = digits[where % len(digits)]
+    b = a[:i] + str((int(a[i]) + bump) % 10) + a[i + 1:]
+    assert not NumberGuard().allows(a, b, {}), (a, b)

@@ -55,8 +55,9 @@ class NumberGuard:
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
-        # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class"
-        return a.numbers == b.numbers and a.number_order == b.number_order
+        # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class";
+        # and digits no number explains must be written alike ("15.03.2024", "1.2.3")
+        return a.numbers == b.numbers and a.number_order == b.number_order and a.digit_shapes == b.digit_shapes
 
 
 class SymbolGuard:

@@ -25,11 +25,14 @@ MAX_ANALYZED_CHARS = 1 << 20
 
 _TIME_UNIT = r"(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|wks?|months?|quarters?|years?|yrs?|decades?)"
 _WORD = re.compile(r"[$€£¥₹₿₩]?[^\W_][\w'’.\-/]*[\w]|[$€£¥₹₿₩]?[^\W_]|`[^`]{1,200}`", re.UNICODE)
-# A number with its optional currency sign, sign, thousands separators, decimals and suffix
-# (multiplier "k/M/bn/million", "%", a unit stuck to it like "15m", an ordinal "16th").
+# A number with its optional currency sign, sign, thousands separators ("1,000,000", or dots
+# when there are two groups or more: "1.000.000"), decimals (".5" too), exponent ("1e3") and
+# suffix (multiplier "k/M/bn/million", "%", a unit stuck to it like "15m", an ordinal "16th").
+# What it cannot read ("15.03.2024", "1.2.3") is compared as written: see _digit_shapes.
 _NUMBER = re.compile(
     r"(?<![\w.])(?P<cur>[$€£¥₹₿₩])?\s?(?P<sign>(?<![\w\-])[-+−])?"
-    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?(?![\d,]*\.\d)"
+    r"(?:(?P<int>\d{1,3}(?:,\d{3})+|\d{1,3}(?:\.\d{3}){2,}|\d+)(?P<dec>\.\d+)?|(?P<lead>\.\d+))"
+    r"(?![\d,]*\.\d)(?P<exp>[eE][-+]?\d{1,3}(?!\w|\.\d))?"
     r"(?:\s?(?P<mult>k|K|thousand|M|mm|mn|mln|million|bn|B|billion|tn|T|trillion)\b"
     r"|\s?(?P<pct>%|percent\b|per\s?cent\b|pct\b|bps\b|basis points\b)"
     r"|(?P<unit>[a-zA-Z°µ]+)"
@@ -48,12 +51,19 @@ _ORDINAL = frozenset({"st", "nd", "rd", "th"})
 _SPACE = re.compile(r"\s+")
 
 
+_SUPERSCRIPT = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+")
+_SUPERSCRIPT_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
+
+
 def normalize_question(text: str) -> str:
     """The form that is embedded, indexed and compared: valid UTF-8 (lone surrogates replaced),
-    NFKC, whitespace collapsed, trimmed."""
+    superscript digits as an exponent ("10²" -> "10^2"), NFKC, whitespace collapsed, trimmed."""
     if not isinstance(text, str):
         text = str(text)
     text = text.encode("utf-8", "replace").decode("utf-8")
+    if _SUPERSCRIPT.search(text):
+        # NFKC folds "10²" into "102", another number: keep the exponent visible ("10^2")
+        text = _SUPERSCRIPT.sub(lambda m: "^" + m.group(0).translate(_SUPERSCRIPT_DIGITS), text)
     text = unicodedata.normalize("NFKC", text)
     return _SPACE.sub(" ", text).strip()
 
@@ -119,6 +129,7 @@ class Facts:
     roles: tuple[tuple[str, str], ...]       # (word, role preposition) pairs, e.g. ("eur", "to")
     anchors: tuple[str, ...]          # symbols and currencies in order of appearance
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
+    digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
 
 
 # Tickers and acronyms seen in capitals in any prompt analysed so far (AAPL, RSI): the same
@@ -172,8 +183,7 @@ def analyze(text: str) -> Facts:
     negations = 0
     directions: set[tuple[int, int]] = set()
     headline = _is_headline(raw_tokens)
-    numbers = _numbers(text)
-    number_positions = {m.start() for m in _NUMBER.finditer(text)}
+    numbers, number_positions, spans = _numbers(text)
     lowered: list[str] = []
     for tok in raw_tokens:
         low = tok.lower().replace("’", "'").strip("`").rstrip(".")
@@ -268,6 +278,7 @@ def analyze(text: str) -> Facts:
         roles=_roles(lowered),
         anchors=tuple(anchors),
         passive=_passive(lowered),
+        digit_shapes=_digit_shapes(text, spans),
     )
 
 
@@ -335,11 +346,18 @@ def _unit(word: str) -> str:
     return lx.UNIT_ALIASES.get(low, low)
 
 
-def _numbers(text: str) -> tuple[tuple[str, float], ...]:
-    """(unit, value) of every number, in order of appearance."""
+def _numbers(text: str) -> tuple[tuple[tuple[str, float], ...], set[int], list[tuple[int, int]]]:
+    """(unit, value) of every number in order of appearance, where each written number starts,
+    and the spans whose digits the values say all about."""
     found: list[tuple[int, str, float]] = []
+    starts: set[int] = set()
+    spans: list[tuple[int, int]] = []
     for m in _NUMBER.finditer(text):
-        value = float(m.group("int").replace(",", "") + (m.group("dec") or ""))
+        starts.add(m.start())
+        if sum(c.isdigit() for c in m.group(0)) <= 15:  # beyond a float's precision: compared as written
+            spans.append(m.span())
+        whole = (m.group("int") or "0").replace(",", "").replace(".", "")  # "1.000.000" has no decimals
+        value = float(whole + (m.group("dec") or m.group("lead") or "") + (m.group("exp") or ""))
         if m.group("sign") in ("-", "−"):
             value = -value
         unit = ""
@@ -362,7 +380,8 @@ def _numbers(text: str) -> tuple[tuple[str, float], ...]:
                 unit = _unit(u)
         elif m.group("hunit") or m.group("sunit"):
             unit = _unit(m.group("hunit") or m.group("sunit"))
-        found.append((m.start(), unit, round(value, 9)))
+        # 15 significant digits: 1.1 x 1e6 is 1,100,000 exactly, and 1e-10 is not 2e-10
+        found.append((m.start(), unit, float(f"{value:.15g}")))
     for w in _ALPHA.finditer(text):
         low = w.group(0).lower()
         if low in lx.NUMBER_WORDS and low not in lx.SOFT_NUMBER_WORDS:
@@ -373,7 +392,39 @@ def _numbers(text: str) -> tuple[tuple[str, float], ...]:
     for m in _ROMAN.finditer(text):
         found.append((m.start(), "", float(_roman_value(m.group(0)))))
     found.sort(key=lambda f: f[0])
-    return tuple((unit, value) for _, unit, value in found)
+    return tuple((unit, value) for _, unit, value in found), starts, spans
+
+
+_DIGITS = re.compile(r"\d+")
+_SHAPE_CHARS = frozenset(".,:/^'’-")  # what joins digits inside one written number or code
+_EDGE = "".join(_SHAPE_CHARS)
+
+
+def _digit_shapes(text: str, spans: list[tuple[int, int]]) -> tuple[str, ...]:
+    """The tokens around digits that no parsed number covers, lower case, in order.
+
+    Every digit of a prompt is a fact: either _NUMBER reads it (compared by value, so "1,000" =
+    "1k") or its token is compared as written ("15.03.2024" vs "16.03.2024", "1.2.3" vs "1.2.4",
+    "H100"). A spelling the parser does not know can cost a hit, never serve another question."""
+    out: list[str] = []
+    j, done, n = 0, 0, len(text)
+    for m in _DIGITS.finditer(text):
+        start, end = m.span()
+        if start < done:
+            continue  # inside the token already taken
+        while j < len(spans) and spans[j][1] <= start:
+            j += 1
+        if j < len(spans) and spans[j][0] <= start and end <= spans[j][1]:
+            continue
+        left = start
+        while left > done and (text[left - 1].isalnum() or text[left - 1] in _SHAPE_CHARS or text[left - 1] == "_"):
+            left -= 1
+        right = end
+        while right < n and (text[right].isalnum() or text[right] in _SHAPE_CHARS or text[right] == "_"):
+            right += 1
+        done = right
+        out.append(text[left:right].strip(_EDGE).lower())
+    return tuple(out)
 
 
 def _roman_value(s: str) -> int:
