@@ -349,3 +349,17 @@ async def test_a_month_written_1M_never_gets_the_reply_for_a_minute(month, minut
         assert pipe.stats()["stages"]["template"]["matched"]  # both keyed by the template stage
     assert reply["choices"][0]["message"]["content"] == fake.answer_for(minute)
     assert len(fake.calls) == 2
+
+
+@pytest.mark.parametrize("first,second", [
+    ("Assess risk for 500 shares of TY", "Assess risk for 500 shares of PLS"),
+    ("Assess risk for a $50,000 long position in TY", "Assess risk for a $50,000 long position in PLS"),
+])
+async def test_tickers_that_spell_courtesy_words_never_share_a_key(first, second):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=user(first))
+        reply = await llm(model="m", messages=user(second))
+    assert reply["choices"][0]["message"]["content"] == fake.answer_for(second)
+    assert len(fake.calls) == 2
