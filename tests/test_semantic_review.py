@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import r1mw
@@ -175,6 +175,8 @@ SHAPES = st.sampled_from(["{}", "{}.{}.{}", "{}.{}", ".{}", "{}e{}", "{}²", "v{
 
 
 @settings(max_examples=300, deadline=None)
+@example("{}e{}", [1, 309, 0], 0, 1)  # 1e309 and 2e309 are both inf to a float
+@example("{}e-{}", [1, 400, 0], 0, 1)  # and 1e-400 and 2e-400 both 0
 @given(SHAPES, st.lists(st.integers(min_value=0, max_value=9999), min_size=3, max_size=3),
        st.integers(min_value=0, max_value=200), st.integers(min_value=1, max_value=9))
 def test_changing_any_digit_anywhere_never_passes_the_number_guard(shape, values, where, bump):

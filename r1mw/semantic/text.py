@@ -12,6 +12,7 @@ nothing is fitted to a data set.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -354,10 +355,11 @@ def _numbers(text: str) -> tuple[tuple[tuple[str, float], ...], set[int], list[t
     spans: list[tuple[int, int]] = []
     for m in _NUMBER.finditer(text):
         starts.add(m.start())
-        if sum(c.isdigit() for c in m.group(0)) <= 15:  # beyond a float's precision: compared as written
-            spans.append(m.span())
         whole = (m.group("int") or "0").replace(",", "").replace(".", "")  # "1.000.000" has no decimals
-        value = float(whole + (m.group("dec") or m.group("lead") or "") + (m.group("exp") or ""))
+        mantissa = whole + (m.group("dec") or m.group("lead") or "")
+        value = float(mantissa + (m.group("exp") or ""))
+        if sum(c.isdigit() for c in m.group(0)) <= 15 and math.isfinite(value) and (value or not mantissa.strip("0.")):
+            spans.append(m.span())  # else beyond a float (16 digits, 1e309, 1e-400): compared as written
         if m.group("sign") in ("-", "−"):
             value = -value
         unit = ""
