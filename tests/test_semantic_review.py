@@ -11,7 +11,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import r1mw
-from r1mw.semantic.guards import BUILTIN_GUARDS, NumberGuard, PeriodGuard, first_veto
+from r1mw.semantic.guards import BUILTIN_GUARDS, FunctionWordGuard, NumberGuard, PeriodGuard, first_veto
 from r1mw.semantic.text import normalize_question
 from r1mw.testing import FakeR1
 
@@ -121,9 +121,39 @@ NUMBERS = [
     ("Estimate the return if AAPL rises 1e3 by year end", "Estimate the return if AAPL rises 1e4 by year end"),
 ]
 
+FUNCTION_WORDS = [
+    ("Are all tech stocks overvalued?", "Are some tech stocks overvalued?"),
+    ("Are any bank stocks safe?", "Are all bank stocks safe?"),
+    ("Should I sell all my AAPL shares?", "Should I sell some of my AAPL shares?"),
+    ("Should I sell all my AAPL shares?", "Should I sell half my AAPL shares?"),
+    ("Do most analysts rate NVDA a buy?", "Do few analysts rate NVDA a buy?"),
+    ("Is every sector down today?", "Is any sector down today?"),
+    ("Should I buy both AAPL and MSFT?", "Should I buy either AAPL or MSFT?"),
+    ("Should I buy AAPL and MSFT?", "Should I buy AAPL or MSFT?"),
+    ("Is AAPL the only stock worth buying?", "Is AAPL a stock worth buying?"),
+    ("Do all options expire on Friday?", "Do some options expire on Friday?"),
+    ("Are many hedge funds short TSLA?", "Are few hedge funds short TSLA?"),
+    ("Will the Fed cut rates?", "Did the Fed cut rates?"),
+    ("Will the Fed cut rates?", "Should the Fed cut rates?"),
+    ("Was AAPL overvalued?", "Is AAPL overvalued?"),
+    ("Did AAPL beat estimates?", "Will AAPL beat estimates?"),
+    ("Has the Fed raised rates?", "Will the Fed raise rates?"),
+    ("Will AAPL hit $200 by Friday?", "Will AAPL hit $200 on Friday?"),
+    ("Should I buy AAPL in 2 weeks?", "Should I buy AAPL for 2 weeks?"),
+    ("Buy AAPL at the open", "Buy AAPL by the open"),
+    ("What is my risk on this trade?", "What is your risk on this trade?"),
+    ("Should we hedge with puts?", "Should they hedge with puts?"),
+    ("Is this stock a buy?", "Is that stock a buy?"),
+    ("Should I sell my NVDA shares now?", "Should I sell my NVDA shares too?"),
+    ("Is AAPL still a buy?", "Is AAPL already a buy?"),
+    ("Is AAPL the same as AAPL.MX?", "Is AAPL other than AAPL.MX?"),
+    ("Should I buy in-the-money calls on AAPL?", "Should I buy at-the-money calls on AAPL?"),
+]
+
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "hyphen-units": HYPHEN_UNITS,
     "numbers": NUMBERS,
+    "function-words": FUNCTION_WORDS,
 }
 TEXT_PAIRS = [(group, a, b) for group, pairs in GROUPS.items() for a, b in pairs]
 
@@ -187,3 +217,24 @@ def test_changing_any_digit_anywhere_never_passes_the_number_guard(shape, values
     i = digits[where % len(digits)]
     b = a[:i] + str((int(a[i]) + bump) % 10) + a[i + 1:]
     assert not NumberGuard().allows(a, b, {}), (a, b)
+
+
+@pytest.mark.parametrize("a,b", [
+    ("How do I reset my password?", "How can I reset my password?"),
+    ("Can you explain call options?", "Explain call options"),
+    ("Could you explain call options?", "Can you explain call options?"),
+    ("Please explain the iron condor", "Explain the iron condor"),
+    ("What is my risk on this trade?", "What is the risk on this trade?"),
+    ("What is the RSI of AAPL?", "What's the RSI of AAPL?"),
+    ("What are the side effects of ibuprofen?", "What side effects does ibuprofen have?"),
+    ("Did the Fed raise rates?", "Has the Fed raised rates?"),
+    ("Should I buy AAPL on Friday?", "Should I buy AAPL Friday?"),
+    ("Which stocks in my portfolio are all losing money?", "Which stocks in my portfolio are each losing money?"),
+    ("Is it worth holding TSLA over the weekend?", "Is it worth holding TSLA during the weekend?"),
+    ("How many shares of AAPL can I buy with $10,000?", "How many AAPL shares can I buy with $10,000?"),
+])
+def test_rewordings_of_function_words_keep_the_question(a, b):
+    # articles, courtesy, contractions, is/are, has raised / did raise, all / every / each,
+    # over / during: the function-word guard lets these through
+    a, b = normalize_question(a), normalize_question(b)
+    assert FunctionWordGuard().allows(a, b, {}) and FunctionWordGuard().allows(b, a, {})

@@ -14,6 +14,8 @@ direction  the prompts sit on opposite sides of an axis (buy/sell, above/below, 
 question   both are questions of different kinds (why vs is, how vs how much, when vs where)
 roles      the same words fill different roles ("from A to B" vs "from B to A") or the
            same words come in another order ("dog bites man" vs "man bites dog")
+function   a function word that carries the question changed: all/some, and/or, will/did,
+           my/your, this/that, now/too, by/on Friday, in-the-money/at-the-money
 edit       the prompts are one or two words apart: the words that changed are the point of
            the question ("largest organ" vs "largest internal organ", "5 km" vs "5 miles")
 slots      the template slots of both requests differ
@@ -37,6 +39,7 @@ __all__ = [
     "BUILTIN_GUARDS",
     "DirectionGuard",
     "EditGuard",
+    "FunctionWordGuard",
     "NegationGuard",
     "NumberGuard",
     "PeriodGuard",
@@ -332,6 +335,110 @@ def _one_span(xs: Sequence[str], ys: Sequence[str]) -> bool:
     return len(edits) == 1 and kept >= 2
 
 
+class FunctionWordGuard:
+    """Function words that carry the question must agree: quantifiers ("all" / "some" tech
+    stocks, "the only stock" / "a stock"), "and" / "or", tense and modality ("Will the Fed cut"
+    / "Did the Fed cut" / "Should the Fed cut"), whose ("my risk" / "your risk", "we" / "they"),
+    "this" / "that", "now" / "too", "still" / "already", a preposition before a date or time
+    ("by Friday" / "on Friday", "in 2 weeks" / "for 2 weeks", "at the open" / "by the open"),
+    "in-the-money" / "at-the-money".
+
+    The edit guard ignores function words (a rewording moves them around freely), so they are
+    read here, where the two prompts differ: a word of a family put in place of another of the
+    same family (a short edit); tense, person, possession and quantity also when the two
+    prompts share no value at all. In a short prompt a one-word swap in an unchanged frame must
+    be a swap of interchangeable words ("buy on before earnings" / "buy now before earnings":
+    ON, a ticker in lower case). Articles, courtesy ("please", "can you explain") and dropping a
+    word the rewording does without ("my risk" / "the risk") never count.
+    """
+
+    name = "function"
+    short_prompt = 10  # content words: a longer statement rewords its function words freely
+    short_edit = 3     # words on each side of an edit read as "one put in place of the other"
+    whole = ("tense", "person", "poss", "quant")  # families compared over the whole prompt too
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        if a.fwords == b.fwords:
+            return True
+        fa, fb = _families(a.flabels), _families(b.flabels)
+        for family in self.whole:
+            va, vb = fa.get(family), fb.get(family)
+            if va and vb and not any(_compatible(x, y) for x in va for y in vb):
+                return False  # nothing in common: "Did ..." / "Will ...", "we" / "they"
+        edits = [op for op in SequenceMatcher(None, a.fwords, b.fwords, autojunk=False).get_opcodes()
+                 if op[0] != "equal"]
+        short = max(len(a.content), len(b.content)) <= self.short_prompt
+        swap = _one_word_swap(edits) if short else None
+        if swap is not None:
+            i, j = swap
+            if not _interchangeable(a.fwords[i], a.flabels[i], b.fwords[j], b.flabels[j]):
+                return False
+        for _, i1, i2, j1, j2 in edits:
+            if i2 - i1 > self.short_edit or j2 - j1 > self.short_edit:
+                continue  # a rewording, not a word put in place of another
+            la, lb = a.flabels[i1:i2], b.flabels[j1:j2]
+            if short and ("quant:only" in la) != ("quant:only" in lb):
+                return False  # "the only stock" / "a stock"
+            sa, sb = _families(la), _families(lb)
+            for family in sa.keys() & sb.keys():
+                if not (all(any(_compatible(x, y) for y in sb[family]) for x in sa[family])
+                        and all(any(_compatible(x, y) for x in sa[family]) for y in sb[family])):
+                    return False  # put in place: "Was AAPL" / "Is AAPL", "my" / "your", "and" / "or"
+        return True
+
+
+def _one_word_swap(edits: Sequence[tuple[str, int, int, int, int]]) -> tuple[int, int] | None:
+    """(i, j) when the only edit puts word j of one prompt where word i of the other was: a
+    replace of one word, or a word dropped next to where another came ("sell on now" / "sell
+    now now" aligns as a deletion and an insertion one word apart)."""
+    if len(edits) == 1:
+        tag, i1, i2, j1, j2 = edits[0]
+        return (i1, j1) if tag == "replace" and i2 - i1 == 1 == j2 - j1 else None
+    if len(edits) == 2:
+        (t1, a1, a2, b1, b2), (t2, c1, c2, d1, d2) = edits
+        if {t1, t2} == {"delete", "insert"} and c1 - a2 <= 1 and a2 - a1 + c2 - c1 + b2 - b1 + d2 - d1 == 2:
+            return (a1, d1) if t1 == "delete" else (c1, b1)
+    return None
+
+
+def _families(labels: Sequence[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for label in labels:
+        if label and label != "polite":
+            family, _, value = label.partition(":")
+            out.setdefault(family, set()).add(value)
+    return out
+
+
+def _compatible(x: str, y: str) -> bool:
+    return x == y or frozenset((x, y)) in lx.COMPATIBLE_VALUES
+
+
+# Families whose words only ever conflict with another word of their own family: "my" / "your",
+# "we" / "they", "this" / "that", "and" / "or". Against any other word ("my risk" / "the risk",
+# "Derry and grew up" / "Derry. He grew up") a rewording is the likelier reading.
+_AMONG_THEMSELVES = frozenset({"person", "poss", "demonstrative", "conj", "polite"})
+
+
+def _interchangeable(x: str, label_x: str, y: str, label_y: str) -> bool:
+    """May a rewording put ``y`` where ``x`` was (everything else unchanged)?"""
+    if x == y or (label_x and label_x == label_y):
+        return True
+    if any(x in group and y in group for group in lx.FUNCTION_EQUIVALENTS):
+        return True
+    fx, _, vx = label_x.partition(":")
+    fy, _, vy = label_y.partition(":")
+    if fx and fy and fx == fy:
+        return _compatible(vx, vy)  # "did" / "will", "all" / "some": no
+    for family in (fx, fy):
+        if family and family not in _AMONG_THEMSELVES:
+            return False  # a word that carries the question came or went: "it" / "all", "on" / "now"
+    if (x in lx.STOPWORDS) != (y in lx.STOPWORDS):
+        return True  # a content word came or went: the edit guard's call
+    return (x in lx.PREPOSITIONS) == (y in lx.PREPOSITIONS)  # "on" / "now": not a rewording
+
+
 class SlotGuard:
     """Requests matched to templates must carry the same slot values."""
 
@@ -348,7 +455,7 @@ class SlotGuard:
 
 BUILTIN_GUARDS: tuple[type, ...] = (
     SlotGuard, NumberGuard, SymbolGuard, PeriodGuard, NegationGuard, DirectionGuard,
-    QuestionGuard, RoleGuard, EditGuard,
+    QuestionGuard, RoleGuard, FunctionWordGuard, EditGuard,
 )
 
 

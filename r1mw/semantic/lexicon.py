@@ -97,6 +97,95 @@ DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     )
 )
 
+# Function words that carry meaning: which question is asked depends on them even when every
+# content word stays. Each maps to "family:value"; two prompts that put different values of one
+# family in the same place ask different questions ("Will the Fed cut" / "Did the Fed cut").
+FUNCTION_WORDS: dict[str, str] = {
+    word: f"{family}:{value}"
+    for family, table in (
+        # quantifiers: "all tech stocks" / "some tech stocks"; all = every = each
+        ("quant", {"all": "all", "every": "all", "each": "all", "some": "some", "any": "any", "only": "only",
+                   "both": "both", "either": "either", "most": "most", "many": "many", "few": "few",
+                   "several": "several", "half": "half", "entire": "all", "whole": "all"}),
+        # tense and modality: "did" / "will" / "should" / "can"
+        ("tense", {"did": "past", "was": "past", "were": "past", "had": "past",
+                   "do": "present", "does": "present", "is": "present", "are": "present", "am": "present",
+                   "has": "present", "have": "present",
+                   "will": "future", "shall": "future", "would": "would",
+                   "should": "should", "must": "should", "ought": "should",
+                   "can": "can", "could": "can", "may": "can", "might": "can"}),
+        # whose: "my risk" / "your risk"; "we" / "they" (I, we and a generic you are one side)
+        ("person", {"i": "self", "me": "self", "we": "self", "us": "self", "you": "self", "myself": "self",
+                    "ourselves": "self", "yourself": "self", "one": "",
+                    "he": "other", "him": "other", "she": "other", "they": "other", "them": "other",
+                    "himself": "other", "herself": "other", "themselves": "other"}),
+        ("poss", {"my": "mine", "mine": "mine", "our": "mine", "ours": "mine", "your": "yours", "yours": "yours",
+                  "his": "theirs", "her": "theirs", "hers": "theirs", "their": "theirs", "theirs": "theirs"}),
+        ("demonstrative", {"this": "this", "these": "this", "that": "that", "those": "that"}),
+        # when, relative to now: "sell now" / "sell too", "still a buy" / "already a buy"
+        ("conj", {"and": "and", "or": "or"}),
+        ("adverb", {"now": "now", "currently": "now", "presently": "now", "nowadays": "now", "still": "still",
+                    "already": "already", "yet": "yet", "ever": "ever", "again": "again", "soon": "soon",
+                    "too": "too", "also": "too", "anymore": "anymore"}),
+        ("compare", {"same": "same", "identical": "same", "other": "other", "unlike": "other"}),
+    )
+    for word, value in table.items()
+    if value
+}
+# Negated auxiliaries keep their tense: "didn't" is past, "won't" future.
+NEGATED_AUX: dict[str, str] = {
+    "don": "do", "dont": "do", "doesn": "does", "doesnt": "does", "isn": "is", "isnt": "is", "aren": "are",
+    "arent": "are", "ain": "is", "aint": "is", "didn": "did", "didnt": "did", "wasn": "was", "wasnt": "was",
+    "weren": "were", "werent": "were", "hadn": "had", "hadnt": "had", "hasn": "has", "hasnt": "has",
+    "haven": "have", "havent": "have", "won": "will", "wont": "will", "wouldn": "would", "wouldnt": "would",
+    "shouldn": "should", "shouldnt": "should", "mustn": "must", "mustnt": "must", "can": "can", "cant": "can",
+    "cannot": "can", "couldn": "could", "couldnt": "could",
+}
+# Contractions: "what's" is "what is", "we'll" is "we will"; "AAPL's" is a possessive.
+CLITIC_AUX: dict[str, str] = {"re": "are", "m": "am", "ve": "have", "ll": "will", "d": "would"}
+IS_HOSTS: frozenset[str] = frozenset(
+    "what who where when why how that there here it he she this which everything nothing something".split())
+# Prepositions that place a question in time when a date or time follows ("by Friday" / "on
+# Friday", "in 2 weeks" / "for 2 weeks", "at the open" / "by the open").
+TIME_PREPOSITIONS: dict[str, str] = {
+    "by": "by", "on": "on", "in": "in", "for": "for", "at": "at", "before": "before", "prior": "before",
+    "after": "after", "until": "until", "till": "until", "til": "until", "within": "within", "since": "since",
+    "during": "during", "over": "during", "through": "during", "throughout": "during", "from": "from",
+    "around": "around", "near": "around", "ahead": "before",
+}
+# Prepositions: a one-word swap between two of them is often a rewording ("a port at/in X"),
+# between one of them and another kind of word is not ("buy on before earnings": ON, a ticker).
+PREPOSITIONS: frozenset[str] = frozenset(
+    """of in on at by for with from to into onto about above below under over through during before after
+    until till since within without against among between toward towards via per than off out up down
+    across along around behind beneath beside beyond near upon like""".split())
+# Tense and modality values close enough that one may stand for the other in a rewording:
+# "can be specified" / "is specified", "has been discontinued" / "is discontinued" / "was".
+COMPATIBLE_VALUES: frozenset[frozenset[str]] = frozenset(
+    frozenset(pair.split()) for pair in ("present can", "present perfect", "past perfect"))
+# Words that may stand between such a preposition and its time ("by the end of next week").
+TIME_FILLERS: frozenset[str] = frozenset(
+    "the a an this that next last coming following end start beginning middle of early late mid each every".split())
+# Times of the trading day a question can be placed at.
+MARKET_TIMES: frozenset[str] = frozenset(
+    """open opening close closing bell expiry expiration settlement noon midnight eod eow eom eoy
+    premarket pre-market after-hours afterhours earnings""".split())
+# "Can you explain ..." is a request, not a question about ability: the modal is courtesy.
+REQUEST_VERBS: frozenset[str] = frozenset(
+    """explain tell give show help list summarize summarise describe analyze analyse write make check
+    calculate compute provide suggest recommend create find compare review evaluate assess estimate
+    predict outline draft generate translate convert clarify elaborate break walk run do please""".split())
+# Function words a rewording swaps freely (one group a line): a one-word swap between these
+# keeps the question.
+FUNCTION_EQUIVALENTS: tuple[frozenset[str], ...] = tuple(
+    frozenset(g.split()) for g in (
+        "a an the", "what which", "that which who", "is are am be", "was were", "do does", "has have",
+        "please kindly pls", "hi hey hello", "ok okay", "thanks thank", "into in", "onto on",
+        "toward towards", "till until til", "among amongst", "me us", "i we", "my our", "about regarding concerning",
+        "about approximately roughly around nearly almost",
+    )
+)
+
 QUESTION_WORDS: dict[str, str] = {
     "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who", "why": "why",
     "when": "when", "where": "where", "how": "how",

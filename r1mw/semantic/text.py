@@ -131,6 +131,8 @@ class Facts:
     anchors: tuple[str, ...]          # symbols and currencies in order of appearance
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
+    fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
+    flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
 
 
 # Tickers and acronyms seen in capitals in any prompt analysed so far (AAPL, RSI): the same
@@ -280,6 +282,7 @@ def analyze(text: str) -> Facts:
         anchors=tuple(anchors),
         passive=_passive(lowered),
         digit_shapes=_digit_shapes(text, spans),
+        **_function_words(raw_tokens, lowered),
     )
 
 
@@ -427,6 +430,88 @@ def _digit_shapes(text: str, spans: list[tuple[int, int]]) -> tuple[str, ...]:
         done = right
         out.append(text[left:right].strip(_EDGE).lower())
     return tuple(out)
+
+
+_BEFORE_MONTH = frozenset("in of since until by early late mid from through during last next this".split())
+
+
+def _function_words(raw_tokens: list[str], lowered: list[str]) -> dict[str, tuple[str, ...]]:
+    """The words of a prompt with contractions expanded, each with its function-word class
+    ("tense:past", "quant:all", "tprep:by", ...; "" for none): see lexicon.FUNCTION_WORDS."""
+    words: list[str] = []
+    for tok, low in zip(raw_tokens, lowered):
+        t = tok.lower().replace("’", "'").strip("`").rstrip(".")
+        head, _, tail = t.partition("'")
+        if tail == "t" and head in lx.NEGATED_AUX:  # "didn't": its tense stays (the negation is counted apart)
+            words.append(lx.NEGATED_AUX[head])
+        elif not tail and t in lx.NEGATED_AUX and t not in ("can", "won", "don", "ain"):
+            words.append(lx.NEGATED_AUX[t])  # "didnt", "cannot"
+        elif tail in lx.CLITIC_AUX and head:
+            words += [head, lx.CLITIC_AUX[tail]]  # "we'll" -> we will
+        elif tail == "s" and head in lx.IS_HOSTS:
+            words += [head, "is"]  # "what's" -> what is ("AAPL's" stays a possessive)
+        else:
+            words.append(low)
+    n = len(words)
+    labels = [lx.FUNCTION_WORDS.get(w, "") for w in words]
+    for i, w in enumerate(words):
+        label = labels[i]
+        prev = words[i - 1] if i else ""
+        if label.startswith("tense:"):
+            if w in ("will", "can", "may", "must") and prev in ("a", "an", "the", "my", "your", "his", "her", "their"):
+                labels[i] = ""  # a noun: "the will", "a can"
+            elif w == "may" and (prev in _BEFORE_MONTH or i + 1 < n and words[i + 1][:1].isdigit()):
+                labels[i] = ""  # the month: "in May", "May 5"
+            elif w in ("has", "have") and _participle_follows(words, i):
+                labels[i] = "tense:perfect"  # "has raised": what happened ("did raise") or holds ("is")
+            elif prev == "how" and w in ("can", "could"):
+                labels[i] = "tense:present"  # "how can I" = "how do I"
+            elif w in ("can", "could", "would", "will") and i + 2 < n and words[i + 1] == "you":
+                j = i + 2
+                while j < n and words[j] in ("please", "kindly", "just"):
+                    j += 1
+                if j < n and words[j] in lx.REQUEST_VERBS:
+                    labels[i] = labels[i + 1] = "polite"  # "can you explain": a request, courtesy
+        elif label.startswith("quant:") and prev == "how":
+            labels[i] = ""  # "how many", "how much": the question word, not a quantifier
+        elif w in lx.TIME_PREPOSITIONS and not label and _time_follows(words, i + 1):
+            labels[i] = "tprep:" + lx.TIME_PREPOSITIONS[w]
+        elif "-" in w and not label:
+            parts = w.split("-")
+            if len(parts) > 1 and any(p in lx.STOPWORDS for p in parts):
+                labels[i] = "hyphen:" + w  # "in-the-money" / "at-the-money": the whole compound
+    return {"fwords": tuple(words), "flabels": tuple(labels)}
+
+
+def _participle_follows(words: list[str], i: int) -> bool:
+    """"has raised", "have you ever paid", "has the Fed hiked": an auxiliary, not "has a dividend"."""
+    return any(w in ("been", "done", "had") or w in lx.IRREGULAR_PARTICIPLES or (len(w) > 3 and w.endswith(("ed", "en")))
+               for w in words[i + 1 : i + 5])
+
+
+def _time_follows(words: list[str], j: int) -> bool:
+    """Is ``words[j:]`` a date or time ("Friday", "the open", "2 weeks", "next month", "2025")?"""
+    n = len(words)
+    skipped = 0
+    while j < n and words[j] in lx.TIME_FILLERS and skipped < 4:
+        j += 1
+        skipped += 1
+    if j >= n:
+        return False
+    w = words[j]
+    if w in lx.WEEKDAYS and len(w) > 3 or w in lx.PERIOD_WORDS or w in lx.MARKET_TIMES:
+        return True
+    if w in lx.MONTHS and (w not in lx.AMBIGUOUS_MONTHS or j + 1 < n and words[j + 1][:1].isdigit()):
+        return True
+    if w[:1].isdigit():
+        nxt = words[j + 1] if j + 1 < n else ""
+        if nxt in lx.PERIOD_WORDS or nxt in lx.MONTHS or w.endswith(("am", "pm")):
+            return True
+        if any(c in w for c in "-/:") or w.count(".") >= 2 or (len(w) == 4 and w.isdigit() and w[:2] in ("19", "20")):
+            return True  # a date (2024-03-15, 3/15, 15.03.2024), a time of day (9:30), a year
+        parts = w.split("-")
+        return len(parts) > 1 and parts[-1] in lx.PERIOD_WORDS
+    return False
 
 
 def _roman_value(s: str) -> int:
