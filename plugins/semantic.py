@@ -40,6 +40,7 @@ from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
+from r1mw.semantic import vocab
 from r1mw.semantic.text import embedding_text, learn_tickers, normalize_question
 
 log = logging.getLogger("r1mw.semantic")
@@ -133,6 +134,7 @@ class SemanticStage:
     async def _load(self) -> None:
         try:
             await self.embedder.load()
+            await asyncio.to_thread(vocab.load)  # the guards' word list, off the event loop
             index = VectorIndex(self.embedder.dim, ann_min=self.ann_min)
             self.loaded_entries = await asyncio.to_thread(index.load, self.directory)
         except Exception:

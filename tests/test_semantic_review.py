@@ -11,7 +11,15 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import r1mw
-from r1mw.semantic.guards import BUILTIN_GUARDS, FunctionWordGuard, NumberGuard, PeriodGuard, first_veto
+from r1mw.semantic.guards import (
+    BUILTIN_GUARDS,
+    DirectionGuard,
+    EditGuard,
+    FunctionWordGuard,
+    NumberGuard,
+    PeriodGuard,
+    first_veto,
+)
 from r1mw.semantic.text import normalize_question
 from r1mw.testing import FakeR1
 
@@ -150,10 +158,40 @@ FUNCTION_WORDS = [
     ("Should I buy in-the-money calls on AAPL?", "Should I buy at-the-money calls on AAPL?"),
 ]
 
+_F1 = ("Given elevated rates and sticky inflation, what is your {0} outlook for AAPL, and how should a {0} investor "
+       "position a $100,000 portfolio around the upcoming product cycle and services growth?")
+_F2 = ("I am a swing trader. AAPL just broke its {0} level near the prior consolidation zone on heavy volume. Should "
+       "I wait for a retest of {0} before entering, and where would you put the stop?")
+_F3 = ("Considering the Fed's {0} tone at the last meeting and the {0} shift in the dot plot, how are long-duration "
+       "Treasuries and rate-sensitive sectors like utilities and REITs likely to respond over the coming quarter?")
+_F4 = ("Our desk runs a {0} book focused on semiconductors and software. With earnings season starting and implied "
+       "volatility elevated, which {0} names look most attractive on a risk-adjusted basis, and how would you size them?")
+_F5 = ("Explain how a {0} in crude oil inventories reported by the EIA typically affects energy equities, refiners and "
+       "airline stocks in the following sessions, and whether a {0} of that size is historically significant.")
+_F6 = ("For a retiree with a conservative risk profile and a mostly bond portfolio, is it sensible to hold {0} "
+       "Treasuries as the core position given the current yield curve shape and inflation expectations, or should "
+       "{0} bonds be avoided?")
+_RISK = ("walk me through the main risk factors for holding a concentrated position in {0} shares through the next "
+         "earnings report, including implied move, guidance risk, supply constraints and how to hedge with options "
+         "cheaply, compared with {1}")
+LONG_PROMPTS = [
+    *[(frame.format(x), frame.format(y)) for frame, x, y in (
+        (_F1, "long-term", "short-term"), (_F1, "small-cap", "large-cap"), (_F1, "growth", "value"),
+        (_F2, "support", "resistance"), (_F3, "hawkish", "dovish"), (_F4, "small-cap", "large-cap"),
+        (_F4, "growth", "value"), (_F4, "long-only", "short-only"), (_F4, "momentum", "contrarian"),
+        (_F5, "build", "draw"), (_F6, "long-dated", "short-dated"), (_F6, "nominal", "inflation-linked"))],
+    (_F1.format("long-term").replace("a long-term investor", "an investor"),
+     _F1.format("short-term").replace("a short-term investor", "an investor").replace("services growth",
+                                                                                      "services expansion")),
+    (_RISK.format("nvda", "amd"), _RISK.format("smci", "avgo")),
+    (_RISK.format("celh", "onon"), _RISK.format("elf", "deck")),
+]
+
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "hyphen-units": HYPHEN_UNITS,
     "numbers": NUMBERS,
     "function-words": FUNCTION_WORDS,
+    "long-prompts": LONG_PROMPTS,
 }
 TEXT_PAIRS = [(group, a, b) for group, pairs in GROUPS.items() for a, b in pairs]
 
@@ -238,3 +276,54 @@ def test_rewordings_of_function_words_keep_the_question(a, b):
     # over / during: the function-word guard lets these through
     a, b = normalize_question(a), normalize_question(b)
     assert FunctionWordGuard().allows(a, b, {}) and FunctionWordGuard().allows(b, a, {})
+
+
+@pytest.mark.parametrize("a,b", [
+    # the same substitution made twice, where no word table knows the pair
+    (_F4.format("quality"), _F4.format("junk")),
+    (_F5.format("swing"), _F5.format("reversal")),
+    # a lower-case ticker no dictionary knows, against a word
+    (_RISK.format("celh", "onon"), _RISK.format("elf", "deck")),
+    (_RISK.format("nvda", "amd"), _RISK.format("smci", "avgo")),
+    # a word on a direction axis replaced, with a harmless rewording elsewhere
+    (_F1.format("cautious"), _F1.format("cautious").replace("cautious outlook", "bold outlook")
+     .replace("services growth", "services expansion")),
+])
+def test_the_long_prompt_allowance_never_covers_the_point_of_the_question(a, b):
+    # the edit guard alone: the direction and symbol guards are not needed to catch these
+    a, b = normalize_question(a), normalize_question(b)
+    assert not EditGuard().allows(a, b, {}) and not EditGuard().allows(b, a, {})
+
+
+def test_a_long_statement_reworded_in_two_places_still_passes():
+    a = ("Our research desk covers semiconductors, software and payments, and every week we publish a note on "
+         "earnings, valuations and positioning for institutional clients across Europe and Asia")
+    b = ("Our research desk covers semiconductors, software and payments, and every week we release a note on "
+         "earnings, valuations and positioning for institutional customers across Europe and Asia")
+    assert allowed_both(a, b)
+
+
+@pytest.mark.parametrize("a,b", [
+    ("Give me a long-term outlook on AAPL", "Give me a short-term outlook on AAPL"),
+    ("Should I buy small-cap stocks now?", "Should I buy large-cap stocks now?"),
+    ("Should I hold long-dated Treasuries?", "Should I hold short-dated Treasuries?"),
+    ("What are the support levels for AAPL?", "What are the resistance levels for AAPL?"),
+    ("Is the Fed hawkish?", "Is the Fed dovish?"),
+    ("How does an inventory build affect crude?", "How does an inventory draw affect crude?"),
+])
+def test_direction_words_inside_compounds_and_market_axes_are_opposites(a, b):
+    assert not DirectionGuard().allows(a, b, {}) and not DirectionGuard().allows(b, a, {})
+
+
+def test_a_prompt_naming_both_sides_is_no_contradiction_of_one_naming_one():
+    # "upside and downside" against "upside": nothing contradicts (a long statement naming both
+    # sides of an axis is common: "large datasets ... small files"); what went is the edit
+    # guard's call, and it still refuses this short pair
+    a, b = "Compare the upside and downside of AAPL calls", "Compare the upside of AAPL calls"
+    assert DirectionGuard().allows(a, b, {}) and DirectionGuard().allows(b, a, {})
+    assert vetoed(a, b)
+
+
+def allowed_both(a: str, b: str) -> bool:
+    a, b = normalize_question(a), normalize_question(b)
+    return first_veto(GUARDS, a, b, {}) is None and first_veto(GUARDS, b, a, {}) is None

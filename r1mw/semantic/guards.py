@@ -33,7 +33,8 @@ from difflib import SequenceMatcher
 from typing import Any, Mapping, Sequence
 
 from . import lexicon as lx
-from .text import Facts, analyze, stem
+from . import vocab
+from .text import Facts, analyze, directions_of, stem, written_as_ticker
 
 __all__ = [
     "BUILTIN_GUARDS",
@@ -138,9 +139,12 @@ class DirectionGuard:
         a, b = analyze(asked), analyze(stored)
         if a.directions != b.directions:
             sa, sb = set(a.directions), set(b.directions)
-            for axis, sign in sa ^ sb:
-                # only a contradiction vetoes: "speed up" against a prompt without "up" is fine
-                if (axis, -sign) in sa | sb:
+            only_a, only_b = sa - sb, sb - sa
+            for axis, sign in only_a:
+                # only a contradiction vetoes: "speed up" against a prompt without "up" is fine,
+                # and so is a side named by one prompt that also names the other side ("large
+                # and small caps" / "large caps"): the edit guard weighs the word that went
+                if (axis, -sign) in only_b:
                     return False
         return not _negated_forms(a, b)
 
@@ -313,9 +317,10 @@ class EditGuard:
         shared = sum((ca & cb).values())
         if raw_changed <= self.max_changed:
             # one or two words changed: that is the question, unless they are everyday
-            # synonyms ("employ" for "use") or a detail of a long statement (numbers, names,
-            # negations and directions have their own guards)
-            return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content))
+            # synonyms ("employ" for "use") or two scattered details of a long statement, none
+            # of which can be the point ("hawkish"/"dovish" made twice, "celh"/"elf")
+            return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content)
+                                    and not _pointed_change(a, b, ra - rb, rb - ra))
         if changed == 0:
             return True
         # One span swapped in an unchanged frame is a slot filled differently ("statute of
@@ -325,6 +330,29 @@ class EditGuard:
             return False
         # and if most words changed, the shared frame is all the cosine saw
         return changed <= shared * self.max_changed_ratio
+
+
+def _pointed_change(a: Facts, b: Facts, gone: Counter[str], came: Counter[str]) -> bool:
+    """Is a change between two long prompts one that can be the whole question? The same word
+    replaced twice ("support ... support" / "resistance ... resistance"), a word on a direction
+    axis without its like on the other side ("growth" / "expansion", "small-cap" / "large-cap"),
+    a number, a ticker or name, or a short word that is no English word (a lower-case ticker:
+    "celh" / "elf", "onon" / "deck")."""
+    if len(gone) == 1 == len(came) and sum(gone.values()) == 2 == sum(came.values()):
+        return True  # one substitution, made twice: it is the question, wherever it sits
+    went, new = _written(a, gone), _written(b, came)
+    if {d for w in went for d in directions_of(w)} != {d for w in new for d in directions_of(w)}:
+        return True
+    for word, facts in [(w, a) for w in went] + [(w, b) for w in new]:
+        if (any(c.isdigit() for c in word) or word in facts.symbols or written_as_ticker(word)
+                or vocab.could_be_ticker(word)):
+            return True
+    return False
+
+
+def _written(f: Facts, stems: Counter[str]) -> set[str]:
+    """The words of ``f`` as written whose stems are ``stems``."""
+    return {w for w, s in zip(f.content_words, f.raw_content) if s in stems}
 
 
 def _one_span(xs: Sequence[str], ys: Sequence[str]) -> bool:

@@ -69,8 +69,9 @@ DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("call calls", "put puts"),
         ("above over exceed exceeds exceeding exceeded upper overvalued overweight", "below under beneath lower undervalued underweight"),
         ("up upward upwards upgrade upgraded", "down downward downwards downgrade downgraded"),
-        ("increase increases increasing increased rise rises rising rose raise raises raised grow grows growing grew gain gains gained climb climbs climbed surge surges surged jump jumps jumped appreciate appreciated expand expands", "decrease decreases decreasing decreased fall falls falling fell drop drops dropping dropped decline declines declining declined reduce reduces reducing reduced lose loses losing lost shrink shrinks shrank plunge plunges plunged depreciate depreciated contract contracts cut cuts slash"),
-        ("more greater larger bigger higher highest most max maximum largest biggest top best strongest", "less fewer smaller lower lowest least min minimum smallest bottom worst weakest"),
+        ("increase increases increasing increased rise rises rising rose raise raises raised grow grows growing grew growth gain gains gained climb climbs climbed surge surges surged jump jumps jumped appreciate appreciated expand expands", "decrease decreases decreasing decreased fall falls falling fell drop drops dropping dropped decline declines declining declined reduce reduces reducing reduced lose loses losing lost shrink shrinks shrank plunge plunges plunged depreciate depreciated contract contracts cut cuts slash"),
+        ("more greater larger bigger higher highest most max maximum largest biggest top best strongest large big",
+         "less fewer smaller lower lowest least min minimum smallest bottom worst weakest small little"),
         ("profit profits profitable winner winners win wins winning", "loss losses unprofitable loser losers lose"),
         ("allow allows allowed enable enables enabled permit permits permitted grant accept accepts whitelist unblock", "block blocks blocked disable disables disabled deny denies denied forbid forbids reject rejects revoke blacklist prevent prevents"),
         ("open opens opening opened start starts starting started begin begins beginning connect connects", "close closes closing closed stop stops stopping stopped end ends ending finish disconnect disconnects"),
@@ -94,6 +95,12 @@ DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("easy easier easiest", "hard harder hardest difficult"),
         ("optimistic optimism", "pessimistic pessimism"),
         ("success successful succeed", "failure unsuccessful fail"),
+        # market vocabulary: levels, the Fed's tone, styles, inventories, yields
+        ("support supports", "resistance resistances"),
+        ("hawkish hawk hawks", "dovish dove doves"),
+        ("build builds", "draw draws"),
+        ("momentum", "contrarian"),
+        ("nominal", "real inflation-linked inflation-protected"),
     )
 )
 

@@ -20,7 +20,8 @@ from functools import lru_cache
 
 from . import lexicon as lx
 
-__all__ = ["Facts", "analyze", "embedding_text", "learn_tickers", "normalize_question", "stem"]
+__all__ = ["Facts", "analyze", "directions_of", "embedding_text", "learn_tickers", "normalize_question", "stem",
+           "written_as_ticker"]
 
 MAX_ANALYZED_CHARS = 1 << 20
 
@@ -74,6 +75,19 @@ for _axis, (_plus, _minus) in enumerate(lx.DIRECTION_AXES):
     for _sign, _words in ((1, _plus), (-1, _minus)):
         for _w in _words:
             _DIRECTIONS[_w] = (*_DIRECTIONS.get(_w, ()), (_axis, _sign))
+
+
+def directions_of(word: str) -> tuple[tuple[int, int], ...]:
+    """(axis, +1/-1) of a lower-case word or of the parts of a hyphenated one."""
+    found = _DIRECTIONS.get(word)
+    if found is None and "-" in word:
+        found = tuple(d for part in word.split("-") for d in _DIRECTIONS.get(part, ()))
+    return found or ()
+
+
+def written_as_ticker(word: str) -> bool:
+    """True when some prompt analysed so far wrote ``word`` (lower case) as a ticker in capitals."""
+    return word in _SEEN_UPPER
 
 
 def embedding_text(question: str) -> str:
@@ -131,6 +145,7 @@ class Facts:
     anchors: tuple[str, ...]          # symbols and currencies in order of appearance
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
+    content_words: tuple[str, ...] = ()  # raw_content as written (lower case, not stemmed)
     fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
     flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
 
@@ -179,6 +194,7 @@ def analyze(text: str) -> Facts:
     words: list[str] = []
     content: list[str] = []
     raw_content: list[str] = []
+    content_words: list[str] = []
     symbols: set[str] = set()
     currencies: set[str] = set()
     periods: set[str] = set()
@@ -243,6 +259,9 @@ def analyze(text: str) -> Facts:
         found = _DIRECTIONS.get(plain)
         if found:
             directions.update(found)
+        elif len(parts) > 1:  # "short-term", "small-cap", "long-dated": the axis is in a part
+            for part in parts:
+                directions.update(_DIRECTIONS.get(part, ()))
         # -- symbols: tickers, identifiers, proper names
         if _is_symbol(tok, i, starts, text, headline) and starts[i] not in number_positions:
             symbols.add(plain)
@@ -263,6 +282,7 @@ def analyze(text: str) -> Facts:
             if canonical not in _LIGHT:
                 content.append(canonical)
                 raw_content.append(stem(part))
+                content_words.append(part)
     for m in _ROMAN.finditer(text):
         symbols.add(m.group(0).lower())
     return Facts(
@@ -282,6 +302,7 @@ def analyze(text: str) -> Facts:
         anchors=tuple(anchors),
         passive=_passive(lowered),
         digit_shapes=_digit_shapes(text, spans),
+        content_words=tuple(content_words),
         **_function_words(raw_tokens, lowered),
     )
 
