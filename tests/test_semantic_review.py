@@ -187,11 +187,27 @@ LONG_PROMPTS = [
     (_RISK.format("celh", "onon"), _RISK.format("elf", "deck")),
 ]
 
+SYNONYMS = [
+    ("What is the 10-year Treasury yield?", "What is the 10-year Treasury return?"),
+    ("What is the dividend yield of KO?", "What is the dividend return of KO?"),
+    ("What is the expected return on TLT?", "What is the expected yield on TLT?"),
+    ("What is the cost basis of my AAPL shares?", "What is the price basis of my AAPL shares?"),
+    ("What is the fair price of AAPL?", "What is the fair cost of AAPL?"),
+    ("Should I hold NVDA?", "Should I store NVDA?"),
+    ("Is a recession certain in 2025?", "Is a recession specific in 2025?"),
+    ("What's the key risk for KEY?", "What's the vital risk for KEY?"),
+    ("What is a currency swap?", "What is a currency substitute?"),
+    ("How many options should I buy?", "How many settings should I buy?"),
+    ("Why did AAPL issue bonds?", "Why did AAPL problem bonds?"),
+    ("What is the offer price of AAPL?", "What is the supply price of AAPL?"),
+]
+
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "hyphen-units": HYPHEN_UNITS,
     "numbers": NUMBERS,
     "function-words": FUNCTION_WORDS,
     "long-prompts": LONG_PROMPTS,
+    "synonyms": SYNONYMS,
 }
 TEXT_PAIRS = [(group, a, b) for group, pairs in GROUPS.items() for a, b in pairs]
 
@@ -327,3 +343,12 @@ def test_a_prompt_naming_both_sides_is_no_contradiction_of_one_naming_one():
 def allowed_both(a: str, b: str) -> bool:
     a, b = normalize_question(a), normalize_question(b)
     return first_veto(GUARDS, a, b, {}) is None and first_veto(GUARDS, b, a, {}) is None
+
+
+@pytest.mark.parametrize("a,b", [
+    ("How do I employ a stop loss?", "How do I use a stop loss?"),
+    ("Should I purchase AAPL?", "Should I buy AAPL?"),
+    ("What is the purpose of a stop loss?", "What is the goal of a stop loss?"),
+])
+def test_everyday_synonyms_still_fold(a, b):
+    assert allowed_both(a, b)
