@@ -18,6 +18,7 @@ from r1mw.semantic.guards import (
     FunctionWordGuard,
     NumberGuard,
     PeriodGuard,
+    SymbolGuard,
     first_veto,
 )
 from r1mw.semantic.text import normalize_question
@@ -202,12 +203,23 @@ SYNONYMS = [
     ("What is the offer price of AAPL?", "What is the supply price of AAPL?"),
 ]
 
+WORD_TICKERS = [
+    ("Is it a good time to sell IT now or should I wait for it to dip?",
+     "Is it a good time to sell NOW now or should I wait for it to dip?"),
+    ("Buy ON on the dip or sell it", "Buy IT on the dip or sell it"),
+    ("Should I buy on before earnings?", "Should I buy now before earnings?"),
+    ("Assess risk for a $50,000 long position in it", "Assess risk for a $50,000 long position in all"),
+    ("Is it a good time to sell on now?", "Is it a good time to sell now now?"),
+    ("what do you think about it this week", "what do you think about all this week"),
+]
+
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "hyphen-units": HYPHEN_UNITS,
     "numbers": NUMBERS,
     "function-words": FUNCTION_WORDS,
     "long-prompts": LONG_PROMPTS,
     "synonyms": SYNONYMS,
+    "word-tickers": WORD_TICKERS,
 }
 TEXT_PAIRS = [(group, a, b) for group, pairs in GROUPS.items() for a, b in pairs]
 
@@ -352,3 +364,20 @@ def allowed_both(a: str, b: str) -> bool:
 ])
 def test_everyday_synonyms_still_fold(a, b):
     assert allowed_both(a, b)
+
+
+@pytest.mark.parametrize("a,b", WORD_TICKERS[:2])
+def test_a_ticker_in_capitals_is_not_the_english_word_elsewhere_in_the_other_prompt(a, b):
+    a, b = normalize_question(a), normalize_question(b)
+    assert not SymbolGuard().allows(a, b, {}) and not SymbolGuard().allows(b, a, {})
+
+
+@pytest.mark.parametrize("a,b", [
+    ("What is the RSI of AAPL on the daily chart?", "what's the rsi of aapl on the daily chart"),
+    ("WHAT IS THE RSI OF AAPL ON THE DAILY CHART", "What is the RSI of AAPL on the daily chart?"),
+    ("Show the RSI of AAPL", "Show the relative strength index of AAPL"),
+    ("How is IT spending trending?", "How is IT spending trending this quarter?"),
+])
+def test_tickers_in_capitals_still_match_their_other_spellings(a, b):
+    a, b = normalize_question(a), normalize_question(b)
+    assert SymbolGuard().allows(a, b, {}) and SymbolGuard().allows(b, a, {})

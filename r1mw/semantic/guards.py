@@ -73,7 +73,22 @@ class SymbolGuard:
         a, b = analyze(asked), analyze(stored)
         if a.currencies != b.currencies:
             return False
+        if not (_tickers_kept(a, b) and _tickers_kept(b, a)):
+            return False
         return _covered(a.symbols - _expansions(b, a), b) and _covered(b.symbols - _expansions(a, b), a)
+
+
+def _tickers_kept(f: Facts, other: Facts) -> bool:
+    """A ticker written in capitals must be a symbol in the other prompt too: the same letters
+    as an English word there are not it ("sell IT now ... wait for it" / "sell NOW now"). Only a
+    lower-case spelling that is no English word ("aapl") or its spelled-out acronym counts."""
+    for ticker in f.capitals:
+        if ticker in other.symbols or _spelled_out(ticker, other.words):
+            continue
+        if ticker in other.words and vocab.could_be_ticker(ticker):
+            continue
+        return False
+    return True
 
 
 def _covered(symbols: frozenset[str], other: Facts) -> bool:

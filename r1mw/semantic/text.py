@@ -146,6 +146,7 @@ class Facts:
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
     content_words: tuple[str, ...] = ()  # raw_content as written (lower case, not stemmed)
+    capitals: frozenset[str] = frozenset()  # symbols written as tickers in capitals (IT, NOW), unless all shouted
     fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
     flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
 
@@ -303,6 +304,8 @@ def analyze(text: str) -> Facts:
         passive=_passive(lowered),
         digit_shapes=_digit_shapes(text, spans),
         content_words=tuple(content_words),
+        capitals=frozenset() if _shouted(raw_tokens) else frozenset(
+            t.lower() for t in raw_tokens if 2 <= len(t) <= 5 and t.isalpha() and t.isupper() and t.lower() in symbols),
         **_function_words(raw_tokens, lowered),
     )
 
@@ -325,6 +328,12 @@ def _is_headline(tokens: list[str]) -> bool:
     if len(alpha) >= 3 and all(t[0].isupper() for t in alpha):
         return True
     return len(small) >= 1 and sum(t[0].isupper() for t in small) >= 0.6 * len(small)
+
+
+def _shouted(tokens: list[str]) -> bool:
+    # "WHAT IS THE RSI OF AAPL": capitals mark nothing when most words are in capitals
+    alpha = [t for t in tokens if len(t) > 1 and t.isalpha()]
+    return bool(alpha) and sum(t.isupper() for t in alpha) * 2 > len(alpha)
 
 
 _DIGIT = re.compile(r"\d").search
