@@ -377,6 +377,8 @@ def test_a_ticker_in_capitals_is_not_the_english_word_elsewhere_in_the_other_pro
     ("WHAT IS THE RSI OF AAPL ON THE DAILY CHART", "What is the RSI of AAPL on the daily chart?"),
     ("Show the RSI of AAPL", "Show the relative strength index of AAPL"),
     ("How is IT spending trending?", "How is IT spending trending this quarter?"),
+    ("Stress test my portfolio for a 15% rise in the US dollar", "stress test my portfolio for a 15% rise in the us dollar"),
+    ("What is TSLA's current 20-day EMA reading?", "what is tsla's current 20-day ema reading?"),
 ])
 def test_tickers_in_capitals_still_match_their_other_spellings(a, b):
     a, b = normalize_question(a), normalize_question(b)

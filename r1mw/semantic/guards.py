@@ -79,15 +79,22 @@ class SymbolGuard:
 
 
 def _tickers_kept(f: Facts, other: Facts) -> bool:
-    """A ticker written in capitals must be a symbol in the other prompt too: the same letters
-    as an English word there are not it ("sell IT now ... wait for it" / "sell NOW now"). Only a
-    lower-case spelling that is no English word ("aapl") or its spelled-out acronym counts."""
-    for ticker in f.capitals:
+    """A ticker written in capitals must be in the other prompt as a symbol, or as the same word
+    in the same place. The function word with its letters elsewhere is not it ("sell IT now ...
+    wait for it" / "sell NOW now ... wait for it", ON / on, ALL / all), while "the US dollar" /
+    "the us dollar" and "EMA" / "ema" (analysis reads those as the ticker) keep it."""
+    aligned: set[int] | None = None
+    for i in f.capital_at:
+        ticker = f.fwords[i]
         if ticker in other.symbols or _spelled_out(ticker, other.words):
             continue
-        if ticker in other.words and vocab.could_be_ticker(ticker):
+        if ticker in other.words and ticker not in lx.STOPWORDS:
             continue
-        return False
+        if aligned is None:  # rare: a function word in capitals; align only then
+            aligned = {k for tag, i1, i2, _, _ in SequenceMatcher(None, f.fwords, other.fwords, autojunk=False)
+                       .get_opcodes() if tag == "equal" for k in range(i1, i2)}
+        if i not in aligned:
+            return False
     return True
 
 

@@ -146,7 +146,7 @@ class Facts:
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
     content_words: tuple[str, ...] = ()  # raw_content as written (lower case, not stemmed)
-    capitals: frozenset[str] = frozenset()  # symbols written as tickers in capitals (IT, NOW), unless all shouted
+    capital_at: tuple[int, ...] = ()  # fwords written as tickers in capitals (IT, NOW), unless all is shouted
     fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
     flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
 
@@ -286,6 +286,7 @@ def analyze(text: str) -> Facts:
                 content_words.append(part)
     for m in _ROMAN.finditer(text):
         symbols.add(m.group(0).lower())
+    fwords, flabels, caps = _function_words(raw_tokens, lowered)
     return Facts(
         text=text,
         words=tuple(words),
@@ -304,9 +305,9 @@ def analyze(text: str) -> Facts:
         passive=_passive(lowered),
         digit_shapes=_digit_shapes(text, spans),
         content_words=tuple(content_words),
-        capitals=frozenset() if _shouted(raw_tokens) else frozenset(
-            t.lower() for t in raw_tokens if 2 <= len(t) <= 5 and t.isalpha() and t.isupper() and t.lower() in symbols),
-        **_function_words(raw_tokens, lowered),
+        fwords=fwords,
+        flabels=flabels,
+        capital_at=() if _shouted(raw_tokens) else tuple(i for i in caps if fwords[i] in symbols),
     )
 
 
@@ -465,11 +466,18 @@ def _digit_shapes(text: str, spans: list[tuple[int, int]]) -> tuple[str, ...]:
 _BEFORE_MONTH = frozenset("in of since until by early late mid from through during last next this".split())
 
 
-def _function_words(raw_tokens: list[str], lowered: list[str]) -> dict[str, tuple[str, ...]]:
+def _function_words(raw_tokens: list[str], lowered: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], list[int]]:
     """The words of a prompt with contractions expanded, each with its function-word class
-    ("tense:past", "quant:all", "tprep:by", ...; "" for none): see lexicon.FUNCTION_WORDS."""
+    ("tense:past", "quant:all", "tprep:by", ...; "" for none: see lexicon.FUNCTION_WORDS), and
+    where words written in capitals like a ticker stand ("IT", "NOW")."""
     words: list[str] = []
+    caps: list[int] = []
     for tok, low in zip(raw_tokens, lowered):
+        if "'" not in tok and "’" not in tok and low not in lx.NEGATED_AUX:
+            if 2 <= len(tok) <= 5 and tok.isupper() and tok.isalpha():
+                caps.append(len(words))
+            words.append(low)  # the common case: no contraction
+            continue
         t = tok.lower().replace("’", "'").strip("`").rstrip(".")
         head, _, tail = t.partition("'")
         if tail == "t" and head in lx.NEGATED_AUX:  # "didn't": its tense stays (the negation is counted apart)
@@ -510,7 +518,7 @@ def _function_words(raw_tokens: list[str], lowered: list[str]) -> dict[str, tupl
             parts = w.split("-")
             if len(parts) > 1 and any(p in lx.STOPWORDS for p in parts):
                 labels[i] = "hyphen:" + w  # "in-the-money" / "at-the-money": the whole compound
-    return {"fwords": tuple(words), "flabels": tuple(labels)}
+    return tuple(words), tuple(labels), caps
 
 
 def _participle_follows(words: list[str], i: int) -> bool:
