@@ -21,7 +21,7 @@ from r1mw.semantic.guards import (
     SymbolGuard,
     first_veto,
 )
-from r1mw.semantic.text import normalize_question
+from r1mw.semantic.text import analyze, normalize_question
 from r1mw.testing import FakeR1
 
 import semantic_helpers
@@ -211,6 +211,9 @@ WORD_TICKERS = [
     ("Assess risk for a $50,000 long position in it", "Assess risk for a $50,000 long position in all"),
     ("Is it a good time to sell on now?", "Is it a good time to sell now now?"),
     ("what do you think about it this week", "what do you think about all this week"),
+    ("Is it a good time to sell $IT now or should I wait for it to dip?",
+     "Is it a good time to sell $NOW now or should I wait for it to dip?"),
+    ("Buy $ON on the dip or sell it", "Buy $IT on the dip or sell it"),
 ]
 
 GROUPS: dict[str, list[tuple[str, str]]] = {
@@ -366,7 +369,7 @@ def test_everyday_synonyms_still_fold(a, b):
     assert allowed_both(a, b)
 
 
-@pytest.mark.parametrize("a,b", WORD_TICKERS[:2])
+@pytest.mark.parametrize("a,b", WORD_TICKERS[:2] + WORD_TICKERS[-2:])
 def test_a_ticker_in_capitals_is_not_the_english_word_elsewhere_in_the_other_prompt(a, b):
     a, b = normalize_question(a), normalize_question(b)
     assert not SymbolGuard().allows(a, b, {}) and not SymbolGuard().allows(b, a, {})
@@ -383,3 +386,14 @@ def test_a_ticker_in_capitals_is_not_the_english_word_elsewhere_in_the_other_pro
 def test_tickers_in_capitals_still_match_their_other_spellings(a, b):
     a, b = normalize_question(a), normalize_question(b)
     assert SymbolGuard().allows(a, b, {}) and SymbolGuard().allows(b, a, {})
+
+
+def test_a_function_word_changed_inside_a_very_long_prompt_is_still_seen():
+    # past 400 words the alignment lets frequent words go unanchored (bounded cost): a swapped
+    # function word in the middle is still found
+    body = " ".join(f"section {i} covers the {w} desk and its risk limits," for i, w in
+                    enumerate(["rates", "credit", "equity", "fx", "commodities"] * 12))
+    a = normalize_question(f"Given this context: {body} should I sell my NVDA shares now or hold them?")
+    b = normalize_question(f"Given this context: {body} should I sell my NVDA shares then or hold them?")
+    assert len(analyze(a).fwords) > 400
+    assert not FunctionWordGuard().allows(a, b, {}) and not FunctionWordGuard().allows(b, a, {})

@@ -78,6 +78,9 @@ class SymbolGuard:
         return _covered(a.symbols - _expansions(b, a), b) and _covered(b.symbols - _expansions(a, b), a)
 
 
+_CURRENCY_MARKS = "".join(lx.CURRENCY_SYMBOLS)
+
+
 def _tickers_kept(f: Facts, other: Facts) -> bool:
     """A ticker written in capitals must be in the other prompt as a symbol, or as the same word
     in the same place. The function word with its letters elsewhere is not it ("sell IT now ...
@@ -85,14 +88,14 @@ def _tickers_kept(f: Facts, other: Facts) -> bool:
     "the us dollar" and "EMA" / "ema" (analysis reads those as the ticker) keep it."""
     aligned: set[int] | None = None
     for i in f.capital_at:
-        ticker = f.fwords[i]
+        ticker = f.fwords[i].lstrip(_CURRENCY_MARKS)  # "$it" is the ticker IT
         if ticker in other.symbols or _spelled_out(ticker, other.words):
             continue
         if ticker in other.words and ticker not in lx.STOPWORDS:
             continue
         if aligned is None:  # rare: a function word in capitals; align only then
-            aligned = {k for tag, i1, i2, _, _ in SequenceMatcher(None, f.fwords, other.fwords, autojunk=False)
-                       .get_opcodes() if tag == "equal" for k in range(i1, i2)}
+            aligned = {k for tag, i1, i2, _, _ in _opcodes(f.fwords, other.fwords) if tag == "equal"
+                       for k in range(i1, i2)}
         if i not in aligned:
             return False
     return True
@@ -416,8 +419,7 @@ class FunctionWordGuard:
             va, vb = fa.get(family), fb.get(family)
             if va and vb and not any(_compatible(x, y) for x in va for y in vb):
                 return False  # nothing in common: "Did ..." / "Will ...", "we" / "they"
-        edits = [op for op in SequenceMatcher(None, a.fwords, b.fwords, autojunk=False).get_opcodes()
-                 if op[0] != "equal"]
+        edits = [op for op in _opcodes(a.fwords, b.fwords) if op[0] != "equal"]
         short = max(len(a.content), len(b.content)) <= self.short_prompt
         swap = _one_word_swap(edits) if short else None
         if swap is not None:
@@ -436,6 +438,29 @@ class FunctionWordGuard:
                         and all(any(_compatible(x, y) for x in sa[family]) for y in sb[family])):
                     return False  # put in place: "Was AAPL" / "Is AAPL", "my" / "your", "and" / "or"
         return True
+
+
+_ALIGN_EXACT = 400  # words: past this, frequent words may not anchor the alignment (bounded cost)
+
+
+def _opcodes(xs: Sequence[str], ys: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
+    """The alignment of two word sequences, their common head and tail trimmed first (cheap: most
+    pairs differ in a few places), exact up to _ALIGN_EXACT words in the middle."""
+    head = 0
+    while head < len(xs) and head < len(ys) and xs[head] == ys[head]:
+        head += 1
+    tail = 0
+    while tail < len(xs) - head and tail < len(ys) - head and xs[-1 - tail] == ys[-1 - tail]:
+        tail += 1
+    mx, my = xs[head:len(xs) - tail], ys[head:len(ys) - tail]
+    exact = max(len(mx), len(my)) <= _ALIGN_EXACT
+    ops = [(tag, i1 + head, i2 + head, j1 + head, j2 + head)
+           for tag, i1, i2, j1, j2 in SequenceMatcher(None, mx, my, autojunk=not exact).get_opcodes()]
+    if head:
+        ops.insert(0, ("equal", 0, head, 0, head))
+    if tail:
+        ops.append(("equal", len(xs) - tail, len(xs), len(ys) - tail, len(ys)))
+    return ops
 
 
 def _one_word_swap(edits: Sequence[tuple[str, int, int, int, int]]) -> tuple[int, int] | None:

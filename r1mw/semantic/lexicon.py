@@ -131,7 +131,7 @@ FUNCTION_WORDS: dict[str, str] = {
         ("demonstrative", {"this": "this", "these": "this", "that": "that", "those": "that"}),
         # when, relative to now: "sell now" / "sell too", "still a buy" / "already a buy"
         ("conj", {"and": "and", "or": "or"}),
-        ("adverb", {"now": "now", "currently": "now", "presently": "now", "nowadays": "now", "still": "still",
+        ("adverb", {"now": "now", "then": "then", "currently": "now", "presently": "now", "nowadays": "now", "still": "still",
                     "already": "already", "yet": "yet", "ever": "ever", "again": "again", "soon": "soon",
                     "too": "too", "also": "too", "anymore": "anymore"}),
         ("compare", {"same": "same", "identical": "same", "other": "other", "unlike": "other"}),

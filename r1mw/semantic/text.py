@@ -146,7 +146,7 @@ class Facts:
     passive: bool = False             # has a passive clause with an agent ("is specified by X")
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
     content_words: tuple[str, ...] = ()  # raw_content as written (lower case, not stemmed)
-    capital_at: tuple[int, ...] = ()  # fwords written as tickers in capitals (IT, NOW), unless all is shouted
+    capital_at: tuple[int, ...] = ()  # fwords written as tickers: cashtags, capitals (IT, NOW) unless all is shouted
     fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
     flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
 
@@ -287,6 +287,7 @@ def analyze(text: str) -> Facts:
     for m in _ROMAN.finditer(text):
         symbols.add(m.group(0).lower())
     fwords, flabels, caps = _function_words(raw_tokens, lowered)
+    shouted = bool(caps) and _shouted(raw_tokens)
     return Facts(
         text=text,
         words=tuple(words),
@@ -307,7 +308,8 @@ def analyze(text: str) -> Facts:
         content_words=tuple(content_words),
         fwords=fwords,
         flabels=flabels,
-        capital_at=() if _shouted(raw_tokens) else tuple(i for i in caps if fwords[i] in symbols),
+        capital_at=tuple(i for i in caps if fwords[i].lstrip(_CURRENCY_MARKS) in symbols
+                         and (fwords[i][0] in lx.CURRENCY_SYMBOLS or not shouted)),
     )
 
 
@@ -329,6 +331,9 @@ def _is_headline(tokens: list[str]) -> bool:
     if len(alpha) >= 3 and all(t[0].isupper() for t in alpha):
         return True
     return len(small) >= 1 and sum(t[0].isupper() for t in small) >= 0.6 * len(small)
+
+
+_CURRENCY_MARKS = "".join(lx.CURRENCY_SYMBOLS)
 
 
 def _shouted(tokens: list[str]) -> bool:
@@ -474,7 +479,8 @@ def _function_words(raw_tokens: list[str], lowered: list[str]) -> tuple[tuple[st
     caps: list[int] = []
     for tok, low in zip(raw_tokens, lowered):
         if "'" not in tok and "’" not in tok and low not in lx.NEGATED_AUX:
-            if 2 <= len(tok) <= 5 and tok.isupper() and tok.isalpha():
+            if (2 <= len(tok) <= 5 and tok.isupper() and tok.isalpha()) or (
+                    tok[0] in lx.CURRENCY_SYMBOLS and tok[1:].isalpha()):  # a cashtag, any case: $IT, $on
                 caps.append(len(words))
             words.append(low)  # the common case: no contraction
             continue
