@@ -33,13 +33,14 @@ import dataclasses
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Any
+from typing import Any, Mapping
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
+from r1mw.semantic import vocab
 from r1mw.semantic.text import embedding_text, learn_tickers, normalize_question
 
 log = logging.getLogger("r1mw.semantic")
@@ -133,6 +134,7 @@ class SemanticStage:
     async def _load(self) -> None:
         try:
             await self.embedder.load()
+            await asyncio.to_thread(vocab.load)  # the guards' word list, off the event loop
             index = VectorIndex(self.embedder.dim, ann_min=self.ann_min)
             self.loaded_entries = await asyncio.to_thread(index.load, self.directory)
         except Exception:
@@ -553,13 +555,46 @@ def _usable(vector: Any) -> Any:
     return normalize_rows(vector)[0]
 
 
+_BESIDE_TEXT = "r1mw:beside-text"  # role of the scope message holding the last user message's non-text parts
+
+
 def _context(messages: list[dict[str, Any]]) -> list[Any]:
-    """Every message but the last user message: system prompt and earlier turns."""
+    """Every message but the last user message's text: system prompt, earlier turns, and what
+    the last user message carries besides its text (images, files, audio, its ``name``...).
+
+    The question is the text alone; a chart of AAPL and one of TSLA under the same words ask two
+    questions, so everything else of that message must be equal, like the system prompt."""
     for i in range(len(messages) - 1, -1, -1):
         m = messages[i]
         if isinstance(m, dict) and m.get("role") == "user":
-            return [*messages[:i], *messages[i + 1:]]
+            beside = _beside_text(m)
+            tail = [{"role": _BESIDE_TEXT, "content": beside}] if beside is not None else []
+            return [*messages[:i], *messages[i + 1:], *tail]
     return list(messages)
+
+
+def _beside_text(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The last user message without its text, or None when it is only role and text (its scope
+    stays what it always was: indexes saved before still match). Text parts stay as
+    placeholders, so where an image sits among the text parts counts too."""
+    rest = {str(k): v for k, v in message.items() if k not in ("role", "content")}
+    content = message.get("content")
+    if isinstance(content, list):
+        parts: list[Any] = []
+        only_text = True
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text", ""), str):
+                other = {str(k): v for k, v in part.items() if k not in ("type", "text")}
+                only_text = only_text and not other  # e.g. cache_control: kept, as in the exact key
+                parts.append({"type": "text", **other})
+            else:
+                only_text = False
+                parts.append(part)
+        if not only_text:
+            rest["content"] = parts
+    elif content is not None and not isinstance(content, str):
+        rest["content"] = content  # an odd shape: all of it, never nothing
+    return rest or None
 
 
 def _plain(slots: Any) -> dict[str, Any] | None:

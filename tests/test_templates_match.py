@@ -245,3 +245,24 @@ _slot_maps = st.dictionaries(st.sampled_from(["a", "b", "c"]), st.text(max_size=
 @given(_slot_maps, _slot_maps)
 def test_canonical_form_is_injective(a, b):
     assert (canonical_form("t", a) == canonical_form("t", b)) == (a == b)
+
+
+@pytest.mark.parametrize("a,b", [
+    ("Assess risk for 500 shares of TY", "Assess risk for 500 shares of PLS"),
+    ("Assess risk for a $50,000 long position in TY", "Assess risk for a $50,000 long position in PLS"),
+    ("Assess risk for 500 shares of THX", "Assess risk for 500 shares of"),
+    ("Assess risk for 500 shares of ty", "Assess risk for 500 shares of pls"),  # "of" needs its noun
+    ("Assess risk for a $50,000 long position in ty", "Assess risk for a $50,000 long position in cheers"),
+])
+def test_a_ticker_that_spells_a_courtesy_word_stays_in_its_slot(a, b):
+    fa, fb = REGISTRY.match_full(a), REGISTRY.match_full(b)
+    assert fa is not None
+    assert fb is None or fa.canonical != fb.canonical
+
+
+@pytest.mark.parametrize("polite", [
+    "Assess risk for 500 shares of AAPL thx", "Assess risk for 500 shares of AAPL, pls",
+    "Assess risk for 500 shares of AAPL ty", "Assess risk for 500 shares of AAPL. Thanks!",
+])
+def test_lower_case_courtesy_after_a_slot_is_still_dropped(polite):
+    assert REGISTRY.match_full(polite).canonical == REGISTRY.match_full("Assess risk for 500 shares of AAPL").canonical

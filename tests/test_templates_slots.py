@@ -29,7 +29,9 @@ SAME = {
                ("daily", "1 day"), ("1D", "1 day"), ("weekly", "1 week"), ("Q1 2024", "Q1 2024"),
                ("the first quarter of 2024", "Q1 2024"), ("2015-2020", "2015-2020"),
                ("the last 5 years", "past 5 years"),
-               ("YTD", "year to date"), ("today's session", "today's session"), ("today", "today")],
+               ("YTD", "year to date"), ("today's session", "today's session"), ("today", "today"),
+               ("1M", "1 month"), ("6M", "2 quarters"), ("the past 6M", "past 2 quarters"),
+               ("the next 3M", "next 1 quarter"), ("the next 3m", "next 3m")],
     "text": [("  RSI(14)   mean reversion ", "RSI(14) mean reversion")],
     "phrase": [("  RSI(14)   Mean Reversion ", "rsi(14) mean reversion"),
                ("a $50k long position in NVDA", "a $50000 long position in nvda"),
@@ -135,3 +137,22 @@ _PHRASE_WORDS = st.sampled_from(["a", "long", "position", "in", "NVDA", "mm", "M
 def test_phrase_normalization_is_idempotent(text):
     once = SLOT_TYPES["phrase"].normalize(text)
     assert once is not None and SLOT_TYPES["phrase"].normalize(once) == once
+
+
+@pytest.mark.parametrize("month,minute", [
+    ("1M", "1-minute"), ("1M", "1m"), ("the past 6M", "the past 6 minutes"), ("the next 3M", "the next 3 minutes"),
+    ("12M", "12m"),
+])
+def test_a_capital_m_after_a_number_is_a_month_never_a_minute(month, minute):
+    # trader shorthand: 1M, 6M, 3M are months; a lower-case m is the minute of a "5m" chart
+    p = SLOT_TYPES["period"].normalize
+    assert p(month) != p(minute)
+    assert "month" in p(month) or "quarter" in p(month) or "year" in p(month)
+
+
+def test_a_lower_case_m_horizon_is_its_own_value():
+    # "the next 3m": minutes to a scalper, months to an investor: neither reading's key
+    p = SLOT_TYPES["period"].normalize
+    assert p("the next 3m") not in {p("the next 3 minutes"), p("the next 3 months")}
+    assert p("the next 3m") == p("the next 3m") == p("next 3m")
+    assert p("5m") == p("5-minute") == "5 minutes"  # a chart interval keeps its minute

@@ -329,3 +329,37 @@ async def test_courtesy_a_trailing_slot_swallowed_or_a_variant_starting_with_can
         await llm(model="m", messages=[{"role": "user", "content":
                   "Can you analyze MSFT with RSI(14) mean reversion with a trailing stop?, cheers"}])
         assert len(fake.calls) == 3
+
+
+@pytest.mark.parametrize("month,minute", [
+    ("What are the key support and resistance levels for AAPL on the 1M chart?",
+     "What are the key support and resistance levels for AAPL on the 1-minute chart?"),
+    ("Compare AAPL's performance with the S&P 500 over the past 6M",
+     "Compare AAPL's performance with the S&P 500 over the past 6 minutes"),
+    ("Predict movement for AAPL over the next 3M", "Predict movement for AAPL over the next 3 minutes"),
+    ("What is AAPL's current RSI(14) reading on the 1M chart and what does it signal?",
+     "What is AAPL's current RSI(14) reading on the 1-minute chart and what does it signal?"),
+])
+async def test_a_month_written_1M_never_gets_the_reply_for_a_minute(month, minute):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=user(month))
+        reply = await llm(model="m", messages=user(minute))
+        assert pipe.stats()["stages"]["template"]["matched"]  # both keyed by the template stage
+    assert reply["choices"][0]["message"]["content"] == fake.answer_for(minute)
+    assert len(fake.calls) == 2
+
+
+@pytest.mark.parametrize("first,second", [
+    ("Assess risk for 500 shares of TY", "Assess risk for 500 shares of PLS"),
+    ("Assess risk for a $50,000 long position in TY", "Assess risk for a $50,000 long position in PLS"),
+])
+async def test_tickers_that_spell_courtesy_words_never_share_a_key(first, second):
+    fake = FakeR1()
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model="m", messages=user(first))
+        reply = await llm(model="m", messages=user(second))
+    assert reply["choices"][0]["message"]["content"] == fake.answer_for(second)
+    assert len(fake.calls) == 2

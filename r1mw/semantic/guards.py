@@ -14,6 +14,8 @@ direction  the prompts sit on opposite sides of an axis (buy/sell, above/below, 
 question   both are questions of different kinds (why vs is, how vs how much, when vs where)
 roles      the same words fill different roles ("from A to B" vs "from B to A") or the
            same words come in another order ("dog bites man" vs "man bites dog")
+function   a function word that carries the question changed: all/some, and/or, will/did,
+           my/your, this/that, now/too, by/on Friday, in-the-money/at-the-money
 edit       the prompts are one or two words apart: the words that changed are the point of
            the question ("largest organ" vs "largest internal organ", "5 km" vs "5 miles")
 slots      the template slots of both requests differ
@@ -31,12 +33,14 @@ from difflib import SequenceMatcher
 from typing import Any, Mapping, Sequence
 
 from . import lexicon as lx
-from .text import Facts, analyze, stem
+from . import vocab
+from .text import Facts, analyze, directions_of, stem, written_as_ticker
 
 __all__ = [
     "BUILTIN_GUARDS",
     "DirectionGuard",
     "EditGuard",
+    "FunctionWordGuard",
     "NegationGuard",
     "NumberGuard",
     "PeriodGuard",
@@ -55,8 +59,9 @@ class NumberGuard:
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
-        # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class"
-        return a.numbers == b.numbers and a.number_order == b.number_order
+        # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class";
+        # and digits no number explains must be written alike ("15.03.2024", "1.2.3")
+        return a.numbers == b.numbers and a.number_order == b.number_order and a.digit_shapes == b.digit_shapes
 
 
 class SymbolGuard:
@@ -68,7 +73,32 @@ class SymbolGuard:
         a, b = analyze(asked), analyze(stored)
         if a.currencies != b.currencies:
             return False
+        if not (_tickers_kept(a, b) and _tickers_kept(b, a)):
+            return False
         return _covered(a.symbols - _expansions(b, a), b) and _covered(b.symbols - _expansions(a, b), a)
+
+
+_CURRENCY_MARKS = "".join(lx.CURRENCY_SYMBOLS)
+
+
+def _tickers_kept(f: Facts, other: Facts) -> bool:
+    """A ticker written in capitals must be in the other prompt as a symbol, or as the same word
+    in the same place. The function word with its letters elsewhere is not it ("sell IT now ...
+    wait for it" / "sell NOW now ... wait for it", ON / on, ALL / all), while "the US dollar" /
+    "the us dollar" and "EMA" / "ema" (analysis reads those as the ticker) keep it."""
+    aligned: set[int] | None = None
+    for i in f.capital_at:
+        ticker = f.fwords[i].lstrip(_CURRENCY_MARKS)  # "$it" is the ticker IT
+        if ticker in other.symbols or _spelled_out(ticker, other.words):
+            continue
+        if ticker in other.words and ticker not in lx.STOPWORDS:
+            continue
+        if aligned is None:  # rare: a function word in capitals; align only then
+            aligned = {k for tag, i1, i2, _, _ in _opcodes(f.fwords, other.fwords) if tag == "equal"
+                       for k in range(i1, i2)}
+        if i not in aligned:
+            return False
+    return True
 
 
 def _covered(symbols: frozenset[str], other: Facts) -> bool:
@@ -134,9 +164,12 @@ class DirectionGuard:
         a, b = analyze(asked), analyze(stored)
         if a.directions != b.directions:
             sa, sb = set(a.directions), set(b.directions)
-            for axis, sign in sa ^ sb:
-                # only a contradiction vetoes: "speed up" against a prompt without "up" is fine
-                if (axis, -sign) in sa | sb:
+            only_a, only_b = sa - sb, sb - sa
+            for axis, sign in only_a:
+                # only a contradiction vetoes: "speed up" against a prompt without "up" is fine,
+                # and so is a side named by one prompt that also names the other side ("large
+                # and small caps" / "large caps"): the edit guard weighs the word that went
+                if (axis, -sign) in only_b:
                     return False
         return not _negated_forms(a, b)
 
@@ -309,9 +342,10 @@ class EditGuard:
         shared = sum((ca & cb).values())
         if raw_changed <= self.max_changed:
             # one or two words changed: that is the question, unless they are everyday
-            # synonyms ("employ" for "use") or a detail of a long statement (numbers, names,
-            # negations and directions have their own guards)
-            return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content))
+            # synonyms ("employ" for "use") or two scattered details of a long statement, none
+            # of which can be the point ("hawkish"/"dovish" made twice, "celh"/"elf")
+            return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content)
+                                    and not _pointed_change(a, b, ra - rb, rb - ra))
         if changed == 0:
             return True
         # One span swapped in an unchanged frame is a slot filled differently ("statute of
@@ -323,12 +357,161 @@ class EditGuard:
         return changed <= shared * self.max_changed_ratio
 
 
+def _pointed_change(a: Facts, b: Facts, gone: Counter[str], came: Counter[str]) -> bool:
+    """Is a change between two long prompts one that can be the whole question? The same word
+    replaced twice ("support ... support" / "resistance ... resistance"), a word on a direction
+    axis without its like on the other side ("growth" / "expansion", "small-cap" / "large-cap"),
+    a number, a ticker or name, or a short word that is no English word (a lower-case ticker:
+    "celh" / "elf", "onon" / "deck")."""
+    if len(gone) == 1 == len(came) and sum(gone.values()) == 2 == sum(came.values()):
+        return True  # one substitution, made twice: it is the question, wherever it sits
+    went, new = _written(a, gone), _written(b, came)
+    if {d for w in went for d in directions_of(w)} != {d for w in new for d in directions_of(w)}:
+        return True
+    for word, facts in [(w, a) for w in went] + [(w, b) for w in new]:
+        if (any(c.isdigit() for c in word) or word in facts.symbols or written_as_ticker(word)
+                or vocab.could_be_ticker(word)):
+            return True
+    return False
+
+
+def _written(f: Facts, stems: Counter[str]) -> set[str]:
+    """The words of ``f`` as written whose stems are ``stems``."""
+    return {w for w, s in zip(f.content_words, f.raw_content) if s in stems}
+
+
 def _one_span(xs: Sequence[str], ys: Sequence[str]) -> bool:
     """True when ``ys`` is ``xs`` with one contiguous span replaced, inserted or deleted."""
     ops = SequenceMatcher(None, xs, ys, autojunk=False).get_opcodes()
     edits = [op for op in ops if op[0] != "equal"]
     kept = sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal")
     return len(edits) == 1 and kept >= 2
+
+
+class FunctionWordGuard:
+    """Function words that carry the question must agree: quantifiers ("all" / "some" tech
+    stocks, "the only stock" / "a stock"), "and" / "or", tense and modality ("Will the Fed cut"
+    / "Did the Fed cut" / "Should the Fed cut"), whose ("my risk" / "your risk", "we" / "they"),
+    "this" / "that", "now" / "too", "still" / "already", a preposition before a date or time
+    ("by Friday" / "on Friday", "in 2 weeks" / "for 2 weeks", "at the open" / "by the open"),
+    "in-the-money" / "at-the-money".
+
+    The edit guard ignores function words (a rewording moves them around freely), so they are
+    read here, where the two prompts differ: a word of a family put in place of another of the
+    same family (a short edit); tense, person, possession and quantity also when the two
+    prompts share no value at all. In a short prompt a one-word swap in an unchanged frame must
+    be a swap of interchangeable words ("buy on before earnings" / "buy now before earnings":
+    ON, a ticker in lower case). Articles, courtesy ("please", "can you explain") and dropping a
+    word the rewording does without ("my risk" / "the risk") never count.
+    """
+
+    name = "function"
+    short_prompt = 10  # content words: a longer statement rewords its function words freely
+    short_edit = 3     # words on each side of an edit read as "one put in place of the other"
+    whole = ("tense", "person", "poss", "quant")  # families compared over the whole prompt too
+
+    def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
+        a, b = analyze(asked), analyze(stored)
+        if a.fwords == b.fwords:
+            return True
+        fa, fb = _families(a.flabels), _families(b.flabels)
+        for family in self.whole:
+            va, vb = fa.get(family), fb.get(family)
+            if va and vb and not any(_compatible(x, y) for x in va for y in vb):
+                return False  # nothing in common: "Did ..." / "Will ...", "we" / "they"
+        edits = [op for op in _opcodes(a.fwords, b.fwords) if op[0] != "equal"]
+        short = max(len(a.content), len(b.content)) <= self.short_prompt
+        swap = _one_word_swap(edits) if short else None
+        if swap is not None:
+            i, j = swap
+            if not _interchangeable(a.fwords[i], a.flabels[i], b.fwords[j], b.flabels[j]):
+                return False
+        for _, i1, i2, j1, j2 in edits:
+            if i2 - i1 > self.short_edit or j2 - j1 > self.short_edit:
+                continue  # a rewording, not a word put in place of another
+            la, lb = a.flabels[i1:i2], b.flabels[j1:j2]
+            if short and ("quant:only" in la) != ("quant:only" in lb):
+                return False  # "the only stock" / "a stock"
+            sa, sb = _families(la), _families(lb)
+            for family in sa.keys() & sb.keys():
+                if not (all(any(_compatible(x, y) for y in sb[family]) for x in sa[family])
+                        and all(any(_compatible(x, y) for x in sa[family]) for y in sb[family])):
+                    return False  # put in place: "Was AAPL" / "Is AAPL", "my" / "your", "and" / "or"
+        return True
+
+
+_ALIGN_EXACT = 400  # words: past this, frequent words may not anchor the alignment (bounded cost)
+
+
+def _opcodes(xs: Sequence[str], ys: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
+    """The alignment of two word sequences, their common head and tail trimmed first (cheap: most
+    pairs differ in a few places), exact up to _ALIGN_EXACT words in the middle."""
+    head = 0
+    while head < len(xs) and head < len(ys) and xs[head] == ys[head]:
+        head += 1
+    tail = 0
+    while tail < len(xs) - head and tail < len(ys) - head and xs[-1 - tail] == ys[-1 - tail]:
+        tail += 1
+    mx, my = xs[head:len(xs) - tail], ys[head:len(ys) - tail]
+    exact = max(len(mx), len(my)) <= _ALIGN_EXACT
+    ops = [(tag, i1 + head, i2 + head, j1 + head, j2 + head)
+           for tag, i1, i2, j1, j2 in SequenceMatcher(None, mx, my, autojunk=not exact).get_opcodes()]
+    if head:
+        ops.insert(0, ("equal", 0, head, 0, head))
+    if tail:
+        ops.append(("equal", len(xs) - tail, len(xs), len(ys) - tail, len(ys)))
+    return ops
+
+
+def _one_word_swap(edits: Sequence[tuple[str, int, int, int, int]]) -> tuple[int, int] | None:
+    """(i, j) when the only edit puts word j of one prompt where word i of the other was: a
+    replace of one word, or a word dropped next to where another came ("sell on now" / "sell
+    now now" aligns as a deletion and an insertion one word apart)."""
+    if len(edits) == 1:
+        tag, i1, i2, j1, j2 = edits[0]
+        return (i1, j1) if tag == "replace" and i2 - i1 == 1 == j2 - j1 else None
+    if len(edits) == 2:
+        (t1, a1, a2, b1, b2), (t2, c1, c2, d1, d2) = edits
+        if {t1, t2} == {"delete", "insert"} and c1 - a2 <= 1 and a2 - a1 + c2 - c1 + b2 - b1 + d2 - d1 == 2:
+            return (a1, d1) if t1 == "delete" else (c1, b1)
+    return None
+
+
+def _families(labels: Sequence[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for label in labels:
+        if label and label != "polite":
+            family, _, value = label.partition(":")
+            out.setdefault(family, set()).add(value)
+    return out
+
+
+def _compatible(x: str, y: str) -> bool:
+    return x == y or frozenset((x, y)) in lx.COMPATIBLE_VALUES
+
+
+# Families whose words only ever conflict with another word of their own family: "my" / "your",
+# "we" / "they", "this" / "that", "and" / "or". Against any other word ("my risk" / "the risk",
+# "Derry and grew up" / "Derry. He grew up") a rewording is the likelier reading.
+_AMONG_THEMSELVES = frozenset({"person", "poss", "demonstrative", "conj", "polite"})
+
+
+def _interchangeable(x: str, label_x: str, y: str, label_y: str) -> bool:
+    """May a rewording put ``y`` where ``x`` was (everything else unchanged)?"""
+    if x == y or (label_x and label_x == label_y):
+        return True
+    if any(x in group and y in group for group in lx.FUNCTION_EQUIVALENTS):
+        return True
+    fx, _, vx = label_x.partition(":")
+    fy, _, vy = label_y.partition(":")
+    if fx and fy and fx == fy:
+        return _compatible(vx, vy)  # "did" / "will", "all" / "some": no
+    for family in (fx, fy):
+        if family and family not in _AMONG_THEMSELVES:
+            return False  # a word that carries the question came or went: "it" / "all", "on" / "now"
+    if (x in lx.STOPWORDS) != (y in lx.STOPWORDS):
+        return True  # a content word came or went: the edit guard's call
+    return (x in lx.PREPOSITIONS) == (y in lx.PREPOSITIONS)  # "on" / "now": not a rewording
 
 
 class SlotGuard:
@@ -347,7 +530,7 @@ class SlotGuard:
 
 BUILTIN_GUARDS: tuple[type, ...] = (
     SlotGuard, NumberGuard, SymbolGuard, PeriodGuard, NegationGuard, DirectionGuard,
-    QuestionGuard, RoleGuard, EditGuard,
+    QuestionGuard, RoleGuard, FunctionWordGuard, EditGuard,
 )
 
 

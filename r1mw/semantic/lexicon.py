@@ -22,6 +22,7 @@ __all__ = [
     "QUESTION_WORDS",
     "ROLE_PREPOSITIONS",
     "STOPWORDS",
+    "UNIT_ALIASES",
     "WEEKDAYS",
 ]
 
@@ -68,8 +69,9 @@ DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("call calls", "put puts"),
         ("above over exceed exceeds exceeding exceeded upper overvalued overweight", "below under beneath lower undervalued underweight"),
         ("up upward upwards upgrade upgraded", "down downward downwards downgrade downgraded"),
-        ("increase increases increasing increased rise rises rising rose raise raises raised grow grows growing grew gain gains gained climb climbs climbed surge surges surged jump jumps jumped appreciate appreciated expand expands", "decrease decreases decreasing decreased fall falls falling fell drop drops dropping dropped decline declines declining declined reduce reduces reducing reduced lose loses losing lost shrink shrinks shrank plunge plunges plunged depreciate depreciated contract contracts cut cuts slash"),
-        ("more greater larger bigger higher highest most max maximum largest biggest top best strongest", "less fewer smaller lower lowest least min minimum smallest bottom worst weakest"),
+        ("increase increases increasing increased rise rises rising rose raise raises raised grow grows growing grew growth gain gains gained climb climbs climbed surge surges surged jump jumps jumped appreciate appreciated expand expands", "decrease decreases decreasing decreased fall falls falling fell drop drops dropping dropped decline declines declining declined reduce reduces reducing reduced lose loses losing lost shrink shrinks shrank plunge plunges plunged depreciate depreciated contract contracts cut cuts slash"),
+        ("more greater larger bigger higher highest most max maximum largest biggest top best strongest large big",
+         "less fewer smaller lower lowest least min minimum smallest bottom worst weakest small little"),
         ("profit profits profitable winner winners win wins winning", "loss losses unprofitable loser losers lose"),
         ("allow allows allowed enable enables enabled permit permits permitted grant accept accepts whitelist unblock", "block blocks blocked disable disables disabled deny denies denied forbid forbids reject rejects revoke blacklist prevent prevents"),
         ("open opens opening opened start starts starting started begin begins beginning connect connects", "close closes closing closed stop stops stopping stopped end ends ending finish disconnect disconnects"),
@@ -93,6 +95,101 @@ DIRECTION_AXES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("easy easier easiest", "hard harder hardest difficult"),
         ("optimistic optimism", "pessimistic pessimism"),
         ("success successful succeed", "failure unsuccessful fail"),
+        # market vocabulary: levels, the Fed's tone, styles, inventories, yields
+        ("support supports", "resistance resistances"),
+        ("hawkish hawk hawks", "dovish dove doves"),
+        ("build builds", "draw draws"),
+        ("momentum", "contrarian"),
+        ("nominal", "real inflation-linked inflation-protected"),
+    )
+)
+
+# Function words that carry meaning: which question is asked depends on them even when every
+# content word stays. Each maps to "family:value"; two prompts that put different values of one
+# family in the same place ask different questions ("Will the Fed cut" / "Did the Fed cut").
+FUNCTION_WORDS: dict[str, str] = {
+    word: f"{family}:{value}"
+    for family, table in (
+        # quantifiers: "all tech stocks" / "some tech stocks"; all = every = each
+        ("quant", {"all": "all", "every": "all", "each": "all", "some": "some", "any": "any", "only": "only",
+                   "both": "both", "either": "either", "most": "most", "many": "many", "few": "few",
+                   "several": "several", "half": "half", "entire": "all", "whole": "all"}),
+        # tense and modality: "did" / "will" / "should" / "can"
+        ("tense", {"did": "past", "was": "past", "were": "past", "had": "past",
+                   "do": "present", "does": "present", "is": "present", "are": "present", "am": "present",
+                   "has": "present", "have": "present",
+                   "will": "future", "shall": "future", "would": "would",
+                   "should": "should", "must": "should", "ought": "should",
+                   "can": "can", "could": "can", "may": "can", "might": "can"}),
+        # whose: "my risk" / "your risk"; "we" / "they" (I, we and a generic you are one side)
+        ("person", {"i": "self", "me": "self", "we": "self", "us": "self", "you": "self", "myself": "self",
+                    "ourselves": "self", "yourself": "self", "one": "",
+                    "he": "other", "him": "other", "she": "other", "they": "other", "them": "other",
+                    "himself": "other", "herself": "other", "themselves": "other"}),
+        ("poss", {"my": "mine", "mine": "mine", "our": "mine", "ours": "mine", "your": "yours", "yours": "yours",
+                  "his": "theirs", "her": "theirs", "hers": "theirs", "their": "theirs", "theirs": "theirs"}),
+        ("demonstrative", {"this": "this", "these": "this", "that": "that", "those": "that"}),
+        # when, relative to now: "sell now" / "sell too", "still a buy" / "already a buy"
+        ("conj", {"and": "and", "or": "or"}),
+        ("adverb", {"now": "now", "then": "then", "currently": "now", "presently": "now", "nowadays": "now", "still": "still",
+                    "already": "already", "yet": "yet", "ever": "ever", "again": "again", "soon": "soon",
+                    "too": "too", "also": "too", "anymore": "anymore"}),
+        ("compare", {"same": "same", "identical": "same", "other": "other", "unlike": "other"}),
+    )
+    for word, value in table.items()
+    if value
+}
+# Negated auxiliaries keep their tense: "didn't" is past, "won't" future.
+NEGATED_AUX: dict[str, str] = {
+    "don": "do", "dont": "do", "doesn": "does", "doesnt": "does", "isn": "is", "isnt": "is", "aren": "are",
+    "arent": "are", "ain": "is", "aint": "is", "didn": "did", "didnt": "did", "wasn": "was", "wasnt": "was",
+    "weren": "were", "werent": "were", "hadn": "had", "hadnt": "had", "hasn": "has", "hasnt": "has",
+    "haven": "have", "havent": "have", "won": "will", "wont": "will", "wouldn": "would", "wouldnt": "would",
+    "shouldn": "should", "shouldnt": "should", "mustn": "must", "mustnt": "must", "can": "can", "cant": "can",
+    "cannot": "can", "couldn": "could", "couldnt": "could",
+}
+# Contractions: "what's" is "what is", "we'll" is "we will"; "AAPL's" is a possessive.
+CLITIC_AUX: dict[str, str] = {"re": "are", "m": "am", "ve": "have", "ll": "will", "d": "would"}
+IS_HOSTS: frozenset[str] = frozenset(
+    "what who where when why how that there here it he she this which everything nothing something".split())
+# Prepositions that place a question in time when a date or time follows ("by Friday" / "on
+# Friday", "in 2 weeks" / "for 2 weeks", "at the open" / "by the open").
+TIME_PREPOSITIONS: dict[str, str] = {
+    "by": "by", "on": "on", "in": "in", "for": "for", "at": "at", "before": "before", "prior": "before",
+    "after": "after", "until": "until", "till": "until", "til": "until", "within": "within", "since": "since",
+    "during": "during", "over": "during", "through": "during", "throughout": "during", "from": "from",
+    "around": "around", "near": "around", "ahead": "before",
+}
+# Prepositions: a one-word swap between two of them is often a rewording ("a port at/in X"),
+# between one of them and another kind of word is not ("buy on before earnings": ON, a ticker).
+PREPOSITIONS: frozenset[str] = frozenset(
+    """of in on at by for with from to into onto about above below under over through during before after
+    until till since within without against among between toward towards via per than off out up down
+    across along around behind beneath beside beyond near upon like""".split())
+# Tense and modality values close enough that one may stand for the other in a rewording:
+# "can be specified" / "is specified", "has been discontinued" / "is discontinued" / "was".
+COMPATIBLE_VALUES: frozenset[frozenset[str]] = frozenset(
+    frozenset(pair.split()) for pair in ("present can", "present perfect", "past perfect"))
+# Words that may stand between such a preposition and its time ("by the end of next week").
+TIME_FILLERS: frozenset[str] = frozenset(
+    "the a an this that next last coming following end start beginning middle of early late mid each every".split())
+# Times of the trading day a question can be placed at.
+MARKET_TIMES: frozenset[str] = frozenset(
+    """open opening close closing bell expiry expiration settlement noon midnight eod eow eom eoy
+    premarket pre-market after-hours afterhours earnings""".split())
+# "Can you explain ..." is a request, not a question about ability: the modal is courtesy.
+REQUEST_VERBS: frozenset[str] = frozenset(
+    """explain tell give show help list summarize summarise describe analyze analyse write make check
+    calculate compute provide suggest recommend create find compare review evaluate assess estimate
+    predict outline draft generate translate convert clarify elaborate break walk run do please""".split())
+# Function words a rewording swaps freely (one group a line): a one-word swap between these
+# keeps the question.
+FUNCTION_EQUIVALENTS: tuple[frozenset[str], ...] = tuple(
+    frozenset(g.split()) for g in (
+        "a an the", "what which", "that which who", "is are am be", "was were", "do does", "has have",
+        "please kindly pls", "hi hey hello", "ok okay", "thanks thank", "into in", "onto on",
+        "toward towards", "till until til", "among amongst", "me us", "i we", "my our", "about regarding concerning",
+        "about approximately roughly around nearly almost",
     )
 )
 
@@ -129,6 +226,18 @@ PERIOD_WORDS: frozenset[str] = frozenset(
     minute minutes decade decades century weekend morning afternoon evening noon midnight
     spring summer autumn fall winter h1 h2 q1 q2 q3 q4 fy""".split()
 )
+# One spelling per time unit, for a number's unit ("5d", "5-day", "5 days") and for periods.
+# "m" is not here: after a number it is minutes, months or millions depending on who writes it.
+UNIT_ALIASES: dict[str, str] = {
+    alias: unit
+    for unit, aliases in (
+        ("second", "sec secs second seconds"), ("minute", "min mins minute minutes"),
+        ("hour", "h hr hrs hour hours"), ("day", "d day days"), ("week", "w wk wks week weeks"),
+        ("month", "mo mos month months"), ("quarter", "quarter quarters"), ("year", "y yr yrs year years"),
+        ("decade", "decade decades"),
+    )
+    for alias in aliases.split()
+}
 # "last week" / "next month": the modifier matters as much as the unit.
 PERIOD_MODIFIERS: frozenset[str] = frozenset("last next this previous past coming following prior current".split())
 
@@ -168,27 +277,29 @@ ROLE_PREPOSITIONS: dict[str, str] = {
 }
 
 # Everyday synonyms a rewording swaps freely, one group a line (first word = canonical form).
-# Only words with one common sense and no direction: a pair like "buy"/"sell" never goes here.
+# Only words with one common sense and no direction: a pair like "buy"/"sell" never goes here,
+# nor a word that names another thing in finance: yield is not return, price is not cost, a
+# swap, an option, an issue, a property, an offer, supply, a cycle, a key (KEY), to hold or to
+# acquire are not their everyday look-alikes, and "certain" (sure) is not "specific".
 SYNONYM_GROUPS: tuple[str, ...] = (
     "use used uses using employ employed employs utilize utilized utilise",
     "make create generate build produce construct",
-    "show display present",
-    "get obtain retrieve fetch acquire",
+    "show display",
+    "get obtain retrieve fetch",
     "help assist aid",
     "big large huge",
     "small little tiny",
     "fast quick rapid swift speedy",
     "purpose goal aim objective",
-    "provide offer supply furnish",
+    "provide furnish",
     "change alter modify",
     "combine merge join amalgamate",
     "find locate",
     "explain describe",
     "need require",
-    "store save hold",
+    "store save",
     "contain include comprise",
     "accelerate expedite",
-    "issue problem",
     "mistake error",
     "method approach technique way",
     "specify indicate",
@@ -198,21 +309,19 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "convert transform translate",
     "compute calculate",
     "verify check validate",
-    "return yield",
     "load read",
     "list enumerate",
     "entire whole full",
-    "various different several",
+    "various several",
     "precise exact accurate",
     "common frequent usual typical",
     "simple easy straightforward",
     "additional extra further",
-    "specific particular certain",
+    "specific particular",
     "able capable",
     "permit allow let",
     "enable activate",
     "choose select pick",
-    "cost price",
     "buy purchase",
     "sell",
     "car automobile vehicle",
@@ -224,7 +333,7 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "guide tutorial walkthrough",
     "picture image photo",
     "exist available",
-    "iterate cycle traverse loop",
+    "iterate traverse loop",
     "define specify set determine",
     "amount number quantity",
     "describe outline detail",
@@ -235,12 +344,12 @@ SYNONYM_GROUPS: tuple[str, ...] = (
     "folder directory",
     "deprecate discontinue",
     "preserve retain keep",
-    "replace substitute swap",
+    "replace substitute",
     "mistake error",
     "inside within",
-    "crucial essential important key vital",
-    "feature characteristic attribute property",
-    "option setting parameter argument",
+    "crucial essential important vital",
+    "feature characteristic attribute",
+    "setting parameter argument",
     "connect link",
     "receive accept",
     "modify edit update",

@@ -42,6 +42,21 @@ _TEXT_TYPES = frozenset({"text", "phrase"})  # slot types that can swallow trail
 _COURTESY_SPAN = 80  # courtesy at the end is short: the tail regex scans only this much
 
 
+# A courtesy word in capitals is a ticker: TY (Tri-Continental, 10-year T-note futures), PLS
+# (Pilbara Minerals), HI... "500 shares of TY" asks about TY; "... thx" and ", pls" are courtesy.
+_SHOUTED = re.compile(r"(?<![\w'’])[A-Z]{2,5}(?![\w'’])")
+# What is left must not end on a word that needs another after it: "500 shares of" + "ty"
+# is an instrument named ty, whatever its case.
+_DANGLING = re.compile(
+    r"(?:^|\W)(?:of|in|on|for|to|at|by|with|from|into|onto|about|over|under|against|vs|versus|than|per|via"
+    r"|and|or|the|a|an|my|our|your)\W*$", re.I)
+
+
+def _droppable(courtesy: str, left: str) -> bool:
+    """May ``courtesy`` be dropped from the end of a prompt (or slot) that is ``left`` without it?"""
+    return _SHOUTED.search(courtesy) is None and _DANGLING.search(left) is None
+
+
 def _strip_tail(text: str) -> str:
     """``text`` without courtesy at its end. Looked for in the last words only (from a space,
     so a word is never cut): scanning a 4,000-character prompt costs 200 us, its last 80
@@ -49,13 +64,22 @@ def _strip_tail(text: str) -> str:
     cut = text.find(" ", len(text) - _COURTESY_SPAN) if len(text) > _COURTESY_SPAN else 0
     if cut < 0:
         return text
-    return text[:cut] + _COURTESY_TAIL.sub("", text[cut:])
+    m = _COURTESY_TAIL.search(text, cut)
+    if m is None:
+        return text
+    left = text[:m.start()]
+    return left if _droppable(m.group(0), left) else text
+
+
+def _strip_head(text: str) -> str:
+    m = _COURTESY_HEAD.match(text)
+    return text if m is None or _SHOUTED.search(m.group(0)) else text[m.end():]
 
 
 def _without_courtesy(text: str) -> list[str]:
     """``text`` without its courtesy: at both ends, at the end only (a variant may itself
     start with "Can you ..."), at the start only; distinct, non-empty, not ``text``."""
-    head = _COURTESY_HEAD.sub("", text)
+    head = _strip_head(text)
     out: list[str] = []
     for bare in (_strip_tail(head), _strip_tail(text), head):
         if bare and bare != text and bare not in out:
@@ -70,9 +94,16 @@ def _absorbed(full: "TemplateMatch", bare: "TemplateMatch | None") -> bool:
     changed = [n for n in full.slots if full.slots[n] != bare.slots[n]]
     if len(changed) != 1 or full.template.slots[changed[0]] not in _TEXT_TYPES:
         return False
-    a, b = full.slots[changed[0]], bare.slots[changed[0]]
-    rest = a[len(b):] if a.startswith(b) else a[:len(a) - len(b)] if a.endswith(b) else None
-    return bool(rest) and (_COURTESY_TAIL.fullmatch(rest) is not None or _COURTESY_HEAD.fullmatch(rest) is not None)
+    name = changed[0]
+    # as written: the normalized value of a phrase is case-folded, and case tells TY from "ty"
+    a, b = full.written.get(name, full.slots[name]), bare.written.get(name, bare.slots[name])
+    if a.startswith(b):
+        rest = a[len(b):]
+        return bool(rest) and _COURTESY_TAIL.fullmatch(rest) is not None and _droppable(rest, b)
+    if a.endswith(b):
+        rest = a[:len(a) - len(b)]
+        return bool(rest) and _COURTESY_HEAD.fullmatch(rest) is not None and _SHOUTED.search(rest) is None
+    return False
 
 
 @dataclass(frozen=True, slots=True)

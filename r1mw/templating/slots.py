@@ -198,7 +198,7 @@ def _date(text: str) -> str | None:
 
 # -- periods and timeframes ------------------------------------------------------------
 
-_UNITS = {  # spelling -> canonical unit
+_UNITS = {  # spelling -> canonical unit (case-insensitive, but for "M" / "m": see _period)
     "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute", "m": "minute",
     "hour": "hour", "hours": "hour", "hr": "hour", "hrs": "hour", "h": "hour",
     "day": "day", "days": "day", "d": "day",
@@ -255,9 +255,16 @@ def _period(text: str) -> str | None:
         return unit if unit == "intraday" else f"1 {unit}"
     raw_n = (m["n"] or "1").lower()
     n = Decimal(1) if raw_n in ("a", "an") else (Decimal(_WORDS[raw_n]) if raw_n in _WORDS else Decimal(raw_n))
-    unit = _UNITS[_WS.sub(" ", m["unit"].lower())]
-    if m["n"] is None and m["unit"].lower() in _ABBREV:
+    written = m["unit"]
+    unit = _UNITS[_WS.sub(" ", written.lower())]
+    if m["n"] is None and written.lower() in _ABBREV:
         return None  # "5m" and "1h" need their number: a bare "m" is not a period
+    if written == "M":
+        unit = "month"  # traders' "1M", "6M": months; "m" is the minute of a "5m" chart
+    elif written == "m" and m["dir"]:
+        # "the next 3m": minutes to a scalper, months to an investor. Its own value: it keys
+        # apart from both readings (a lost hit at worst, never the other question's answer).
+        return f"{_DIRS[m['dir'].lower()]} {_decimal_text(n)}m"
     for small, factor, big in _UP:
         if unit == small and n % factor == 0 and n > 0:
             n, unit = n / factor, big
