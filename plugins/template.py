@@ -96,7 +96,8 @@ class TemplateStage:
                     key_messages = list(base if base is not None and len(base) == len(messages) else messages)
                     # Its own role keeps a canonical form apart from any prompt a user could type
                     # (a user message has role "user"); two keys keep key_of on its fast path.
-                    key_messages[i] = {"role": TEMPLATE_ROLE, "content": found.canonical}
+                    # (Its other fields, e.g. `name`, stay: another author may be another question.)
+                    key_messages[i] = {**messages[i], "role": TEMPLATE_ROLE, "content": found.canonical}
                     meta["key_messages"] = key_messages
                     meta["template_keyed"] = True
                 store_meta = meta.setdefault("store_meta", {})

@@ -147,6 +147,19 @@ async def test_system_prompt_and_model_still_separate_keys():
     assert len(fake.calls) == 4
 
 
+async def test_a_templated_prompt_keeps_the_other_fields_of_its_message_in_the_key():
+    # "What was my biggest loss" from Alice is not Bob's question: re-keying the message by
+    # its template must not drop its author.
+    fake = FakeR1()
+    q = "Predict movement for AAPL over the next week"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for name in ("alice", "bob", "alice"):
+            await llm(model="m", messages=[{"role": "user", "content": q, "name": name}])
+        await llm(model="m", messages=[{"role": "user", "content": "predict movement for aapl over the next week", "name": "bob"}])
+    assert len(fake.calls) == 2
+
+
 async def test_canonical_form_never_equals_a_prompt_a_user_could_type():
     fake = FakeR1()
     q = "Predict movement for AAPL over the next week"
