@@ -34,6 +34,7 @@ from .errors import (
     R1mwError,
     StreamIncomplete,
     UnencodableValueError,
+    WrapError,
 )
 from .events import Event
 from .hookspecs import hookimpl, hookspec
@@ -73,6 +74,7 @@ __all__ = [
     "Tier",
     "UnencodableValueError",
     "Usage",
+    "WrapError",
     "cached",
     "hookimpl",
     "hookspec",

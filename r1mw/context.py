@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, T
 import msgpack
 import xxhash
 
-from .errors import ConfigError, PipelineStateError, UnencodableValueError
+from .errors import ConfigError, PipelineStateError, UnencodableValueError, WrapError
 from .singleflight import SingleFlight
 from .tiers import Entry
 from .types import CacheControl
@@ -481,7 +481,7 @@ def cached(
     def decorate(func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         target = inspect.unwrap(func)
         if not (inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(target)):
-            raise TypeError(f"r1mw.cached takes an async function (async def), not {func!r}")
+            raise WrapError(f"r1mw.cached takes an async function (async def), not {func!r}")
         signature = inspect.signature(func)
         if control in signature.parameters:
             raise ConfigError(

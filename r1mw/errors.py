@@ -30,6 +30,7 @@ __all__ = [
     "R1mwError",
     "StreamIncomplete",
     "UnencodableValueError",
+    "WrapError",
 ]
 
 
@@ -55,6 +56,11 @@ class CacheControlError(R1mwError, TypeError, ValueError):
 
     Also a TypeError and a ValueError: it replaces both (a wrong type, a wrong value), and
     ``except`` clauses written for them keep working."""
+
+
+class WrapError(R1mwError, TypeError):
+    """``r1mw.wrap()`` or ``@r1mw.cached`` given what they cannot wrap (a synchronous function,
+    a callable returning something r1mw cannot rebuild); also a TypeError, as Python raises."""
 
 
 class CodecError(R1mwError):

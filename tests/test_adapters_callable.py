@@ -375,3 +375,9 @@ async def test_chunk_type_fixes_the_chunk_class_before_any_live_stream():
     assert len(fake.calls) == 1 and {type(c) for c in replay} == {ChatCompletionChunk}
     with pytest.raises(TypeError, match="chunk_type='Plain'"):
         r1mw.wrap(fake, pipe, chunk_type=type("Plain", (), {}))
+
+
+def test_what_wrap_cannot_wrap_is_an_r1mw_error_and_a_type_error():
+    with pytest.raises(r1mw.WrapError) as raised:
+        r1mw.wrap(42)
+    assert isinstance(raised.value, r1mw.R1mwError) and isinstance(raised.value, TypeError)

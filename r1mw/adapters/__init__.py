@@ -11,6 +11,7 @@ from ..settings import Settings
 from .callable import wrap_callable
 from .litellm import is_litellm_callable, wrap_litellm
 from .openai import CachedClient, is_openai_client
+from ..errors import WrapError
 
 __all__ = ["wrap"]
 
@@ -42,7 +43,7 @@ def wrap(target: Any, pipe: Pipeline | None = None, *, returns: Any = None, chun
         return wrap_litellm(target, pipe)
     if builtins.callable(target):  # (the submodule .callable shadows the builtin here)
         return wrap_callable(target, pipe, returns=returns, chunk_type=chunk_type)
-    raise TypeError(
+    raise WrapError(
         f"r1mw.wrap() takes an AsyncOpenAI-compatible client, litellm.acompletion or an async callable, "
         f"not {type(target).__name__}"
     )

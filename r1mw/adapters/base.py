@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol
 from ..keys import split_params
 from ..pipeline import Pipeline
 from ..types import CacheControl, Delta, Reply, Request, StreamedReply, Usage
+from ..errors import WrapError
 
 __all__ = ["Native", "PassthroughStream", "ReplayStream", "call_through"]
 
@@ -138,7 +139,7 @@ def make_upstream(native: Native, fn: Callable[..., Awaitable[Any]]) -> Callable
             result = await result
         elif not hasattr(result, "__aiter__"):
             # An async generator function is a fine streaming callable; anything else is a misuse.
-            raise TypeError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
+            raise WrapError(f"r1mw.wrap(): the wrapped callable returned {type(result).__name__}, "
                             "not an awaitable; wrap an async function")
         streamed = hasattr(result, "__aiter__")
         native.answered(request.stream, streamed)

@@ -24,6 +24,7 @@ from ..pipeline import Pipeline
 from ..types import Delta, Reply, Request, Usage
 from .base import call_through, make_upstream
 from .shapes import built_chunks, chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
+from ..errors import WrapError
 
 __all__ = ["DictNative", "ModelNative", "learning_native", "wrap_callable"]
 
@@ -120,7 +121,7 @@ class ModelNative(_LearnsChunks):
     def __init__(self, cls: Any, chunk_cls: Any = None, kind: str = "object") -> None:
         build = _builder(cls) if cls is not dict else _same
         if build is None:
-            raise TypeError(
+            raise WrapError(
                 f"returns={getattr(cls, '__name__', cls)!r}: r1mw cannot rebuild it from a dict; "
                 "pass a pydantic model class, dict, or a function dict -> object"
             )
@@ -254,7 +255,7 @@ def learning_native(name: str, chunk_type: Any = None, *, dicts_possible: bool =
 def _chunk_builder(chunk_type: Any) -> Callable[[dict[str, Any]], Any] | None:
     build = _builder(chunk_type)
     if build is None and chunk_type is not dict:
-        raise TypeError(f"chunk_type={getattr(chunk_type, '__name__', chunk_type)!r}: r1mw cannot rebuild it "
+        raise WrapError(f"chunk_type={getattr(chunk_type, '__name__', chunk_type)!r}: r1mw cannot rebuild it "
                         "from a dict; pass a pydantic model class, dict, or a function dict -> object")
     return build
 

@@ -16,6 +16,7 @@ from ..types import Reply, Request
 from .base import call_through, make_upstream
 from .callable import DictNative
 from .shapes import built_chunks, chunk_dicts, dict_of_reply, reply_of_dict
+from ..errors import WrapError
 
 __all__ = ["LiteLLMNative", "is_litellm_callable", "wrap_litellm"]
 
@@ -85,7 +86,7 @@ class LiteLLMNative(DictNative):
 
 def wrap_litellm(fn: Callable[..., Awaitable[Any]], pipe: Pipeline) -> Callable[..., Awaitable[Any]]:
     if not inspect.iscoroutinefunction(inspect.unwrap(fn)):
-        raise TypeError(f"r1mw.wrap() needs litellm.acompletion, not the synchronous {getattr(fn, '__name__', fn)}")
+        raise WrapError(f"r1mw.wrap() needs litellm.acompletion, not the synchronous {getattr(fn, '__name__', fn)}")
     native = LiteLLMNative()
     upstream = make_upstream(native, fn)
     try:

@@ -17,6 +17,7 @@ from typing import Any
 from ..pipeline import Pipeline
 from .base import call_through, make_upstream
 from .callable import DictNative, ModelNative, learning_native
+from ..errors import WrapError
 
 __all__ = ["CachedClient", "is_openai_client"]
 
@@ -95,7 +96,7 @@ class CachedClient(_Proxy):
     def __init__(self, client: Any, pipe: Pipeline) -> None:
         completions = client.chat.completions
         if not inspect.iscoroutinefunction(inspect.unwrap(completions.create)):
-            raise TypeError(
+            raise WrapError(
                 f"r1mw.wrap() needs an async client (AsyncOpenAI); {type(client).__name__}"
                 ".chat.completions.create is not a coroutine function"
             )
