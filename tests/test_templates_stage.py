@@ -354,14 +354,21 @@ async def test_courtesy_a_trailing_slot_swallowed_or_a_variant_starting_with_can
      "What is AAPL's current RSI(14) reading on the 1-minute chart and what does it signal?"),
 ])
 async def test_a_month_written_1M_never_gets_the_reply_for_a_minute(month, minute):
+    stats = await asked_apart(month, minute)
+    assert stats["stages"]["template"]["matched"]  # both keyed by the template stage
+
+
+async def asked_apart(first, second):
+    """Ask ``first`` then ``second``: the second must get its own answer (two upstream calls)."""
     fake = FakeR1()
     async with pipeline() as pipe:
         llm = r1mw.wrap(fake, pipe)
-        await llm(model="m", messages=user(month))
-        reply = await llm(model="m", messages=user(minute))
-        assert pipe.stats()["stages"]["template"]["matched"]  # both keyed by the template stage
-    assert reply["choices"][0]["message"]["content"] == fake.answer_for(minute)
+        await llm(model="m", messages=user(first))
+        reply = await llm(model="m", messages=user(second))
+        stats = pipe.stats()
+    assert reply["choices"][0]["message"]["content"] == fake.answer_for(second)
     assert len(fake.calls) == 2
+    return stats
 
 
 @pytest.mark.parametrize("first,second", [
@@ -369,10 +376,4 @@ async def test_a_month_written_1M_never_gets_the_reply_for_a_minute(month, minut
     ("Assess risk for a $50,000 long position in TY", "Assess risk for a $50,000 long position in PLS"),
 ])
 async def test_tickers_that_spell_courtesy_words_never_share_a_key(first, second):
-    fake = FakeR1()
-    async with pipeline() as pipe:
-        llm = r1mw.wrap(fake, pipe)
-        await llm(model="m", messages=user(first))
-        reply = await llm(model="m", messages=user(second))
-    assert reply["choices"][0]["message"]["content"] == fake.answer_for(second)
-    assert len(fake.calls) == 2
+    await asked_apart(first, second)
