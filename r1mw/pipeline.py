@@ -75,7 +75,7 @@ class Pipeline:
         self.pm: Any = None
         self.store: TieredStore | None = None
         self.stages: list[Stage] = []
-        self.singleflight = SingleFlight()
+        self.singleflight = SingleFlight(stall_timeout=self.settings.stream_stall_timeout_s)
         self.events = EventBus(None)
         self.services: dict[str, Any] = {}  # shared objects stages publish for each other
         self._chain: Handler | None = None
@@ -362,7 +362,8 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         """A plain dict: hits per stage and tier, misses, coalesced, errors (an exception
         reached the caller), cancelled (the caller cancelled), latency percentiles, tokens
-        saved, and each stage's and tier's own figures.
+        saved, stream stalls (waiters that gave up on a stream that stopped moving), and each
+        stage's and tier's own figures.
         ``requests == hits + coalesced + misses + errors + cancelled``."""
         c = self._counts
         by_source: dict[str, int] = {}
@@ -387,6 +388,8 @@ class Pipeline:
             "stages": {s.name: s.stats() for s in self.stages if hasattr(s, "stats")},
             "tiers": self.store.stats() if self.store is not None else {},
             "events": {"delivered": self.events.delivered, "dropped": self.events.dropped},
+            # Waiters that stopped waiting on a stream that passed no chunk for the stall timeout.
+            "stream_stalls": self.singleflight.stalled,
         }
         if self._context_cache is not None:
             out["context"] = self._context_cache.stats()

@@ -249,6 +249,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1MW_EMBED_MODEL", "embed_model", "", _str,
          "model2vec model name or path; empty = the offline model of tokenlearn-static-model"),
     Flag("R1MW_TEMPLATES", "templates", None, _path, "template file (TOML, JSON or YAML)"),
+    Flag("R1MW_STREAM_STALL_TIMEOUT_S", "stream_stall_timeout_s", 120.0, _float(0.001),
+         "identical requests waiting on a stream make their own call once it passed no chunk for this long"),
     Flag("R1MW_PREFETCH_MIN_PROB", "prefetch_min_prob", 0.3, _float(0.0, 1.0),
          "prefetch a predicted next request only above this probability"),
     Flag("R1MW_PREFETCH_MAX_INFLIGHT", "prefetch_max_inflight", 4, _int(0),

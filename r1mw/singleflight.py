@@ -6,6 +6,9 @@ and leaves nothing behind. A streaming leader is shared through its assembled re
 get the complete reply when the stream ends normally; if it does not (or the call withdrew
 without asking), the waiters go through single-flight again: one of them makes a new call,
 the others wait on it (they must not inherit the leader's cancellation or a truncated answer).
+A stream that stops moving (its consumer broke out of the loop but keeps the object, or the
+upstream hangs) is waited on for ``stall_timeout`` seconds without a chunk at most: then the
+waiters go through single-flight again as well.
 """
 
 from __future__ import annotations
@@ -24,8 +27,14 @@ class Withdrawn(Exception):
     the upstream): not an answer to the question, so each waiter makes its own call."""
 
 
+class _Stalled(Exception):
+    """The stream a waiter waits on passed no chunk for ``stall_timeout`` seconds."""
+
+
 class SingleFlight:
-    def __init__(self) -> None:
+    def __init__(self, *, stall_timeout: float = 120.0) -> None:
+        self.stall_timeout = stall_timeout
+        self.stalled = 0  # waiters that gave up on a stream that stopped moving
         self._inflight: dict[Hashable, asyncio.Future[Reply | StreamedReply]] = {}
         self.leaders = 0
         self.coalesced = 0
@@ -63,9 +72,12 @@ class SingleFlight:
                     self.coalesced -= 1
                     return await call(), False
                 try:
-                    return await reply.result(), True
+                    return await self._stream_result(reply), True
                 except StreamIncomplete:
                     return await self._again(key, future, call, on_wait)  # the leader's stream broke
+                except _Stalled:
+                    self.stalled += 1
+                    return await self._again(key, future, call, on_wait)
             return reply, True
         self.leaders += 1
         loop = asyncio.get_running_loop()
@@ -83,6 +95,19 @@ class SingleFlight:
             # have nobody to read it and its waiters would wait for its end forever.
             task.add_done_callback(self._orphaned)
             raise
+
+    async def _stream_result(self, reply: StreamedReply) -> Reply:
+        # Not one deadline for the whole stream (R1 streams for minutes): a deadline since the
+        # last chunk. A consumer that stops reading but keeps the stream would hold every
+        # identical request forever otherwise (an async generator broken out of is not closed).
+        while True:
+            wait = self.stall_timeout - reply.idle_s
+            if wait <= 0:
+                raise _Stalled
+            try:
+                return await asyncio.wait_for(reply.result(), wait)
+            except asyncio.TimeoutError:
+                continue  # moved meanwhile? measured again above
 
     async def _again(self, key: Hashable, failed: asyncio.Future[Any],
                      call: Callable[[], Awaitable[Reply | StreamedReply]],

@@ -382,7 +382,7 @@ class StreamedReply:
     """
 
     __slots__ = ("_source", "_to_deltas", "_builder", "_callbacks", "_future", "_closer",
-                 "_consumed", "_check")
+                 "_consumed", "_check", "_progress")
 
     def __init__(
         self,
@@ -403,6 +403,12 @@ class StreamedReply:
         # False for an assembled reply the adapter could not give back on a hit (in the
         # client's own type): it is treated as incomplete, so it is never stored.
         self._check = check
+        self._progress = time.monotonic()  # when the last chunk passed (or the stream began)
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds since the last chunk passed to the consumer (or since the stream began)."""
+        return time.monotonic() - self._progress
 
     def on_complete(self, callback: _Callback) -> None:
         """Run ``callback(reply)`` once the stream has ended normally (never otherwise)."""
@@ -444,6 +450,7 @@ class StreamedReply:
                         readable = False
                         log.warning("a streamed chunk could not be read; this reply is not stored",
                                     exc_info=True)
+                self._progress = time.monotonic()
                 yield chunk
             ended = readable
         except BaseException as exc:

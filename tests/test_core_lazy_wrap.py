@@ -82,3 +82,42 @@ def test_closing_the_lazy_pipeline_by_hand_leaves_no_task(monkeypatch):
     assert asyncio.run(main()) == set()  # the guard waiting for the loop's end went with close()
     assert len(pipes) == 2 and pipes[0]._closed and pipes[1]._closed
     assert len(fake.calls) == 1 and pipes[1].stats()["hits_by"] == {"exact:l2": 1}
+
+
+def test_the_litellm_integration_s_own_pipeline_is_closed_with_its_loop(monkeypatch, tmp_path):
+    # enable() without a pipeline: a LiteLLM proxy or script seldom calls close(), and the
+    # answers still queued for the disk tier were lost at exit.
+    litellm = __import__("pytest").importorskip("litellm")
+    from r1mw.integrations import litellm as r1mw_litellm
+
+    monkeypatch.setenv("R1MW_STAGES", "metrics,exact")
+    monkeypatch.setenv("R1MW_L2_FSYNC", "file")  # L2 writes in a thread, a backlog at the end
+    pipes = record_pipelines(monkeypatch)
+    config = {"litellm_settings": {"cache": True, "cache_params": {"type": "disk"}}}
+    calls: list[str] = []
+
+    async def script():
+        async def one(i: int) -> str:
+            reply = await litellm.acompletion(model="deepseek/deepseek-reasoner", messages=question(i),
+                                              mock_response=f"answer {i}")
+            if not reply._hidden_params.get("cache_hit"):
+                calls.append(reply.choices[0].message.content)
+            return reply.choices[0].message.content
+
+        answers = await asyncio.gather(*(one(i) for i in range(N)))
+        for _ in range(20):  # LiteLLM hands results to its cache in tasks of its own
+            await asyncio.sleep(0.01)
+        return answers
+
+    active = r1mw_litellm.enable(config)
+    try:
+        first = asyncio.run(script())  # returns with nobody calling close()
+        assert pipes[0]._closed
+        r1mw_litellm.disable()
+        active = r1mw_litellm.enable(config)  # a new process, in effect: only the disk is shared
+        second = asyncio.run(script())
+    finally:
+        r1mw_litellm.disable()
+    assert first == second == [f"answer {i}" for i in range(N)]
+    assert len(calls) == N  # every answer of the second run came from the disk tier
+    assert len(pipes) == 2 and pipes[1].stats()["hits_by"] == {"exact:l2": N}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from typing import Any
+from typing import Any, Callable
 
 from ..pipeline import Pipeline
 from ..settings import Settings
@@ -61,8 +61,9 @@ class _PipelinePerLoop:
     replaced on its loop's next request.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, setup: Callable[[Pipeline], None] | None = None) -> None:
         self.settings = settings
+        self._setup = setup  # run on each pipeline made (services its owner publishes)
         self._by_loop: dict[asyncio.AbstractEventLoop, Pipeline] = {}
         self._latest: Pipeline | None = None
 
@@ -71,6 +72,8 @@ class _PipelinePerLoop:
         pipe = self._by_loop.get(loop)
         if pipe is None:
             pipe = self._by_loop[loop] = self._latest = Pipeline(self.settings)
+            if self._setup is not None:
+                self._setup(pipe)
             # Forgotten once closed at the loop's end: no reference to a dead loop is kept.
             pipe.close_with_loop().add_done_callback(lambda _: self._forget(loop, pipe))
         return pipe
@@ -78,6 +81,12 @@ class _PipelinePerLoop:
     def _forget(self, loop: asyncio.AbstractEventLoop, pipe: Pipeline) -> None:
         if self._by_loop.get(loop) is pipe:
             del self._by_loop[loop]
+
+    async def close(self) -> None:
+        """Close the running loop's pipeline, if one was made (the next request makes another)."""
+        pipe = self._by_loop.get(asyncio.get_running_loop())
+        if pipe is not None:
+            await pipe.close()
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         return self.current().request(*args, **kwargs)

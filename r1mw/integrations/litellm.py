@@ -56,6 +56,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..adapters import _PipelinePerLoop
 from ..adapters.shapes import dict_of_reply, reply_of_dict
 from ..errors import ConfigError, R1mwError
 from ..keys import split_params
@@ -476,9 +477,13 @@ def _make_outcomes(backend: R1mwCacheBackend) -> Any:
 
 @dataclass(slots=True)
 class LiteLLMIntegration:
-    """r1mw installed as LiteLLM's cache: ``pipeline`` serves, ``cache`` is ``litellm.cache``."""
+    """r1mw installed as LiteLLM's cache: ``pipeline`` serves, ``cache`` is ``litellm.cache``.
 
-    pipeline: Pipeline
+    ``pipeline`` is the one given to :func:`enable`; else one made per event loop and closed
+    when that loop ends (inside a loop it behaves as that loop's :class:`~r1mw.Pipeline`).
+    """
+
+    pipeline: Any
     backend: R1mwCacheBackend
     cache: Any
     outcomes: Any
@@ -504,6 +509,9 @@ def enable(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
     With ``pipeline`` given, that pipeline serves and the config's r1mw mapping is not applied
     (its ``litellm_settings.cache`` still decides whether to switch on). Returns None when the
     config has ``cache: false``. Calling it again replaces the previous installation.
+    Without ``pipeline``, each event loop gets a pipeline of its own on its first call, closed
+    when the loop ends (``asyncio.run`` returning, a proxy shutting down): the last answers
+    reach the disk tiers even if nobody calls :meth:`LiteLLMIntegration.close`.
     """
     global _active
     litellm = _litellm()
@@ -516,9 +524,18 @@ def enable(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         return None
     if _active is not None:
         disable()
-    pipe = pipeline if pipeline is not None else Pipeline(settings)
-    if parsed.max_context_expansion is not None:
-        pipe.services["max_context_expansion"] = parsed.max_context_expansion
+    def configure(p: Pipeline) -> None:
+        if parsed.max_context_expansion is not None:
+            p.services["max_context_expansion"] = parsed.max_context_expansion
+
+    pipe: Any
+    if pipeline is not None:
+        pipe = pipeline
+        configure(pipe)
+    else:
+        # Nobody but us can close a pipeline made here, and a proxy or script rarely calls
+        # close(): one per event loop, closed when its loop ends (write-behind written).
+        pipe = _PipelinePerLoop(settings, setup=configure)
     backend = _make_backend(pipe, pending_timeout)
     from litellm.caching.caching import Cache
 
