@@ -4,6 +4,7 @@ with its charts (checked structurally always, and in headless Chromium when it i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -12,11 +13,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 import r1mw
 from r1mw.cli import main
-from r1mw.observe.report import analyse
+from r1mw.observe.recorder import MetricsRecorder
+from r1mw.observe.report import analyse, render_html
 from r1mw.observe.snapshots import SnapshotWriter, read_snapshots
+from r1mw.observe.snapshots import _parse as parse_snapshot_lines
 from r1mw.testing import FakeR1
 
 pytestmark = pytest.mark.anyio
@@ -93,6 +97,42 @@ def test_snapshot_file_stays_bounded_and_readable(tmp_path):
     with open(path, "a") as f:
         f.write('{"ts": 200, "outc')
     assert read_snapshots(path)[-1]["ts"] == 199.0
+
+
+# A well-formed snapshot, as the recorder writes it, with a row in every section.
+_GOOD = {**MetricsRecorder().snapshot(), "started": 1.0, "ts": 1_700_000_000.0,
+         "outcomes": {"hit": 3, "miss": 1}, "templates": [{"label": "t", "requests": 4, "hits": 3}],
+         "slots": [{"template": "t", "slot": "s", "value": "v", "count": 4}],
+         "series": [{"outcome": "miss", "stage": "upstream", "tier": "none", "count": 1, "sum": 0.1,
+                     "buckets": [1]}], "tiers": {"l1": {"entries": 1}}, "alerts_firing": []}
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+
+
+@pytest.mark.parametrize("line", [
+    '{"ts": 1e400, "outcomes": {}}', '{"ts": NaN, "outcomes": {}}', '{"ts": 1e30, "outcomes": {}}',
+    '{"ts": 1, "outcomes": {"hit": "x"}}', '{"ts": 1, "outcomes": {"hit": null}}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "templates": [{"requests": 1}]}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "slots": [{"count": 1}]}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "series": [{"buckets": ["a"]}]}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "savings": [1]}', '{"ts": 1, "outcomes": {"hit": 1}, "tiers": []}',
+    "[" * 100_000,
+])
+def test_a_damaged_line_that_still_parses_as_json_is_skipped(tmp_path, capsys, line):
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(_GOOD) + "\n" + line + "\n")
+    assert [s["ts"] for s in read_snapshots(path)] == [_GOOD["ts"]]
+    assert main(["report", str(path), "--out", str(tmp_path / "r.html")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@given(field=st.sampled_from(sorted(_GOOD)), value=_JSON)
+@hsettings(max_examples=300, deadline=None)
+def test_report_never_crashes_whatever_one_field_of_a_snapshot_holds(field, value):
+    snaps = list(parse_snapshot_lines([json.dumps(_GOOD), json.dumps({**_GOOD, field: value})]))
+    assert snaps[0] == _GOOD
+    render_html(analyse(snaps))  # a damaged line is skipped, a good one is read: no exception
 
 
 def test_missing_snapshot_file_is_a_clear_error(tmp_path, capsys):
