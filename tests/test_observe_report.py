@@ -155,6 +155,27 @@ async def test_analysis_matches_the_run_and_survives_restarts(snapshot_file):
     assert [v for _, v in b.savings_usd] == sorted(v for _, v in b.savings_usd)
 
 
+async def test_workers_sharing_one_snapshot_file_are_counted_once_each(tmp_path):
+    # Two worker processes started with the same R1MW_METRICS_SNAPSHOT: their lines interleave.
+    path = tmp_path / "metrics.jsonl"
+    settings = r1mw.Settings(stages="metrics,exact", metrics_snapshot=str(path), metrics_snapshot_interval_s=3600)
+    async with r1mw.Pipeline(settings) as one, r1mw.Pipeline(settings) as two:
+        workers = [(r1mw.wrap(FakeR1(), pipe), pipe.stage("metrics")) for pipe in (one, two)]
+        for round_ in range(5):
+            for n, (llm, stage) in enumerate(workers):
+                for i in range(4):  # 4 requests, 2 distinct: each round 2 misses (first round) or 4 hits
+                    await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"q{n}-{i % 2}"}])
+                stage.write_snapshot()
+    a = analyse(read_snapshots(path))
+    assert a.runs == 2
+    assert a.requests == 40 and a.hits == 36 and sum(a.hours) == 40
+    assert a.cost_usd == pytest.approx(sum(p.stage("metrics").recorder.savings()["cost_usd"] for p in (one, two)))
+    assert a.savings_usd[-1][1] == pytest.approx(a.cost_usd)
+    assert [v for _, v in a.savings_usd] == sorted(v for _, v in a.savings_usd)
+    # per interval, each worker against its own previous snapshot (the ones at close add nothing)
+    assert [rate for _, rate in a.hit_rate] == [0.5, 0.5] + [1.0] * 8
+
+
 class _Scan(HTMLParser):
     def __init__(self):
         super().__init__()
