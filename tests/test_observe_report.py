@@ -135,6 +135,19 @@ def test_report_never_crashes_whatever_one_field_of_a_snapshot_holds(field, valu
     render_html(analyse(snaps))  # a damaged line is skipped, a good one is read: no exception
 
 
+async def test_a_budget_under_two_snapshots_still_keeps_the_newest(tmp_path):
+    path = tmp_path / "s.jsonl"
+    settings = r1mw.Settings(stages="metrics,exact", metrics_snapshot=str(path), metrics_snapshot_interval_s=3600,
+                             metrics_snapshot_max_bytes=1000)  # a snapshot line is larger than that
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        for i in range(3):
+            await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"q{i}"}])
+            pipe.stage("metrics").write_snapshot()
+            assert [s["outcomes"]["miss"] for s in read_snapshots(path)] == [i + 1]
+    assert analyse(read_snapshots(path)).requests == 3  # and the one written at close
+
+
 def test_missing_snapshot_file_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r.html")]) == 1
     assert "no metrics snapshot file" in capsys.readouterr().err

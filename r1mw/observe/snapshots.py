@@ -41,6 +41,10 @@ class SnapshotWriter:
         keep = data[len(data) - self.max_bytes // 2:]
         cut = keep.find(b"\n")
         keep = keep[cut + 1:] if cut >= 0 else b""
+        if not keep.strip():
+            # The newest half holds no whole line (a budget under two snapshots): keep the newest
+            # snapshot anyway, or every trim would leave `r1mw report` an empty file.
+            keep = data[data.rfind(b"\n", 0, len(data) - 1) + 1:]
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(keep)
         os.replace(tmp, self.path)
