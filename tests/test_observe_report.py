@@ -148,6 +148,17 @@ async def test_a_budget_under_two_snapshots_still_keeps_the_newest(tmp_path):
     assert analyse(read_snapshots(path)).requests == 3  # and the one written at close
 
 
+async def test_the_run_after_a_crash_mid_write_keeps_its_first_snapshot(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"ts": 1700000000, "started": 1, "outcomes": {"miss": 5}}\n{"ts": 1700000060, "sta')  # crash
+    settings = r1mw.Settings(stages="metrics,exact", metrics_snapshot=str(path), metrics_snapshot_interval_s=3600)
+    async with r1mw.Pipeline(settings) as pipe:  # the restarted process: one snapshot, at close
+        await r1mw.wrap(FakeR1(), pipe)(model="deepseek-reasoner", messages=[{"role": "user", "content": "q"}])
+    snaps = read_snapshots(path)
+    assert [s["outcomes"]["miss"] for s in snaps] == [5, 1]
+    assert analyse(snaps).requests == 6
+
+
 def test_missing_snapshot_file_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r.html")]) == 1
     assert "no metrics snapshot file" in capsys.readouterr().err

@@ -29,8 +29,13 @@ class SnapshotWriter:
     def append(self, snapshot: dict[str, Any]) -> None:
         line = (json.dumps(snapshot, separators=(",", ":"), default=str) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(line)
+        with open(self.path, "a+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # a torn last line (a crash mid-write) must not swallow this one
+                    line = b"\n" + line
+            f.write(line)  # append mode: at the end, whatever was read
             size = f.tell()
         self.written += 1
         if self.max_bytes and size > self.max_bytes:
