@@ -75,8 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except R1mwError as exc:
         print(f"r1mw: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file named on the command line (--out, --json): one line, no traceback
+        print(f"r1mw: {_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {what}" if exc.filename is not None else what
 
 
 if __name__ == "__main__":

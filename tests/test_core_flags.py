@@ -72,3 +72,19 @@ async def test_a_model_that_cannot_load_is_a_one_line_config_error(monkeypatch):
     message = str(err.value)
     assert "R1MW_EMBED_MODEL='someone/some-model'" in message and "locate the files" in message
     assert "\n" not in message and "expected" in message
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "{ok}", "--out", "{missing}/r.html"],
+    ["report", "{ok}", "--out", "{tmp}"],  # a directory
+    ["templates", "export", "--out", "{missing}/t.json"],
+    ["bench", "--only", "hot", "--n", "10", "--json", "{missing}/b.json"],
+])
+def test_a_file_the_command_cannot_write_is_one_line_not_a_traceback(tmp_path, capsys, argv):
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"ts": 1700000000, "started": 1, "outcomes": {"miss": 1}}\n')
+    names = {"ok": str(ok), "missing": str(tmp_path / "no-such-dir"), "tmp": str(tmp_path)}
+    capsys.readouterr()
+    assert main([arg.format(**names) for arg in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("r1mw: ") and str(tmp_path) in err and err.count("\n") == 1, err

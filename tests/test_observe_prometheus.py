@@ -103,6 +103,19 @@ async def test_label_cardinality_is_bounded_in_the_exposition():
     assert sum(s.value for s in fams["r1mw_namespace_requests"].samples) == 12
 
 
+async def test_a_namespace_named_other_is_not_a_second_other_series():
+    port = free_port()
+    async with r1mw.Pipeline(r1mw.Settings(stages="metrics,exact", metrics_port=port, metrics_top_n=3)) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        for ns in ("a", "a", "other", "b", "c", "d"):
+            await llm(model="m", messages=[{"role": "user", "content": "q"}], cache={"namespace": ns})
+        _, text = await http_get(port)
+    samples = families(text)["r1mw_namespace_requests"].samples
+    labels = [s.labels["namespace"] for s in samples]
+    assert len(labels) == len(set(labels)), labels  # one series per label set, or Prometheus drops samples
+    assert sum(s.value for s in samples) == 6
+
+
 async def test_port_in_use_fails_at_start_with_a_clear_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ with its charts (checked structurally always, and in headless Chromium when it i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -12,11 +13,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 import r1mw
 from r1mw.cli import main
-from r1mw.observe.report import analyse
+from r1mw.observe.recorder import MetricsRecorder
+from r1mw.observe.report import analyse, render_html
 from r1mw.observe.snapshots import SnapshotWriter, read_snapshots
+from r1mw.observe.snapshots import _parse as parse_snapshot_lines
 from r1mw.testing import FakeR1
 
 pytestmark = pytest.mark.anyio
@@ -95,6 +99,66 @@ def test_snapshot_file_stays_bounded_and_readable(tmp_path):
     assert read_snapshots(path)[-1]["ts"] == 199.0
 
 
+# A well-formed snapshot, as the recorder writes it, with a row in every section.
+_GOOD = {**MetricsRecorder().snapshot(), "started": 1.0, "ts": 1_700_000_000.0,
+         "outcomes": {"hit": 3, "miss": 1}, "templates": [{"label": "t", "requests": 4, "hits": 3}],
+         "slots": [{"template": "t", "slot": "s", "value": "v", "count": 4}],
+         "series": [{"outcome": "miss", "stage": "upstream", "tier": "none", "count": 1, "sum": 0.1,
+                     "buckets": [1]}], "tiers": {"l1": {"entries": 1}}, "alerts_firing": []}
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+
+
+@pytest.mark.parametrize("line", [
+    '{"ts": 1e400, "outcomes": {}}', '{"ts": NaN, "outcomes": {}}', '{"ts": 1e30, "outcomes": {}}',
+    '{"ts": 1, "outcomes": {"hit": "x"}}', '{"ts": 1, "outcomes": {"hit": null}}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "templates": [{"requests": 1}]}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "slots": [{"count": 1}]}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "series": [{"buckets": ["a"]}]}',
+    '{"ts": 1, "outcomes": {"hit": 1}, "savings": [1]}', '{"ts": 1, "outcomes": {"hit": 1}, "tiers": []}',
+    "[" * 100_000,
+])
+def test_a_damaged_line_that_still_parses_as_json_is_skipped(tmp_path, capsys, line):
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(_GOOD) + "\n" + line + "\n")
+    assert [s["ts"] for s in read_snapshots(path)] == [_GOOD["ts"]]
+    assert main(["report", str(path), "--out", str(tmp_path / "r.html")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@given(field=st.sampled_from(sorted(_GOOD)), value=_JSON)
+@hsettings(max_examples=300, deadline=None)
+def test_report_never_crashes_whatever_one_field_of_a_snapshot_holds(field, value):
+    snaps = list(parse_snapshot_lines([json.dumps(_GOOD), json.dumps({**_GOOD, field: value})]))
+    assert snaps[0] == _GOOD
+    render_html(analyse(snaps))  # a damaged line is skipped, a good one is read: no exception
+
+
+async def test_a_budget_under_two_snapshots_still_keeps_the_newest(tmp_path):
+    path = tmp_path / "s.jsonl"
+    settings = r1mw.Settings(stages="metrics,exact", metrics_snapshot=str(path), metrics_snapshot_interval_s=3600,
+                             metrics_snapshot_max_bytes=1000)  # a snapshot line is larger than that
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        for i in range(3):
+            await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"q{i}"}])
+            pipe.stage("metrics").write_snapshot()
+            assert [s["outcomes"]["miss"] for s in read_snapshots(path)] == [i + 1]
+    assert analyse(read_snapshots(path)).requests == 3  # and the one written at close
+
+
+async def test_the_run_after_a_crash_mid_write_keeps_its_first_snapshot(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"ts": 1700000000, "started": 1, "outcomes": {"miss": 5}}\n{"ts": 1700000060, "sta')  # crash
+    settings = r1mw.Settings(stages="metrics,exact", metrics_snapshot=str(path), metrics_snapshot_interval_s=3600)
+    async with r1mw.Pipeline(settings) as pipe:  # the restarted process: one snapshot, at close
+        await r1mw.wrap(FakeR1(), pipe)(model="deepseek-reasoner", messages=[{"role": "user", "content": "q"}])
+    snaps = read_snapshots(path)
+    assert [s["outcomes"]["miss"] for s in snaps] == [5, 1]
+    assert analyse(snaps).requests == 6
+
+
 def test_missing_snapshot_file_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r.html")]) == 1
     assert "no metrics snapshot file" in capsys.readouterr().err
@@ -113,6 +177,27 @@ async def test_analysis_matches_the_run_and_survives_restarts(snapshot_file):
     assert b.runs == 2 and b.requests == 80 and sum(b.hours) == 80
     assert all(0.0 <= rate <= 1.0 for _, rate in b.hit_rate)
     assert [v for _, v in b.savings_usd] == sorted(v for _, v in b.savings_usd)
+
+
+async def test_workers_sharing_one_snapshot_file_are_counted_once_each(tmp_path):
+    # Two worker processes started with the same R1MW_METRICS_SNAPSHOT: their lines interleave.
+    path = tmp_path / "metrics.jsonl"
+    settings = r1mw.Settings(stages="metrics,exact", metrics_snapshot=str(path), metrics_snapshot_interval_s=3600)
+    async with r1mw.Pipeline(settings) as one, r1mw.Pipeline(settings) as two:
+        workers = [(r1mw.wrap(FakeR1(), pipe), pipe.stage("metrics")) for pipe in (one, two)]
+        for round_ in range(5):
+            for n, (llm, stage) in enumerate(workers):
+                for i in range(4):  # 4 requests, 2 distinct: each round 2 misses (first round) or 4 hits
+                    await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"q{n}-{i % 2}"}])
+                stage.write_snapshot()
+    a = analyse(read_snapshots(path))
+    assert a.runs == 2
+    assert a.requests == 40 and a.hits == 36 and sum(a.hours) == 40
+    assert a.cost_usd == pytest.approx(sum(p.stage("metrics").recorder.savings()["cost_usd"] for p in (one, two)))
+    assert a.savings_usd[-1][1] == pytest.approx(a.cost_usd)
+    assert [v for _, v in a.savings_usd] == sorted(v for _, v in a.savings_usd)
+    # per interval, each worker against its own previous snapshot (the ones at close add nothing)
+    assert [rate for _, rate in a.hit_rate] == [0.5, 0.5] + [1.0] * 8
 
 
 class _Scan(HTMLParser):

@@ -66,3 +66,23 @@ async def test_top_against_a_server_that_is_not_r1mw(capsys):
         code = await asyncio.to_thread(main, ["top", "--once", "--url", f"http://127.0.0.1:{port}/"])
     assert code == 1
     assert "serves no r1mw metrics" in capsys.readouterr().out
+
+
+async def test_a_negative_interval_is_a_usage_error_not_a_traceback(capsys):
+    port = free_port()
+    async with r1mw.Pipeline(r1mw.Settings(stages="metrics,exact", metrics_port=port)):
+        url = f"http://127.0.0.1:{port}/metrics"
+        with pytest.raises(SystemExit) as exited:  # was: ValueError from time.sleep(-1), after the first frame
+            await asyncio.to_thread(main, ["top", "--url", url, "--interval", "-1"])
+    assert exited.value.code == 2
+    assert "--interval: '-1' is invalid: expected a number of seconds > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, raw", [("--interval", "0"), ("--interval", "inf"), ("--interval", "nan"),
+                                       ("--timeout", "0"), ("--timeout", "-2"), ("--timeout", "soon")])
+def test_intervals_and_timeouts_must_be_positive_seconds(capsys, flag, raw):
+    # 0 s between refreshes scraped the process in a busy loop; a 0 s timeout said "cannot reach"
+    with pytest.raises(SystemExit) as exited:
+        main(["top", "--once", "--url", f"http://127.0.0.1:{free_port()}/metrics", flag, raw])
+    assert exited.value.code == 2
+    assert f"{flag}: {raw!r} is invalid" in capsys.readouterr().err

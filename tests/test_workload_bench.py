@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from r1mw import cli
 
 
@@ -24,3 +26,12 @@ def test_bench_reports_every_benchmark(tmp_path, capsys) -> None:
     assert load["n"] > 0 and load["errors"] == 0 and load["peak_rss_mb"] > 0
     hot = next(r for r in report["rows"] if r["name"].startswith("exact hit in RAM, all stages"))
     assert hot["n"] == 200 and hot["p50_us"] > 0
+
+
+def test_a_misspelt_benchmark_name_is_a_usage_error(capsys) -> None:
+    # `--only semantc` ran nothing, printed an empty table and exited 0
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", "--only", "hot,semantc"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'semantc'" in err and "hot,tiers,miss,templates,semantic,load" in err

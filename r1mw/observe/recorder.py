@@ -102,7 +102,9 @@ class LabelTable:
     def row(self, label: str) -> list[float]:
         row = self.rows.get(label)
         if row is None:
-            if len(self.rows) >= self.track:
+            # A value spelled like the overflow row (a namespace called "other") is counted in
+            # it: a row of its own would be exported as a second series with the same labels.
+            if len(self.rows) >= self.track or label == OTHER:
                 return self.other
             row = self.rows[label] = [0] * _WIDTH
         return row

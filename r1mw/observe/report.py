@@ -11,7 +11,8 @@ the headless-browser test). Charts:
 * hour-of-day usage pattern (requests per UTC hour).
 
 Snapshots are cumulative per process run; a run is recognised by its ``started`` time, so
-a restart (counters back at zero) never shows up as negative traffic.
+a restart (counters back at zero) never shows up as negative traffic, and the interleaved
+lines of several processes sharing one file are not taken for one restart after another.
 """
 
 from __future__ import annotations
@@ -73,32 +74,38 @@ def analyse(snapshots: Sequence[dict[str, Any]]) -> Analysis:
     if not snapshots:
         raise R1mwError("the snapshot file holds no metrics snapshot yet")
     a = Analysis(first=snapshots[0]["ts"], last=snapshots[-1]["ts"])
-    ends: list[dict[str, Any]] = []  # the last snapshot of each run
-    prev: dict[str, Any] | None = None
-    base_usd = base_tokens = 0.0
+    # Several processes (workers started with the same R1MW_METRICS_SNAPSHOT) append to one
+    # file, their lines interleaved: each snapshot is compared with the previous one of its
+    # own run, never with the line just above it (another process's cumulative counters).
+    latest: dict[tuple[Any, int], dict[str, Any]] = {}  # run -> its newest snapshot so far
+    restarts: dict[Any, int] = {}  # started -> runs seen with it (lines without `started` share None)
+    usd = tokens = 0.0  # cumulative savings, summed over runs
     for snap in snapshots:
-        new_run = prev is None or snap.get("started") != prev.get("started") or _counts(snap)[1] < _counts(prev)[1]
-        if new_run:
-            if prev is not None:
-                ends.append(prev)
-                base_usd += prev.get("savings", {}).get("cost_usd", 0.0)
-                base_tokens += prev.get("savings", {}).get("tokens", 0)
+        started = snap.get("started")
+        run = (started, restarts.get(started, 0))
+        prev = latest.get(run)
+        if prev is not None and _counts(snap)[1] < _counts(prev)[1]:  # counters back at zero: a restart
+            restarts[started] = run[1] + 1
+            run, prev = (started, run[1] + 1), None
+        if prev is None:
             hits, served, errors = _counts(snap)
+            was = {}
         else:
-            assert prev is not None
             h1, s1, e1 = _counts(snap)
             h0, s0, e0 = _counts(prev)
             hits, served, errors = h1 - h0, s1 - s0, e1 - e0
+            was = prev.get("savings", {})
+        latest[run] = snap
         if served > 0:
             a.hit_rate.append((snap["ts"], hits / served))
         hour = time.gmtime(snap["ts"]).tm_hour
         a.hours[hour] += served + errors
         savings = snap.get("savings", {})
-        a.savings_usd.append((snap["ts"], base_usd + savings.get("cost_usd", 0.0)))
-        a.savings_tokens.append((snap["ts"], base_tokens + savings.get("tokens", 0)))
-        prev = snap
-    assert prev is not None
-    ends.append(prev)
+        usd += savings.get("cost_usd", 0.0) - was.get("cost_usd", 0.0)
+        tokens += savings.get("tokens", 0) - was.get("tokens", 0)
+        a.savings_usd.append((snap["ts"], usd))
+        a.savings_tokens.append((snap["ts"], tokens))
+    ends = list(latest.values())  # the last snapshot of each run
     a.runs = len(ends)
     for end in ends:
         hits, served, errors = _counts(end)

@@ -13,6 +13,7 @@ the endpoint cannot be reached it prints one line saying so (exit code 1).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import urllib.error
 import urllib.request
@@ -210,10 +211,22 @@ def _main(args: argparse.Namespace) -> int:
     return run(args.url, once=args.once, interval=args.interval, timeout=args.timeout)
 
 
+def _seconds(raw: str) -> float:
+    """A number of seconds > 0: time.sleep(-1) raised a traceback, 0 scraped in a busy loop,
+    and a timeout of 0 said the endpoint could not be reached."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"{raw!r} is invalid: expected a number of seconds > 0")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("top", help="live dashboard of a running r1mw process (from its metrics endpoint)")
     p.add_argument("--url", default=DEFAULT_URL, help=f"metrics endpoint (default {DEFAULT_URL})")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the endpoint (default 2)")
+    p.add_argument("--interval", type=_seconds, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--timeout", type=_seconds, default=2.0, help="seconds to wait for the endpoint (default 2)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.set_defaults(func=_main)

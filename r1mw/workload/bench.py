@@ -361,6 +361,18 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+STEPS = ("hot", "tiers", "miss", "templates", "semantic", "load")
+
+
+def _steps(raw: str) -> str:
+    """``--only`` names: a misspelt one ran nothing and printed an empty table, exit 0."""
+    unknown = [name for name in raw.split(",") if name.strip() not in STEPS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown benchmark {', '.join(map(repr, unknown))}; "
+                                         f"allowed: {','.join(STEPS)}")
+    return ",".join(name.strip() for name in raw.split(","))
+
+
 def _sizes(raw: str) -> list[int]:
     try:
         return [int(s.replace("_", "").replace(",", "")) for s in raw.split("/") if s.strip()]
@@ -378,6 +390,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--clients", type=int, default=1000, help="concurrent clients of the load test")
     p.add_argument("--seconds", type=float, default=5.0, help="length of the load test")
     p.add_argument("--speed", type=float, default=0.001, help="latency scale of the simulated R1 in the load test")
-    p.add_argument("--only", default=None, help="comma-separated: hot,tiers,miss,templates,semantic,load")
+    p.add_argument("--only", type=_steps, default=None, help=f"comma-separated: {','.join(STEPS)}")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     p.set_defaults(func=command)
