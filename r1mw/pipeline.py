@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 from .errors import ConfigError, PipelineStateError, PluginError
 from .events import EventBus
 from .keys import NOT_REPLAYABLE, replayable
-from .manager import build_plugin_manager, collect, select
+from .manager import build_plugin_manager, call_each, raise_as_plugin_error, registrations, select
 from .protocols import Handler, Stage
 from .settings import Settings
 from .singleflight import SingleFlight
@@ -80,6 +80,7 @@ class Pipeline:
         self.services: dict[str, Any] = {}  # shared objects stages publish for each other
         self._chain: Handler | None = None
         self._registries: dict[str, dict[str, Callable[..., Any]]] = {}
+        self._owners: dict[str, str] = {}  # "stages:exact" -> the plugin that registered it
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
@@ -138,15 +139,18 @@ class Pipeline:
         tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
-        built = [self._make(n, f, "R1MW_STAGES") for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
-        self.stages = [stage for stage in built if stage is not None]
+        built = [(n, self._make(n, f, "R1MW_STAGES")) for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
+        names = [name for name, stage in built if stage is not None]
+        self.stages = [stage for _, stage in built if stage is not None]
         for i, stage in enumerate(self.stages):
             start = getattr(stage, "start", None)
             if start is not None:
                 try:
                     await start()
-                except BaseException:
+                except BaseException as exc:
                     self.stages = self.stages[:i]  # close() closes those that started
+                    if isinstance(exc, Exception) and not isinstance(exc, ConfigError):
+                        raise PluginError(self._fault("R1MW_STAGES", "stages", names[i], "failed to start", exc)) from exc
                     raise
         chain: Handler = _terminal
         for stage in reversed(self.stages):
@@ -155,7 +159,7 @@ class Pipeline:
             self._chain = chain
         self.events.start()
         self._started = True
-        self.pm.hook.r1mw_pipeline_started(pipeline=self)
+        call_each(self.pm.hook.r1mw_pipeline_started, raise_as_plugin_error("r1mw_pipeline_started()"), pipeline=self)
 
     async def close(self) -> None:
         """Refuse requests from now on, and release what the pipeline started: background
@@ -253,9 +257,16 @@ class Pipeline:
         ``embedders``), collected once."""
         found = self._registries.get(kind)
         if found is None:
-            hook = getattr(self.pm.hook, f"r1mw_register_{kind}")
-            found = self._registries[kind] = collect(hook(), kind)
+            found, owners = registrations(self.pm, kind)
+            self._registries[kind] = found
+            self._owners.update((f"{kind}:{name}", plugin) for name, plugin in owners.items())
         return found
+
+    def _fault(self, flag: str, kind: str, name: str, what: str, exc: BaseException) -> str:
+        # One line: the flag, the component, the plugin that registered it, what went wrong.
+        owner = self._owners.get(f"{kind}:{name}")
+        by = f" (plugin {owner!r})" if owner else ""
+        return f"{flag}: {name!r}{by} {what}: {type(exc).__name__}: {exc}".replace("\n", " ")
 
     def build(self, kind: str, name: str, flag: str) -> Any:
         """Build one registered component by name, e.g. ``build("codecs", "msgpack+lz4", "R1MW_CODEC")``."""
@@ -270,7 +281,8 @@ class Pipeline:
         except ConfigError:
             raise
         except Exception as exc:
-            raise PluginError(f"{flag}: {name!r} failed to build: {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
+            kind = next((k for k, found in self._registries.items() if found.get(name) is factory), "")
+            raise PluginError(self._fault(flag, kind, name, "failed to build", exc)) from exc
 
     def stage(self, name: str) -> Stage | None:
         for stage in self.stages:
