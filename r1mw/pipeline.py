@@ -135,7 +135,7 @@ class Pipeline:
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
         # The bus exists before tiers and stages are built: they may keep a reference to it.
         if self.pm.hook.r1mw_events.get_hookimpls():
-            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
+            self.events = EventBus(lambda batch: self.notify("r1mw_events", events=batch))
         tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
@@ -191,10 +191,7 @@ class Pipeline:
         self._torn_down = True
         self._chain = None
         if self.pm is not None:
-            try:
-                self.pm.hook.r1mw_pipeline_closing(pipeline=self)
-            except Exception:
-                log.exception("an r1mw_pipeline_closing hook failed")
+            self.notify("r1mw_pipeline_closing")
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -261,6 +258,13 @@ class Pipeline:
             self._registries[kind] = found
             self._owners.update((f"{kind}:{name}", plugin) for name, plugin in owners.items())
         return found
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observer or lifecycle hook (``r1mw_events``, ``r1mw_alert``, ...): each
+        implementation on its own, so one that raises is logged, naming its plugin, and the
+        others still get the call."""
+        call_each(getattr(self.pm.hook, hook), lambda plugin, exc: log.error(
+            "plugin %r: %s failed", plugin, hook, exc_info=exc), pipeline=self, **kwargs)
 
     def _fault(self, flag: str, kind: str, name: str, what: str, exc: BaseException) -> str:
         # One line: the flag, the component, the plugin that registered it, what went wrong.

@@ -3,11 +3,13 @@ r1mw.protocols, registered next to the built-ins, with bugs of their own."""
 
 from __future__ import annotations
 
+import logging
 import types
 
 import pytest
 
 import r1mw
+from r1mw.observe.alerts import AlertEngine, sample_pipeline
 from r1mw.testing import FakeR1
 
 pytestmark = pytest.mark.anyio
@@ -81,3 +83,59 @@ async def test_two_plugins_registering_one_stage_name_are_both_named():
     settings = r1mw.Settings(stages="exact", tiers="l1", disable_plugins="r1mw.exact")
     async with r1mw.Pipeline(settings, plugins=[mine]) as pipe:
         assert [type(stage) for stage in pipe.stages] == [MyExact]
+
+
+# -- observers: one that raises starves nobody -------------------------------------------------
+
+
+class Recorder:
+    """A well-behaved observer."""
+
+    __name__ = "acme.recorder"
+
+    def __init__(self):
+        self.events = []
+        self.alerts = []
+        self.closing = 0
+
+    @r1mw.hookimpl
+    def r1mw_events(self, pipeline, events):
+        self.events += events
+
+    @r1mw.hookimpl
+    def r1mw_alert(self, pipeline, alert):
+        self.alerts.append(alert["name"])
+
+    @r1mw.hookimpl
+    def r1mw_pipeline_closing(self, pipeline):
+        self.closing += 1
+
+
+BROKEN = plugin("acme.broken", r1mw_events=boom, r1mw_alert=boom, r1mw_pipeline_closing=boom)
+
+
+@pytest.mark.parametrize("order", ["broken-last", "broken-first"])
+async def test_an_observer_that_raises_does_not_starve_the_others(order, caplog):
+    recorder = Recorder()
+    plugins = [recorder, BROKEN] if order == "broken-last" else [BROKEN, recorder]
+    settings = r1mw.Settings(stages="metrics,exact", tiers="l1", alert_hit_rate_below=0.5,
+                             alert_min_requests=1, alert_interval_s=3600)
+    with caplog.at_level(logging.WARNING):
+        async with r1mw.Pipeline(settings, plugins=plugins) as pipe:
+            llm = r1mw.wrap(FakeR1(), pipe)
+            engine = AlertEngine.from_settings(pipe.settings, clock=lambda: 1e6)
+            engine.observe(sample_pipeline(pipe, 1e6 - 10))
+            for question in ("q1", "q2"):  # two misses: hit rate 0, the rule fires
+                assert await llm(model="m", messages=[{"role": "user", "content": question}])
+            pipe.events.flush()
+            fired = engine.tick(pipe, 1e6)
+    assert [e.kind for e in recorder.events].count("served") == 2
+    assert len(recorder.events) == pipe.stats()["events"]["delivered"]
+    assert [a["name"] for a in fired] == recorder.alerts == ["hit_rate_low"]
+    assert "hit_rate_low" in caplog.text  # the built-in r1mw.alerts observer logged it too
+    assert recorder.closing == 1
+    # each failure is logged once, naming the plugin
+    failures = [r.getMessage() for r in caplog.records if "acme.broken" in r.getMessage()]
+    assert sorted(failures) == ["plugin 'acme.broken': r1mw_alert failed",
+                                "plugin 'acme.broken': r1mw_events failed",
+                                "plugin 'acme.broken': r1mw_pipeline_closing failed"]
