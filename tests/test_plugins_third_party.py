@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import types
 
+import msgpack
+
 import pytest
 
 import r1mw
@@ -139,3 +141,45 @@ async def test_an_observer_that_raises_does_not_starve_the_others(order, caplog)
     assert sorted(failures) == ["plugin 'acme.broken': r1mw_alert failed",
                                 "plugin 'acme.broken': r1mw_events failed",
                                 "plugin 'acme.broken': r1mw_pipeline_closing failed"]
+
+
+# -- a codec of one's own -----------------------------------------------------------------------
+
+
+class PlainMsgpack:
+    """A codec written from r1mw.protocols.Codec: its bytes are no r1mw envelope."""
+
+    name = "acme-msgpack"
+
+    def __init__(self, pipeline):
+        self.decoded = 0
+
+    def encode(self, value):
+        return msgpack.packb(value, use_bin_type=True)
+
+    def decode(self, data):
+        self.decoded += 1
+        try:
+            return msgpack.unpackb(bytes(data), raw=False)
+        except Exception as exc:
+            raise r1mw.CodecError(f"not acme-msgpack: {exc}") from None
+
+
+ACME_CODEC = plugin("acme.codec", r1mw_register_codecs=lambda: {"acme-msgpack": PlainMsgpack})
+
+
+async def test_a_plugin_codec_reads_back_what_it_wrote_to_the_disk_tier():
+    settings = r1mw.Settings(stages="exact", tiers="l1,l2", codec="acme-msgpack")
+    fake = FakeR1()
+    async with r1mw.Pipeline(settings, plugins=[ACME_CODEC]) as pipe:
+        first = await r1mw.wrap(fake, pipe)(model="m", messages=Q)
+    async with r1mw.Pipeline(settings, plugins=[ACME_CODEC]) as pipe:  # a restart: RAM is empty
+        again = await r1mw.wrap(fake, pipe)(model="m", messages=Q)
+        assert pipe.stats()["hits_by"] == {"exact:l2": 1} and pipe.store.codec.decoded == 1
+        assert pipe.store.stats()["l2"]["corrupt"] == 0
+    assert len(fake.calls) == 1 and again["choices"][0]["message"] == first["choices"][0]["message"]
+    # bytes its decode refuses are a miss (counted), never an error
+    async with r1mw.Pipeline(settings, plugins=[ACME_CODEC]) as pipe:
+        await pipe.store.tiers[1].set(b"k" * 16, b"\xc1 not msgpack")
+        assert await pipe.store.get(b"k" * 16) is None
+        assert pipe.store.stats()["l2"]["corrupt"] == 1
