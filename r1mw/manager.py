@@ -37,30 +37,42 @@ def build_plugin_manager(
     disabled = set(disable)
     for name in disabled:
         pm.set_blocked(name)
-    seen: set[str] = set()
+    known: set[str] = set()  # every plugin name there is, disabled or not
     for ep in _entry_points():
-        if ep.name in disabled or ep.name in seen:
+        if ep.name in known:
             continue
-        seen.add(ep.name)
+        known.add(ep.name)
+        if ep.name in disabled:
+            continue
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
         pm.register(plugin, name=ep.name)
     for path in plugins:
+        known.add(path)
         if path in disabled or pm.has_plugin(path):
             continue
         try:
             module = importlib.import_module(path)
-        except ImportError as exc:
-            raise PluginError(f"R1MW_PLUGINS: cannot import {path!r}: {exc}") from exc
+        except Exception as exc:  # not only ImportError: the module's own code may raise
+            raise PluginError(f"R1MW_PLUGINS: cannot import {path!r}: {type(exc).__name__}: {exc}") from exc
         if pm.is_registered(module):  # already loaded through its entry point (a built-in)
             continue
         pm.register(module, name=path)
     for obj in extra:
-        name = getattr(obj, "__name__", None) or getattr(obj, "name", None) or repr(obj)
-        if name not in disabled:
-            pm.register(obj, name=str(name))
+        name = str(getattr(obj, "__name__", None) or getattr(obj, "name", None) or repr(obj))
+        known.add(name)
+        if name in disabled or pm.is_registered(obj):  # e.g. an installed plugin's module passed again
+            continue
+        if pm.has_plugin(name):
+            raise PluginError(f"two plugins are named {name!r}: give one of them another __name__")
+        pm.register(obj, name=name)
+    # A misspelt name would leave the plugin running while the flag looks obeyed.
+    unknown = sorted(disabled - known)
+    if unknown:
+        raise ConfigError(f"R1MW_DISABLE_PLUGINS: no plugin is named {unknown[0]!r}; "
+                          f"plugins: {', '.join(sorted(known))}")
     return pm
 
 

@@ -183,3 +183,28 @@ async def test_a_plugin_codec_reads_back_what_it_wrote_to_the_disk_tier():
         await pipe.store.tiers[1].set(b"k" * 16, b"\xc1 not msgpack")
         assert await pipe.store.get(b"k" * 16) is None
         assert pipe.store.stats()["l2"]["corrupt"] == 1
+
+
+# -- plugin names ------------------------------------------------------------------------------
+
+
+async def test_a_misspelt_disabled_plugin_is_a_config_error_listing_the_plugins():
+    settings = r1mw.Settings(stages="exact", tiers="l1", disable_plugins="semantic")  # means r1mw.semantic
+    with pytest.raises(r1mw.ConfigError) as err:
+        await r1mw.Pipeline(settings).start()
+    message = str(err.value)
+    assert "R1MW_DISABLE_PLUGINS" in message and "'semantic'" in message and "r1mw.semantic" in message
+    # a plugin given by object can be disabled by its name too
+    settings = r1mw.Settings(stages="exact", tiers="l1", disable_plugins="acme.fragile")
+    async with r1mw.Pipeline(settings, plugins=[plugin("acme.fragile", r1mw_pipeline_started=boom)]) as pipe:
+        assert pipe.stage("exact") is not None
+
+
+async def test_plugin_objects_registered_twice_or_under_one_name():
+    import r1mw_plugins.exact  # installed through its entry point already: passing it again is harmless
+
+    async with r1mw.Pipeline(r1mw.Settings(stages="exact", tiers="l1"), plugins=[r1mw_plugins.exact]) as pipe:
+        assert pipe.stage("exact") is not None
+    twins = [plugin("acme.twin", r1mw_pipeline_started=lambda pipeline: None) for _ in range(2)]
+    with pytest.raises(r1mw.PluginError, match="two plugins are named 'acme.twin'"):
+        await r1mw.Pipeline(r1mw.Settings(stages="exact", tiers="l1"), plugins=twins).start()
