@@ -37,6 +37,7 @@ from typing import Any, Mapping
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
+from r1mw.manager import call_each, raise_as_plugin_error
 from r1mw.semantic.calibration import threshold_for
 from r1mw.semantic.guards import first_veto
 from r1mw.semantic.index import Record, VectorIndex, build_ann, scope_of
@@ -83,7 +84,9 @@ class SemanticStage:
         # embed_one (batched) when the embedder has it; else the Embedder protocol's embed()
         self._embed_one = getattr(self.embedder, "embed_one", None) or self._embed_via_embed
         self._renormalize = not hasattr(self.embedder, "embed_one")  # a third party's vectors: _usable()
-        self.guards = [g for found in pipeline.pm.hook.r1mw_register_guards(pipeline=pipeline) for g in found or ()]
+        registered = call_each(pipeline.pm.hook.r1mw_register_guards, raise_as_plugin_error("r1mw_register_guards()"),
+                               pipeline=pipeline)
+        self.guards = [g for _, found in registered for g in found]
         for guard in self.guards:
             if not callable(getattr(guard, "allows", None)):
                 raise r1mw.PluginError(f"r1mw_register_guards returned {guard!r}: a guard needs "

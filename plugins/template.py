@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Awaitable
 
 import r1mw
+from r1mw.manager import call_each, raise_as_plugin_error
 from r1mw.templating import Miner, TemplateRegistry, code_templates, load_file
 
 log = logging.getLogger("r1mw.templates")
@@ -40,7 +41,9 @@ class TemplateStage:
     def __init__(self, pipeline: r1mw.Pipeline) -> None:
         s = pipeline.settings
         templates = load_file(s.templates) if s.templates is not None else []
-        templates += code_templates(pipeline.pm.hook.r1mw_register_templates(pipeline=pipeline))
+        registered = call_each(pipeline.pm.hook.r1mw_register_templates,
+                               raise_as_plugin_error("r1mw_register_templates()"), pipeline=pipeline)
+        templates += code_templates([found for _, found in registered])
         self.registry = TemplateRegistry()
         for template in templates:
             try:

@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from .errors import ConfigError, R1mwError
-from .manager import build_plugin_manager, collect, select
+from .manager import build_plugin_manager, call_each, raise_as_plugin_error, registrations, select
 from .settings import Settings
 
 __all__ = ["main"]
@@ -42,7 +42,7 @@ def _check_plugin_names(settings: Settings) -> None:
     pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
     for kind, flag, names in (("stages", "R1MW_STAGES", settings.stages), ("tiers", "R1MW_TIERS", settings.tiers),
                               ("codecs", "R1MW_CODEC", (settings.codec,))):
-        select(collect(getattr(pm.hook, f"r1mw_register_{kind}")(), kind), names, flag)
+        select(registrations(pm, kind)[0], names, flag)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     settings = Settings.from_env()
     pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
-    pm.hook.r1mw_add_cli_commands(subparsers=sub)
+    call_each(pm.hook.r1mw_add_cli_commands, raise_as_plugin_error("r1mw_add_cli_commands()"), subparsers=sub)
     return parser
 
 

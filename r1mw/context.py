@@ -28,8 +28,10 @@ bound through :func:`inspect.signature` with defaults applied: ``f(1, b=2)``,
 ``f(b=2, a=1)`` and ``f(1)`` (when ``b=2`` is the default) share an entry. Arguments may be
 the value types above plus sets, enums, dataclasses, pydantic models, dates, decimals, UUIDs
 and paths; numpy arrays are keyed by dtype, shape and a hash of their bytes. Anything else is
-refused with a clear error (use ``key=`` or ``ignore=``). Concurrent identical calls run the
-function once (single-flight); an exception reaches every waiter and is never cached.
+refused with a clear error (use ``key=`` or ``ignore=``). A bound method's instance, a
+partial's arguments and the immutable values a closure captured are part of the key too:
+one qualified name can be many functions. Concurrent identical calls run the function once
+(single-flight); an exception reaches every waiter and is never cached.
 """
 
 from __future__ import annotations
@@ -421,6 +423,50 @@ async def close_default_pipeline() -> None:
 # -- the decorator ---------------------------------------------------------------------------
 
 
+def _qualified(func: Any) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    func = getattr(func, "__func__", func)  # a bound method: its function
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+_FROZEN = (type(None), bool, int, float, complex, str, bytes, enum.Enum)
+
+
+def _frozen(value: Any) -> bool:
+    if isinstance(value, (tuple, frozenset)):
+        return all(_frozen(v) for v in value)
+    return isinstance(value, _FROZEN)
+
+
+def _binding(func: Any) -> Callable[[], list[Any]] | None:
+    """What changes ``func``'s result besides its arguments, and that its qualified name does
+    not tell apart: a bound method's instance and a partial's arguments (read at each call,
+    as a ``self`` argument is), the immutable values a closure captured when it was decorated
+    (``make(2)`` and ``make(3)`` of one factory). None for a plain function.
+
+    Captured objects and mutable values (a client, a list of calls) are left out, as
+    ``ignore=`` would; so are values the function rebinds itself later (a ``nonlocal`` counter):
+    the snapshot is taken once, at decoration."""
+    if isinstance(func, functools.partial):
+        inner = _binding(func.func)
+        return lambda: [("partial", canonical(list(func.args), "partial args"),
+                         canonical(func.keywords, "partial keywords")), *(inner() if inner else ())]
+    if inspect.ismethod(func):
+        inner = _binding(func.__func__)
+        return lambda: [("self", canonical(func.__self__, "bound instance")), *(inner() if inner else ())]
+    captured = []
+    code = getattr(func, "__code__", None)
+    for name, cell in zip(code.co_freevars if code else (), getattr(func, "__closure__", None) or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not bound yet
+            continue
+        if _frozen(value):
+            captured.append((name, canonical(value, name)))
+    return (lambda: captured) if captured else None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Spec:
     name: str
@@ -429,6 +475,7 @@ class _Spec:
     namespace: str | None
     key: Callable[..., Any] | None
     ignore: frozenset[str]
+    binding: Callable[[], list[Any]] | None = None
 
     def store_key(self, namespace: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if self.key is not None:
@@ -446,6 +493,9 @@ class _Spec:
             if kind is inspect.Parameter.VAR_POSITIONAL:
                 value = list(value)
             parts.append((name, canonical(value, f"{self.name}({name}=...)")))
+        bound = self.binding() if self.binding is not None else None
+        if bound:  # a plain function's key stays what it was
+            parts.append(("<bound>", bound))
         return _hash("f", namespace, self.name, parts)
 
 
@@ -485,15 +535,23 @@ def cached(
         signature = inspect.signature(func)
         if control in signature.parameters:
             raise ConfigError(
-                f"cached(control={control!r}): {func.__qualname__} has a parameter named {control!r}; "
+                f"cached(control={control!r}): {_qualified(func)} has a parameter named {control!r}; "
                 "pick another name for the per-call control keyword")
         unknown = set(ignore) - set(signature.parameters)
         if unknown:
-            raise ConfigError(f"cached(ignore=...): {func.__qualname__} has no parameter {sorted(unknown)}")
+            raise ConfigError(f"cached(ignore=...): {_qualified(func)} has no parameter {sorted(unknown)}")
         if ttl is not None and ttl < 0:
             raise ConfigError(f"cached(ttl={ttl!r}): expected seconds >= 0 (0 = no expiry)")
-        spec = _Spec(name or f"{func.__module__}.{func.__qualname__}", signature, ttl, namespace, key,
-                     frozenset(ignore))
+        # name= or key= say what identifies a call; else what the function is bound to counts
+        binding = _binding(func) if name is None and key is None else None
+        if binding is not None:
+            try:
+                binding()
+            except UnencodableValueError as exc:
+                why = str(exc).split(": pass key=")[0]  # its own advice (ignore=) does not apply here
+                raise WrapError(f"r1mw.cached({_qualified(func)}): {why}; pass name=... (one per instance) "
+                                "or key=...") from None
+        spec = _Spec(name or _qualified(func), signature, ttl, namespace, key, frozenset(ignore), binding)
 
         def cache_of() -> ContextCache:
             return (pipeline if pipeline is not None else default_pipeline()).context_cache

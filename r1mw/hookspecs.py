@@ -2,7 +2,9 @@
 
 pluggy is the registry and the event bus, not a request dispatcher: registration hooks run
 once, when a :class:`~r1mw.Pipeline` starts; observer hooks run from a background task that
-drains a bounded event buffer, never while a request waits.
+drains a bounded event buffer, not in a request's path. They run on the event loop: one that
+blocks holds every request meanwhile (hand slow work to a thread). Each implementation is
+called on its own: one that raises is logged and the others are still called.
 
 Registration hooks return ``{name: factory}`` where ``factory(pipeline)`` builds the object;
 only the names a setting selects are built (``R1MW_STAGES``, ``R1MW_TIERS``, ...).

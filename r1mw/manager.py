@@ -16,7 +16,7 @@ import pluggy
 from . import hookspecs
 from .errors import ConfigError, PluginError
 
-__all__ = ["build_plugin_manager", "collect"]
+__all__ = ["build_plugin_manager", "call_each", "raise_as_plugin_error", "registrations"]
 
 GROUP = "r1mw"
 
@@ -37,44 +37,102 @@ def build_plugin_manager(
     disabled = set(disable)
     for name in disabled:
         pm.set_blocked(name)
-    seen: set[str] = set()
+    known: set[str] = set()  # every plugin name there is, disabled or not
     for ep in _entry_points():
-        if ep.name in disabled or ep.name in seen:
+        if ep.name in known:
             continue
-        seen.add(ep.name)
+        known.add(ep.name)
+        if ep.name in disabled:
+            continue
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
         pm.register(plugin, name=ep.name)
     for path in plugins:
+        known.add(path)
         if path in disabled or pm.has_plugin(path):
             continue
         try:
             module = importlib.import_module(path)
-        except ImportError as exc:
-            raise PluginError(f"R1MW_PLUGINS: cannot import {path!r}: {exc}") from exc
+        except Exception as exc:  # not only ImportError: the module's own code may raise
+            raise PluginError(f"R1MW_PLUGINS: cannot import {path!r}: {type(exc).__name__}: {exc}") from exc
         if pm.is_registered(module):  # already loaded through its entry point (a built-in)
             continue
         pm.register(module, name=path)
     for obj in extra:
-        name = getattr(obj, "__name__", None) or getattr(obj, "name", None) or repr(obj)
-        if name not in disabled:
-            pm.register(obj, name=str(name))
+        name = str(getattr(obj, "__name__", None) or getattr(obj, "name", None) or repr(obj))
+        known.add(name)
+        if name in disabled or pm.is_registered(obj):  # e.g. an installed plugin's module passed again
+            continue
+        if pm.has_plugin(name):
+            raise PluginError(f"two plugins are named {name!r}: give one of them another __name__")
+        pm.register(obj, name=name)
+    # A misspelt name would leave the plugin running while the flag looks obeyed.
+    unknown = sorted(disabled - known)
+    if unknown:
+        raise ConfigError(f"R1MW_DISABLE_PLUGINS: no plugin is named {unknown[0]!r}; "
+                          f"plugins: {', '.join(sorted(known))}")
     return pm
 
 
-def collect(
-    results: Iterable[Mapping[str, Callable[..., Any]] | None], kind: str
-) -> dict[str, Callable[..., Any]]:
-    """Merge registration results ``{name: factory}``; a name registered twice is an error."""
+def call_each(hook: Any, on_error: Callable[[str, Exception], None], **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call every implementation of ``hook`` on its own, in pluggy's order; returns
+    ``[(plugin name, result), ...]`` (None results left out, as pluggy does).
+
+    ``hook(**kwargs)`` stops at the first implementation that raises: one plugin's bug would
+    starve every plugin called after it (an observer, a closing hook) and the exception would
+    not say whose bug it is. Here an implementation that raises is handed to
+    ``on_error(plugin name, exception)``, which raises or logs; the others still run."""
+    impls = hook.get_hookimpls()
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        # pluggy's wrappers (a plugin timing the others) need pluggy's own call.
+        try:
+            return [("", result) for result in hook(**kwargs)]
+        except Exception as exc:
+            on_error("a plugin (" + ", ".join(impl.plugin_name for impl in impls) + ")", exc)
+            return []
+    results = []
+    for impl in reversed(impls):  # pluggy calls the last registered first
+        try:
+            result = impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception as exc:
+            on_error(impl.plugin_name, exc)
+            continue
+        if result is not None:
+            results.append((impl.plugin_name, result))
+    return results
+
+
+def raise_as_plugin_error(what: str) -> Callable[[str, Exception], None]:
+    """An ``on_error`` for :func:`call_each` at start-up: one PluginError line naming the plugin."""
+    def fail(plugin: str, exc: Exception) -> None:
+        if isinstance(exc, ConfigError):  # names its flag already (and PluginError its plugin)
+            raise exc
+        raise PluginError(f"plugin {plugin!r}: {what} raised {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
+
+    return fail
+
+
+def registrations(pm: pluggy.PluginManager, kind: str) -> tuple[dict[str, Callable[..., Any]], dict[str, str]]:
+    """``({name: factory}, {name: plugin name})`` of the ``r1mw_register_<kind>`` hook: a plugin
+    whose hook raises, or two plugins registering one name, fail with one line naming them."""
+    hook = getattr(pm.hook, f"r1mw_register_{kind}")
     merged: dict[str, Callable[..., Any]] = {}
-    for result in results:
-        for name, factory in (result or {}).items():
+    owners: dict[str, str] = {}
+    for plugin, result in call_each(hook, raise_as_plugin_error(f"r1mw_register_{kind}()")):
+        if not isinstance(result, Mapping):
+            raise PluginError(f"plugin {plugin!r}: r1mw_register_{kind}() returned {type(result).__name__}, "
+                              "not a {name: factory} mapping")
+        for name, factory in result.items():
             if name in merged:
-                raise PluginError(f"two plugins register the {kind} {name!r}; disable one with R1MW_DISABLE_PLUGINS")
+                first = owners[name]
+                raise PluginError(
+                    f"plugins {first!r} and {plugin!r} both register the {kind[:-1]} {name!r}; keep one by "
+                    f"disabling the other: R1MW_DISABLE_PLUGINS={first} or R1MW_DISABLE_PLUGINS={plugin}")
             merged[name] = factory
-    return merged
+            owners[name] = plugin
+    return merged, owners
 
 
 def select(available: Mapping[str, Callable[..., Any]], wanted: Iterable[str], flag: str) -> list[tuple[str, Callable[..., Any]]]:

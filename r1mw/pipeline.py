@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 from .errors import ConfigError, PipelineStateError, PluginError
 from .events import EventBus
 from .keys import NOT_REPLAYABLE, replayable
-from .manager import build_plugin_manager, collect, select
+from .manager import build_plugin_manager, call_each, raise_as_plugin_error, registrations, select
 from .protocols import Handler, Stage
 from .settings import Settings
 from .singleflight import SingleFlight
@@ -80,6 +80,7 @@ class Pipeline:
         self.services: dict[str, Any] = {}  # shared objects stages publish for each other
         self._chain: Handler | None = None
         self._registries: dict[str, dict[str, Callable[..., Any]]] = {}
+        self._owners: dict[str, str] = {}  # "stages:exact" -> the plugin that registered it
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._closed = False
@@ -134,19 +135,22 @@ class Pipeline:
         self.pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=self._extra_plugins)
         # The bus exists before tiers and stages are built: they may keep a reference to it.
         if self.pm.hook.r1mw_events.get_hookimpls():
-            self.events = EventBus(lambda batch: self.pm.hook.r1mw_events(pipeline=self, events=batch))
+            self.events = EventBus(lambda batch: self.notify("r1mw_events", events=batch))
         tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
-        built = [self._make(n, f, "R1MW_STAGES") for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
-        self.stages = [stage for stage in built if stage is not None]
+        built = [(n, self._make(n, f, "R1MW_STAGES")) for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
+        names = [name for name, stage in built if stage is not None]
+        self.stages = [stage for _, stage in built if stage is not None]
         for i, stage in enumerate(self.stages):
             start = getattr(stage, "start", None)
             if start is not None:
                 try:
                     await start()
-                except BaseException:
+                except BaseException as exc:
                     self.stages = self.stages[:i]  # close() closes those that started
+                    if isinstance(exc, Exception) and not isinstance(exc, ConfigError):
+                        raise PluginError(self._fault("R1MW_STAGES", "stages", names[i], "failed to start", exc)) from exc
                     raise
         chain: Handler = _terminal
         for stage in reversed(self.stages):
@@ -155,7 +159,7 @@ class Pipeline:
             self._chain = chain
         self.events.start()
         self._started = True
-        self.pm.hook.r1mw_pipeline_started(pipeline=self)
+        call_each(self.pm.hook.r1mw_pipeline_started, raise_as_plugin_error("r1mw_pipeline_started()"), pipeline=self)
 
     async def close(self) -> None:
         """Refuse requests from now on, and release what the pipeline started: background
@@ -187,10 +191,7 @@ class Pipeline:
         self._torn_down = True
         self._chain = None
         if self.pm is not None:
-            try:
-                self.pm.hook.r1mw_pipeline_closing(pipeline=self)
-            except Exception:
-                log.exception("an r1mw_pipeline_closing hook failed")
+            self.notify("r1mw_pipeline_closing")
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -253,9 +254,23 @@ class Pipeline:
         ``embedders``), collected once."""
         found = self._registries.get(kind)
         if found is None:
-            hook = getattr(self.pm.hook, f"r1mw_register_{kind}")
-            found = self._registries[kind] = collect(hook(), kind)
+            found, owners = registrations(self.pm, kind)
+            self._registries[kind] = found
+            self._owners.update((f"{kind}:{name}", plugin) for name, plugin in owners.items())
         return found
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observer or lifecycle hook (``r1mw_events``, ``r1mw_alert``, ...): each
+        implementation on its own, so one that raises is logged, naming its plugin, and the
+        others still get the call."""
+        call_each(getattr(self.pm.hook, hook), lambda plugin, exc: log.error(
+            "plugin %r: %s failed", plugin, hook, exc_info=exc), pipeline=self, **kwargs)
+
+    def _fault(self, flag: str, kind: str, name: str, what: str, exc: BaseException) -> str:
+        # One line: the flag, the component, the plugin that registered it, what went wrong.
+        owner = self._owners.get(f"{kind}:{name}")
+        by = f" (plugin {owner!r})" if owner else ""
+        return f"{flag}: {name!r}{by} {what}: {type(exc).__name__}: {exc}".replace("\n", " ")
 
     def build(self, kind: str, name: str, flag: str) -> Any:
         """Build one registered component by name, e.g. ``build("codecs", "msgpack+lz4", "R1MW_CODEC")``."""
@@ -270,7 +285,8 @@ class Pipeline:
         except ConfigError:
             raise
         except Exception as exc:
-            raise PluginError(f"{flag}: {name!r} failed to build: {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
+            kind = next((k for k, found in self._registries.items() if found.get(name) is factory), "")
+            raise PluginError(self._fault(flag, kind, name, "failed to build", exc)) from exc
 
     def stage(self, name: str) -> Stage | None:
         for stage in self.stages:

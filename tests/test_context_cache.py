@@ -477,3 +477,69 @@ async def test_methods_with_ignored_self_share_entries_across_instances():
         assert await a.context("q") == "context for q"
         assert await b.context(query="q") == "context for q"
         assert a.built == ["q"] and b.built == []
+
+
+# -- what a function is bound to is part of its key ---------------------------------------------
+
+
+def scaled_by(factor: int, pipe):
+    """A factory of cached functions: one qualified name, a different function each time."""
+    @r1mw.cached(pipeline=pipe)
+    async def scaled(text: str) -> str:
+        return text * factor
+
+    return scaled
+
+
+async def test_closures_of_one_factory_do_not_share_entries():
+    async with pipeline() as pipe:
+        twice, thrice = scaled_by(2, pipe), scaled_by(3, pipe)
+        assert await twice("ab") == "abab"
+        assert await thrice("ab") == "ababab"
+        assert await scaled_by(2, pipe)("ab") == "abab" and pipe.context_cache.stats()["hits"] == 1
+
+
+async def test_a_nonlocal_counter_in_a_closure_does_not_change_its_key():
+    calls = 0
+    async with pipeline() as pipe:
+        @r1mw.cached(pipeline=pipe)
+        async def counted(query):
+            nonlocal calls
+            calls += 1
+            return query
+
+        assert [await counted("q") for _ in range(3)] == ["q"] * 3
+    assert calls == 1
+
+
+@dataclasses.dataclass
+class Index:
+    name: str
+
+    async def search(self, query: str) -> str:
+        return f"{self.name}:{query}"
+
+
+async def search(query: str, index: str) -> str:
+    return f"{index}:{query}"
+
+
+async def test_bound_methods_and_partials_are_keyed_by_what_they_are_bound_to():
+    import functools
+
+    async with pipeline() as pipe:
+        a, b = r1mw.cached(Index("a").search, pipeline=pipe), r1mw.cached(Index("b").search, pipeline=pipe)
+        assert (await a("q"), await b("q")) == ("a:q", "b:q")
+        pa = r1mw.cached(functools.partial(search, index="a"), pipeline=pipe)
+        pb = r1mw.cached(functools.partial(search, index="b"), pipeline=pipe)
+        assert (await pa("q"), await pb("q")) == ("a:q", "b:q")
+        assert await r1mw.cached(Index("a").search, pipeline=pipe)("q") == "a:q"
+        assert pipe.context_cache.stats()["hits"] == 1
+
+    class Client:  # an instance that cannot be keyed: refused when decorated, name= settles it
+        async def fetch(self, query):
+            return query
+
+    with pytest.raises(r1mw.WrapError, match=r"Client.fetch.*bound instance.*name="):
+        r1mw.cached(Client().fetch)
+    r1mw.cached(Client().fetch, name="client-a.fetch")

@@ -350,7 +350,7 @@ class _Plugin:
 async def test_a_failed_start_releases_what_it_had_started():
     plugin = _Plugin()
     pipe = r1mw.Pipeline(r1mw.Settings(stages="bg,broken,exact"), plugins=[plugin])
-    with pytest.raises(RuntimeError, match="cannot start"):
+    with pytest.raises(r1mw.PluginError, match="'broken' .plugin 'hardening-test-plugin'. failed to start.*cannot start"):
         await pipe.start()
     bg = plugin.stages["bg"]
     await _until(bg.task.done)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..manager import build_plugin_manager, collect
+from ..manager import build_plugin_manager, registrations
 from ..settings import FLAGS, Settings
 
 __all__ = ["LiteLLMConfig", "OPTIMIZATIONS", "load_config", "settings_from_config"]
@@ -124,7 +124,7 @@ def _names(value: Any) -> tuple[str, ...]:
 
 def _registered(kind: str, settings: Settings) -> set[str]:
     pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
-    return set(collect(getattr(pm.hook, f"r1mw_register_{kind}")(), kind))
+    return set(registrations(pm, kind)[0])
 
 
 def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = None) -> tuple[Settings, LiteLLMConfig]:

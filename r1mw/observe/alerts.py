@@ -5,7 +5,7 @@
     engine = AlertEngine.from_settings(settings)      # None when no rule is set
     engine.observe(sample_pipeline(pipeline, now))    # every R1MW_ALERT_INTERVAL_S
     for alert in engine.evaluate(now):                # transitions only
-        pipeline.pm.hook.r1mw_alert(pipeline=pipeline, alert=alert)
+        pipeline.notify("r1mw_alert", alert=alert)   # each observer on its own
 
 A :class:`Sample` holds cumulative counters at one instant; a rule looks at the difference
 between the newest sample and the newest one at least ``window_s`` old (or the oldest one
@@ -216,10 +216,8 @@ class AlertEngine:
         self.observe(sample_pipeline(pipeline, at))
         changed = self.evaluate(at)
         for alert in changed:
-            try:
-                pipeline.pm.hook.r1mw_alert(pipeline=pipeline, alert=alert)
-            except Exception:  # one broken observer must not swallow the next alert
-                log.exception("r1mw: an r1mw_alert observer failed on %s", alert["name"])
+            # Each observer on its own: one that raises must not swallow this alert for the others.
+            pipeline.notify("r1mw_alert", alert=alert)
         return changed
 
 

@@ -19,7 +19,8 @@ the first tier is decoded and promoted to the first tier. A tier fault is a miss
 Codecs: every bytes tier stores what ``codec`` encodes, unless the tier names its own with an
 ``entry_codec`` attribute (e.g. a tier shared with other machines, which cannot see this
 machine's zstd dictionaries, takes a dictionary-free codec); an entry moving between tiers of
-different codecs is re-encoded. Reads decode any envelope whatever codec wrote it.
+different codecs is re-encoded. Reads decode with the tier's codec: the built-in codecs read
+any envelope whatever built-in codec wrote it; a plugin's codec reads what it wrote.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from ..codec import Codec, Lz4Codec
-from ..codec import decode as decode_envelope
-from ..errors import CodecError
 from .entry import Entry
 
 __all__ = ["TieredStore"]
@@ -200,9 +199,11 @@ class TieredStore:
         return self._codecs[j].encode(entry.to_wire())
 
     def _decode(self, i: int, data: Any) -> Entry | None:
+        # The tier's own codec, never a fixed envelope reader: a plugin's codec (any bytes, in
+        # r1mw.protocols.Codec) would otherwise see every entry it wrote dropped as corrupt.
         try:
-            return Entry.from_wire(decode_envelope(data))
-        except (CodecError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            return Entry.from_wire(self._codecs[i].decode(data))
+        except Exception as exc:  # whatever a plugin's codec raises on bad bytes: a miss
             self._counters[i].corrupt += 1
             log.warning("tier %s: undecodable entry dropped: %s", self.tiers[i].name, exc)
             return None

@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from ..adapters import wrap
 from ..hookspecs import hookimpl
-from ..manager import build_plugin_manager, collect
+from ..manager import build_plugin_manager, registrations
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..types import Reply, Request
@@ -113,8 +113,7 @@ def available(plugins: Iterable[Any] = ()) -> tuple[set[str], set[str]]:
     """Names of the stages and tiers the installed plugins (and ``plugins``) register."""
     s = Settings()
     pm = build_plugin_manager(plugins=s.plugins, disable=s.disable_plugins, extra=plugins)
-    return (set(collect(pm.hook.r1mw_register_stages(), "stages")),
-            set(collect(pm.hook.r1mw_register_tiers(), "tiers")))
+    return set(registrations(pm, "stages")[0]), set(registrations(pm, "tiers")[0])
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
