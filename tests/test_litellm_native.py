@@ -117,6 +117,10 @@ async def test_config_maps_onto_r1mw_settings(integration, shipped_config):
     assert s.semantic_dedup_enabled and s.prefetch_enabled
     assert integration.pipeline.services["max_context_expansion"] == 2_000_000
     assert "exact" in s.stages and s.tiers[0] == "l1"
+    # the booleans' stages run in R1MW_STAGES' default order: prefetch outside template and
+    # exact, where it sees every request of a session, hits included
+    assert s.stages == tuple(n for n in r1mw.Settings().stages if n in s.stages)
+    assert s.stages.index("prefetch") < s.stages.index("template") < s.stages.index("exact")
     # what the config asks for but is not installed is skipped loudly, never silently
     for what in integration.config.skipped:
         kind, name = what.split(" ")

@@ -22,8 +22,10 @@ __all__ = ["LiteLLMConfig", "OPTIMIZATIONS", "load_config", "settings_from_confi
 
 log = logging.getLogger("r1mw.litellm")
 
-# Stages in the order DESIGN.md runs them, outermost first.
-_STAGE_ORDER = ("metrics", "template", "exact", "semantic", "prefetch")
+# The stages the booleans switch on run in R1MW_STAGES' default order, outermost first:
+# prefetch sits outside template and exact so that it sees every request, hits included
+# (docs/prefetch.md, "Placement"); last, it saw only misses and learnt broken sessions.
+_STAGE_ORDER: tuple[str, ...] = next(f.default for f in FLAGS if f.attr == "stages")
 
 # r1_optimizations key -> (what it maps onto, for the docs and errors)
 OPTIMIZATIONS: dict[str, str] = {
