@@ -79,11 +79,23 @@ def r1mw_register_codecs() -> dict[str, Any]:
     }
 
 
+def _decoders(settings: r1mw.Settings) -> None:
+    """Make every format this module's codecs write readable in this process, as building the
+    codecs of a pipeline would: zstd frames (with R1MW_ZSTD_DICT's dictionary, if any) and
+    entries of trained dictionaries (found by id in the dictionaries' directory)."""
+    DictionaryDir(_dicts_dir(settings))
+    path = _dict_path(settings)
+    ZstdCodec(settings.compression_threshold, dictionary=path.read_bytes() if path.is_file() else None)
+
+
 def _train(args: argparse.Namespace) -> int:
     settings = r1mw.Settings.from_env()
     directory = Path(args.dir) if args.dir else settings.tier_dir("l2")
     if not directory.is_dir():
         raise r1mw.ConfigError(f"--dir={str(directory)!r} is invalid: expected the L2 directory")
+    # A command builds no pipeline: without this, an L2 written with the default codec
+    # (zstd, then zstd with trained dictionaries) reads as "0 readable entries".
+    _decoders(settings)
     tier = DiskTier(directory, max_entries=0, rescan_every=0)
     samples = []
     for blob in tier.sample(args.samples):

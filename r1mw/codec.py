@@ -242,7 +242,7 @@ class Lz4Codec(Codec):
 class ZstdCodec(Codec):
     """msgpack, then zstd above ``threshold`` bytes, optionally with a trained dictionary.
 
-    Needs the optional ``zstandard`` package (``pip install r1mw[zstd]``). Frames carry the
+    Uses ``zstandard`` (a core dependency). Frames carry the
     dictionary id; every dictionary a codec was built with in this process stays readable,
     and a frame whose dictionary is unknown is a CodecError (a miss), never misread.
     zstd contexts are not thread-safe (two threads in one context crash the process or
@@ -260,7 +260,7 @@ class ZstdCodec(Codec):
             import zstandard
         except ImportError:
             raise ConfigError("R1MW_CODEC='msgpack+zstd' needs the zstandard package: "
-                              "pip install 'r1mw[zstd]'") from None
+                              "pip install zstandard (a dependency of r1mw)") from None
         self._zstd = zstandard
         self._zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
         self.level = level

@@ -212,7 +212,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("CACHE_L3_SIZE", "l3_size", 100_000, _int(0), "entries kept on the HDD tier (L3)"),
     Flag("EMBEDDING_CACHE_SIZE", "embedding_cache_size", 5000, _int(0), "embeddings kept in RAM"),
     Flag("COMPRESSION_THRESHOLD", "compression_threshold", 1000, _int(0),
-         "entries larger than this many bytes are lz4-compressed"),
+         "entries larger than this many bytes are compressed (by R1MW_CODEC's compressor)"),
     Flag("SIMILARITY_THRESHOLD", "similarity_threshold", None, _float(0.0, 1.0, optional=True),
          "cosine above which a semantic candidate goes to the guards; unset = calibrated for the model"),
     Flag("R1_TEMPLATE_CACHE_SIZE", "template_cache_size", 100, _int(0),

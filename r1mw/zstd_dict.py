@@ -25,7 +25,7 @@ Retraining policy (bounded): the next training is due after 4 times as many entr
 last one (50, 200, 800, ...), so a process trains O(log n) times; the second one, on the 150
 entries written since the first, is what brings a small desk's day to the target. A new dictionary is
 adopted only if it stores held-out recent entries at least 5 % smaller than the current one.
-The directory keeps the ``keep`` (default 4) newest dictionaries; an older one is removed
+The directory keeps the ``keep`` (default 6) newest dictionaries; an older one is removed
 when a newer one is saved, and the entries written with it become counted misses. With the
 geometric schedule those entries are old (the first dictionary writes entries 50-200; with
 the default ``keep`` of 6 the seventh comes at write 204,800: far beyond L2's

@@ -68,3 +68,23 @@ async def test_a_missing_dictionary_file_fails_at_start(tmp_path):
     with pytest.raises(r1mw.ConfigError, match="R1MW_ZSTD_DICT"):
         async with r1mw.Pipeline(s):
             pass
+
+
+async def test_a_fresh_process_trains_on_an_l2_the_default_codec_wrote(tmp_path):
+    # The command runs in a process that built no codec: it must still read zstd frames and
+    # entries of trained dictionaries (it read none: "only 0 readable entries").
+    import subprocess
+    import sys
+
+    s = settings(tmp_path, "msgpack+zstd+dict").replace(zstd_train_after=30)
+    async with r1mw.Pipeline(s) as pipe:
+        for i in range(60):
+            await pipe.store.set(i.to_bytes(16, "big"), r1mw.Entry(reply(i)))
+        l2 = pipe.store.tiers[1]
+        codecs = collections.Counter([peek_codec(await l2.get(i.to_bytes(16, "big"))) for i in range(60)])
+    assert set(codecs) <= {"msgpack+zstd", "msgpack+zstd+dict"} and codecs["msgpack+zstd"] >= 20, codecs
+    env = {**os.environ, "R1MW_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "r1mw", "zstd-dict", "--size", "8192"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on 60 entries" in done.stdout
