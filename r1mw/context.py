@@ -21,7 +21,8 @@ back as ``list``), ``dict`` with ``str`` keys, numpy arrays of plain dtypes (the
 read-only) and numpy scalars. Anything else (an object, a set, a lambda) raises
 :class:`~r1mw.UnencodableValueError` naming where it sits in the value, at the first call.
 Nothing is ever pickled. What a cached function returns is that normalized value, on a miss
-as on a hit, so the caller sees the same types whichever tier answered.
+as on a hit, so the caller sees the same types whichever tier answered; each call gets its
+own lists and dicts, so changing them never changes what the cache answers next.
 
 The key is a 16-byte hash of the function's qualified name (or ``name=``) and its arguments,
 bound through :func:`inspect.signature` with defaults applied: ``f(1, b=2)``,
@@ -139,6 +140,27 @@ def _normalize(value: Any, path: str, depth: int) -> Any:
     if isinstance(value, Mapping) and not isinstance(value, type):
         return _normalize(dict(value), path, depth)
     raise _refuse(value, path)
+
+
+def _fresh(value: Any) -> Any:
+    """``value`` (normalized) with its own lists and dicts: what a caller is handed. Changing
+    it must never change what the cache answers next (a shared list a caller appends to would
+    be served, appended, to every later hit). Strings, bytes and numbers are immutable and
+    arrays read-only, so they are shared; only containers are copied, at C speed when flat."""
+    kind = type(value)
+    if kind is list:
+        out = value.copy()
+        for i, v in enumerate(out):
+            if type(v) is list or type(v) is dict:
+                out[i] = _fresh(v)
+        return out
+    if kind is dict:
+        out = value.copy()
+        for k, v in out.items():
+            if type(v) is list or type(v) is dict:
+                out[k] = _fresh(v)
+        return out
+    return value
 
 
 def _normalize_numpy(value: Any, path: str) -> Any:
@@ -322,7 +344,7 @@ class ContextCache:
             self._counts["misses"] += 1
             return default
         self._hit(found[1])
-        return found[0].value
+        return _fresh(found[0].value)
 
     async def set(self, key: Any, value: Any, *, ttl: float | None = None, namespace: str | None = None) -> Any:
         """Store ``value`` (validated: UnencodableValueError if the cache cannot take it);
@@ -330,7 +352,7 @@ class ContextCache:
         value = self._checked(value, "set()")
         store = await self._store()
         await self._put(store, self.key(key, namespace=namespace), value, ttl, "set")
-        return value
+        return _fresh(value)
 
     async def delete(self, key: Any, *, namespace: str | None = None) -> bool:
         """Remove ``key`` from every tier; True if it was there."""
@@ -354,16 +376,18 @@ class ContextCache:
     # -- the decorator's path ----------------------------------------------------------
     async def _serve(self, store: "TieredStore", key: bytes, compute: Callable[[], Awaitable[Any]],
                      ttl: float | None, control: CacheControl, label: str) -> Any:
+        # Every caller gets its own lists and dicts (_fresh): the stored value, the one a
+        # miss computed and the one coalesced callers share are the cache's, not theirs.
         if control.no_cache:
-            return await self._compute(store, key, compute, ttl, control, label)
+            return _fresh(await self._compute(store, key, compute, ttl, control, label))
         found = await self._lookup(store, key)
         if found is not None:
             self._hit(found[1])
-            return found[0].value
+            return _fresh(found[0].value)
         value, coalesced = await self.flight.run(key, lambda: self._compute(store, key, compute, ttl, control, label))
         if coalesced:
             self._counts["coalesced"] += 1
-        return value
+        return _fresh(value)
 
     async def _compute(self, store: "TieredStore", key: bytes, compute: Callable[[], Awaitable[Any]],
                        ttl: float | None, control: CacheControl, label: str) -> Any:

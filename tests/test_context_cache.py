@@ -543,3 +543,58 @@ async def test_bound_methods_and_partials_are_keyed_by_what_they_are_bound_to():
     with pytest.raises(r1mw.WrapError, match=r"Client.fetch.*bound instance.*name="):
         r1mw.cached(Client().fetch)
     r1mw.cached(Client().fetch, name="client-a.fetch")
+
+
+def _vandalize(value):
+    """What a careless caller does to what it got: every list and dict changed in place."""
+    if isinstance(value, list):
+        for v in value:
+            _vandalize(v)
+        value.append("appended by a caller")
+    elif isinstance(value, dict):
+        for v in list(value.values()):
+            _vandalize(v)
+        value["added"] = "by a caller"
+
+
+async def test_a_caller_changing_what_it_got_never_changes_what_the_cache_answers_next():
+    counter = Counter(latency=0.02)
+    async with pipeline() as pipe:
+        f = build(counter, pipe)
+        expected = {"query": "q", "k": 3, "style": "plain", "chunks": ["q-0", "q-1", "q-2"]}
+        waiters = await asyncio.gather(*(f("q") for _ in range(3)))  # a miss and two coalesced
+        for got in waiters:
+            assert got == expected
+            _vandalize(got)
+        hit = await f("q")  # from L1
+        assert hit == expected
+        _vandalize(hit)
+        assert await f("q") == expected
+        assert await f("q", cache={"no-cache": True}) == expected  # recomputed, stored, handed out
+        ctx = pipe.context_cache
+        stored = await ctx.set("doc", {"ids": [1, 2], "meta": {"tags": ["a"]}})
+        _vandalize(stored)
+        got = await ctx.get("doc")
+        assert got == {"ids": [1, 2], "meta": {"tags": ["a"]}}
+        _vandalize(got)
+        assert await ctx.get("doc") == {"ids": [1, 2], "meta": {"tags": ["a"]}}
+        assert await ctx.get_or_set("doc", counter) == {"ids": [1, 2], "meta": {"tags": ["a"]}}
+    assert len(counter.calls) == 2
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(json_like)
+def test_a_fresh_copy_equals_the_value_and_shares_no_list_or_dict_with_it(value):
+    from r1mw.context import _fresh
+
+    norm = normalize(value)
+    copy = _fresh(norm)
+    assert copy == norm
+
+    def containers(v):
+        if isinstance(v, (list, dict)):
+            yield id(v)
+            for child in (v.values() if isinstance(v, dict) else v):
+                yield from containers(child)
+
+    assert not set(containers(copy)) & set(containers(norm))
