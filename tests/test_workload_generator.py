@@ -208,3 +208,14 @@ def test_unmatched_text_gets_a_text_id() -> None:
     qid = CAT.identify("Write a limerick about NVDA")
     assert qid.startswith("text/")
     assert qid == CAT.identify("  write a limerick about nvda? ")
+
+
+def test_python_m_r1mw_workload_prints_the_summary_without_a_warning() -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error", "-m", "r1mw.workload", "--summary", "--requests", "60"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["requests"] == 60

@@ -488,8 +488,8 @@ def spec_from_args(args: argparse.Namespace) -> WorkloadSpec:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m r1mw.workload.generator``: write the workload as JSON lines."""
-    parser = argparse.ArgumentParser(prog="python -m r1mw.workload.generator", description=__doc__.split("\n")[0])
+    """``python -m r1mw.workload``: write the workload as JSON lines."""
+    parser = argparse.ArgumentParser(prog="python -m r1mw.workload", description=__doc__.split("\n")[0])
     add_arguments(parser)
     parser.add_argument("--summary", action="store_true", help="print counts instead of the requests")
     args = parser.parse_args(argv)
