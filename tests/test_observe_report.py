@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -104,7 +106,7 @@ _GOOD = {**MetricsRecorder().snapshot(), "started": 1.0, "ts": 1_700_000_000.0,
          "outcomes": {"hit": 3, "miss": 1}, "templates": [{"label": "t", "requests": 4, "hits": 3}],
          "slots": [{"template": "t", "slot": "s", "value": "v", "count": 4}],
          "series": [{"outcome": "miss", "stage": "upstream", "tier": "none", "count": 1, "sum": 0.1,
-                     "buckets": [1]}], "tiers": {"l1": {"entries": 1}}, "alerts_firing": []}
+                     "buckets": [1]}], "tiers": {"l1": {"entries": 1}}, "alerts_firing": [], "prev_ts": None}
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                      max_leaves=8)
@@ -157,6 +159,42 @@ async def test_the_run_after_a_crash_mid_write_keeps_its_first_snapshot(tmp_path
     snaps = read_snapshots(path)
     assert [s["outcomes"]["miss"] for s in snaps] == [5, 1]
     assert analyse(snaps).requests == 6
+
+
+@given(per_hour=st.lists(st.integers(0, 500), min_size=2, max_size=60),
+       hits=st.integers(0, 100), budget=st.integers(600, 6000))
+@hsettings(max_examples=60, deadline=None)
+def test_a_trimmed_run_starts_from_its_first_kept_line_as_a_baseline(per_hour, hits, budget):
+    # One long run, a snapshot per hour; the budget trims its oldest lines away. The first kept
+    # line holds everything since the process started: no interval of the charts may take it.
+    start = 1_700_000_000.0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.jsonl"
+        writer = SnapshotWriter(path, max_bytes=budget)
+        total = 0
+        for i, n in enumerate(per_hour):
+            total += n
+            writer.append({"ts": start + 3600 * (i + 1), "started": start, "pad": "x" * 100,
+                           "outcomes": {"hit": total * hits // 100, "miss": total - total * hits // 100}})
+        snaps = read_snapshots(path)
+    kept = len(snaps)
+    a = analyse(snaps)
+    assert a.requests == total  # the totals come from the run's last line, trimmed or not
+    first = len(per_hour) - kept  # index of the first kept line
+    charted = range(first + 1 if first > 0 else 0, len(per_hour))  # the baseline is in no interval
+    expected = [0] * 24
+    for i in charted:
+        expected[time.gmtime(start + 3600 * (i + 1)).tm_hour] += per_hour[i]
+    assert a.hours == expected
+    assert len(a.hit_rate) == sum(1 for i in charted if per_hour[i])
+
+
+def test_an_old_file_without_prev_ts_reads_as_before(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text('{"ts": 1700003600, "started": 1700000000, "outcomes": {"miss": 300}}\n'
+                    '{"ts": 1700007200, "started": 1700000000, "outcomes": {"miss": 400}}\n')
+    a = analyse(read_snapshots(path))
+    assert a.requests == 400 and sum(a.hours) == 400  # no prev_ts: the first line is the first interval
 
 
 def test_missing_snapshot_file_is_a_clear_error(tmp_path, capsys):

@@ -13,6 +13,9 @@ the headless-browser test). Charts:
 Snapshots are cumulative per process run; a run is recognised by its ``started`` time, so
 a restart (counters back at zero) never shows up as negative traffic, and the interleaved
 lines of several processes sharing one file are not taken for one restart after another.
+A run whose first lines were trimmed away (``prev_ts`` set on its first line in the file)
+starts from that line as a baseline: the traffic before it is in the totals (they come from
+each run's last line) but in no interval of the hit-rate and hour-of-day charts.
 """
 
 from __future__ import annotations
@@ -64,6 +67,13 @@ def _counts(snap: dict[str, Any]) -> tuple[int, int, int]:
     return hits, hits + int(o.get("miss", 0)), int(o.get("error", 0))
 
 
+def _baseline_only(snap: dict[str, Any]) -> bool:
+    """Whether a run's first line in the file was not its first snapshot (``prev_ts`` names a
+    line the file no longer holds). Lines of older writers have no ``prev_ts``: taken, as they
+    always were, for the run's first interval."""
+    return snap.get("prev_ts") is not None
+
+
 def _path(series: dict[str, Any]) -> str:
     if series.get("outcome") in ("hit", "prefetch_hit"):
         return f"{series['outcome']} {series.get('stage')}/{series.get('tier')}"
@@ -87,6 +97,18 @@ def analyse(snapshots: Sequence[dict[str, Any]]) -> Analysis:
         if prev is not None and _counts(snap)[1] < _counts(prev)[1]:  # counters back at zero: a restart
             restarts[started] = run[1] + 1
             run, prev = (started, run[1] + 1), None
+        if prev is None and _baseline_only(snap):
+            # The run's earlier lines were trimmed away: this line's counters hold everything
+            # since the process started (days, maybe), not one interval. It is the base the
+            # run's next line is compared with; its savings still count toward the cumulative
+            # chart (it ends at the total the summary shows).
+            latest[run] = snap
+            savings = snap.get("savings", {})
+            usd += savings.get("cost_usd", 0.0)
+            tokens += savings.get("tokens", 0)
+            a.savings_usd.append((snap["ts"], usd))
+            a.savings_tokens.append((snap["ts"], tokens))
+            continue
         if prev is None:
             hits, served, errors = _counts(snap)
             was = {}

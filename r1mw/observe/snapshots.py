@@ -1,7 +1,11 @@
 """Metrics snapshots: JSON lines appended to ``R1MW_METRICS_SNAPSHOT``, bounded in size.
 
 Each line is one cumulative snapshot (counters since the recorder started, plus ``started``
-so a reader can tell a restart from a counter going down). When the file grows past its
+so a reader can tell a restart from a counter going down), and ``prev_ts``: the ``ts`` of the
+previous line this writer wrote for the same run, ``null`` on the run's first line. A trim
+drops the oldest lines, so the first line a reader finds of a long run is usually not its
+first: ``prev_ts`` says so, and the reader takes that line as a baseline rather than as one
+interval holding all the traffic since the process started. When the file grows past its
 byte budget it is rewritten with its newest half (atomically: temp file + rename), so it
 never grows without bound and a reader never sees a half-written file.
 """
@@ -25,8 +29,12 @@ class SnapshotWriter:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.written = 0
+        self._last_ts: dict[Any, Any] = {}  # started -> ts of the last line written for that run
 
     def append(self, snapshot: dict[str, Any]) -> None:
+        run = snapshot.get("started")
+        if "prev_ts" not in snapshot:
+            snapshot = {**snapshot, "prev_ts": self._last_ts.get(run)}
         line = (json.dumps(snapshot, separators=(",", ":"), default=str) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as f:
@@ -38,6 +46,7 @@ class SnapshotWriter:
             f.write(line)  # append mode: at the end, whatever was read
             size = f.tell()
         self.written += 1
+        self._last_ts[run] = snapshot.get("ts")  # only once written: a failed write is no previous line
         if self.max_bytes and size > self.max_bytes:
             self._trim()
 
@@ -103,6 +112,8 @@ def _well_formed(value: Any) -> bool:
     if not all(_number(n) for n in value["outcomes"].values()):
         return False
     if "started" in value and not _number(value["started"]):
+        return False
+    if value.get("prev_ts") is not None and not _number(value["prev_ts"]):
         return False
     savings = value.get("savings", {})
     if not isinstance(savings, dict) or not all(_number(v) for v in savings.values()):
