@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import replace
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import ConfigError, PipelineStateError, PluginError
@@ -410,6 +411,20 @@ class Pipeline:
         if self._context_cache is not None:
             out["context"] = self._context_cache.stats()
         return out
+
+
+    def latency_counts(self) -> dict[str, int]:
+        """``{"hit": n, "miss": n}``: how many latencies of each kind were ever recorded (hits
+        include coalesced requests). With :meth:`recent_latencies`, a reader that remembers
+        these counts can tell which of the kept latencies arrived since it last looked."""
+        return {"hit": sum(self._hits_by.values()) + self._counts["coalesced"], "miss": self._counts["misses"]}
+
+    def recent_latencies(self, kind: str, n: int) -> list[float]:
+        """The newest ``n`` latencies (seconds) of ``kind`` (``hit`` or ``miss``), oldest first;
+        fewer when fewer are kept (the last 10,000 of each, what stats() percentiles read)."""
+        kept = self._latency[kind]
+        n = min(n, len(kept))
+        return list(islice(reversed(kept), n))[::-1] if n > 0 else []
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:

@@ -104,6 +104,33 @@ async def test_error_rate_and_latency_rules():
         assert changed == {"latency_p99_high": "firing", "upstream_error_rate_high": "resolved"}
 
 
+async def test_p99_rule_without_the_metrics_stage_reads_the_window_and_resolves():
+    # No metrics stage: the rule reads the core's latencies. They are the newest kept, not the
+    # window's, so one slow spell kept the rule firing through later windows of fast traffic.
+    settings = r1mw.Settings(stages="exact", tiers="l1", alert_p99_ms_above=400, alert_window_s=60,
+                             alert_min_requests=5, alert_interval_s=3600)
+    async with r1mw.Pipeline(settings) as pipe:
+        assert pipe.stage("metrics") is None
+        clock = Clock()
+        engine = AlertEngine.from_settings(pipe.settings, clock=clock)
+        engine.tick(pipe)
+        slow, fast = r1mw.wrap(FakeR1(latency=0.5), pipe), r1mw.wrap(FakeR1(), pipe)
+        await asyncio.gather(*(slow(model="m", messages=msgs(f"slow{i}")) for i in range(10)))
+        clock.t += 30
+        assert [(a["name"], a["state"]) for a in engine.tick(pipe)] == [("latency_p99_high", "firing")]
+        for window in range(3):  # windows holding only fast misses (well under 400 ms each)
+            clock.t += 120
+            for i in range(200):
+                await fast(model="m", messages=msgs(f"fast{window}-{i}"))
+            expected = [] if window else ["resolved"]  # resolves in the first such window
+            assert [a["state"] for a in engine.tick(pipe)] == expected
+            assert engine.firing == []
+        # and a slow spell after them fires again: the window moved on, nothing was lost
+        await asyncio.gather(*(slow(model="m", messages=msgs(f"slow-again{i}")) for i in range(10)))
+        clock.t += 120
+        assert [a["state"] for a in engine.tick(pipe)] == ["firing"]
+
+
 class FakeDiskTier:
     """A second tier whose stats say how full it is and whether it can be reached."""
 

@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .tierstats import tier_up
-from .recorder import quantile
+from .recorder import BUCKETS, quantile
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..settings import Settings
 
-__all__ = ["AlertEngine", "Rule", "Sample", "Window", "sample_pipeline"]
+__all__ = ["AlertEngine", "CoreLatency", "Rule", "Sample", "Window", "sample_pipeline"]
 
 log = logging.getLogger("r1mw.alerts")
 
@@ -47,7 +48,7 @@ class Sample:
     hits: int = 0
     errors: int = 0
     latency: tuple[int, ...] = ()
-    p99_ms: float | None = None  # used when no histogram is available (no metrics stage)
+    p99_ms: float | None = None  # used when a sample has no histogram (a Sample made by hand)
     tiers: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -221,9 +222,39 @@ class AlertEngine:
         return changed
 
 
+class CoreLatency:
+    """A cumulative latency histogram of a pipeline without the ``metrics`` stage, made from
+    the core's recent latencies when sampled (the core keeps no histogram: none on the
+    request path).
+
+    The core keeps the newest latencies of hits and misses, not a window's: its p99 stays
+    high for as long as a slow spell is among them, and the p99 rule never resolved. So each
+    sample adds to this histogram the latencies that arrived since the previous one (the core
+    counts them), and two samples subtract to the window's, like the recorder's histogram.
+    When more arrived than the core keeps (10,000 of each kind per alert interval), only the
+    newest are counted: the window's p99 is then estimated from its end.
+    """
+
+    __slots__ = ("buckets", "_seen")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self._seen: dict[str, int] = {}
+
+    def update(self, pipeline: "Pipeline") -> tuple[int, ...]:
+        """Add the latencies recorded since the last update; the cumulative histogram."""
+        for kind, count in pipeline.latency_counts().items():
+            new = count - self._seen.get(kind, 0)
+            self._seen[kind] = count
+            for seconds in pipeline.recent_latencies(kind, new):
+                self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        return tuple(self.buckets)
+
+
 def sample_pipeline(pipeline: "Pipeline", at: float) -> Sample:
     """The pipeline's cumulative figures now: from the metrics recorder when the ``metrics``
-    stage runs (latency histogram), else from the core counters (recent p99)."""
+    stage runs, else from the core counters and a :class:`CoreLatency` kept per pipeline (in
+    ``pipeline.services``: every sampler of one pipeline adds to one cumulative histogram)."""
     tiers = pipeline.store.stats() if pipeline.store is not None else {}
     tiers = {k: v for k, v in tiers.items() if isinstance(v, Mapping)}
     recorder = pipeline.services.get("metrics")
@@ -234,6 +265,11 @@ def sample_pipeline(pipeline: "Pipeline", at: float) -> Sample:
                       latency=tuple(recorder.merged().buckets), tiers=tiers)
     stats = pipeline.stats()
     hits = stats["hits"] + stats["coalesced"]
-    lat = [v.get("p99") for v in stats["latency_ms"].values() if v.get("p99") is not None]
+    core = pipeline.services.get(_CORE_LATENCY)
+    if core is None:
+        core = pipeline.services[_CORE_LATENCY] = CoreLatency()
     return Sample(at=at, served=hits + stats["misses"], hits=hits, errors=stats["errors"],
-                  p99_ms=max(lat) if lat else None, tiers=tiers)
+                  latency=core.update(pipeline), tiers=tiers)
+
+
+_CORE_LATENCY = "core_latency"
