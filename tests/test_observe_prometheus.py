@@ -6,10 +6,14 @@ import asyncio
 import socket
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import r1mw
+from r1mw import CacheControl
 from r1mw.observe import promtext
+from r1mw.observe.prometheus import exposition, registry_for
+from r1mw.observe.recorder import OTHER, REQ, MetricsRecorder
 from r1mw.observe.prices import DEFAULT_PRICES
 from r1mw.testing import FakeR1
 
@@ -152,3 +156,39 @@ async def test_metrics_port_without_the_metrics_stage_warns(caplog):
     async with r1mw.Pipeline(r1mw.Settings(stages="exact", metrics_port=free_port())):
         pass
     assert "need the `metrics` stage" in caplog.text
+
+
+async def test_scope_by_user_exports_the_base_namespace_never_a_user_id():
+    # R1MW_SCOPE_BY_USER makes each user a namespace "<namespace>\x00user:<id>" for the cache;
+    # the label is the base namespace (no NUL byte, no user id reaching the monitoring system).
+    settings = r1mw.Settings(stages="metrics,exact", tiers="l1", scope_by_user=True, namespace="default")
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        for user in ("alice", "bob", "alice"):
+            await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": "q"}], user=user,
+                      cache={"namespace": "desk"})
+        await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": "q"}], user="carol")
+        rec = pipe.stage("metrics").recorder
+        body, _ = exposition(registry_for(pipe, rec))
+        snapshot = rec.snapshot()
+    text = body.decode()
+    assert "\x00" not in text and not any(u in text for u in ("alice", "bob", "carol"))
+    fams = families(text)
+    assert value(fams, "r1mw_namespace_requests", "r1mw_namespace_requests_total", namespace="desk") == 3
+    assert value(fams, "r1mw_namespace_hits", "r1mw_namespace_hits_total", namespace="desk") == 1
+    assert value(fams, "r1mw_namespace_requests", "r1mw_namespace_requests_total", namespace="default") == 1
+    assert {row["label"] for row in snapshot["namespaces"]} == {"desk", "default"}  # the report's too
+
+
+@given(namespace=st.text(min_size=1).filter(lambda ns: "\x00" not in ns and ns != OTHER),
+       user=st.text(min_size=1))
+@hsettings(max_examples=100, deadline=None)
+def test_a_user_scoped_namespace_is_counted_under_its_base_namespace(namespace, user):
+    pipe = r1mw.Pipeline(r1mw.Settings(stages="exact", tiers="l1", scope_by_user=True))
+    request = pipe.request("m", [{"role": "user", "content": "q"}], {}, {"user": user},
+                           control=CacheControl(namespace=namespace))
+    assert request.namespace != namespace  # the cache scopes it by user
+    rec = MetricsRecorder()
+    rec.record(request, None, 0.001)
+    rec.record_error(request, 0.001)
+    assert [(label, row[REQ]) for label, row in rec.namespaces.export()] == [(namespace, 2)]

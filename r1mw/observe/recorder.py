@@ -13,7 +13,8 @@ What one request records:
   caller), ``cancelled``;
 * on a hit (coalesced included): the reply's tokens served from cache and what they would
   have cost, per model;
-* per template id and per namespace: requests, hits, tokens, cost saved (bounded labels);
+* per template id and per namespace: requests, hits, tokens, cost saved (bounded labels; the
+  namespace without the user scope of R1MW_SCOPE_BY_USER: no user id is exported);
 * per template slot value: how often it was asked (bounded).
 
 Label cardinality is bounded by :class:`LabelTable`: at most ``track`` distinct values are
@@ -35,7 +36,7 @@ from typing import Any, Iterator
 from ..types import Reply, Request
 from .prices import PriceTable
 
-__all__ = ["BUCKETS", "LabelTable", "MetricsRecorder", "OTHER", "Series"]
+__all__ = ["BUCKETS", "LabelTable", "MetricsRecorder", "OTHER", "Series", "namespace_label"]
 
 # Latency histogram bounds in seconds: from an L1 hit (~10 us) to a long R1 reasoning call.
 BUCKETS: tuple[float, ...] = (
@@ -144,6 +145,15 @@ class LabelTable:
         return out
 
 
+def namespace_label(namespace: str) -> str:
+    """The namespace as counted and exported: without the ``\x00user:<id>`` scope that
+    R1MW_SCOPE_BY_USER appends (Pipeline.request). A user id is personal data and has no place
+    in a monitoring system's labels (a hash would still single one user out), a NUL byte is no
+    label text, and one row per user would fill the label table: every user of a namespace
+    is counted in its row."""
+    return namespace.partition("\x00")[0]
+
+
 def _add(into: list[float], row: Any) -> None:
     for i, v in enumerate(row):
         into[i] += v
@@ -211,7 +221,8 @@ class MetricsRecorder:
         pk = (entry, template)
         row = self._pending.get(pk) if entry is not None else None
         if row is None:
-            row = [0, 0, 0, 0, 0, 0.0, request.model, request.namespace, template, meta.get("slots") or None]
+            row = [0, 0, 0, 0, 0, 0.0, request.model, namespace_label(request.namespace), template,
+                   meta.get("slots") or None]
             if entry is not None:
                 if len(self._pending) >= _PENDING_MAX:
                     self._fold()
@@ -291,7 +302,7 @@ class MetricsRecorder:
         series.count += 1
         series.total += elapsed
         series.buckets[bisect_left(BUCKETS, elapsed)] += 1
-        self._namespaces.row(request.namespace)[REQ] += 1
+        self._namespaces.row(namespace_label(request.namespace))[REQ] += 1
         template = request.meta.get("template_id")
         if template is not None:
             self._templates.row(template)[REQ] += 1
