@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import r1mw
@@ -38,6 +39,10 @@ class MetricsStage:
         self._record_error = self.recorder.record_error
         self.server: Any = None
         self.snapshots = SnapshotWriter(s.metrics_snapshot, s.metrics_snapshot_max_bytes) if s.metrics_snapshot else None
+        # Snapshot files are written in a thread of their own: an append, and the trim that
+        # rewrites up to the whole budget (16 MiB), are blocking file I/O the event loop must
+        # not wait on. One thread: the lines are written in the order they were taken.
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="r1mw-snapshots") if self.snapshots else None
         self.registry: Any = None
         if s.metrics_port:
             from r1mw.observe.prometheus import registry_for
@@ -79,13 +84,16 @@ class MetricsStage:
         if self.server is not None:
             await self.server.close()
             self.server = None
-        if self.snapshots is not None:
-            self.write_snapshot()  # the last figures are not lost at shutdown
+        if self._writes is not None:
+            try:
+                await self.write_snapshot()  # the last figures are not lost at shutdown
+            finally:
+                self._writes.shutdown(wait=False)  # what is queued still runs; nothing new comes
 
     async def _snapshot_forever(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.write_snapshot()
+            await self.write_snapshot()
 
     def snapshot(self) -> dict[str, Any]:
         """The recorder's figures plus tier state and firing alerts, JSON-able."""
@@ -98,11 +106,20 @@ class MetricsStage:
         snap["alerts_firing"] = engine.firing if engine is not None else []
         return snap
 
-    def write_snapshot(self) -> None:
-        if self.snapshots is None:
+    async def write_snapshot(self) -> None:
+        """Take a snapshot now and return once the snapshot thread has appended it."""
+        if self.snapshots is None or self._writes is None:
             return
+        # Taken here, on the loop (the recorder is only touched from it), and queued in the same
+        # step: no await in between, so the queue holds the snapshots in the order they were taken.
+        done = self._writes.submit(self._append, self.snapshot())
+        # Shielded: a cancelled caller (the periodic task, at close) must not drop a queued line.
+        await asyncio.shield(asyncio.wrap_future(done))
+
+    def _append(self, snapshot: dict[str, Any]) -> None:  # in the snapshot thread
+        assert self.snapshots is not None
         try:
-            self.snapshots.append(self.snapshot())
+            self.snapshots.append(snapshot)
         except OSError as exc:  # a full disk must not take the pipeline down
             log.warning("r1mw: cannot write metrics snapshot to %s: %s", self.snapshots.path, exc)
 

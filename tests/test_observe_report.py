@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -59,7 +60,7 @@ async def scripted_run(path: Path) -> None:
             for i in range(10):
                 verb = "Analyze" if i % 3 else "Hedge"
                 await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"{verb} {['AAPL', 'NVDA'][i % 2]}{round_ % 2}"}])
-            stage.write_snapshot()  # what the background task does every interval
+            await stage.write_snapshot()  # what the background task does every interval
     # and the pipeline wrote a last snapshot at close
 
 
@@ -84,6 +85,38 @@ async def test_snapshots_are_written_periodically_and_at_close(tmp_path):
     assert len(snaps) >= 3  # two periodic + the one at close
     assert snaps[-1]["outcomes"]["miss"] == 1
     assert snaps[-1]["tiers"]["l1"]["entries"] == 1
+
+
+async def test_snapshots_are_written_off_the_event_loop_in_order_and_flushed_at_close(tmp_path, monkeypatch):
+    # The append, and the trim that rewrites up to 16 MiB, are blocking file I/O: not on the loop.
+    writers: list[int] = []
+    append = SnapshotWriter.append
+
+    def spying_append(self, snapshot):
+        writers.append(threading.get_ident())
+        append(self, snapshot)
+
+    monkeypatch.setattr(SnapshotWriter, "append", spying_append)
+    path = tmp_path / "snap.jsonl"
+    settings = r1mw.Settings(stages="metrics,exact", tiers="l1", metrics_snapshot=str(path),
+                             metrics_snapshot_interval_s=3600, metrics_snapshot_max_bytes=20_000)
+    async with r1mw.Pipeline(settings) as pipe:
+        llm = r1mw.wrap(FakeR1(), pipe)
+        stage = pipe.stage("metrics")
+
+        async def one(i):
+            await llm(model="m", messages=[{"role": "user", "content": f"q{i}"}])
+            await stage.write_snapshot()
+
+        await asyncio.gather(*(one(i) for i in range(40)))  # writes queued while others run (and trims)
+        loop_thread = threading.get_ident()
+    assert len(writers) == 41 and loop_thread not in writers  # 40 + the one at close
+    snaps = read_snapshots(path)
+    assert path.stat().st_size <= 20_000 and len(snaps) < 41  # trimmed, in the thread too
+    # in the order taken: each line follows the one before it, counters never go down
+    assert all(b["prev_ts"] == a["ts"] for a, b in zip(snaps, snaps[1:]))
+    misses = [s["outcomes"]["miss"] for s in snaps]
+    assert misses == sorted(misses) and misses[-1] == 40  # the close flush wrote the last figures
 
 
 def test_snapshot_file_stays_bounded_and_readable(tmp_path):
@@ -145,7 +178,7 @@ async def test_a_budget_under_two_snapshots_still_keeps_the_newest(tmp_path):
         llm = r1mw.wrap(FakeR1(), pipe)
         for i in range(3):
             await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"q{i}"}])
-            pipe.stage("metrics").write_snapshot()
+            await pipe.stage("metrics").write_snapshot()
             assert [s["outcomes"]["miss"] for s in read_snapshots(path)] == [i + 1]
     assert analyse(read_snapshots(path)).requests == 3  # and the one written at close
 
@@ -227,7 +260,7 @@ async def test_workers_sharing_one_snapshot_file_are_counted_once_each(tmp_path)
             for n, (llm, stage) in enumerate(workers):
                 for i in range(4):  # 4 requests, 2 distinct: each round 2 misses (first round) or 4 hits
                     await llm(model="deepseek-reasoner", messages=[{"role": "user", "content": f"q{n}-{i % 2}"}])
-                stage.write_snapshot()
+                await stage.write_snapshot()
     a = analyse(read_snapshots(path))
     assert a.runs == 2
     assert a.requests == 40 and a.hits == 36 and sum(a.hours) == 40
