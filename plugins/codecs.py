@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import r1mw
+from r1mw.cli import check_numbers
 from r1mw.codec import Lz4Codec, MsgpackCodec, ZstdCodec, decode, pack
 from r1mw.tiers import DiskTier
 from r1mw.zstd_dict import AutoDictZstdCodec, DictionaryDir
@@ -89,6 +90,9 @@ def _decoders(settings: r1mw.Settings) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    # Fewer than 20 samples can never train (below); zstd refuses a dictionary under 256 bytes.
+    check_numbers(args, {"samples": (lambda v: v >= 20, "an integer >= 20"),
+                         "size": (lambda v: v >= 256, "a number of bytes >= 256")})
     settings = r1mw.Settings.from_env()
     directory = Path(args.dir) if args.dir else settings.tier_dir("l2")
     if not directory.is_dir():

@@ -148,6 +148,10 @@ def r1mw_register_stages() -> dict[str, Any]:
 def _export(args: argparse.Namespace) -> int:
     settings = r1mw.Settings.from_env()
     cache_dir = Path(args.cache_dir) if args.cache_dir else settings.cache_path
+    if args.cache_dir and not cache_dir.is_dir():
+        # A mistyped directory printed an empty list, like one where nothing was mined yet.
+        raise r1mw.ConfigError(f"--cache-dir={args.cache_dir!r} is invalid: no such directory; expected the "
+                               "cache dir of the process that mined the templates")
     path = cache_dir / MINED_FILE
     if path.is_file():
         try:
@@ -174,6 +178,8 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {len(entries)} mined templates to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if not cache_dir.is_dir():  # the default one: no process has run with it yet
+        print(f"r1mw: no cache dir at {cache_dir} (R1MW_CACHE_DIR) yet: nothing mined", file=sys.stderr)
     return 0
 
 

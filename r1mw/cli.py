@@ -8,14 +8,33 @@ Sub-commands of the core: ``config``. Plugins add theirs through ``r1mw_add_cli_
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from .errors import ConfigError, R1mwError
 from .manager import build_plugin_manager, call_each, raise_as_plugin_error, registrations, select
 from .settings import Settings
 
-__all__ = ["main"]
+__all__ = ["AT_LEAST_ONE", "NON_NEGATIVE", "POSITIVE", "SHARE", "check_numbers", "main"]
+
+
+# Ranges of numeric options: (accepts the value, what is expected). NaN fails every one.
+Range = tuple[Callable[[float], bool], str]
+SHARE: Range = (lambda v: 0.0 <= v <= 1.0, "a share in [0, 1]")
+POSITIVE: Range = (lambda v: 0.0 < v < math.inf, "a number > 0")
+NON_NEGATIVE: Range = (lambda v: 0.0 <= v < math.inf, "a number >= 0")
+AT_LEAST_ONE: Range = (lambda v: v >= 1, "an integer >= 1")
+
+
+def check_numbers(args: argparse.Namespace, ranges: Mapping[str, Range]) -> None:
+    """Check numeric options (``{dest: range}``) before a command runs: one ConfigError line
+    naming the option (exit 2). argparse's own error would print the whole usage first, a
+    screenful for ``demo``; an unchecked value ran, or failed later with a traceback."""
+    for dest, (ok, expected) in ranges.items():
+        value = getattr(args, dest)
+        if not ok(value):
+            raise ConfigError(f"--{dest.replace('_', '-')}={value!r} is invalid: expected {expected}")
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, SHARE, check_numbers
 from .errors import ConfigError
 from .settings import Settings
 from .workload.generator import MODEL, Workload, add_arguments, generate, spec_from_args
@@ -276,8 +277,9 @@ def command(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)
     except ValueError as exc:
         raise ConfigError(f"workload flags: {exc}") from None
-    if args.speed <= 0:
-        raise ConfigError(f"--speed={args.speed!r} is invalid: expected a number > 0")
+    check_numbers(args, {"speed": POSITIVE, "concurrency": AT_LEAST_ONE, "think_scale": NON_NEGATIVE,
+                         "stream_share": SHARE, "error_rate": SHARE, "burst_clients": AT_LEAST_ONE,
+                         "burst_requests": NON_NEGATIVE, "price_in": NON_NEGATIVE, "price_out": NON_NEGATIVE})
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages is not None else None
     tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip()) if args.tiers is not None else None

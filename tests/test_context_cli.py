@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from r1mw.cli import main
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "litellm_config.yaml"
@@ -33,3 +35,17 @@ def test_a_missing_environment_variable_is_named(monkeypatch, capsys):
     monkeypatch.delenv("REDIS_HOST", raising=False)
     assert main(["litellm-config", str(CONFIG)]) == 2
     assert "REDIS_HOST is not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("litellm_settings:\n  cache: true\n  cache_params:\n    type: [unclosed\n", 5, "expected ',' or ']'"),
+    ("litellm_settings:\n  cache: true\n    ttl: 3\n", 3, "mapping values are not allowed here"),
+    ("\tlitellm_settings: {}\n", 1, "found character '\\t'"),
+])
+def test_invalid_yaml_is_one_line_naming_file_line_and_what(tmp_path, capsys, text, line, what):
+    bad = tmp_path / "config.yaml"
+    bad.write_text(text)
+    assert main(["litellm-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # PyYAML's own message spans five lines, with a caret
+    assert f"{bad}:{line}: invalid YAML: " in err and what in err

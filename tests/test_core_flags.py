@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 import r1mw
-from r1mw.cli import main
+from r1mw.cli import SHARE, check_numbers, main
 
 
 @pytest.mark.parametrize("name, raw", [
@@ -88,3 +93,54 @@ def test_a_file_the_command_cannot_write_is_one_line_not_a_traceback(tmp_path, c
     assert main([arg.format(**names) for arg in argv]) == 1
     err = capsys.readouterr().err
     assert err.startswith("r1mw: ") and str(tmp_path) in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["demo", "--stream-share", "2"], "--stream-share=2.0"),
+    (["demo", "--error-rate", "-0.1"], "--error-rate=-0.1"),
+    (["demo", "--concurrency", "0"], "--concurrency=0"),
+    (["demo", "--think-scale", "-1"], "--think-scale=-1.0"),
+    (["demo", "--burst-clients", "0"], "--burst-clients=0"),
+    (["demo", "--burst-requests", "-5"], "--burst-requests=-5"),
+    (["demo", "--price-out", "-1"], "--price-out=-1.0"),
+    (["demo", "--speed", "inf"], "--speed=inf"),
+    (["demo", "--think-s", "-5"], "think_s=-5.0"),  # was a math domain error traceback
+    (["demo", "--hours", "0"], "hours=0.0"),
+    (["bench", "--clients", "0"], "--clients=0"),
+    (["bench", "--seconds", "0"], "--seconds=0.0"),
+    (["bench", "--n", "-1"], "--n=-1"),
+    (["zstd-dict", "--size", "10"], "--size=10"),
+    (["zstd-dict", "--samples", "5"], "--samples=5"),
+])
+def test_a_numeric_option_out_of_range_is_a_one_line_usage_error(capsys, argv, flag):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert flag in captured.err and "is invalid: expected" in captured.err
+
+
+@given(share=st.floats(allow_nan=True).filter(lambda v: not 0.0 <= v <= 1.0))
+@hsettings(max_examples=50, deadline=None)
+def test_any_stream_share_outside_0_1_is_refused_before_the_demo_runs(share):
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["demo", f"--stream-share={share!r}"]) == 2
+    assert err.getvalue().count("\n") == 1 and "expected a share in [0, 1]" in err.getvalue()
+
+
+@given(share=st.floats(0.0, 1.0), rate=st.floats(0.0, 1.0))
+def test_every_share_in_0_1_passes_the_check(share, rate):
+    check_numbers(argparse.Namespace(stream_share=share, error_rate=rate), {"stream_share": SHARE, "error_rate": SHARE})
+
+
+def test_the_workload_command_refuses_a_bad_flag_in_one_line(capsys):
+    from r1mw.workload.generator import main as workload_main
+
+    assert workload_main(["--think-s", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "think_s=-5.0 is invalid" in err
+
+
+def test_semantic_sizes_below_one_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--semantic-sizes", "0/10"])
+    assert exit_.value.code == 2 and "expected sizes >= 1" in capsys.readouterr().err

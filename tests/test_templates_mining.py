@@ -184,8 +184,16 @@ async def test_mining_off_when_the_cache_size_is_zero(tmp_path):
 
 
 def test_export_with_nothing_mined_writes_an_empty_list(tmp_path, capsys):
-    assert main(["templates", "export", "--cache-dir", str(tmp_path / "none")]) == 0
+    assert main(["templates", "export", "--cache-dir", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["templates"] == []
+
+
+def test_export_from_a_directory_that_does_not_exist_is_a_one_line_error(tmp_path, capsys):
+    # a mistyped --cache-dir printed an empty list, as if nothing had been mined
+    assert main(["templates", "export", "--cache-dir", str(tmp_path / "none")]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1
+    assert f"--cache-dir={str(tmp_path / 'none')!r} is invalid: no such directory" in out.err
 
 
 async def test_mined_templates_are_announced_and_prefetch_requests_teach_nothing(tmp_path):

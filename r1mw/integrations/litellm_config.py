@@ -84,10 +84,22 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"LiteLLM config {str(path)!r} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"LiteLLM config {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"LiteLLM config {path}:{_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"LiteLLM config {str(path)!r}: expected a mapping at the top level")
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """``LINE: invalid YAML: what (column N)``: PyYAML's own message spans several lines
+    (context, the line quoted, a caret), which a one-line error cannot show."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"1: invalid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f" ({context})" if context else ""
+    return f"{mark.line + 1}: invalid YAML: {what}{where}, column {mark.column + 1}"
 
 
 def _env(value: Any, where: str) -> Any:

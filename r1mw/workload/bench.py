@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from ..adapters import wrap
+from ..cli import AT_LEAST_ONE, POSITIVE, check_numbers
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..tiers import Entry
@@ -348,6 +349,7 @@ async def run_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    check_numbers(args, {"n": AT_LEAST_ONE, "clients": AT_LEAST_ONE, "seconds": POSITIVE, "speed": POSITIVE})
     console = Console(width=None if sys.stdout.isatty() else 180)
     with tempfile.TemporaryDirectory(prefix="r1mw-bench-") as tmp:
         report = asyncio.run(run_bench(args, Path(tmp)))
@@ -375,9 +377,12 @@ def _steps(raw: str) -> str:
 
 def _sizes(raw: str) -> list[int]:
     try:
-        return [int(s.replace("_", "").replace(",", "")) for s in raw.split("/") if s.strip()]
+        sizes = [int(s.replace("_", "").replace(",", "")) for s in raw.split("/") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError("sizes like 10000/100000") from None
+    if any(n < 1 for n in sizes):  # an index of no entries has nothing to search
+        raise argparse.ArgumentTypeError(f"{raw!r} is invalid: expected sizes >= 1 like 10000/100000")
+    return sizes
 
 
 def add_parser(sub: Any) -> None:

@@ -93,6 +93,13 @@ class WorkloadSpec:
             raise ValueError("every share must be in [0, 1]")
         if not 0.0 <= self.habit <= 1.0:
             raise ValueError("habit must be in [0, 1]")
+        # Unchecked, hours <= 0 (or NaN) made a nonsense day, and think_s < 0 a math domain error.
+        if not 0.0 < self.hours < math.inf:
+            raise ValueError(f"hours={self.hours!r} is invalid: expected a number > 0")
+        if not 0.0 <= self.think_s < math.inf:
+            raise ValueError(f"think_s={self.think_s!r} is invalid: expected a number >= 0")
+        if not 0.0 <= self.zipf < math.inf:
+            raise ValueError(f"zipf={self.zipf!r} is invalid: expected a number >= 0")
         if self.repeat_share + self.near_miss_share + self.oneoff_share + self.side_share > 1.0:
             raise ValueError("repeat + near-miss + one-off + side shares must sum to <= 1")
 
@@ -493,7 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("--summary", action="store_true", help="print counts instead of the requests")
     args = parser.parse_args(argv)
-    workload = generate(spec_from_args(args))
+    try:
+        spec = spec_from_args(args)
+    except ValueError as exc:  # one line, like a usage error: not a traceback
+        print(f"{parser.prog}: error: workload flags: {exc}", file=sys.stderr)
+        return 2
+    workload = generate(spec)
     if args.summary:
         print(json.dumps(workload.summary(), indent=2))
     else:
