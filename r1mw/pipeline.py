@@ -412,7 +412,6 @@ class Pipeline:
             out["context"] = self._context_cache.stats()
         return out
 
-
     def latency_counts(self) -> dict[str, int]:
         """``{"hit": n, "miss": n}``: how many latencies of each kind were ever recorded (hits
         include coalesced requests). With :meth:`recent_latencies`, a reader that remembers
