@@ -368,6 +368,30 @@ async def test_a_compatible_client_of_another_sdk_is_not_answered_from_a_warm_ca
     assert type(first) is type(hit) is OtherSDKCompletion and len(other.calls) == 1
 
 
+async def test_a_dict_hit_has_the_keys_of_the_miss_after_a_restart_too(tmp_path):
+    # A server that sends no logprobs nor object, and service_tier and a null fingerprint: the
+    # hit is the miss, from RAM and from disk in the next process; never a key it did not send.
+    async def llm(**kwargs):
+        return {"id": "c-1", "created": 1_700_000_000, "model": "m", "service_tier": "default",
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "Hold.", "refusal": None}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+
+    def settings() -> r1mw.Settings:
+        return r1mw.Settings(stages="exact", tiers="l1,l2", cache_dir=str(tmp_path))
+
+    async with r1mw.Pipeline(settings()) as pipe:
+        cached = r1mw.wrap(llm, pipe, returns=dict)
+        miss = await cached(model="m", messages=Q)
+        hit = await cached(model="m", messages=Q)
+    async with r1mw.Pipeline(settings()) as pipe:  # "process 2": from the disk tier
+        from_disk = await r1mw.wrap(llm, pipe, returns=dict)(model="m", messages=Q)
+        assert pipe.stats()["hits_by"] == {"exact:l2": 1}
+    assert hit == from_disk == miss and hit is not miss
+    assert "logprobs" not in hit["choices"][0] and "object" not in hit
+
+
 def sdk_function(peer) -> Any:
     raw = sdk_client(peer)
 
