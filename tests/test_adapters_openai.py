@@ -620,7 +620,7 @@ async def test_a_tool_loop_appending_the_sdk_message_keys_as_the_json_the_peer_r
     tools = [{"type": "function", "function": {"name": "get_quote", "parameters": {"type": "object"}}}]
     raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
                              http_client=httpx.AsyncClient(transport=tool_peer(calls)))
-    settings = r1mw.Settings(stages="metrics,template,exact,semantic,prefetch")
+    settings = r1mw.Settings(stages="metrics,prefetch,template,exact,semantic")
     async with r1mw.Pipeline(settings) as pipe:
         client = r1mw.wrap(raw, pipe)
         first = await client.chat.completions.create(model=MODEL, messages=Q, tools=tools)
