@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
@@ -54,6 +54,9 @@ class ExactStage:
             log.warning("exact: request not keyable, not cached: %s: %s", type(exc).__name__, exc)
             return await call_next(request)
         if request.control.no_cache:
+            accepts = request.meta.get("accepts")
+            if accepts is not None:
+                return await self._accepting(request, call_next, key, accepts)
             return await self._fetch(request, call_next, key)
         entry = self._get_nowait(key)
         if entry is not None:
@@ -71,6 +74,23 @@ class ExactStage:
                 request.source, request.tier = "exact", self._first
                 return entry.reply
         reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
+        request.coalesced = coalesced
+        return reply
+
+    async def _accepting(self, request: Request, call_next: r1mw.Handler, key: bytes,
+                         accepts: Callable[[Reply], bool]) -> Reply | StreamedReply:
+        """A lookup for a caller that can take only some of the replies it did not fetch
+        itself (``request.meta["accepts"]``: an adapter that has not learned yet what type its
+        upstream answers with). What it cannot take is never served, so never counted a hit:
+        the request makes its own call, whose answer replaces the entry. It still joins an
+        identical call in flight (the first calls after a start share one upstream call)."""
+        found = await self.store.get(key)
+        if found is not None and accepts(found[0].reply):
+            request.source, request.tier = "exact", found[1]
+            return found[0].reply
+        reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
+        if coalesced and not accepts(reply):  # another wrapper's call: its answer is not ours to take
+            return await self._fetch(request, call_next, key)
         request.coalesced = coalesced
         return reply
 

@@ -199,15 +199,19 @@ class SemanticStage:
                          request.meta.get("template_id"), _plain(request.meta.get("slots")))
         vector = None
         looked = float("inf")  # entries indexed before this were checked by the lookup
-        if not request.control.no_cache:
+        # An adapter that cannot take every stored reply yet (see ExactStage._accepting) asks
+        # for a lookup under no_cache: only what accepts(reply) takes may be served.
+        accepts = request.meta.get("accepts")
+        if not request.control.no_cache or accepts is not None:
             looked = time.time()
             counts["lookups"] += 1
             alias = self._aliases.get(key)
             if alias is not None:
                 found = await self.store.get(alias[0])
-                if found is not None and isinstance(found[0].value, Reply):
+                if found is None or not isinstance(found[0].value, Reply):
+                    self._forget_alias(key)
+                elif accepts is None or accepts(found[0].value):
                     return self._serve(request, found, alias[0], alias[1], question, None)
-                self._forget_alias(key)
             if scope not in self._pending_by_scope and not index.holds(scope):
                 counts["empty_scope"] += 1  # nothing to find: no embedding (see _index_or_alias)
             else:
@@ -219,7 +223,7 @@ class SemanticStage:
                     counts["unembeddable"] += 1
                 else:
                     hit = await self._find(index, request, scope, question, vector)
-                    if hit is not None:
+                    if hit is not None and (accepts is None or accepts(hit[0][0].value)):
                         found, record, similarity = hit
                         if self.dedup:
                             self._alias(key, record.key, similarity)
@@ -327,8 +331,10 @@ class SemanticStage:
             if vector is None:
                 self.counts["unembeddable"] += 1
                 return
-        # A refetch (no-cache, s-maxage) replaces what is stored: never deduplicated.
-        if (self.dedup and can_skip_store and not self._stores_itself and not request.control.no_cache
+        # A refetch (no-cache, s-maxage) replaces what is stored: never deduplicated (a lookup an
+        # adapter asked for under no_cache, meta["accepts"], is not a refetch).
+        if (self.dedup and can_skip_store and not self._stores_itself
+                and (not request.control.no_cache or "accepts" in request.meta)
                 and self._last_indexed >= looked):  # nothing indexed since the lookup: no twin
             twin = self._twin(index, request, scope, question, vector, key, looked)
             if twin is not None:

@@ -34,7 +34,7 @@ from .workload.replay import DEFAULT_PRICES, RunConfig, RunResult, available, re
 __all__ = ["FULL_STAGES", "FULL_TIERS", "add_parser", "plan_runs", "render_table", "run_demo"]
 
 # The full pipeline of the design, outermost first, and the RAM + disk tiers.
-FULL_STAGES = ("metrics", "template", "exact", "semantic", "prefetch")
+FULL_STAGES = ("metrics", "prefetch", "template", "exact", "semantic")
 FULL_TIERS = ("l1", "l2")
 RUN_NAMES = ("none", "exact", "r1mw")
 _TITLES = {"none": "no cache", "exact": "exact cache", "r1mw": "r1mw"}

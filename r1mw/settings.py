@@ -103,6 +103,28 @@ def _names(raw: Any) -> tuple[str, ...]:
 _names.allowed = "comma-separated names"  # type: ignore[attr-defined]
 
 
+# What the built-in stages do fixes their mutual order (outermost first): template re-keys a
+# request for exact and scopes semantic's lookup, so it runs outside both (inside, it would
+# key nothing: fewer hits, silently); prefetch must see every request of a session, hits
+# included, so it runs outside template and exact. Any other stage (a plugin's) goes anywhere.
+_OUTSIDE: tuple[tuple[str, str], ...] = (("template", "exact"), ("template", "semantic"),
+                                         ("prefetch", "template"), ("prefetch", "exact"))
+STAGE_ORDER_RULE = "template before exact and semantic, prefetch before template and exact"
+
+
+def _stage_names(raw: Any) -> tuple[str, ...]:
+    names = _names(raw)
+    position = {name: i for i, name in enumerate(names)}
+    for outer, inner in _OUTSIDE:
+        if outer in position and inner in position and position[outer] > position[inner]:
+            raise ValueError(f"stage names outermost first, with {STAGE_ORDER_RULE} ({outer} is listed "
+                             f"after {inner}), e.g. metrics,prefetch,template,exact,semantic")
+    return names
+
+
+_stage_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
+
+
 def _some_names(raw: Any) -> tuple[str, ...]:
     names = _names(raw)
     if not names:
@@ -222,8 +244,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("R1_SEMANTIC_DEDUP_ENABLED", "semantic_dedup_enabled", True, _bool,
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
-    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact", "semantic"), _names,
-         "stages that run, outermost first"),
+    Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact", "semantic"), _stage_names,
+         f"stages that run, outermost first ({STAGE_ORDER_RULE}; others anywhere)"),
     Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _some_names, "storage tiers, fastest first"),
     Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
          "codec for the tiers below RAM (msgpack+zstd+dict trains its zstd dictionary by itself)"),

@@ -271,6 +271,11 @@ class Reply:
     # The native type the reply came in ("dict", "openai", "litellm"), for diagnostics. Never
     # used to choose the class a hit is rebuilt in (that is learned from live objects only).
     native: str = "dict"
+    # How a plain dict miss differed from the canonical dict (keys it lacked, keys it had beyond
+    # it): a dict hit gives back the miss's keys (see r1mw.adapters.shapes.shape_of). None: none.
+    shape: Mapping[str, Any] | None = None
+    # The adapters' compiled form of ``shape``, made on the first hit and kept: never stored.
+    compiled_shape: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def content(self) -> str | None:
@@ -317,7 +322,7 @@ class Reply:
     # -- the stored form: plain msgpack-able structure, versioned by field order ---------
     def to_wire(self) -> dict[str, Any]:
         u = self.usage
-        return {
+        wire: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
             "created": self.created,
@@ -336,6 +341,9 @@ class Reply:
                 for c in self.choices
             ],
         }
+        if self.shape is not None:  # (entries without it still read, and older versions ignore it)
+            wire["shape"] = self.shape
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> "Reply":
@@ -346,6 +354,7 @@ class Reply:
             created=int(data["created"]),
             system_fingerprint=data.get("fp"),
             native=data.get("native", "dict"),
+            shape=data.get("shape"),
             usage=None if u is None else Usage(*u),
             choices=tuple(
                 Choice(c[0], c[1], c[2], c[3], c[4], None if c[5] is None else tuple(c[5]))

@@ -315,7 +315,9 @@ async def test_after_a_restart_a_stored_reply_never_comes_back_in_a_guessed_type
         stats = pipe.stats()
     assert type(first) is type(after_restart) is type(hit) is ChatCompletion
     assert hit.choices[0].message.content == after_restart.choices[0].message.content
-    assert len(peer.calls) == 2 and stats["hits_by"].get("exact:l1") == 1
+    # The first call after the restart went upstream: a miss, never a hit as well.
+    assert len(peer.calls) == 2 and stats["hits_by"] == {"exact:l1": 1} and stats["misses"] == 1
+    assert stats["requests"] == 2
 
 
 async def test_a_stream_is_replayed_in_the_chunk_class_only_once_a_live_stream_showed_it():
@@ -364,6 +366,70 @@ async def test_a_compatible_client_of_another_sdk_is_not_answered_from_a_warm_ca
         first = await client.chat.completions.create(model="m", messages=Q)
         hit = await client.chat.completions.create(model="m", messages=Q)
     assert type(first) is type(hit) is OtherSDKCompletion and len(other.calls) == 1
+
+
+async def test_a_dict_hit_has_the_keys_of_the_miss_after_a_restart_too(tmp_path):
+    # A server that sends no logprobs nor object, and service_tier and a null fingerprint: the
+    # hit is the miss, from RAM and from disk in the next process; never a key it did not send.
+    async def llm(**kwargs):
+        return {"id": "c-1", "created": 1_700_000_000, "model": "m", "service_tier": "default",
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "Hold.", "refusal": None}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+
+    def settings() -> r1mw.Settings:
+        return r1mw.Settings(stages="exact", tiers="l1,l2", cache_dir=str(tmp_path))
+
+    async with r1mw.Pipeline(settings()) as pipe:
+        cached = r1mw.wrap(llm, pipe, returns=dict)
+        miss = await cached(model="m", messages=Q)
+        hit = await cached(model="m", messages=Q)
+    async with r1mw.Pipeline(settings()) as pipe:  # "process 2": from the disk tier
+        from_disk = await r1mw.wrap(llm, pipe, returns=dict)(model="m", messages=Q)
+        assert pipe.stats()["hits_by"] == {"exact:l2": 1}
+    assert hit == from_disk == miss and hit is not miss
+    assert "logprobs" not in hit["choices"][0] and "object" not in hit
+
+
+def sdk_function(peer) -> Any:
+    raw = sdk_client(peer)
+
+    async def llm(**kwargs):  # the common wrapper: a function around the SDK call
+        return await raw.chat.completions.create(**kwargs)
+
+    return llm
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("target", ["sdk function", "other SDK client"])
+async def test_a_stored_reply_a_wrapper_cannot_take_yet_is_counted_a_miss_only(target, stream):
+    # Before a wrapper has learned what its misses return, a stored reply is not served and
+    # the request goes upstream: one request, one miss, for the core counters and the metrics
+    # stage alike (it used to count a hit and then a miss). Identical calls in flight still
+    # share one upstream call (test_a_learning_wrapper_still_makes_one_call...).
+    from r1mw.testing import R1Peer
+    from test_adapters_openai import OtherSDKClient
+
+    peer, other = R1Peer(), OtherSDKClient()
+    async with r1mw.Pipeline(r1mw.Settings(stages="metrics,exact")) as pipe:
+        # Another wrapper fills the cache, in a type the new wrapper cannot be assumed to take.
+        await r1mw.wrap(sdk_function(peer), pipe, returns=ChatCompletion)(model="m", messages=Q)
+        before = pipe.stats()
+        if target == "sdk function":
+            create, calls = r1mw.wrap(sdk_function(peer), pipe), peer.calls
+        else:
+            create, calls = r1mw.wrap(other, pipe).chat.completions.create, other.calls
+        upstream_before = len(calls)
+        result = await create(model="m", messages=Q, stream=stream)
+        if stream:
+            [c async for c in result]
+        stats = pipe.stats()
+    assert len(calls) == upstream_before + 1  # it went upstream ...
+    delta = {k: stats[k] - before[k] for k in ("requests", "hits", "coalesced", "misses")}
+    assert delta == {"requests": 1, "hits": 0, "coalesced": 0, "misses": 1}  # ... and is counted so
+    outcomes = stats["stages"]["metrics"]["outcomes"]
+    assert outcomes["hit"] == 0 and outcomes["miss"] == 2
 
 
 async def test_chunk_type_fixes_the_chunk_class_before_any_live_stream():

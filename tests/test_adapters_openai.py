@@ -368,6 +368,26 @@ async def test_tool_calls_survive_a_hit_and_a_replay(first_stream):
     assert replay[-1].choices[0].finish_reason == "tool_calls"
 
 
+class MyAsyncOpenAI(openai.AsyncOpenAI):
+    """A caller's own subclass of the SDK client, in the caller's module (not openai's)."""
+
+
+async def test_a_subclass_of_the_sdk_client_is_the_sdk_client():
+    # Its replies are ChatCompletion; its stream chunks ChatCompletionChunk, known before any
+    # live stream: the first stream after a stored reply is a replay, not an upstream call.
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(MyAsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
+                                         http_client=httpx.AsyncClient(transport=peer.transport())), pipe)
+        miss = await client.chat.completions.create(model=MODEL, messages=Q)
+        replay = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+        hit = await client.chat.completions.create(model=MODEL, messages=Q)
+        stats = pipe.stats()
+    assert len(peer.calls) == 1 and stats["hits_by"] == {"exact:l1": 2} and stats["misses"] == 1
+    assert type(miss) is type(hit) is ChatCompletion and {type(c) for c in replay} == {ChatCompletionChunk}
+    assert joined(replay, "content") == hit.choices[0].message.content == miss.choices[0].message.content
+
+
 class OtherSDKCompletion(pydantic.BaseModel):
     """Another SDK's own ChatCompletion class (as groq's or together's clients have)."""
 
@@ -600,7 +620,7 @@ async def test_a_tool_loop_appending_the_sdk_message_keys_as_the_json_the_peer_r
     tools = [{"type": "function", "function": {"name": "get_quote", "parameters": {"type": "object"}}}]
     raw = openai.AsyncOpenAI(api_key="sk-test", base_url="https://r1.test/v1", max_retries=0,
                              http_client=httpx.AsyncClient(transport=tool_peer(calls)))
-    settings = r1mw.Settings(stages="metrics,template,exact,semantic,prefetch")
+    settings = r1mw.Settings(stages="metrics,prefetch,template,exact,semantic")
     async with r1mw.Pipeline(settings) as pipe:
         client = r1mw.wrap(raw, pipe)
         first = await client.chat.completions.create(model=MODEL, messages=Q, tools=tools)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -13,7 +15,7 @@ import r1mw  # noqa: E402
 from r1mw.adapters.callable import DictNative, ModelNative  # noqa: E402
 from r1mw.adapters.litellm import LiteLLMNative  # noqa: E402
 from r1mw.adapters.openai import _native as openai_native  # noqa: E402
-from r1mw.types import _ReplyBuilder  # noqa: E402
+from r1mw.types import COMPLETE_FINISH_REASONS, _ReplyBuilder  # noqa: E402
 
 NATIVES = [DictNative(), openai_native(), LiteLLMNative()]
 
@@ -126,3 +128,66 @@ def test_a_hit_shares_no_usage_container_with_the_stored_reply():
                                          "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0}}))
     native.from_reply(reply)["usage"]["completion_tokens_details"]["reasoning_tokens"] = 99
     assert native.from_reply(reply)["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.text(max_size=6),
+                         st.floats(allow_nan=False, allow_infinity=False))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=6)
+tool_calls = st.lists(st.builds(lambda n: {"id": f"call_{n}", "type": "function",
+                                           "function": {"name": "get_quote", "arguments": '{"t": "AAPL"}'}},
+                                st.integers(0, 9)), min_size=1, max_size=2)
+messages = st.fixed_dictionaries({}, optional={
+    "role": st.just("assistant"), "content": st.one_of(st.none(), text), "reasoning_content": st.one_of(st.none(), text),
+    "tool_calls": st.one_of(st.none(), tool_calls), "refusal": st.none(), "annotations": st.just([]),
+    "audio": st.none(), "function_call": st.none(), "x_message": json_values})
+
+
+@st.composite
+def dict_misses(draw: st.DrawFn) -> dict:
+    """A plain completion dict as some OpenAI-compatible server sends it: any of the optional
+    keys present or not (logprobs, object, service_tier, system_fingerprint as null, ...)."""
+    choices = []
+    for i in range(draw(st.integers(1, 2))):
+        choice = draw(st.fixed_dictionaries(
+            {"message": messages, "finish_reason": st.sampled_from(sorted(COMPLETE_FINISH_REASONS))},
+            optional={"index": st.just(i), "logprobs": st.none(), "stop_reason": st.one_of(st.none(), st.integers(0, 9)),
+                      "x_choice": json_values}))
+        choices.append(choice)
+    return draw(st.fixed_dictionaries({"choices": st.just(choices)}, optional={
+        "id": st.text(max_size=8), "object": st.just("chat.completion"), "created": st.integers(0, 2**40),
+        "model": st.text(max_size=8), "system_fingerprint": st.one_of(st.none(), st.text(max_size=8)),
+        "service_tier": st.one_of(st.none(), st.sampled_from(["default", "flex"])),
+        "usage": st.one_of(st.none(), raw_usages), "prompt_logprobs": st.none(), "x_top": json_values}))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dict_misses())
+def test_a_dict_hit_is_the_dict_miss_as_json(miss):
+    # Through the stored form (msgpack, as every tier below RAM holds it): the keys the miss
+    # had, with its values, and no others; each hit a fresh dict sharing nothing.
+    from r1mw.codec import pack, unpack
+
+    native = DictNative()
+    sent = _json(miss)
+    stored = r1mw.Reply.from_wire(unpack(pack(native.to_reply(miss).to_wire())))
+    hit = native.from_reply(stored)
+    assert _json(hit) == sent
+    _scribble(hit)
+    assert _json(native.from_reply(stored)) == sent and _json(miss) == sent
+
+
+def _scribble(value: Any) -> None:
+    # A caller changing what it got, at every depth.
+    if isinstance(value, dict):
+        for v in list(value.values()):
+            _scribble(v)
+        value["scribbled"] = True
+    elif isinstance(value, list):
+        for v in value:
+            _scribble(v)
+        value.append("scribbled")

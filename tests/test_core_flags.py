@@ -144,3 +144,70 @@ def test_semantic_sizes_below_one_are_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--semantic-sizes", "0/10"])
     assert exit_.value.code == 2 and "expected sizes >= 1" in capsys.readouterr().err
+
+
+RULE = "template before exact and semantic, prefetch before template and exact"
+
+
+@pytest.mark.parametrize("stages, late, early", [
+    ("exact,template", "template", "exact"),  # template keying would silently be off
+    ("metrics,exact,semantic,template", "template", "exact"),
+    ("semantic,template", "template", "semantic"),
+    ("metrics,template,exact,semantic,prefetch", "prefetch", "template"),  # prefetch would see only misses
+    ("template,exact,prefetch", "prefetch", "template"),
+])
+def test_built_in_stages_out_of_order_are_refused_at_start_up_in_one_line(monkeypatch, capsys, stages, late, early):
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({"R1MW_STAGES": stages}, dotenv=None)
+    message = str(err.value)
+    assert f"R1MW_STAGES={stages!r}" in message and RULE in message and "\n" not in message
+    assert f"{late} is listed after {early}" in message
+    with pytest.raises(r1mw.ConfigError, match="R1MW_STAGES"):
+        r1mw.Settings(stages=stages)
+    monkeypatch.setenv("R1MW_STAGES", stages)
+    assert main(["config"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and RULE in captured.err and captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("stages", [
+    "metrics,prefetch,template,exact,semantic", "exact", "template,exact", "exact,semantic", "prefetch,semantic",
+    "semantic,prefetch", "template,semantic,exact", "metrics",
+])
+def test_orders_that_mean_something_are_kept(stages):
+    assert ",".join(r1mw.Settings.from_env({"R1MW_STAGES": stages}, dotenv=None).stages) == stages
+
+
+@pytest.mark.anyio
+async def test_a_plugin_stage_may_run_anywhere_among_the_built_in_ones():
+    seen: list[str] = []
+
+    class Audit:
+        name = "audit"
+
+        def __init__(self, pipeline: r1mw.Pipeline) -> None:
+            pass
+
+        async def handle(self, request, call_next):
+            seen.append(request.meta.get("template_id") or "-")
+            return await call_next(request)
+
+    class Plugin:
+        @r1mw.hookimpl
+        def r1mw_register_stages(self):
+            return {"audit": Audit}
+
+    async def llm(**kwargs):
+        return {"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+
+    for stages in ("audit,prefetch,template,exact", "prefetch,template,audit,exact", "template,exact,audit"):
+        async with r1mw.Pipeline(r1mw.Settings(stages=stages, tiers="l1"), plugins=[Plugin()]) as pipe:
+            assert [s.name for s in pipe.stages] == stages.split(",")
+            await r1mw.wrap(llm, pipe)(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert len(seen) == 3
+
+
+def test_r1mw_config_shows_the_stage_order_rule(capsys):
+    assert main(["config"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "R1MW_STAGES" in line)
+    assert "outermost first (template before exact and semantic" in row

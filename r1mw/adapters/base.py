@@ -212,6 +212,9 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
         control = replace(control, no_cache=True)  # chunks r1mw cannot rebuild: nothing to serve
     request = pipe.request(str(model), list(messages), params, passthrough, stream=stream,
                            control=control, upstream=upstream)
+    known = native.stream_known if stream else native.plain_known
+    if not known and not request.control.no_cache:
+        _accepting_only(request, native)
     reply = await pipe.handle(request)
     # (_result inlined: this is every hit's path)
     try:
@@ -222,7 +225,7 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
             # The upstream's own answer, untouched by the stages: as it came (replayed as
             # chunks for a stream request answered with a complete reply).
             return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough))) if stream else original[0]
-        if (native.stream_known if stream else native.plain_known) or native.serves_unlearned(reply):
+        if known or _serves(native, stream, reply):
             if stream:
                 return ReplayStream(native.replay_chunks(reply, _wants_usage(passthrough)))
             return native.from_reply(reply, request)
@@ -232,10 +235,28 @@ async def call_through(pipe: Pipeline, native: Native, upstream: Callable[[Reque
         _warn_once(native, "a cached reply could not be rebuilt (%s: %s); the request was sent upstream",
                    type(exc).__name__, str(exc).partition("\n")[0])
         return await _fresh(pipe, native, upstream, request, control, passthrough)
-    # A stored (or shared) reply, and the type this wrapper's misses answer with is not learned
-    # yet (learned from a live answer, never guessed): not served, the upstream is asked. The
-    # lookup still ran, so identical calls in flight shared one upstream call.
+    # Only behind a stage that serves what the cache holds although the request said no_cache
+    # (see _accepting_only): not served in a guessed type, the upstream is asked.
     return await _fresh(pipe, native, upstream, request, control, passthrough)
+
+
+def _serves(native: Native, stream: bool, reply: Reply) -> bool:
+    """Whether a reply this wrapper did not fetch itself (stored, or another request's) can
+    be given back in the type its misses answer with (known now, or a dict that needs none)."""
+    return (native.stream_known if stream else native.plain_known) or native.serves_unlearned(reply)
+
+
+def _accepting_only(request: Request, native: Native) -> None:
+    """Before this wrapper has learned the type its misses answer with (it is learned from a
+    live answer, never guessed; unknown after a restart, or on a cache another wrapper
+    filled), what the cache holds is served only if it can be given back in that type, and a
+    request that goes upstream must not be counted a hit. So the exact stage decides, before
+    any stage or counter has seen a hit: ``meta["accepts"]``, under ``no_cache``, which keeps
+    the other stages' lookups out. It still joins an identical call in flight, so the first
+    calls after a start share one upstream call."""
+    stream = request.stream
+    request.control = replace(request.control, no_cache=True)
+    request.meta["accepts"] = lambda reply: _serves(native, stream, reply)
 
 
 def _result(native: Native, request: Request, reply: Reply | StreamedReply, passthrough: dict[str, Any]) -> Any:

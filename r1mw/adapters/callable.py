@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import replace
 from collections.abc import Mapping
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..pipeline import Pipeline
 from ..types import Delta, Reply, Request, Usage
 from .base import call_through, make_upstream
-from .shapes import built_chunks, chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict
+from .shapes import (built_chunks, chunk_dicts, delta_of_chunk, dict_of_reply, reply_of_dict, reshape, shape_of,
+                     shaped_dict_of_reply)
 from ..errors import WrapError
 
 __all__ = ["DictNative", "ModelNative", "learning_native", "wrap_callable"]
@@ -66,10 +68,16 @@ class DictNative:
         """A miss came back: a stream or a complete reply, asked as a stream or not."""
 
     def to_reply(self, obj: Any) -> Reply:
-        return reply_of_dict(obj, self.kind)
+        reply = reply_of_dict(obj, self.kind)
+        # A hit gives back the keys this miss had, no more, no fewer (a few us, on a miss only).
+        shape = shape_of(obj, reply)
+        return reply if shape is None else replace(reply, shape=shape)
 
     def from_reply(self, reply: Reply, request: Request | None = None) -> Any:
-        return dict_of_reply(reply)
+        out = dict_of_reply(reply)
+        if reply.shape is not None:  # (shaped_dict_of_reply inlined: this runs on every dict hit)
+            reshape(out, reply)
+        return out
 
     def chunk_deltas(self, chunk: Any) -> tuple[list[Delta], Usage | None, Mapping[str, Any]]:
         return delta_of_chunk(chunk)
@@ -133,9 +141,13 @@ class ModelNative(_LearnsChunks):
         self.stream_known = chunk_cls is not None
 
     def to_reply(self, obj: Any) -> Reply:
+        if self.cls is dict:  # returns=dict with a chunk_type: dicts keep their keys (DictNative)
+            return super().to_reply(obj)
         return reply_of_dict(_dump(obj), self.kind)
 
     def from_reply(self, reply: Reply, request: Request | None = None) -> Any:
+        if self.cls is dict:
+            return shaped_dict_of_reply(reply)
         return self._build(dict_of_reply(reply))
 
     def replay_chunks(self, reply: Reply, include_usage: bool) -> Iterator[Any]:

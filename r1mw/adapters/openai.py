@@ -12,6 +12,7 @@ promise the HTTP response, which a hit does not have.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 from ..pipeline import Pipeline
@@ -42,10 +43,20 @@ def _native() -> ModelNative:
     return ModelNative(ChatCompletion, ChatCompletionChunk, kind="openai")
 
 
+def _is_openai_sdk(client: Any) -> bool:
+    """An ``AsyncOpenAI`` (``AsyncAzureOpenAI``, or the caller's own subclass, defined in any
+    module): its replies are the SDK's ``ChatCompletion``, whatever the subclass adds."""
+    # Not imported here: a client of the SDK means the SDK is imported already, and a
+    # compatible client of another SDK must not pay for importing it.
+    openai = sys.modules.get("openai")
+    base = getattr(openai, "AsyncOpenAI", None)
+    return isinstance(base, type) and isinstance(client, base)
+
+
 def _native_for(client: Any) -> DictNative:
     """The OpenAI SDK's own classes for its clients; for a compatible client of another SDK
     (its own ``ChatCompletion`` class), the classes are learned from its first miss."""
-    if (type(client).__module__ or "").partition(".")[0] == "openai":
+    if _is_openai_sdk(client):
         return _native()
     return learning_native(type(client).__name__, dicts_possible=False)
 

@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..types import Choice, Delta, Reply, Usage
 
-__all__ = ["built_chunks", "chunk_dicts", "delta_of_chunk", "reply_of_dict", "dict_of_reply", "usage_dict",
-           "usage_of"]
+__all__ = ["built_chunks", "chunk_dicts", "delta_of_chunk", "reply_of_dict", "dict_of_reply", "shape_of",
+           "reshape", "shaped_dict_of_reply", "usage_dict", "usage_of"]
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -172,6 +172,102 @@ def dict_of_reply(reply: Reply) -> dict[str, Any]:
     if reply.system_fingerprint is not None:
         out["system_fingerprint"] = reply.system_fingerprint
     return out
+
+
+# What the canonical dict builds from the reply's own fields, per level: a miss's shape may say
+# only that such a key was absent, or present as null (never its value: a stage may have
+# changed the reply, and the value is the reply's). Every other key is kept as the miss had it.
+_TOP_FIELDS = frozenset({"choices", "id", "model", "created", "system_fingerprint"})
+_CHOICE_FIELDS = frozenset({"message", "finish_reason", "index"})
+_MESSAGE_FIELDS = frozenset({"role", "content", "reasoning_content", "tool_calls"})
+
+
+def shape_of(data: Any, reply: Reply) -> dict[str, Any] | None:
+    """How the plain dict ``data`` (a miss) differs from :func:`dict_of_reply` of its reply:
+    ``{"top": [drop, put], "choices": [[drop, put, message drop, message put], ...]}``, or
+    None when it does not. Computed once per miss (a few microseconds), so that a hit gives
+    back the keys the miss had: none the upstream did not send (``logprobs``, ``object``), and
+    those it sent beyond them (``service_tier``, ``refusal``, ``system_fingerprint`` as null)."""
+    if not isinstance(data, Mapping):
+        return None
+    canonical = dict_of_reply(reply)
+    shape: dict[str, Any] = {}
+    top = _diff(data, canonical, _TOP_FIELDS)
+    if top is not None:
+        shape["top"] = top
+    raw_choices = data.get("choices")
+    if isinstance(raw_choices, (list, tuple)) and len(raw_choices) == len(canonical["choices"]):
+        choices = []
+        for raw, built in zip(raw_choices, canonical["choices"]):
+            if not isinstance(raw, Mapping):
+                return shape or None
+            choice = _diff(raw, built, _CHOICE_FIELDS) or [[], {}]
+            message = raw.get("message")
+            inner = _diff(message, built["message"], _MESSAGE_FIELDS) if isinstance(message, Mapping) else None
+            choices.append(choice + (inner or [[], {}]))
+        if any(c != [[], {}, [], {}] for c in choices):
+            shape["choices"] = choices
+    return shape or None
+
+
+def _diff(sent: Mapping[str, Any], built: Mapping[str, Any],
+          fields: frozenset[str]) -> list[Any] | None:
+    """[keys ``built`` has and ``sent`` lacks, {key: value} ``sent`` has beyond ``built``]."""
+    drop = [k for k in built if k not in sent]
+    put: dict[str, Any] = {}
+    for k, v in sent.items():
+        if k in built and type(built[k]) is type(v) and built[k] == v:
+            continue
+        if k in fields and (v is not None or k in built):
+            continue  # its value is the reply's own (only a null the canonical form omits is shape)
+        put[str(k)] = _plain(v)
+    return [drop, put] if drop or put else None
+
+
+def shaped_dict_of_reply(reply: Reply) -> dict[str, Any]:
+    """:func:`dict_of_reply` with the keys of the miss it was stored from (see :func:`shape_of`)."""
+    out = dict_of_reply(reply)
+    if reply.shape is not None:
+        reshape(out, reply)
+    return out
+
+
+# One step of a compiled shape: (choice index, or -1 for the top; in its message; keys to drop;
+# (key, value, is a container) to put).
+_Step = tuple[int, bool, tuple[str, ...], tuple[tuple[str, Any, bool], ...]]
+
+
+def reshape(out: dict[str, Any], reply: Reply) -> None:
+    """Give ``out`` (:func:`dict_of_reply` of ``reply``) the keys of the miss ``reply`` came from.
+    Runs on every hit of such a reply: the shape is compiled once, into flat steps."""
+    steps: tuple[_Step, ...] | None = reply.compiled_shape
+    if steps is None:
+        steps = _compile(reply.shape or {})
+        object.__setattr__(reply, "compiled_shape", steps)  # a cache, as Usage.containers
+    choices = out["choices"]
+    for i, in_message, drop, put in steps:
+        target = out if i < 0 else choices[i]["message"] if in_message else choices[i]
+        for k in drop:
+            target.pop(k, None)
+        for k, v, container in put:
+            target[k] = _copy(v) if container else v  # fresh containers: the caller may change them
+
+
+def _compile(shape: Mapping[str, Any]) -> tuple[_Step, ...]:
+    steps: list[_Step] = []
+
+    def step(i: int, in_message: bool, drop: list[str], put: Mapping[str, Any]) -> None:
+        if drop or put:
+            steps.append((i, in_message, tuple(drop), tuple(
+                (k, v, isinstance(v, (dict, list))) for k, v in put.items())))
+
+    top = shape.get("top")
+    if top is not None:
+        step(-1, False, top[0], top[1])
+    for i, (drop, put, message_drop, message_put) in enumerate(shape.get("choices", ())):
+        step(i, False, drop, put)
+        step(i, True, message_drop, message_put)
+    return tuple(steps)
 
 
 def delta_of_chunk(chunk: Any) -> tuple[list[Delta], Usage | None, dict[str, Any]]:
