@@ -16,6 +16,7 @@ reach R1MW_PREFETCH_MIN_PROB. Off when R1_CONTEXT_PREFETCH_ENABLED is false.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -116,7 +117,7 @@ class PrefetchStage:
                 except Exception:  # a learning bug must never reach a caller
                     log.exception("prefetch: observing a request failed")
             if time.monotonic() - self._last_save > _SAVE_EVERY_S:
-                self._save()
+                self._save()  # never raises: a worker that died would stop learning for good
 
     def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
         self.counts["observed"] += 1
@@ -210,7 +211,8 @@ class PrefetchStage:
         if built is None:
             return
         signature = xxhash.xxh3_128_digest(msgpack.packb(
-            [built.namespace, built.model, built.messages, sorted(built.params.items())], default=str))
+            [built.namespace, built.model, built.messages, sorted(built.params.items())], default=str,
+            unicode_errors="surrogatepass"))
         if signature in self._pending:
             return
         self.counts["predicted"] += 1
@@ -324,7 +326,8 @@ class PrefetchStage:
     # -- persistence -----------------------------------------------------------------------
     def _load(self) -> None:
         try:
-            data = msgpack.unpackb(self.path.read_bytes(), raw=False, strict_map_key=False)
+            data = msgpack.unpackb(self.path.read_bytes(), raw=False, strict_map_key=False,
+                                   unicode_errors="surrogatepass")
             self.model.load_data(data["model"])
             self._cost.update({str(k): int(v) for k, v in data.get("cost", {}).items()})
             for row in data.get("written", ())[-_WRITTEN_MAX:]:
@@ -337,16 +340,20 @@ class PrefetchStage:
 
     def _save(self) -> None:
         self._last_save = time.monotonic()
+        # Unique per stage object: two pipelines of one process (threads) share the path.
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Unique per stage object: two pipelines of one process (threads) share the path.
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
             written = [[*key, text] for key, text in self._written.items()]
+            # surrogatepass: a request with a lone surrogate (a broken client) is learnt like
+            # any other; refusing it here would make every later save fail.
             tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost, "written": written},
-                                          use_bin_type=True, default=str))
+                                          use_bin_type=True, default=str, unicode_errors="surrogatepass"))
             os.replace(tmp, self.path)
-        except OSError as exc:
+        except Exception as exc:  # a full disk, an unpackable value: keep serving, keep the old file
             log.warning("prefetch: could not save the model to %s (%s)", self.path, exc)
+            with contextlib.suppress(OSError):  # a half-written file left at every failed save fills the disk
+                tmp.unlink(missing_ok=True)
 
     # -- stats -----------------------------------------------------------------------------
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import msgpack
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -895,3 +896,24 @@ def test_a_request_that_caps_its_reply_reserves_what_it_can_cost_at_most():
     capped = Request(model="r1", messages=[{"role": "user", "content": "x" * 40}], params={"max_tokens": 500})
     assert _reservation(capped, dearest=30) == 540
     assert _reservation(Request(model="r1", messages=capped.messages), dearest=30) == 30
+
+
+async def test_a_question_with_a_lone_surrogate_neither_stops_the_learner_nor_the_saves(tmp_path):
+    # A broken client's lone surrogate made msgpack refuse the model at the periodic save: the
+    # exception ended the background worker (nothing learnt or prefetched from then on) and
+    # every later save failed.
+    fake = FakeR1()
+    async with pipeline(cache_dir=str(tmp_path)) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        stage = pipe.stage("prefetch")
+        await llm(model="r1", messages=ask("What about \ud800 this?"), cache={"session": "broken"})
+        stage._last_save = float("-inf")  # the periodic save is due
+        await settle(pipe, until=lambda s: s["observed"] >= 1)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        stats = await settle(pipe, until=lambda s: s["observed"] >= 10)
+        assert stats["observed"] == 10
+    model = SequenceModel()
+    model.load_data(msgpack.unpackb((tmp_path / "prefetch" / "model.msgpack").read_bytes(), raw=False,
+                                    strict_map_key=False, unicode_errors="surrogatepass")["model"])
+    assert len(model) == len(stage.model) > 0
+    assert not [p for p in (tmp_path / "prefetch").iterdir() if ".tmp" in p.name]
