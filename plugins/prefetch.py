@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -39,6 +40,7 @@ _EXAMPLE_MAX_CHARS = 8_000  # untemplated requests remembered for re-issue only 
 _OUTSTANDING_MAX = 10_000
 _SAVE_EVERY_S = 300.0
 _STREAM_ONLY = frozenset({"stream_options"})
+_CAPS = frozenset({"max_tokens", "max_completion_tokens"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _PREFIXES_MAX = 10_000
 _WRITTEN_MAX = 20_000
@@ -379,15 +381,23 @@ class PrefetchStage:
 
 def _reservation(request: Request, dearest: int) -> int:
     """Tokens a prefetch call reserves: what it can cost at most when the request caps its
-    reply (max_tokens; the prompt counted at a token per character, which no tokenizer
-    exceeds), else the dearest reply of its kind seen, an estimate: a reply dearer than any
-    seen overshoots by the difference, once, and is the estimate from then on."""
+    reply (max_tokens, plus the prompt's bound, see _prompt_bound), else the dearest reply of
+    its kind seen, an estimate: a reply dearer than any seen overshoots by the difference,
+    once, and is the estimate from then on."""
     cap = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
     if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
-        prompt = sum(len(str(m.get("content") or "")) if isinstance(m, dict) else len(str(m))
-                     for m in request.messages)
-        return cap + prompt
+        return cap + _prompt_bound(request)
     return dearest
+
+
+def _prompt_bound(request: Request) -> int:
+    """The most tokens the prompt can cost: a token per UTF-8 byte (a byte-level tokenizer's
+    token covers at least one byte; a character may take several tokens) of what the model
+    reads: the messages as JSON (their keys and quotes outnumber a chat format's tokens per
+    message) and every parameter but the caps: tools and response_format schemas are billed
+    as prompt tokens too, often more than the question."""
+    sent = [request.messages, {k: v for k, v in request.params.items() if k not in _CAPS}]
+    return len(json.dumps(sent, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
 
 
 def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[str, Any] | None, Any]:

@@ -894,8 +894,43 @@ def test_a_request_that_caps_its_reply_reserves_what_it_can_cost_at_most():
     from r1mw_plugins.prefetch import _reservation
 
     capped = Request(model="r1", messages=[{"role": "user", "content": "x" * 40}], params={"max_tokens": 500})
-    assert _reservation(capped, dearest=30) == 540
+    assert 540 < _reservation(capped, dearest=30) < 600  # the question, its role, the chat format
     assert _reservation(Request(model="r1", messages=capped.messages), dearest=30) == 30
+    # A character a tokenizer may split into several tokens counts for each of its bytes.
+    wide = Request(model="r1", messages=[{"role": "user", "content": "\U0001f4c8" * 40}], params={"max_tokens": 500})
+    assert _reservation(wide, dearest=30) >= 500 + 4 * 40
+
+
+_TOOLS = [{"type": "function", "function": {"name": f"tool{i}", "description": "Looks up " + "data " * 400,
+                                             "parameters": {"type": "object", "properties": {}}}} for i in range(3)]
+
+
+class _BillsTools(FakeR1):
+    """Bills the prompt as the API does: the messages and the tool definitions."""
+
+    async def __call__(self, **kwargs):
+        reply = await super().__call__(**kwargs)
+        prompt = len(str(kwargs["messages"])) + len(str(kwargs.get("tools", "")))
+        reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": 50, "total_tokens": prompt + 50}
+        return reply
+
+
+async def test_a_capped_prefetch_reserves_its_tools_too_so_the_token_budget_holds():
+    # The reservation of a request with max_tokens counted its messages only: the tool
+    # definitions (billed as prompt tokens) made a prefetch cost twice the whole budget.
+    fake = _BillsTools()
+    async with pipeline(prefetch_token_budget=3_000) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for i, t in enumerate(["AAPL", "MSFT", "TSLA"]):
+            for shape in ("analyze", "risk"):
+                await llm(model="r1", messages=ask(_SHAPES[shape].format(symbol=t)), tools=_TOOLS, max_tokens=50,
+                          cache={"session": f"s{i}"})
+        await settle(pipe)
+        calls = len(fake.calls)
+        await llm(model="r1", messages=ask("Analyze NVDA using RSI"), tools=_TOOLS, max_tokens=50, cache={"session": "n"})
+        stats = await settle(pipe, until=lambda s: s["predicted"] >= 1)
+    assert stats["predicted"] == 1 and stats["refused"]["tokens"] == 1
+    assert len(fake.calls) == calls + 1 and stats["tokens_last_hour"] == 0
 
 
 async def test_a_question_with_a_lone_surrogate_neither_stops_the_learner_nor_the_saves(tmp_path):
