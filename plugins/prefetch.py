@@ -321,7 +321,9 @@ class PrefetchStage:
             log.debug("prefetch call failed: %r", exc)
         finally:
             if granted:
-                self.budget.release(granted[0], spent)
+                # A failed call is charged its reservation: what it cost is unknown, and a call
+                # that timed out while R1 reasoned is billed for every token it generated.
+                self.budget.release(granted[0], granted[0].reserved if failed else spent)
             self._pending.discard(signature)
             self._inflight.pop(id(request), None)
 

@@ -952,3 +952,29 @@ async def test_a_question_with_a_lone_surrogate_neither_stops_the_learner_nor_th
                                     strict_map_key=False, unicode_errors="surrogatepass")["model"])
     assert len(model) == len(stage.model) > 0
     assert not [p for p in (tmp_path / "prefetch").iterdir() if ".tmp" in p.name]
+
+
+async def test_prefetch_calls_that_fail_are_charged_to_the_token_budget():
+    # A prefetch call that fails (a client timeout while R1 reasons) may have been billed for
+    # all it generated. Released as costing nothing, failing calls never touched the token
+    # budget: every prediction reached the upstream, as often as the rate limit allowed.
+    fake = FakeR1()
+    original = fake.__call__
+    reached = []
+
+    async def timing_out(**kwargs):
+        if kwargs["messages"][-1]["content"].startswith("Assess risk for"):
+            reached.append(kwargs["messages"][-1]["content"])
+            raise TimeoutError("read timed out after 600 s")
+        return await original(**kwargs)
+
+    async with pipeline(prefetch_token_budget=90) as pipe:  # each FakeR1 reply costs 30 tokens
+        await run_sessions(r1mw.wrap(fake, pipe), ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        llm = r1mw.wrap(timing_out, pipe)
+        for i, t in enumerate(["NVDA", "AMD", "INTC", "KO", "PEP", "IBM"]):
+            await llm(model="r1", messages=ask(f"Analyze {t} using RSI"), cache={"session": f"n{i}"})
+            await settle(pipe, until=lambda s, n=i + 1: s["errors"] + s["refused"]["tokens"] >= n)
+        stats = pipe.stage("prefetch").stats()
+    assert len(reached) == stats["errors"] == 3 and stats["refused"]["tokens"] == 3
+    assert stats["tokens_last_hour"] == 90 and stats["tokens_spent"] == 0
