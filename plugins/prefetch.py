@@ -337,6 +337,11 @@ class PrefetchStage:
             for row in data.get("written", ())[-_WRITTEN_MAX:]:
                 if len(row) == 4:
                     self._written[(str(row[0]), str(row[1]), str(row[2]))] = str(row[3])
+            budget = data.get("budget")
+            if budget is not None:  # wall-clock times: another process's monotonic clock differs
+                elapsed = max(0.0, time.time() - float(budget["saved"]))
+                self.budget.restore({"spent": [[float(age) + elapsed, int(n)] for age, n in budget["spent"]],
+                                     "starts": [[float(age) + elapsed] for (age,) in budget["starts"]]})
         except FileNotFoundError:
             pass
         except Exception as exc:  # a damaged model file: start afresh, never fail start-up
@@ -351,7 +356,10 @@ class PrefetchStage:
             written = [[*key, text] for key, text in self._written.items()]
             # surrogatepass: a request with a lone surrogate (a broken client) is learnt like
             # any other; refusing it here would make every later save fail.
-            tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost, "written": written},
+            # The hour's spending goes with the model: a restart must not reset the budget.
+            budget = {"saved": time.time(), **self.budget.ledger()}
+            tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost, "written": written,
+                                           "budget": budget},
                                           use_bin_type=True, default=str, unicode_errors="surrogatepass"))
             os.replace(tmp, self.path)
         except Exception as exc:  # a full disk, an unpackable value: keep serving, keep the old file

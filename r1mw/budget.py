@@ -48,6 +48,31 @@ class Budget:
         self._expire(self.clock())
         return self._spent_total
 
+    def ledger(self) -> dict[str, list[list[float]]]:
+        """What still counts against the limits, as ages in seconds (plain data, to persist:
+        a restart must not give the hour's budget back). Reservations in flight count as
+        spent: the calls they belong to may be billed whatever happens to this process."""
+        now = self.clock()
+        self._expire(now)
+        spent = [[now - at, tokens] for at, tokens in self._spent]
+        if self.reserved:
+            spent.append([0.0, self.reserved])
+        return {"spent": spent, "starts": [[now - at] for at in self._starts]}
+
+    def restore(self, ledger: dict[str, list[list[float]]]) -> None:
+        """Count what an earlier process spent (see :meth:`ledger`) against this one's limits."""
+        now = self.clock()
+        for age, tokens in ledger.get("spent", ()):
+            if 0.0 <= age < 3600.0 and tokens > 0:
+                self._spent.append((now - age, int(tokens)))
+                self._spent_total += int(tokens)
+        for (age,) in ledger.get("starts", ()):
+            if 0.0 <= age < 60.0:
+                self._starts.append(now - age)
+        # Both are read oldest first.
+        self._spent = deque(sorted(self._spent))
+        self._starts = deque(sorted(self._starts))
+
     def started_last_minute(self) -> int:
         self._expire(self.clock())
         return len(self._starts)

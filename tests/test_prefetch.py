@@ -978,3 +978,38 @@ async def test_prefetch_calls_that_fail_are_charged_to_the_token_budget():
         stats = pipe.stage("prefetch").stats()
     assert len(reached) == stats["errors"] == 3 and stats["refused"]["tokens"] == 3
     assert stats["tokens_last_hour"] == 90 and stats["tokens_spent"] == 0
+
+
+async def test_a_restart_does_not_give_back_the_hour_s_token_budget(tmp_path):
+    # The budget lived in memory only: every restart (a deploy, a crash loop) started a new
+    # hour with the whole budget, so a process restarted every few minutes spent it many times.
+    fake = FakeR1()
+    async with pipeline(cache_dir=str(tmp_path), prefetch_token_budget=60) as pipe:  # two 30-token calls
+        llm = r1mw.wrap(fake, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        for i, t in enumerate(["NVDA", "AMD"]):
+            await llm(model="r1", messages=ask(f"Analyze {t} using RSI"), cache={"session": f"n{i}"})
+            await settle(pipe, until=lambda s, n=i + 1: s["issued"] >= n)
+        assert pipe.stage("prefetch").stats()["tokens_last_hour"] == 60
+    async with pipeline(cache_dir=str(tmp_path), prefetch_token_budget=60) as pipe:
+        calls = len(fake.calls)
+        await r1mw.wrap(fake, pipe)(model="r1", messages=ask("Analyze INTC using RSI"), cache={"session": "i"})
+        stats = await settle(pipe, until=lambda s: s["issued"] + s["refused"]["tokens"] >= 1)
+    assert stats["issued"] == 0 and stats["refused"]["tokens"] == 1 and stats["tokens_last_hour"] == 60
+    assert len(fake.calls) == calls + 1
+
+
+def test_the_budget_ledger_round_trips_and_expires():
+    now = [1000.0]
+    budget = Budget(max_inflight=2, max_per_minute=5, tokens_per_hour=100, clock=lambda: now[0])
+    grant = budget.try_acquire(40)
+    now[0] += 10
+    budget.release(grant, 30)
+    budget.try_acquire(20)  # in flight at the save: counted as spent by the next process
+    later = [50.0]
+    restored = Budget(max_inflight=2, max_per_minute=5, tokens_per_hour=100, clock=lambda: later[0])
+    restored.restore(budget.ledger())
+    assert restored.spent_last_hour() == 50 and restored.started_last_minute() == 2
+    later[0] += 3600
+    assert restored.spent_last_hour() == 0 and restored.started_last_minute() == 0
