@@ -44,6 +44,7 @@ _CAPS = frozenset({"max_tokens", "max_completion_tokens"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _PREFIXES_MAX = 10_000
 _WRITTEN_MAX = 20_000
+_SYMBOLS_MAX = 10_000
 
 
 class PrefetchStage:
@@ -76,7 +77,8 @@ class PrefetchStage:
         self._last_save = 0.0
         self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
                        "wasted": 0, "errors": 0, "no_estimate": 0, "tokens_spent": 0, "tokens_saved": 0}
-        self.by_symbol: dict[str, list[int]] = {}  # symbol -> [issued, used]
+        # symbol -> [issued, used]; LRU-capped: each untemplated question prefetched is a symbol.
+        self.by_symbol: OrderedDict[str, list[int]] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,7 +132,9 @@ class PrefetchStage:
         # only where this process has not seen them (another process stored the entry).
         if request.source == "upstream" or symbol not in self._cost:
             self._learn_cost(symbol, reply)
-        if request.source == "upstream" or (request.namespace, symbol) not in self._prefix:
+        # Only a template's prefetch reads a system prompt learnt here (an untemplated one is
+        # re-issued as asked): one per untemplated question would keep 10,000 RAG prompts.
+        if symbol[0] == "t" and (request.source == "upstream" or (request.namespace, symbol) not in self._prefix):
             self._learn_prefix(request, symbol)
         if slots and not request.meta.get("prefetch"):
             self._learn_written(request.namespace, slots, request.meta.get("slot_text"))
@@ -167,8 +171,18 @@ class PrefetchStage:
             symbol, tokens, _ = found
             self.counts["used"] += 1
             self.counts["tokens_saved"] += tokens
-            self.by_symbol.setdefault(symbol, [0, 0])[1] += 1
+            self._tally(symbol)[1] += 1
             request.meta["prefetch_hit"] = True
+
+    def _tally(self, symbol: str) -> list[int]:
+        tally = self.by_symbol.get(symbol)
+        if tally is None:
+            tally = self.by_symbol[symbol] = [0, 0]
+            while len(self.by_symbol) > _SYMBOLS_MAX:
+                self.by_symbol.popitem(last=False)
+        else:
+            self.by_symbol.move_to_end(symbol)
+        return tally
 
     def _learn_prefix(self, request: Request, symbol: str) -> None:
         prefix = request.messages[:-1]
@@ -298,7 +312,7 @@ class PrefetchStage:
                     self._record_cost(symbol, reply)  # a dearer reply than any seen raises the estimate
                 self.counts["issued"] += 1
                 self.counts["tokens_spent"] += spent
-                self.by_symbol.setdefault(symbol, [0, 0])[0] += 1
+                self._tally(symbol)[0] += 1
                 if request.meta.get("prefetch_used"):  # a real request already waited on it
                     pass
                 elif request.key is not None:

@@ -1013,3 +1013,32 @@ def test_the_budget_ledger_round_trips_and_expires():
     assert restored.spent_last_hour() == 50 and restored.started_last_minute() == 2
     later[0] += 3600
     assert restored.spent_last_hour() == 0 and restored.started_last_minute() == 0
+
+
+async def test_untemplated_traffic_keeps_no_system_prompts_and_bounded_per_symbol_stats(monkeypatch):
+    # Every untemplated question kept its system prompt (10,000 of them, whatever their size:
+    # RAG prompts of 100 KB made a gigabyte), though only a template's prefetch reads one; and
+    # the per-symbol figures grew by one entry per untemplated question ever prefetched.
+    import r1mw_plugins.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "_SYMBOLS_MAX", 4, raising=False)
+    fake = FakeR1()
+
+    def asked(text):  # a RAG desk: every question comes with its own documents
+        return [{"role": "system", "content": f"Documents for {text}: " + "lorem ipsum " * 600},
+                {"role": "user", "content": text}]
+
+    async with pipeline(prefetch_max_inflight=8) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        stage = pipe.stage("prefetch")
+        for s in range(2):  # each question is followed by its own follow-up (not stored)
+            for i in range(8):
+                await llm(model="r1", messages=asked(f"Question {i}"), cache={"session": f"x{s}-{i}"})
+                await llm(model="r1", messages=asked(f"Follow-up {i}"), cache={"session": f"x{s}-{i}", "no-store": True})
+        await settle(pipe)
+        for i in range(8):
+            await llm(model="r1", messages=asked(f"Question {i}"), cache={"session": f"y{i}"})
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 8)
+        assert stats["issued"] == 8
+        assert len(stage.by_symbol) <= 4
+        assert not [key for key in stage._prefix if key[1].startswith("q:")]
