@@ -241,6 +241,7 @@ class PrefetchStage:
         self.pipeline.spawn(self._run(built, estimate, prediction.symbol, signature), name="r1mw-prefetch-call")
 
     def _build(self, current: Request, prediction: Prediction) -> Request | None:
+        model = current.model
         if prediction.symbol.startswith("t:"):
             templates = self.pipeline.services.get("templates")
             if templates is None:
@@ -270,10 +271,12 @@ class PrefetchStage:
             # see the same text, whatever happens to the remembered example meanwhile).
             messages = [dict(m) if isinstance(m, dict) else m for m in example["messages"]]
             params = dict(example["params"])
+            # Its symbol names its model: asked on another one, the prefetch is a key nobody asks.
+            model = example.get("model") or model
         # A plain call: stream-only options would make the upstream refuse it (HTTP 400).
         passthrough = {k: v for k, v in current.passthrough.items() if k not in _STREAM_ONLY}
         return Request(
-            model=current.model, messages=messages, params=params, passthrough=passthrough,
+            model=model, messages=messages, params=params, passthrough=passthrough,
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
             user=current.user, upstream=current.upstream,
             meta={"prefetch": True, "store_meta": {"prefetched": True}},
@@ -438,7 +441,8 @@ def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[s
         size += len(content) if type(content) is str else len(str(content))
     example = None
     if size <= _EXAMPLE_MAX_CHARS:
-        example = {"messages": request.messages, "params": request.params, "namespace": request.namespace}
+        example = {"messages": request.messages, "params": request.params, "namespace": request.namespace,
+                   "model": request.model}
     return f"q:{digest}", None, example
 
 

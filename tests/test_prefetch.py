@@ -1042,3 +1042,22 @@ async def test_untemplated_traffic_keeps_no_system_prompts_and_bounded_per_symbo
         assert stats["issued"] == 8
         assert len(stage.by_symbol) <= 4
         assert not [key for key in stage._prefix if key[1].startswith("q:")]
+
+
+async def test_an_untemplated_prefetch_asks_the_model_its_request_was_asked_on():
+    # The remembered follow-up was re-issued on the current request's model: its key (and
+    # its answer) was not the one the follow-up, asked on its own model, looks up.
+    fake = FakeR1()
+    first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for s in range(3):
+            await llm(model="r1-fast", messages=ask(first), cache={"session": f"u{s}"})
+            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}", "no-store": True})
+        await settle(pipe)
+        await llm(model="r1-fast", messages=ask(first), cache={"session": "u9"})
+        await settle(pipe, until=lambda s: s["issued"] >= 1)
+        calls = len(fake.calls)
+        await llm(model="r1", messages=ask(follow_up), cache={"session": "u9"})
+        assert len(fake.calls) == calls
+        assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
