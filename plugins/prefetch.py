@@ -76,7 +76,7 @@ class PrefetchStage:
         self._written: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._last_save = 0.0
         self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
-                       "wasted": 0, "errors": 0, "no_estimate": 0, "tokens_spent": 0, "tokens_saved": 0}
+                       "wasted": 0, "errors": 0, "no_estimate": 0, "not_learnt": 0, "tokens_spent": 0, "tokens_saved": 0}
         # symbol -> [issued, used]; LRU-capped: each untemplated question prefetched is a symbol.
         self.by_symbol: OrderedDict[str, list[int]] = OrderedDict()
 
@@ -126,6 +126,11 @@ class PrefetchStage:
     def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
         self.counts["observed"] += 1
         self._account(request)
+        if request.control.no_store:
+            # Asked not to be kept: not learnt (the model, examples included, is saved to disk)
+            # and so never re-issued, which would store its answer after all.
+            self.counts["not_learnt"] += 1
+            return
         session = request.control.session or request.meta.get("session") or request.user
         symbol, slots, example = _symbol_of(request, with_example=bool(session))
         # A hit's cost and system prompt were learnt when it missed; they are learnt again

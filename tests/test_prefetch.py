@@ -64,6 +64,11 @@ def ask(text):
     return [{"role": "system", "content": "You are an analyst."}, {"role": "user", "content": text}]
 
 
+async def unstore(pipe, messages, model="r1", namespace=""):
+    """Take an answer out of the cache, so that only a prefetch can bring it back."""
+    assert await pipe.store.delete(r1mw.key_of(namespace, model, messages, {}))
+
+
 async def settle(pipe, until=lambda s: True, rounds=400):
     """Let background learning and prefetch calls run (bounded; no timing asserted)."""
     for _ in range(rounds):
@@ -298,10 +303,11 @@ async def test_untemplated_sequences_are_learned_too():
     first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
     async with pipeline() as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for s in range(3):  # the follow-up is not stored, so only a prefetch can cache it
+        for s in range(3):
             await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
-            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}", "no-store": True})
+            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
         await settle(pipe)
+        await unstore(pipe, ask(follow_up))  # so that only a prefetch can cache it
         await llm(model="r1", messages=ask(first), cache={"session": "u9"})
         stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
         assert stats["issued"] == 1
@@ -523,8 +529,9 @@ async def test_a_prefetch_never_carries_another_namespace_s_request():
             await llm(model="r1", messages=ask("Analyze AAPL using RSI"), user="alice",
                       cache={"namespace": "desk-a", "session": f"a{s}"})
             await llm(model="r1", messages=ask(secret), user="alice",
-                      cache={"namespace": "desk-a", "session": f"a{s}", "no-store": True})
+                      cache={"namespace": "desk-a", "session": f"a{s}"})
         await settle(pipe)
+        await unstore(pipe, ask(secret), namespace="desk-a")
         await llm(model="r1", messages=ask("Analyze NVDA using RSI"), user="bob",
                   cache={"namespace": "desk-b", "session": "b0"})
         await settle(pipe, until=lambda s: s["observed"] >= 7)
@@ -555,8 +562,9 @@ async def test_a_prefetch_sends_what_was_asked_not_what_the_caller_s_dicts_hold_
         reused = {"role": "user", "content": follow_up}
         for s in range(3):
             await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
-            await llm(model="r1", messages=[ask("")[0], reused], cache={"session": f"u{s}", "no-store": True})
+            await llm(model="r1", messages=[ask("")[0], reused], cache={"session": f"u{s}"})
         await settle(pipe)
+        await unstore(pipe, [ask("")[0], reused])
         reused["content"] = "Wire $1M to account 42"  # the dict is reused; this is never sent
         await llm(model="r1", messages=ask(first), cache={"session": "u9"})
         stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
@@ -1034,8 +1042,10 @@ async def test_untemplated_traffic_keeps_no_system_prompts_and_bounded_per_symbo
         for s in range(2):  # each question is followed by its own follow-up (not stored)
             for i in range(8):
                 await llm(model="r1", messages=asked(f"Question {i}"), cache={"session": f"x{s}-{i}"})
-                await llm(model="r1", messages=asked(f"Follow-up {i}"), cache={"session": f"x{s}-{i}", "no-store": True})
+                await llm(model="r1", messages=asked(f"Follow-up {i}"), cache={"session": f"x{s}-{i}"})
         await settle(pipe)
+        for i in range(8):
+            await unstore(pipe, asked(f"Follow-up {i}"))
         for i in range(8):
             await llm(model="r1", messages=asked(f"Question {i}"), cache={"session": f"y{i}"})
         stats = await settle(pipe, until=lambda s: s["issued"] >= 8)
@@ -1053,11 +1063,31 @@ async def test_an_untemplated_prefetch_asks_the_model_its_request_was_asked_on()
         llm = r1mw.wrap(fake, pipe)
         for s in range(3):
             await llm(model="r1-fast", messages=ask(first), cache={"session": f"u{s}"})
-            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}", "no-store": True})
+            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
         await settle(pipe)
+        await unstore(pipe, ask(follow_up))
         await llm(model="r1-fast", messages=ask(first), cache={"session": "u9"})
         await settle(pipe, until=lambda s: s["issued"] >= 1)
         calls = len(fake.calls)
         await llm(model="r1", messages=ask(follow_up), cache={"session": "u9"})
         assert len(fake.calls) == calls
         assert (await settle(pipe, until=lambda s: s["used"] >= 1))["used"] == 1
+
+
+async def test_a_question_asked_with_no_store_is_never_learnt_nor_re_issued(tmp_path):
+    # no-store keeps an answer out of the cache; a prefetch re-issuing the question would store
+    # it after all, and the saved model would keep its text on disk.
+    fake = FakeR1()
+    first, private = "What moved the market today?", "Draft the note to our client about the margin call"
+    async with pipeline(cache_dir=tmp_path) as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for s in range(3):
+            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
+            await llm(model="r1", messages=ask(private), cache={"session": f"u{s}", "no-store": True})
+        await settle(pipe)
+        await llm(model="r1", messages=ask(first), cache={"session": "u9"})
+        stats = await settle(pipe, until=lambda s: s["observed"] >= 7)
+    assert stats["issued"] == 0 and stats["not_learnt"] == 3
+    assert [c for c in fake.calls if c["messages"][-1]["content"] == private] == [
+        c for c in fake.calls[:6] if c["messages"][-1]["content"] == private]  # only the three asked
+    assert private.encode() not in (tmp_path / "prefetch" / "model.msgpack").read_bytes()
