@@ -324,6 +324,10 @@ class PrefetchStage:
                 if request.meta.get("prefetch_used"):  # a real request already waited on it
                     pass
                 elif request.key is not None:
+                    # Fetched again (its first answer was evicted unused): that one was wasted,
+                    # and this one waits at the back, where the hour-old are taken from the front.
+                    if self._outstanding.pop(request.key, None) is not None:
+                        self.counts["wasted"] += 1
                     self._outstanding[request.key] = (symbol, spent, self.clock())
                     while len(self._outstanding) > _OUTSTANDING_MAX:
                         self._outstanding.popitem(last=False)

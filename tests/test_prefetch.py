@@ -1091,3 +1091,20 @@ async def test_a_question_asked_with_no_store_is_never_learnt_nor_re_issued(tmp_
     assert [c for c in fake.calls if c["messages"][-1]["content"] == private] == [
         c for c in fake.calls[:6] if c["messages"][-1]["content"] == private]  # only the three asked
     assert private.encode() not in (tmp_path / "prefetch" / "model.msgpack").read_bytes()
+
+
+async def test_a_prediction_fetched_again_after_its_answer_was_evicted_counts_the_first_as_wasted():
+    fake = FakeR1()
+    first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(fake, pipe)
+        for s in range(3):
+            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
+            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
+        await settle(pipe)
+        for n, session in enumerate(("u9", "u10"), start=1):
+            await unstore(pipe, ask(follow_up))  # evicted before anyone asked it
+            await llm(model="r1", messages=ask(first), cache={"session": session})
+            stats = await settle(pipe, until=lambda s, n=n: s["issued"] >= n)
+    assert stats["issued"] == 2 and stats["used"] == 0
+    assert stats["wasted"] == 1 and stats["outstanding"] == 1
