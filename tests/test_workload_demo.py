@@ -55,6 +55,42 @@ async def test_broken_stage_makes_false_hits(tmp_path) -> None:
     assert figures["upstream_calls"] == 1
 
 
+class RewriteStage:
+    """Deliberately broken: sends every request upstream as another question (the first
+    one asked), served as a miss. The judge must see those wrong answers too."""
+
+    name = "rewrite"
+
+    def __init__(self) -> None:
+        self.first: Any = None
+
+    async def handle(self, request: r1mw.Request, call_next: r1mw.Handler) -> Any:
+        self.first = self.first or request.messages
+        request.messages = self.first
+        return await call_next(request)
+
+
+class RewritePlugin:
+    name = "test-rewrite"
+
+    @r1mw.hookimpl
+    def r1mw_register_stages(self) -> dict[str, Any]:
+        return {"rewrite": lambda pipeline: RewriteStage()}
+
+
+@pytest.mark.anyio
+async def test_wrong_answers_on_misses_are_counted(tmp_path) -> None:
+    workload = generate(TINY)
+    broken = await replay(workload, RunConfig("broken", ("rewrite",), ("l1",), (RewritePlugin(),)),
+                          cache_dir=tmp_path / "b", speed=FAST, concurrency=1, burst_requests=0)
+    figures = broken.figures()
+    first = workload.sessions()[0][0].question_id
+    asked_other = sum(1 for i in workload.items if i.question_id != first)
+    assert figures["hits"] == 0 and figures["false_hits"] == 0  # every request is a miss...
+    assert figures["wrong_misses"] == asked_other > 0          # ...and every other question's answer is wrong
+    assert figures["wrong_miss_examples"][0]["served"] == first
+
+
 @pytest.mark.anyio
 async def test_exact_cache_replay_adds_up(tmp_path) -> None:
     workload = generate(TINY)

@@ -64,8 +64,15 @@ class Outcome:
         return self.error is None and (self.source != "upstream" or self.coalesced)
 
     @property
+    def wrong(self) -> bool:
+        """The reply answers another question, however it was served: a miss can be wrong
+        too (a stage that rewrites what goes upstream), and a hit the probe did not see as
+        one would otherwise escape the judge."""
+        return self.error is None and self.served_id is not None and self.served_id != self.question_id
+
+    @property
     def false_hit(self) -> bool:
-        return self.hit and self.served_id is not None and self.served_id != self.question_id
+        return self.hit and self.wrong
 
 
 class _Probe:
@@ -139,6 +146,7 @@ class RunResult:
         done = [o for o in self.outcomes if o.error is None]
         hits = [o for o in done if o.hit]
         false = [o for o in hits if o.false_hit]
+        wrong_misses = [o for o in done if o.wrong and not o.hit]
         ms = 1000.0
         # Cache hits: served from a tier; a coalesced request waited on a call in flight.
         hit_lat = [o.latency_s for o in hits if not o.coalesced]
@@ -163,6 +171,8 @@ class RunResult:
             "false_hits": len(false),
             "false_hit_examples": [{"asked": o.question_id, "served": o.served_id, "source": o.source}
                                    for o in false[:5]],
+            "wrong_misses": len(wrong_misses),
+            "wrong_miss_examples": [{"asked": o.question_id, "served": o.served_id} for o in wrong_misses[:5]],
             "unverified_hits": sum(1 for o in hits if o.served_id is None),
             "hit_ms": {"p50": _scaled(percentile(hit_lat, 0.5), ms), "p99": _scaled(percentile(hit_lat, 0.99), ms)},
             "all_ms_r1": {"p50": _scaled(percentile(all_r1, 0.5), ms), "p99": _scaled(percentile(all_r1, 0.99), ms),
