@@ -205,8 +205,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
     sim = report.get("upstream", {})
     if sim.get("simulated"):
         out.append(f"upstream: simulated R1 at speed {sim['speed']:g} (a {sim['example_real_s']:.0f} s answer takes "
-                   f"{sim['example_real_s'] * sim['speed'] * 1000:.0f} ms); R1 time = waits on upstream scaled back "
-                   f"by 1/speed, time in r1mw as measured; throughput = the same requests again from "
+                   f"{sim['example_real_s'] * sim['speed'] * 1000:.0f} ms); R1 time = waits on upstream as their "
+                   f"share of the call's R1 latency, time in r1mw as measured; throughput = the same requests again from "
                    f"{report['burst_clients']} clients")
     return out
 

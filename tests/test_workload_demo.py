@@ -11,7 +11,9 @@ import r1mw
 from r1mw import cli
 from r1mw.demo import plan_runs
 from r1mw.workload.generator import WorkloadSpec, generate
+from r1mw.workload import replay as replay_module
 from r1mw.workload.replay import RunConfig, replay
+from r1mw.workload.simulator import LatencyModel, SimulatedR1
 
 TINY = WorkloadSpec(requests=80, sessions=4, analysts=3, seed=2)
 FAST = 1e-5  # a 60 s R1 answer takes 0.6 ms
@@ -89,6 +91,28 @@ async def test_wrong_answers_on_misses_are_counted(tmp_path) -> None:
     assert figures["hits"] == 0 and figures["false_hits"] == 0  # every request is a miss...
     assert figures["wrong_misses"] == asked_other > 0          # ...and every other question's answer is wrong
     assert figures["wrong_miss_examples"][0]["served"] == first
+
+
+@pytest.mark.anyio
+async def test_r1_time_of_a_miss_is_its_calls_r1_latency_not_loop_delays_scaled_up(tmp_path, monkeypatch) -> None:
+    # An upstream with (almost) no latency: whatever a call measures is the event loop's
+    # own delay, which must not be scaled by 1/speed into R1 time.
+    sims: list[SimulatedR1] = []
+
+    def simulator(**kwargs: Any) -> SimulatedR1:
+        sims.append(SimulatedR1(latency=LatencyModel(1e-9, 0.0, 1e12, 0.0), **kwargs))
+        return sims[-1]
+
+    monkeypatch.setattr(replay_module, "SimulatedR1", simulator)
+    run = await replay(generate(TINY), RunConfig("none", (), ("l1",)), cache_dir=tmp_path / "n",
+                       speed=FAST, concurrency=2, stream_share=0.5, burst_requests=0)
+    calls = sims[0].by_id
+    misses = [o for o in run.outcomes if not o.hit]
+    assert len(misses) == len(run.outcomes) and any(o.stream for o in misses)
+    for o in misses:
+        real = calls[o.reply_id].real_s
+        # Its own call lies inside the request: R1 time = time in r1mw + the call at R1 speed.
+        assert real <= o.r1_latency_s <= o.latency_s + real, o
 
 
 @pytest.mark.anyio
