@@ -11,7 +11,9 @@ import r1mw
 from r1mw import cli
 from r1mw.demo import plan_runs
 from r1mw.workload.generator import WorkloadSpec, generate
+from r1mw.workload import replay as replay_module
 from r1mw.workload.replay import RunConfig, replay
+from r1mw.workload.simulator import LatencyModel, SimulatedR1
 
 TINY = WorkloadSpec(requests=80, sessions=4, analysts=3, seed=2)
 FAST = 1e-5  # a 60 s R1 answer takes 0.6 ms
@@ -53,6 +55,64 @@ async def test_broken_stage_makes_false_hits(tmp_path) -> None:
     assert figures["false_hits"] >= distinct_after_first - 1
     assert figures["false_hit_examples"][0]["asked"] != figures["false_hit_examples"][0]["served"]
     assert figures["upstream_calls"] == 1
+
+
+class RewriteStage:
+    """Deliberately broken: sends every request upstream as another question (the first
+    one asked), served as a miss. The judge must see those wrong answers too."""
+
+    name = "rewrite"
+
+    def __init__(self) -> None:
+        self.first: Any = None
+
+    async def handle(self, request: r1mw.Request, call_next: r1mw.Handler) -> Any:
+        self.first = self.first or request.messages
+        request.messages = self.first
+        return await call_next(request)
+
+
+class RewritePlugin:
+    name = "test-rewrite"
+
+    @r1mw.hookimpl
+    def r1mw_register_stages(self) -> dict[str, Any]:
+        return {"rewrite": lambda pipeline: RewriteStage()}
+
+
+@pytest.mark.anyio
+async def test_wrong_answers_on_misses_are_counted(tmp_path) -> None:
+    workload = generate(TINY)
+    broken = await replay(workload, RunConfig("broken", ("rewrite",), ("l1",), (RewritePlugin(),)),
+                          cache_dir=tmp_path / "b", speed=FAST, concurrency=1, burst_requests=0)
+    figures = broken.figures()
+    first = workload.sessions()[0][0].question_id
+    asked_other = sum(1 for i in workload.items if i.question_id != first)
+    assert figures["hits"] == 0 and figures["false_hits"] == 0  # every request is a miss...
+    assert figures["wrong_misses"] == asked_other > 0          # ...and every other question's answer is wrong
+    assert figures["wrong_miss_examples"][0]["served"] == first
+
+
+@pytest.mark.anyio
+async def test_r1_time_of_a_miss_is_its_calls_r1_latency_not_loop_delays_scaled_up(tmp_path, monkeypatch) -> None:
+    # An upstream with (almost) no latency: whatever a call measures is the event loop's
+    # own delay, which must not be scaled by 1/speed into R1 time.
+    sims: list[SimulatedR1] = []
+
+    def simulator(**kwargs: Any) -> SimulatedR1:
+        sims.append(SimulatedR1(latency=LatencyModel(1e-9, 0.0, 1e12, 0.0), **kwargs))
+        return sims[-1]
+
+    monkeypatch.setattr(replay_module, "SimulatedR1", simulator)
+    run = await replay(generate(TINY), RunConfig("none", (), ("l1",)), cache_dir=tmp_path / "n",
+                       speed=FAST, concurrency=2, stream_share=0.5, burst_requests=0)
+    calls = sims[0].by_id
+    misses = [o for o in run.outcomes if not o.hit]
+    assert len(misses) == len(run.outcomes) and any(o.stream for o in misses)
+    for o in misses:
+        real = calls[o.reply_id].real_s
+        # Its own call lies inside the request: R1 time = time in r1mw + the call at R1 speed.
+        assert real <= o.r1_latency_s <= o.latency_s + real, o
 
 
 @pytest.mark.anyio

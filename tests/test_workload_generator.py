@@ -76,6 +76,25 @@ def test_shape(workload: Workload) -> None:
 def test_every_label_is_what_the_judge_says(workload: Workload) -> None:
     for item in workload.items:
         assert CAT.identify(item.text) == item.question_id, item
+        assert CAT.identify_messages(item.messages) == item.question_id, item
+
+
+def test_another_persona_or_context_is_another_question() -> None:
+    # The judge reads the whole request: a reply made for another system prompt or after
+    # other turns answers another question, even with the same last user message.
+    text = "Assess risk for a $50,000 long position in NVDA"
+    usual = [{"role": "system", "content": CAT.templates["assess_risk"].system}, {"role": "user", "content": text}]
+    qid = CAT.identify_messages(usual)
+    assert qid == CAT.identify(text)
+    other_persona = [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": text}]
+    analyst = [{"role": "system", "content": CAT.templates["analyze_strategy"].system}, usual[1]]
+    later_turn = [*usual[:1], {"role": "user", "content": "We hedge with puts."},
+                  {"role": "assistant", "content": "Noted."}, usual[1]]
+    ids = {CAT.identify_messages(m) for m in (other_persona, analyst, later_turn)}
+    assert len(ids) == 3 and qid not in ids
+    assert CAT.identify_messages(usual[1:]) == qid  # a bare question: no context to tell apart
+    assert CAT.identify_messages([{"role": "user", "content": "Write a limerick about NVDA"}]) == \
+        CAT.identify("Write a limerick about NVDA")
 
 
 def test_same_id_means_same_filled_template(workload: Workload) -> None:

@@ -172,12 +172,26 @@ class Catalog:
         return "text/" + xxhash.xxh64_hexdigest(normalize_text(text).encode())[:10]
 
     def identify_messages(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        """The question id of a chat request (its last user message)."""
-        for message in reversed(messages):
-            if message.get("role") == "user":
-                content = message.get("content")
-                return self.identify(content if isinstance(content, str) else str(content))
+        """The question id of a chat request: its last user message, and the rest of the
+        conversation when it is neither empty nor the persona the workload sends with that
+        question (another system prompt, earlier turns): another persona or context is
+        another answer, so a cache that serves across them must be seen as wrong. (A bare
+        question and the same with its usual persona share an id: the workload never sends
+        both, and callers of the simulator ask bare questions.)"""
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i].get("role") == "user":
+                qid = self.identify(_text(messages[i].get("content")))
+                context = [(m.get("role"), _text(m.get("content"))) for j, m in enumerate(messages) if j != i]
+                if not context or context == self._usual_context(qid):
+                    return qid
+                digest = xxhash.xxh64_hexdigest(json.dumps(context).encode())[:10]
+                return f"{qid}+ctx/{digest}"
         return "text/empty"
+
+    def _usual_context(self, question_id: str) -> list[tuple[str, str]]:
+        # The generator sends a templated question with its persona, any other text alone.
+        spec = self.templates.get(question_id.split("/", 1)[0])
+        return [("system", spec.system)] if spec is not None and spec.system else []
 
     # -- rendering -------------------------------------------------------------------------
     def render(self, template_id: str, slots: Mapping[str, str], form: int = 0) -> str:
@@ -189,6 +203,10 @@ class Catalog:
     def renderings(self, slot: str, value: str) -> tuple[str, ...]:
         """The listed renderings of ``value`` (itself first)."""
         return (value, *self.equivalents.get(slot, {}).get(value, ()))
+
+
+def _text(content: Any) -> str:
+    return content if isinstance(content, str) else str(content)
 
 
 def _pattern_of(form: str) -> str:
