@@ -40,7 +40,7 @@ class Prediction:
 class _Successors:
     """Next-symbol counts of one context, capped at ``cap`` entries (the rarest is replaced)."""
 
-    __slots__ = ("counts", "total", "slot_stats")
+    __slots__ = ("counts", "total", "slot_stats", "_ranked")
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
@@ -48,15 +48,21 @@ class _Successors:
         # next symbol -> slot name -> {"#": observations, "?<relation>": observations where
         # the session could have filled that relation, tag: count} (tags: see _tags)
         self.slot_stats: dict[str, dict[str, dict[str, int]]] = {}
+        # next symbol -> slot name -> _relations() of its stats, until they change: fill()
+        # runs for every successor of every prediction, and sorting the relations each time
+        # was half of what learning a request cost.
+        self._ranked: dict[str, dict[str, list[tuple[str, int, int]]]] = {}
 
     def add(self, symbol: str, slot_tags: Mapping[str, list[str]] | None, cap: int) -> None:
         if symbol not in self.counts and len(self.counts) >= cap:
             rarest = min(self.counts, key=self.counts.__getitem__)
             self.total -= self.counts.pop(rarest)
             self.slot_stats.pop(rarest, None)
+            self._ranked.pop(rarest, None)
         self.counts[symbol] = self.counts.get(symbol, 0) + 1
         self.total += 1
         if slot_tags:
+            self._ranked.pop(symbol, None)
             stats = self.slot_stats.setdefault(symbol, {})
             for name, tags in slot_tags.items():
                 per = stats.setdefault(name, {})
@@ -77,11 +83,17 @@ class _Successors:
             return {}, 1.0
         out: dict[str, Any] = {}
         agreement = 1.0
+        known = self._ranked.get(symbol)
+        if known is None:
+            known = self._ranked[symbol] = {}
         for name, per in stats.items():
+            relations = known.get(name)
+            if relations is None:
+                relations = known[name] = _relations(per)
             # The relation most often true where it could be filled, that this session can
             # fill: "the session's horizon" when it has one, else the desk's usual literal; a
             # minority is never a guess.
-            for tag, count, total in _relations(per):
+            for tag, count, total in relations:
                 if count * 2 <= total:  # no majority: guessing would waste money
                     return None
                 if tag[:2] == "x:":

@@ -1108,3 +1108,20 @@ async def test_a_prediction_fetched_again_after_its_answer_was_evicted_counts_th
             stats = await settle(pipe, until=lambda s, n=n: s["issued"] >= n)
     assert stats["issued"] == 2 and stats["used"] == 0
     assert stats["wasted"] == 1 and stats["outstanding"] == 1
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.sampled_from(["AAPL", "MSFT", "NVDA"]),
+                          st.sampled_from(["$10k", "$50k", "100 shares"])), min_size=5, max_size=60))
+def test_remembered_slot_relations_give_the_predictions_recomputing_them_gives(steps):
+    # fill() keeps each slot's ranked relations until that successor's statistics change;
+    # a stale ranking would prefetch what the desk no longer does.
+    cached, fresh = SequenceModel(), SequenceModel()
+    for session, template, symbol, size in steps:
+        args = (f"s{session}", f"t:tpl{template}", {"symbol": symbol, "position_size": size}, None)
+        cached.observe(*args, user=f"u{session % 2}")
+        fresh.observe(*args, user=f"u{session % 2}")
+        for succ in fresh._contexts.values():
+            succ._ranked.clear()
+        for s in range(4):
+            assert cached.predict(f"s{s}") == fresh.predict(f"s{s}")
