@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
@@ -75,6 +76,8 @@ class PrefetchStage:
         # "$50,000 ... NVDA"): a prefetch asks in the desk's words, not in canonical form.
         self._written: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._last_save = 0.0
+        self._snapshots = self._saved_seq = 0
+        self._write_lock = threading.Lock()
         self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
                        "wasted": 0, "errors": 0, "no_estimate": 0, "not_learnt": 0, "tokens_spent": 0, "tokens_saved": 0}
         # symbol -> [issued, used]; LRU-capped: each untemplated question prefetched is a symbol.
@@ -121,7 +124,7 @@ class PrefetchStage:
                 except Exception:  # a learning bug must never reach a caller
                     log.exception("prefetch: observing a request failed")
             if time.monotonic() - self._last_save > _SAVE_EVERY_S:
-                self._save()  # never raises: a worker that died would stop learning for good
+                await self._save_in_thread()  # never raises: a dead worker would stop learning for good
 
     def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
         self.counts["observed"] += 1
@@ -374,24 +377,53 @@ class PrefetchStage:
             log.warning("prefetch: ignoring unreadable model %s (%s)", self.path, exc)
 
     def _save(self) -> None:
+        """Save now, on this thread (at close: the worker is gone, nothing learns meanwhile)."""
         self._last_save = time.monotonic()
-        # Unique per stage object: two pipelines of one process (threads) share the path.
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
+        snapshot = self._snapshot()
+        if snapshot is not None:
+            self._write(*snapshot)
+
+    async def _save_in_thread(self) -> None:
+        # A full model packs into tens of MB: on the loop that stalled every request for up
+        # to seconds every 5 minutes. The snapshot refers to the model's own dicts, so the
+        # worker (the only code that changes them) waits here until the write is done.
+        self._last_save = time.monotonic()
+        snapshot = self._snapshot()
+        if snapshot is not None:
+            await asyncio.to_thread(self._write, *snapshot)
+
+    def _snapshot(self) -> tuple[int, dict[str, Any]] | None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             written = [[*key, text] for key, text in self._written.items()]
-            # surrogatepass: a request with a lone surrogate (a broken client) is learnt like
-            # any other; refusing it here would make every later save fail.
             # The hour's spending goes with the model: a restart must not reset the budget.
             budget = {"saved": time.time(), **self.budget.ledger()}
-            tmp.write_bytes(msgpack.packb({"model": self.model.to_data(), "cost": self._cost, "written": written,
-                                           "budget": budget},
-                                          use_bin_type=True, default=str, unicode_errors="surrogatepass"))
-            os.replace(tmp, self.path)
-        except Exception as exc:  # a full disk, an unpackable value: keep serving, keep the old file
-            log.warning("prefetch: could not save the model to %s (%s)", self.path, exc)
-            with contextlib.suppress(OSError):  # a half-written file left at every failed save fills the disk
-                tmp.unlink(missing_ok=True)
+            # _cost changes outside the worker (replies completing): a copy.
+            data = {"model": self.model.to_data(), "cost": dict(self._cost), "written": written, "budget": budget}
+        except Exception as exc:
+            log.warning("prefetch: could not save the model (%s)", exc)
+            return None
+        self._snapshots += 1
+        return self._snapshots, data
+
+    def _write(self, seq: int, data: dict[str, Any]) -> None:
+        # Serialized, and never older over newer: a periodic write still running in its thread
+        # when close() saves must not replace the final snapshot.
+        with self._write_lock:
+            if seq <= self._saved_seq:
+                return
+            # Unique per stage object: two pipelines of one process (threads) share the path.
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}-{id(self):x}")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # surrogatepass: a request with a lone surrogate (a broken client) is learnt
+                # like any other; refusing it here would make every later save fail.
+                tmp.write_bytes(msgpack.packb(data, use_bin_type=True, default=str, unicode_errors="surrogatepass"))
+                os.replace(tmp, self.path)
+                self._saved_seq = seq
+            except Exception as exc:  # a full disk, an unpackable value: keep serving, keep the old file
+                log.warning("prefetch: could not save the model to %s (%s)", self.path, exc)
+                with contextlib.suppress(OSError):  # a half-written file at every failed save fills the disk
+                    tmp.unlink(missing_ok=True)
 
     # -- stats -----------------------------------------------------------------------------
     @property

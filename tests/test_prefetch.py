@@ -1125,3 +1125,42 @@ def test_remembered_slot_relations_give_the_predictions_recomputing_them_gives(s
             succ._ranked.clear()
         for s in range(4):
             assert cached.predict(f"s{s}") == fresh.predict(f"s{s}")
+
+
+async def test_the_periodic_model_save_runs_off_the_event_loop_and_close_saves_last(tmp_path, monkeypatch):
+    # A full model packs into tens of MB: written on the loop, it stalled every request.
+    import threading
+
+    import r1mw_plugins.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "_SAVE_EVERY_S", 0.0)
+    fake = FakeR1()
+    threads = []
+    async with pipeline(cache_dir=tmp_path) as pipe:
+        stage = pipe.stage("prefetch")
+        write = stage._write
+
+        def recording(seq, data):
+            threads.append(threading.current_thread() is threading.main_thread())
+            write(seq, data)
+
+        stage._write = recording
+        llm = r1mw.wrap(fake, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT"])
+        await settle(pipe, until=lambda s: s["observed"] >= 6)
+        assert threads and not any(threads)  # periodic saves: in a worker thread
+    assert threads[-1] is True  # close(): on the loop's thread, after the worker is gone
+    saved = msgpack.unpackb((tmp_path / "prefetch" / "model.msgpack").read_bytes(), raw=False,
+                            strict_map_key=False)
+    fresh = SequenceModel()
+    fresh.load_data(saved["model"])
+    assert len(fresh) == len(stage.model) > 0
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path):
+    import r1mw_plugins.prefetch as prefetch
+
+    stage = prefetch.PrefetchStage(r1mw.Pipeline(r1mw.Settings(cache_dir=tmp_path)))
+    stage._write(2, {"model": {}, "which": "newer"})
+    stage._write(1, {"model": {}, "which": "older"})  # a periodic write that finished late
+    assert msgpack.unpackb(stage.path.read_bytes())["which"] == "newer"
