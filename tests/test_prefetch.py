@@ -69,6 +69,16 @@ async def unstore(pipe, messages, model="r1", namespace=""):
     assert await pipe.store.delete(r1mw.key_of(namespace, model, messages, {}))
 
 
+async def teach_follow_up(llm, pipe, first, follow_up, first_model="r1"):
+    """Three sessions ask ``first`` then ``follow_up`` (untemplated); the follow-up's answer is
+    then taken out of the cache, so that only a prefetch can bring it back."""
+    for s in range(3):
+        await llm(model=first_model, messages=ask(first), cache={"session": f"u{s}"})
+        await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
+    await settle(pipe)
+    await unstore(pipe, ask(follow_up))
+
+
 async def settle(pipe, until=lambda s: True, rounds=400):
     """Let background learning and prefetch calls run (bounded; no timing asserted)."""
     for _ in range(rounds):
@@ -303,11 +313,7 @@ async def test_untemplated_sequences_are_learned_too():
     first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
     async with pipeline() as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for s in range(3):
-            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
-            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
-        await settle(pipe)
-        await unstore(pipe, ask(follow_up))  # so that only a prefetch can cache it
+        await teach_follow_up(llm, pipe, first, follow_up)
         await llm(model="r1", messages=ask(first), cache={"session": "u9"})
         stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
         assert stats["issued"] == 1
@@ -1061,11 +1067,7 @@ async def test_an_untemplated_prefetch_asks_the_model_its_request_was_asked_on()
     first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
     async with pipeline() as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for s in range(3):
-            await llm(model="r1-fast", messages=ask(first), cache={"session": f"u{s}"})
-            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
-        await settle(pipe)
-        await unstore(pipe, ask(follow_up))
+        await teach_follow_up(llm, pipe, first, follow_up, first_model="r1-fast")
         await llm(model="r1-fast", messages=ask(first), cache={"session": "u9"})
         await settle(pipe, until=lambda s: s["issued"] >= 1)
         calls = len(fake.calls)
@@ -1098,12 +1100,10 @@ async def test_a_prediction_fetched_again_after_its_answer_was_evicted_counts_th
     first, follow_up = "What moved the market today?", "Summarize the Fed minutes"
     async with pipeline() as pipe:
         llm = r1mw.wrap(fake, pipe)
-        for s in range(3):
-            await llm(model="r1", messages=ask(first), cache={"session": f"u{s}"})
-            await llm(model="r1", messages=ask(follow_up), cache={"session": f"u{s}"})
-        await settle(pipe)
+        await teach_follow_up(llm, pipe, first, follow_up)
         for n, session in enumerate(("u9", "u10"), start=1):
-            await unstore(pipe, ask(follow_up))  # evicted before anyone asked it
+            if n > 1:
+                await unstore(pipe, ask(follow_up))  # evicted again before anyone asked it
             await llm(model="r1", messages=ask(first), cache={"session": session})
             stats = await settle(pipe, until=lambda s, n=n: s["issued"] >= n)
     assert stats["issued"] == 2 and stats["used"] == 0
