@@ -31,7 +31,7 @@ import xxhash
 
 import r1mw
 from r1mw import CacheControl, Reply, Request, StreamedReply
-from r1mw.budget import Budget, Grant
+from r1mw.budget import Grant, SharedBudget
 from r1mw.predictor import Prediction, SequenceModel
 from r1mw.singleflight import Withdrawn
 
@@ -57,11 +57,12 @@ class PrefetchStage:
         self.pipeline = pipeline
         self.min_prob = s.prefetch_min_prob
         self.model = SequenceModel()
-        self.budget = Budget(max_inflight=s.prefetch_max_inflight, max_per_minute=s.prefetch_max_per_minute,
-                             tokens_per_hour=s.prefetch_token_budget, clock=clock)
         self.clock = clock
         self.horizon_s = horizon_s  # a prefetched entry unused this long counts as wasted
         self.path = Path(s.cache_path) / "prefetch" / "model.msgpack"
+        # One budget for the processes sharing the cache directory (a service's workers).
+        self.budget = SharedBudget(self.path.parent, max_inflight=s.prefetch_max_inflight,
+                                   max_per_minute=s.prefetch_max_per_minute, tokens_per_hour=s.prefetch_token_budget)
         self._queue: deque[tuple[Request, Reply | StreamedReply]] = deque(maxlen=10_000)
         self._wake: asyncio.Event | None = None
         self._call_next: r1mw.Handler | None = None
@@ -92,6 +93,7 @@ class PrefetchStage:
     async def close(self) -> None:
         # The pipeline has cancelled our worker and prefetch calls already; keep what we learnt.
         self._save()
+        self.budget.close()
 
     # -- request path: append and go -----------------------------------------------------
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
