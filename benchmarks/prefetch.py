@@ -1,6 +1,7 @@
 """Prefetch on the bundled session workload: hit rate with and without, the waste, the ceilings.
 
     python benchmarks/prefetch.py [--requests 1200] [--seed 7] [--zipf 2.2 1.0] [--min-prob 0.3]
+                                  [--think-scale 1.0]
                                   [--days-before 1 [--expired]]
 
 For each ticker popularity (``--zipf``: 2.2 is the demo's desk, which keeps asking about a few
@@ -84,7 +85,8 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
             if args.expired and model.exists():  # yesterday's answers are stale; what was learnt is not
                 (Path(tmp) / "prefetch").mkdir()
                 shutil.copy(model, Path(tmp) / "prefetch" / "model.msgpack")
-            result = await replay(workload, config, cache_dir=tmp, speed=args.speed, concurrency=args.concurrency)
+            result = await replay(workload, config, cache_dir=tmp, speed=args.speed, concurrency=args.concurrency,
+                                  think_scale=args.think_scale)
         rows.append((name, result.figures(), result.stats["stages"].get("prefetch", {})))
     cached_before = set() if args.expired else {i.question_id for day in earlier for i in day.items}
     clairvoyant, flow = ceilings(workload, cached_before)
@@ -100,7 +102,7 @@ async def one(args: argparse.Namespace, zipf: float) -> None:
         if p:
             unused = p["issued"] - p["used"]
             waste = unused / p["issued"] if p["issued"] else 0.0
-            line += (f"  | issued {p['issued']}, used {p['used']}, unused {unused} ({waste:.0%} of issued),"
+            line += (f"  | issued {p['issued']}, used {p['used']} ({p['used_in_flight']} in flight), unused {unused} ({waste:.0%} of issued),"
                      f" tokens spent {p['tokens_spent']:,} / saved {p['tokens_saved']:,},"
                      f" refused {sum(p['refused'].values())}, already cached {p['already_cached']}")
         print(line)
@@ -125,6 +127,8 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--speed", type=float, default=0.002, help="latency scale of the simulated R1")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--think-scale", type=float, default=1.0,
+                        help="analysts' reading time between questions (0: a script chaining its questions)")
     parser.add_argument("--min-prob", type=float, default=Settings().prefetch_min_prob)
     parser.add_argument("--days-before", type=int, default=0,
                         help="replay this many earlier days (other seeds) into the same cache dir first: "

@@ -80,7 +80,8 @@ class PrefetchStage:
         self._snapshots = self._saved_seq = 0
         self._write_lock = threading.Lock()
         self.counts = {"observed": 0, "predicted": 0, "issued": 0, "already_cached": 0, "used": 0,
-                       "wasted": 0, "errors": 0, "no_estimate": 0, "not_learnt": 0, "tokens_spent": 0, "tokens_saved": 0}
+                       "used_in_flight": 0, "wasted": 0, "errors": 0, "no_estimate": 0, "not_learnt": 0,
+                       "tokens_spent": 0, "tokens_saved": 0}
         # symbol -> [issued, used]; LRU-capped: each untemplated question prefetched is a symbol.
         self.by_symbol: OrderedDict[str, list[int]] = OrderedDict()
 
@@ -98,20 +99,48 @@ class PrefetchStage:
     # -- request path: append and go -----------------------------------------------------
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
         self._call_next = call_next
-        reply = await call_next(request)
-        # What is learnt (and maybe re-issued much later) is this request as asked now: the
-        # caller may reuse its message dicts for its next question once this call returns.
-        if request.control.session or request.user or "session" in request.meta:  # learnt only then
+        in_session = request.control.session or request.user or "session" in request.meta
+        upstream = request.upstream
+        if in_session and upstream is not None and not request.control.no_store:
+            request.upstream = self._learning_first(request, upstream)
+            try:
+                reply = await call_next(request)
+            finally:
+                request.upstream = upstream  # what prefetches built from this request call
+        else:
+            reply = await call_next(request)
+        if request.meta.get("prefetch_learnt"):
+            pass  # learnt when it went upstream: what is left is its cost and the accounts
+        elif in_session:  # learnt only then
+            # What is learnt (and maybe re-issued much later) is this request as asked now: the
+            # caller may reuse its message dicts for its next question once this call returns.
             request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
         elif request.source != "upstream" and not self._outstanding and not self._inflight:
             # A hit outside any session teaches nothing: no sequence, and its cost and system
             # prompt were learnt when it missed. Nothing prefetched is waiting to be counted used.
             return reply
+        self._enqueue(request, reply)
+        return reply
+
+    def _learning_first(self, request: Request, upstream: r1mw.Handler) -> r1mw.Handler:
+        """``upstream``, learning ``request`` as it reaches it: R1 takes seconds to minutes to
+        answer, and what follows this question is worth prefetching meanwhile, not after."""
+
+        async def call(req: Request) -> Reply | StreamedReply:
+            if not request.meta.get("prefetch_learnt"):  # once, even if the call is made again
+                request.meta["prefetch_learnt"] = True
+                request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
+                self._enqueue(request, None)
+            return await upstream(req)
+
+        call._r1mw_plain = upstream  # type: ignore[attr-defined]  # what _build gives a prefetch
+        return call
+
+    def _enqueue(self, request: Request, reply: Reply | StreamedReply | None) -> None:
         self._queue.append((request, reply))
         wake = self._wake
         if wake is not None:
             wake.set()
-        return reply
 
     # -- background ------------------------------------------------------------------------
     async def _work(self) -> None:
@@ -128,9 +157,15 @@ class PrefetchStage:
             if time.monotonic() - self._last_save > _SAVE_EVERY_S:
                 await self._save_in_thread()  # never raises: a dead worker would stop learning for good
 
-    def _observe(self, request: Request, reply: Reply | StreamedReply) -> None:
+    def _observe(self, request: Request, reply: Reply | StreamedReply | None) -> None:
+        """Learn ``request``; with ``reply`` None, as it goes upstream (its answer comes later,
+        and is seen again here with it, for its cost and the accounts only)."""
+        if reply is not None:
+            self._account(request)
+            if request.meta.get("prefetch_learnt"):
+                self._learn_cost(request.meta["prefetch_symbol"], reply)
+                return
         self.counts["observed"] += 1
-        self._account(request)
         if request.control.no_store:
             # Asked not to be kept: not learnt (the model, examples included, is saved to disk)
             # and so never re-issued, which would store its answer after all.
@@ -138,13 +173,16 @@ class PrefetchStage:
             return
         session = request.control.session or request.meta.get("session") or request.user
         symbol, slots, example = _symbol_of(request, with_example=bool(session))
+        upstream = reply is None or request.source == "upstream"
+        if reply is None:
+            request.meta["prefetch_symbol"] = symbol
         # A hit's cost and system prompt were learnt when it missed; they are learnt again
         # only where this process has not seen them (another process stored the entry).
-        if request.source == "upstream" or symbol not in self._cost:
+        elif upstream or symbol not in self._cost:
             self._learn_cost(symbol, reply)
         # Only a template's prefetch reads a system prompt learnt here (an untemplated one is
         # re-issued as asked): one per untemplated question would keep 10,000 RAG prompts.
-        if symbol[0] == "t" and (request.source == "upstream" or (request.namespace, symbol) not in self._prefix):
+        if symbol[0] == "t" and (upstream or (request.namespace, symbol) not in self._prefix):
             self._learn_prefix(request, symbol)
         if slots and not request.meta.get("prefetch"):
             self._learn_written(request.namespace, slots, request.meta.get("slot_text"))
@@ -180,6 +218,8 @@ class PrefetchStage:
         if found is not None:
             symbol, tokens, _ = found
             self.counts["used"] += 1
+            if request.coalesced:  # it waited for the rest of the prefetch call
+                self.counts["used_in_flight"] += 1
             self.counts["tokens_saved"] += tokens
             self._tally(symbol)[1] += 1
             request.meta["prefetch_hit"] = True
@@ -288,7 +328,7 @@ class PrefetchStage:
         return Request(
             model=model, messages=messages, params=params, passthrough=passthrough,
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
-            user=current.user, upstream=current.upstream,
+            user=current.user, upstream=getattr(current.upstream, "_r1mw_plain", current.upstream),
             meta={"prefetch": True, "store_meta": {"prefetched": True}},
         )
 

@@ -193,13 +193,49 @@ async def test_hits_on_entries_another_process_stored_teach_what_a_prefetch_may_
         assert fake.calls[-1]["messages"][-1]["content"] == "Assess risk for AMD"
 
 
-async def test_a_real_request_waits_for_its_prefetch_in_flight():
+async def test_a_miss_s_follow_up_is_prefetched_while_r1_is_still_answering_the_miss():
+    # Learnt after its answer, a question's follow-up was prefetched only once R1 had answered
+    # (seconds to minutes): half the prefetches used were still in flight when asked for.
     fake = FakeR1()
+    answering = asyncio.Event()
+
+    async def upstream(**kwargs):
+        if kwargs["messages"][-1]["content"] == "Analyze AMD using RSI":
+            await answering.wait()  # R1 thinking
+        return await fake(**kwargs)
+
     async with pipeline() as pipe:
-        llm = r1mw.wrap(fake, pipe)
+        llm = r1mw.wrap(upstream, pipe)
         await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
         await settle(pipe)
-        fake.latency = 0.2  # prefetch calls now take a while
+        asked = asyncio.create_task(llm(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "z"}))
+        stats = await settle(pipe, until=lambda s: s["issued"] >= 1)
+        assert not asked.done() and stats["issued"] == 1
+        assert fake.calls[-1]["messages"][-1]["content"] == "Assess risk for AMD"
+        answering.set()
+        await asked
+        await llm(model="r1", messages=ask("Assess risk for AMD"), cache={"session": "z"})
+        stats = await settle(pipe, until=lambda s: s["used"] >= 1)
+    asked_risk = [c for c in fake.calls if c["messages"][-1]["content"] == "Assess risk for AMD"]
+    assert len(asked_risk) == 1 and stats["used"] == 1 and stats["observed"] == 3 * 3 + 2
+    # the miss was learnt once, when it went upstream, and its cost when its answer came
+    assert pipe.stage("prefetch")._cost["t:analyze"] == 30
+
+
+async def test_a_real_request_waits_for_its_prefetch_in_flight():
+    fake = FakeR1()
+    slow = False
+
+    async def upstream(**kwargs):
+        if slow and kwargs["messages"][-1]["content"].startswith("Assess risk"):
+            await asyncio.sleep(0.2)  # the prefetched call takes a while
+        return await fake(**kwargs)
+
+    async with pipeline() as pipe:
+        llm = r1mw.wrap(upstream, pipe)
+        await run_sessions(llm, ["AAPL", "MSFT", "TSLA"])
+        await settle(pipe)
+        slow = True
         await llm(model="r1", messages=ask("Analyze AMD using RSI"), cache={"session": "z"})
         for _ in range(100):  # wait until the prefetch call is in flight
             await asyncio.sleep(0.005)
