@@ -170,3 +170,17 @@ async def test_caching_false_is_neither_served_from_nor_stored_in_the_cache():
     assert not again._hidden_params.get("cache_hit")  # the caching=False call stored nothing
     assert stats["hits"] == 0 and stats["misses"] == 4
 
+
+async def test_s_maxage_is_the_oldest_entry_the_caller_accepts_not_a_ttl():
+    # LiteLLM's cache={"s-maxage": n}: "only a cached reply at most n seconds old".
+    async with pipeline() as pipe:
+        acompletion = r1mw.wrap(litellm.acompletion, pipe)
+        first = await acompletion(model=MODEL, messages=Q, mock_response="v1")
+        refetched = await acompletion(model=MODEL, messages=Q, mock_response="v1", cache={"s-maxage": 0})
+        young = await acompletion(model=MODEL, messages=Q, mock_response="v1", cache={"s-maxage": 3600})
+        plain = await acompletion(model=MODEL, messages=Q, mock_response="v1")
+        stats = pipe.stats()
+    assert not refetched._hidden_params.get("cache_hit") and refetched.id != first.id
+    assert young._hidden_params.get("cache_hit") and young.id == refetched.id  # the refetch replaced it
+    assert plain.id == refetched.id  # and s-maxage set no lifetime on it
+    assert stats["misses"] == 2 and stats["hits"] == 2
