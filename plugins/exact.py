@@ -8,6 +8,7 @@ make one upstream call, and a cancelled caller does not stop the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -58,6 +59,8 @@ class ExactStage:
             if accepts is not None:
                 return await self._accepting(request, call_next, key, accepts)
             return await self._fetch(request, call_next, key)
+        if request.control.max_age is not None:
+            return await self._no_older_than(request, call_next, key)
         entry = self._get_nowait(key)
         if entry is not None:
             request.source, request.tier = "exact", self._first
@@ -77,6 +80,21 @@ class ExactStage:
         request.coalesced = coalesced
         return reply
 
+    async def _no_older_than(self, request: Request, call_next: r1mw.Handler, key: bytes) -> Reply | StreamedReply:
+        """A caller accepting only replies stored at most ``control.max_age`` seconds ago
+        (LiteLLM's ``s-maxage``): an older entry is fetched afresh, and the fresh reply replaces
+        it for everybody. A call in flight is younger than any entry: it is joined."""
+        found = await self.store.get(key)
+        if found is not None:
+            if not request.control.too_old(found[0].stored_at):
+                request.source, request.tier = "exact", found[1]
+                return found[0].reply
+            request.control = dataclasses.replace(request.control, no_cache=True)  # a refetch
+            return await self._fetch(request, call_next, key)
+        reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
+        request.coalesced = coalesced
+        return reply
+
     async def _accepting(self, request: Request, call_next: r1mw.Handler, key: bytes,
                          accepts: Callable[[Reply], bool]) -> Reply | StreamedReply:
         """A lookup for a caller that can take only some of the replies it did not fetch
@@ -85,7 +103,7 @@ class ExactStage:
         the request makes its own call, whose answer replaces the entry. It still joins an
         identical call in flight (the first calls after a start share one upstream call)."""
         found = await self.store.get(key)
-        if found is not None and accepts(found[0].reply):
+        if found is not None and accepts(found[0].reply) and not request.control.too_old(found[0].stored_at):
             request.source, request.tier = "exact", found[1]
             return found[0].reply
         reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))

@@ -202,7 +202,9 @@ class SemanticStage:
         # An adapter that cannot take every stored reply yet (see ExactStage._accepting) asks
         # for a lookup under no_cache: only what accepts(reply) takes may be served.
         accepts = request.meta.get("accepts")
-        if not request.control.no_cache or accepts is not None:
+        # (A caller with a max_age, LiteLLM's s-maxage, is answered by the exact stage, which
+        # knows its entry's age, or not at all: a semantic match's age is not checked.)
+        if (not request.control.no_cache or accepts is not None) and request.control.max_age is None:
             looked = time.time()
             counts["lookups"] += 1
             alias = self._aliases.get(key)

@@ -381,6 +381,9 @@ class ContextCache:
         if control.no_cache:
             return _fresh(await self._compute(store, key, compute, ttl, control, label))
         found = await self._lookup(store, key)
+        if found is not None and control.too_old(found[0].stored_at):
+            # older than this caller accepts (s-maxage): computed afresh, replacing it
+            return _fresh(await self._compute(store, key, compute, ttl, control, label))
         if found is not None:
             self._hit(found[1])
             return _fresh(found[0].value)

@@ -26,7 +26,7 @@ NOT_KEYED: frozenset[str] = frozenset(
         "logger_fn", "proxy_server_request", "acompletion", "client",
         # OpenAI's replacement for `user` (abuse detection) and its prompt-caching hints:
         # they route and bill the request, they do not change the answer
-        "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+        "safety_identifier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
     }
 )
 

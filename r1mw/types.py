@@ -63,7 +63,9 @@ class CacheControl:
 
     ``no_cache`` skips lookups (the reply is still stored unless ``no_store``);
     ``no_store`` skips storing; ``ttl`` in seconds overrides the default (``ttl <= 0``:
-    not stored, like ``s-maxage=0``; ``inf``: no expiry);
+    not stored; ``inf``: no expiry); ``max_age`` (LiteLLM's ``s-maxage``) is the oldest
+    stored reply, in seconds, this caller accepts (an older one is fetched afresh and
+    replaced; it sets no lifetime);
     ``namespace`` is the tenant boundary; ``session`` names the analyst's session for prefetch.
     """
 
@@ -72,6 +74,12 @@ class CacheControl:
     ttl: float | None = None
     namespace: str | None = None
     session: str | None = None
+    max_age: float | None = None
+
+    def too_old(self, stored_at: float) -> bool:
+        """Whether an entry stored at ``stored_at`` is older than this caller accepts."""
+        max_age = self.max_age
+        return max_age is not None and (max_age <= 0 or time.time() - stored_at > max_age)
 
     @classmethod
     def from_mapping(cls, value: Mapping[str, Any] | None) -> "CacheControl":
@@ -99,7 +107,8 @@ class CacheControl:
         return cls(
             no_cache=_flag(value, "no-cache", "no_cache"),
             no_store=_flag(value, "no-store", "no_store"),
-            ttl=_ttl(value.get("ttl", value.get("s-maxage"))),
+            ttl=_ttl(value.get("ttl")),
+            max_age=_max_age(value.get("s-maxage")),
             namespace=None if value.get("namespace") is None else str(value["namespace"]),
             session=None if value.get("session") is None else str(value["session"]),
         )
@@ -114,7 +123,7 @@ def _flag(value: Mapping[str, Any], name: str, alias: str) -> bool:
 
 
 def _ttl(raw: Any) -> float | None:
-    # ttl <= 0 means "do not store" (as s-maxage=0 does), never "keep forever"; inf = no expiry.
+    # ttl <= 0 means "do not store", never "keep forever"; inf = no expiry.
     if raw is None:
         return None
     try:
@@ -125,6 +134,20 @@ def _ttl(raw: Any) -> float | None:
         raise _control_error(f"cache={{'ttl': {raw!r:.60}}}: expected a number of seconds "
                              "(<= 0: not stored, inf: no expiry)")
     return ttl
+
+
+def _max_age(raw: Any) -> float | None:
+    # LiteLLM's s-maxage: a lookup constraint ("no older than"), not a lifetime.
+    if raw is None:
+        return None
+    try:
+        max_age = float(raw)
+    except (TypeError, ValueError):
+        max_age = math.nan
+    if max_age != max_age:
+        raise _control_error(f"cache={{'s-maxage': {raw!r:.60}}}: expected a number of seconds "
+                             "(the oldest cached reply accepted)")
+    return max_age
 
 
 def _control_error(message: str) -> Exception:

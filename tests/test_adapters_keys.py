@@ -45,6 +45,7 @@ def test_parameters_that_do_not_change_the_answer_are_not_keyed():
     for name, values in (("safety_identifier", ("analyst-1", "analyst-2")),
                          ("prompt_cache_key", ("desk-a", "desk-b")),
                          ("prompt_cache_retention", ("in_memory", "24h")),
+                         ("prompt_cache_options", ({"mode": "implicit"}, {"mode": "explicit", "ttl": "1h"})),
                          ("user", ("alice", "bob"))):
         keys = set()
         for value in values:

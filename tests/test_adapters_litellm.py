@@ -152,3 +152,35 @@ async def test_completion_cost_works_on_a_hit_as_on_litellms_own_cache_hits(stor
     assert pipe.stats()["hits"] == 1
     assert hit._hidden_params == {"custom_llm_provider": "deepseek", "response_cost": 0.0, "cache_hit": True}
     assert litellm.completion_cost(hit) >= 0  # priced from the hit's own usage, as LiteLLM's hits are
+
+
+async def test_caching_false_is_neither_served_from_nor_stored_in_the_cache():
+    # LiteLLM's per-call switch: a call made with caching=False must reach the provider.
+    fresh = {**R1, "choices": [{**R1["choices"][0], "message": {**R1["choices"][0]["message"], "content": "Fresh."}}]}
+    async with pipeline() as pipe:
+        acompletion = r1mw.wrap(litellm.acompletion, pipe)
+        await acompletion(model=MODEL, messages=Q, mock_response=R1)
+        # (mock_response is keyed: the same mock keeps the key, the calls below pass it unchanged)
+        uncached = await acompletion(model=MODEL, messages=Q, mock_response=R1, caching=False)
+        other = [{"role": "user", "content": "And on NVDA?"}]
+        await acompletion(model=MODEL, messages=other, mock_response=fresh, caching=False)
+        again = await acompletion(model=MODEL, messages=other, mock_response=fresh)
+        stats = pipe.stats()
+    assert not uncached._hidden_params.get("cache_hit")
+    assert not again._hidden_params.get("cache_hit")  # the caching=False call stored nothing
+    assert stats["hits"] == 0 and stats["misses"] == 4
+
+
+async def test_s_maxage_is_the_oldest_entry_the_caller_accepts_not_a_ttl():
+    # LiteLLM's cache={"s-maxage": n}: "only a cached reply at most n seconds old".
+    async with pipeline() as pipe:
+        acompletion = r1mw.wrap(litellm.acompletion, pipe)
+        first = await acompletion(model=MODEL, messages=Q, mock_response="v1")
+        refetched = await acompletion(model=MODEL, messages=Q, mock_response="v1", cache={"s-maxage": 0})
+        young = await acompletion(model=MODEL, messages=Q, mock_response="v1", cache={"s-maxage": 3600})
+        plain = await acompletion(model=MODEL, messages=Q, mock_response="v1")
+        stats = pipe.stats()
+    assert not refetched._hidden_params.get("cache_hit") and refetched.id != first.id
+    assert young._hidden_params.get("cache_hit") and young.id == refetched.id  # the refetch replaced it
+    assert plain.id == refetched.id  # and s-maxage set no lifetime on it
+    assert stats["misses"] == 2 and stats["hits"] == 2

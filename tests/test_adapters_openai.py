@@ -648,3 +648,35 @@ def test_the_question_of_a_history_with_message_objects():
     assert request.question == Q[-1]["content"]
     request = r1mw.Request(MODEL, [Message(role="user", content="And MSFT?"), reply])  # LiteLLM's object
     assert request.question == "And MSFT?"
+
+
+@pytest.mark.parametrize("first_stream", [False, True])
+async def test_deepseeks_own_streaming_loop_reads_a_replay_as_it_reads_a_live_stream(first_stream):
+    # DeepSeek's documented loop reads delta.reasoning_content and delta.content on every chunk:
+    # a live R1 stream sends both on each one (one of them null), so a replay must too.
+    def deepseek_loop(chunks: list[ChatCompletionChunk]) -> tuple[str, str]:
+        reasoning = content = ""
+        for chunk in chunks:
+            if not chunk.choices:
+                continue
+            if chunk.choices[0].delta.reasoning_content:
+                reasoning += chunk.choices[0].delta.reasoning_content
+            else:
+                content += chunk.choices[0].delta.content or ""
+        return reasoning, content
+
+    peer = R1Peer()
+    async with pipeline() as pipe:
+        client = r1mw.wrap(raw_client(peer), pipe)
+        if first_stream:
+            live = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True)]
+            assert deepseek_loop(live) == (peer.reasoning_for(Q[-1]["content"]), peer.answer_for(Q[-1]["content"]))
+            await settle()
+        else:
+            await client.chat.completions.create(model=MODEL, messages=Q)
+        for options in (None, {"include_usage": True}):
+            extra = {} if options is None else {"stream_options": options}
+            replay = [c async for c in await client.chat.completions.create(model=MODEL, messages=Q, stream=True,
+                                                                             **extra)]
+            assert deepseek_loop(replay) == (peer.reasoning_for(Q[-1]["content"]), peer.answer_for(Q[-1]["content"]))
+    assert len(peer.calls) == 1

@@ -122,6 +122,17 @@ async def test_no_cache_and_no_store_per_call():
     assert len(counter.calls) == 3
 
 
+async def test_s_maxage_is_the_oldest_value_the_caller_accepts_not_a_lifetime():
+    counter = Counter()
+    async with pipeline() as pipe:
+        f = build(counter, pipe)
+        await f("q")
+        await f("q", cache={"s-maxage": 0})  # too old for this caller: computed afresh, replacing it
+        await f("q", cache={"s-maxage": 3600})  # young enough
+        await f("q")  # s-maxage gave the fresh value no lifetime of its own
+    assert len(counter.calls) == 2
+
+
 async def test_fifty_concurrent_calls_run_the_function_once():
     counter = Counter(latency=0.05)
     async with pipeline() as pipe:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from collections.abc import Mapping
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..pipeline import Pipeline
@@ -102,6 +103,12 @@ def wrap_litellm(fn: Callable[..., Awaitable[Any]], pipe: Pipeline) -> Callable[
             else:
                 kwargs = dict(signature.bind_partial(*args, **kwargs).arguments)
                 kwargs.update(kwargs.pop("kwargs", None) or {})  # its own **kwargs catch-all
+        if kwargs.get("caching") is False:
+            # LiteLLM's own per-call switch: this call is neither answered from a cache nor
+            # stored (caching=False still reaches LiteLLM, for its own cache if it has one).
+            control = kwargs.get("cache")
+            if control is None or isinstance(control, Mapping):
+                kwargs["cache"] = {**(control or {}), "no-cache": True, "no-store": True}
         return await call_through(pipe, native, upstream, kwargs)
 
     acompletion.__r1mw_pipeline__ = pipe  # type: ignore[attr-defined]

@@ -312,16 +312,28 @@ def chunk_dicts(reply: Reply, *, include_usage: bool = False) -> Iterator[dict[s
 
     last = len(reply.choices) - 1
     for n, c in enumerate(reply.choices):
-        yield chunk(c.index, {"role": c.role, "content": ""})
-        if c.reasoning_content:
+        if c.reasoning_content is None:
+            yield chunk(c.index, {"role": c.role, "content": ""})
+            if c.content:
+                for piece in _pieces(c.content):
+                    yield chunk(c.index, {"content": piece})
+            if c.tool_calls:
+                yield chunk(c.index, {"tool_calls": [{"index": n, **_copy(t)} for n, t in enumerate(c.tool_calls)]})
+            final = chunk(c.index, {}, c.finish_reason)
+        else:
+            # As DeepSeek streams R1: every delta carries both content and reasoning_content
+            # (one of them null), so a loop reading `delta.reasoning_content` on each chunk, as
+            # DeepSeek's own example does, reads a replay as it reads a live stream.
+            yield chunk(c.index, {"role": c.role, "content": "", "reasoning_content": ""})
             for piece in _pieces(c.reasoning_content):
-                yield chunk(c.index, {"reasoning_content": piece})
-        if c.content:
-            for piece in _pieces(c.content):
-                yield chunk(c.index, {"content": piece})
-        if c.tool_calls:
-            yield chunk(c.index, {"tool_calls": [{"index": n, **_copy(t)} for n, t in enumerate(c.tool_calls)]})
-        final = chunk(c.index, {}, c.finish_reason)
+                yield chunk(c.index, {"content": None, "reasoning_content": piece})
+            if c.content:
+                for piece in _pieces(c.content):
+                    yield chunk(c.index, {"content": piece, "reasoning_content": None})
+            if c.tool_calls:
+                yield chunk(c.index, {"content": None, "reasoning_content": None, "tool_calls": [
+                    {"index": n, **_copy(t)} for n, t in enumerate(c.tool_calls)]})
+            final = chunk(c.index, {"content": "", "reasoning_content": None}, c.finish_reason)
         if n == last and not include_usage and reply.usage is not None:
             final["usage"] = usage_dict(reply.usage)
         yield final
@@ -334,6 +346,9 @@ def _text_only(chunk: dict[str, Any]) -> bool:
     if not choices or choices[0]["finish_reason"] is not None:
         return False
     delta = choices[0]["delta"]
+    if len(delta) == 2:  # an R1 reply's piece: both keys, one of them null
+        return "content" in delta and "reasoning_content" in delta and (
+            delta["content"] is None or delta["reasoning_content"] is None)
     return len(delta) == 1 and ("content" in delta or "reasoning_content" in delta)
 
 
