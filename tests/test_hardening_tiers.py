@@ -1,0 +1,53 @@
+"""Third review of the storage tiers: one test per bug found (docs/design.md, "Hardening notes").
+Real files, a real Redis, real processes where the fault allows it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from r1mw.tiers.archive import ArchiveTier
+from r1mw.tiers.segment import SegmentTier
+
+pytestmark = pytest.mark.anyio
+
+K1, K2, K3 = b"1" * 16, b"2" * 16, b"3" * 16
+
+
+def _cold(kind: str, path: Path):
+    if kind == "l3":
+        return SegmentTier(path, inline_reads=True, refresh_interval=0.0, fsync=False, segment_bytes=4096)
+    return ArchiveTier(path, inline_reads=True, refresh_interval=0.0, fsync=False, block_bytes=64)
+
+
+@pytest.mark.parametrize("kind", ["l3", "l4"])
+async def test_cold_tier_whose_directory_is_removed_keeps_working_and_writes_only_its_own_files(tmp_path, kind):
+    """`rm -rf` of the cache directory under a running process: lookups are misses (no
+    exception), the tier's records never land in a file that is not its own (its old write
+    descriptor number is reused by the next open), and it stores again in a new directory
+    that the next process reads."""
+    d = tmp_path / "cold"
+    t = _cold(kind, d)
+    await t.set(K1, b"v1" * 40)
+    assert await t.get(K1) == b"v1" * 40
+    shutil.rmtree(d)
+    assert await t.get(K1) in (None, b"v1" * 40)  # an open descriptor may still read it
+    bystander = tmp_path / "bystander"
+    fd = os.open(bystander, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        await t.set(K2, b"v2" * 40)
+        await t.set(K3, b"v3" * 40)
+        assert await t.get(K2) == b"v2" * 40
+    finally:
+        os.close(fd)
+    assert bystander.read_bytes() == b""
+    await t.close()
+    again = _cold(kind, d)
+    try:
+        assert await again.get(K2) == b"v2" * 40 and await again.get(K3) == b"v3" * 40
+        assert await again.get(K1) is None
+    finally:
+        await again.close()
