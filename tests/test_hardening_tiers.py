@@ -3,6 +3,8 @@ Real files, a real Redis, real processes where the fault allows it."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -49,5 +51,44 @@ async def test_cold_tier_whose_directory_is_removed_keeps_working_and_writes_onl
     try:
         assert await again.get(K2) == b"v2" * 40 and await again.get(K3) == b"v3" * 40
         assert await again.get(K1) is None
+    finally:
+        await again.close()
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """Opens for writing under ``directory`` fail with EROFS, as on a read-only mount (the
+    tests may run as root, for whom permission bits refuse nothing)."""
+    real_open = os.open
+    prefix = str(directory)
+
+    def refusing(path, flags, *args, **kw):
+        if str(path).startswith(prefix) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "open", refusing)
+        yield
+
+
+@pytest.mark.parametrize("kind", ["l3", "l4"])
+async def test_cold_tier_on_a_read_only_directory_serves_what_it_holds(tmp_path, kind):
+    """A cache directory that cannot be written (a read-only mount, a snapshot shared between
+    machines): the tier opens (it was a start-up failure), serves what it holds, and refuses
+    writes as counted no-ops."""
+    d = tmp_path / "cold"
+    t = _cold(kind, d)
+    await t.set(K1, b"v1" * 40)
+    await t.close()
+    with read_only(d):
+        t = _cold(kind, d)
+        assert await t.get(K1) == b"v1" * 40
+        await t.set(K2, b"v2" * 40)
+        await t.close()
+        assert t.stats()["write_errors"] >= 1
+    again = _cold(kind, d)
+    try:
+        assert await again.get(K1) == b"v1" * 40 and await again.get(K2) is None
     finally:
         await again.close()

@@ -202,10 +202,17 @@ class SegmentFiles:
         """A segment's entries: from its index file, then a scan of what that does not cover.
         A segment nobody writes to gets its torn tail cut and its index file (re)written."""
         path = self._data_path(name)
+        writable = True
         try:
             fd = os.open(path, os.O_RDWR)
-        except OSError:
-            return []
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return []
+            try:  # a read-only directory (a mounted snapshot, other permissions): still served
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return []
+            writable = False
         seg = Segment(name, path)
         try:
             orphan = try_flock(fd)
@@ -221,7 +228,7 @@ class SegmentFiles:
                 more, good = self._scan_region(os.pread(fd, size - start, start), start)
                 entries.extend(more)
                 good += start
-                if good < size and orphan:
+                if good < size and orphan and writable:
                     os.ftruncate(fd, good)  # a torn tail: its writer died mid-append
                     self.torn_tails += 1
                 size = min(size, good)  # (a live writer mid-append: the rest is read later)
