@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from r1mw.tiers.archive import ArchiveTier
+from r1mw.tiers.disk import DiskTier
 from r1mw.tiers.segment import SegmentTier
 
 pytestmark = pytest.mark.anyio
@@ -92,3 +93,18 @@ async def test_cold_tier_on_a_read_only_directory_serves_what_it_holds(tmp_path,
         assert await again.get(K1) == b"v1" * 40 and await again.get(K2) is None
     finally:
         await again.close()
+
+
+async def test_l2_whose_directory_is_removed_misses_clears_and_stores_again(tmp_path):
+    """`rm -rf` of L2's directory under a running process: a miss, then ``clear()`` (it raised
+    FileNotFoundError from the rescan) and a rescan after writes work, and entries land again."""
+    d = tmp_path / "l2"
+    t = DiskTier(d, rescan_every=1, rescan_interval=0)
+    await t.set(K1, b"v1")
+    shutil.rmtree(d)
+    assert await t.get(K1) is None
+    await t.clear()
+    shutil.rmtree(d, ignore_errors=True)
+    await t.set(K2, b"v2")  # the rescan after it finds a directory made again by the write
+    assert await t.get(K2) == b"v2"
+    assert DiskTier(d).get_sync(K2) == b"v2"
