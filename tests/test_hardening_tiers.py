@@ -13,6 +13,7 @@ import pytest
 
 from r1mw.tiers.archive import ArchiveTier
 from r1mw.tiers.disk import DiskTier
+from r1mw.tiers.redis import RedisTier
 from r1mw.tiers.segment import SegmentTier
 
 pytestmark = pytest.mark.anyio
@@ -108,3 +109,41 @@ async def test_l2_whose_directory_is_removed_misses_clears_and_stores_again(tmp_
     await t.set(K2, b"v2")  # the rescan after it finds a directory made again by the write
     assert await t.get(K2) == b"v2"
     assert DiskTier(d).get_sync(K2) == b"v2"
+
+
+@pytest.fixture
+def full_redis(tmp_path):
+    """A throwaway redis-server at its memory limit with the default policy (noeviction):
+    every write is refused with OOM, reads are served."""
+    from test_tier_redis import ThrowawayRedis, free_port, no_redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        no_redis("redis-server is not on PATH")
+    srv = ThrowawayRedis(exe, free_port(), str(tmp_path))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+async def test_a_redis_refusing_writes_still_serves_reads(full_redis):
+    """Redis at maxmemory with noeviction (Redis's default policy) answers every SET with an OOM
+    error, and a replica promoted read-only answers READONLY: the server is up and serves reads.
+    Those refusals counted as outages opened the breaker, and every read was skipped with it."""
+    from redis.asyncio import Redis
+
+    raw = Redis.from_url(full_redis.url)
+    tier = RedisTier(full_redis.url, prefix=b"t:", timeout=1.0, breaker_failures=2, breaker_cooldown=3600)
+    try:
+        await tier.set(K1, b"stored before the server filled up")
+        await raw.config_set("maxmemory", 1)  # below what it uses: full from now on
+        for k in (K2, K3, K2, K3):
+            await tier.set(k, b"refused")
+        assert await tier.get(K1) == b"stored before the server filled up"
+        s = tier.stats()
+        assert s["breaker"] == "closed" and s["breaker_opens"] == 0 and s["sets"] == 1
+        assert s["errors"] == 4  # counted, as before
+    finally:
+        await raw.config_set("maxmemory", 0)
+        await raw.aclose()
+        await tier.close()
