@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 
 from r1mw.tiers.archive import ArchiveTier
@@ -147,3 +148,46 @@ async def test_a_redis_refusing_writes_still_serves_reads(full_redis):
         await raw.config_set("maxmemory", 0)
         await raw.aclose()
         await tier.close()
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path):
+    from test_tier_redis import ThrowawayRedis, free_port, no_redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        no_redis("redis-server is not on PATH")
+    srv = ThrowawayRedis(exe, free_port(), str(tmp_path))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+async def test_an_aiocache_redis_tier_that_hangs_is_skipped_then_used_again(throwaway_redis):
+    """An aiocache backend (Redis) that stops answering: the adapter had a deadline but no
+    breaker, so every lookup of every request waited the whole deadline for as long as the
+    outage lasted. Now it is skipped after ``breaker_failures`` timeouts, and used again once
+    it answers a probe."""
+    pytest.importorskip("aiocache")
+    from aiocache import RedisCache
+
+    from r1mw.tiers.aiocache import AiocacheTier
+
+    port = int(throwaway_redis.url.rsplit(":", 1)[1].split("/")[0])
+    t = AiocacheTier.from_backend(RedisCache, endpoint="127.0.0.1", port=port, namespace="hardening:",
+                                  timeout=0.05, breaker_failures=2, breaker_cooldown=0.05)
+    await t.set(K1, b"v1")
+    throwaway_redis.pause()
+    try:
+        for _ in range(6):
+            assert await t.get(K1) is None
+        s = t.stats()
+        assert s["timeouts"] == 2 and s["skipped"] == 4 and s["breaker_opens"] == 1 and not s["up"]
+    finally:
+        throwaway_redis.resume()
+    for _ in range(100):  # the next call after the cooldown probes; requests keep coming meanwhile
+        if await t.get(K1) == b"v1":
+            break
+        await anyio.sleep(0.02)
+    assert t.stats()["up"] and await t.get(K1) == b"v1"
+    await t.close()
