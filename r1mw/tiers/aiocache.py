@@ -19,6 +19,7 @@ import logging
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from .redis import CircuitBreaker, _refused_by_server
 
 __all__ = ["AiocacheTier", "BytesSerializer"]
 
@@ -70,7 +71,7 @@ class AiocacheTier:
     """
 
     def __init__(self, cache: Any, *, name: str = "aiocache", timeout: float | None = None,
-                 write_through: bool = False) -> None:
+                 write_through: bool = False, breaker_failures: int = 3, breaker_cooldown: float = 5.0) -> None:
         from aiocache.serializers import PickleSerializer
 
         if isinstance(cache.serializer, PickleSerializer):
@@ -83,30 +84,52 @@ class AiocacheTier:
         self.write_through = write_through  # True for a backend shared between processes
         self._memory = type(cache).__name__.startswith("SimpleMemory")
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.timeouts = 0
+        # A network backend that is down or hangs is skipped after a few failures (as the
+        # redis tier does), or every lookup of every request would wait the whole deadline.
+        self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
+        self.skipped = 0
 
     @classmethod
     def from_backend(cls, backend: type, *, name: str = "aiocache", timeout: float | None = None,
-                     namespace: str = "r1mw:v1:", write_through: bool = False, **kwargs: Any) -> "AiocacheTier":
+                     namespace: str = "r1mw:v1:", write_through: bool = False, breaker_failures: int = 3,
+                     breaker_cooldown: float = 5.0, **kwargs: Any) -> "AiocacheTier":
         """Build ``backend(**kwargs)`` the safe way (bytes serializer, no aiocache timeout)."""
         if "serializer" in kwargs:
             raise ConfigError(f"aiocache tier {name!r}: serializer is fixed to BytesSerializer; do not pass one")
         cache = backend(serializer=BytesSerializer(), timeout=None, namespace=namespace, **kwargs)
-        return cls(cache, name=name, timeout=timeout, write_through=write_through)
+        return cls(cache, name=name, timeout=timeout, write_through=write_through,
+                   breaker_failures=breaker_failures, breaker_cooldown=breaker_cooldown)
 
     async def _call(self, make: Callable[[], Any], default: Any) -> Any:
+        breaker = self.breaker
+        if not breaker.allow():
+            self.skipped += 1
+            return default
+        probe = breaker.state == "half-open"
         try:
             if self.timeout is None:
-                return await make()
-            return await asyncio.wait_for(make(), self.timeout)
+                result = await make()
+            else:
+                result = await asyncio.wait_for(make(), self.timeout)
         except asyncio.TimeoutError:
             self.timeouts += 1
+            breaker.failure()
+            return default
         except asyncio.CancelledError:
+            if probe:
+                breaker.abandoned()
             raise
         except Exception as exc:  # noqa: BLE001 - a backend fault is a miss, counted
             self.errors += 1
+            if _refused_by_server(exc):
+                breaker.success()  # the server answered (see RedisTier): not an outage
+            else:
+                breaker.failure()
             if self.errors < 5:
                 log.warning("%s: %s: %s (a miss)", self.name, type(exc).__name__, exc)
-        return default
+            return default
+        breaker.success()
+        return result
 
     async def get(self, key: bytes) -> bytes | None:
         value = await self._call(lambda: self.cache.get(key.hex(), timeout=None), None)
@@ -146,5 +169,8 @@ class AiocacheTier:
         await self._call(lambda: self.cache.close(timeout=None), None)
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": type(self.cache).__name__, "hits": self.hits, "misses": self.misses,
-                "sets": self.sets, "deletes": self.deletes, "errors": self.errors, "timeouts": self.timeouts}
+        b = self.breaker
+        return {"backend": type(self.cache).__name__, "up": b.state == "closed", "hits": self.hits,
+                "misses": self.misses, "sets": self.sets, "deletes": self.deletes, "errors": self.errors,
+                "timeouts": self.timeouts, "skipped": self.skipped, "breaker": b.state,
+                "breaker_opens": b.opens}

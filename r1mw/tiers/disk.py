@@ -108,8 +108,11 @@ class DiskTier:
         """Rebuild the index from names, sizes and mtimes only (no entry is read)."""
         found: list[tuple[float, bytes, int]] = []
         now = time.time()
-        with os.scandir(self.directory) as top:
-            subdirs = [d.path for d in top if d.is_dir(follow_symlinks=False) and len(d.name) == 2]
+        try:
+            with os.scandir(self.directory) as top:
+                subdirs = [d.path for d in top if d.is_dir(follow_symlinks=False) and len(d.name) == 2]
+        except FileNotFoundError:  # removed under us (rm -rf of the cache): empty; a write makes it again
+            subdirs = []
         for sub in subdirs:
             try:
                 with os.scandir(sub) as files:

@@ -51,16 +51,18 @@ def _read(path: Path) -> int | None:
     return int(seed)
 
 
-def load_or_create(directory: Path, fsync: bool = True) -> tuple[int, bool]:
-    """The directory's seed, and whether this call created it (the directory had none)."""
+def load_or_create(directory: Path, fsync: bool = True, seed: int | None = None) -> tuple[int, bool]:
+    """The directory's seed, and whether this call created it (the directory had none).
+    ``seed``: the one to write when creating (a tier putting back the key it already uses)."""
     path = directory / KEY_FILE
+    wanted = seed
     seed = _read(path)
     if seed is not None:
         return seed, False
     if path.exists():  # damaged: what was written with it cannot be verified any more
         log.warning("%s is damaged; a new key replaces it (entries written before become misses)", path)
         unlink(str(path))
-    body = _MAGIC + struct.pack("<Q", secrets.randbits(64) or 1)  # (seed 0 is unseeded xxh3)
+    body = _MAGIC + struct.pack("<Q", wanted or secrets.randbits(64) or 1)  # (seed 0 is unseeded xxh3)
     tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     made = False
     try:

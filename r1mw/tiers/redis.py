@@ -144,7 +144,13 @@ class RedisTier:
             raise
         except Exception as exc:  # noqa: BLE001 - any Redis fault is a miss, counted
             self.errors += 1
-            breaker.failure()
+            if _refused_by_server(exc):
+                # The server is up and said no to this command (OOM at maxmemory under
+                # noeviction, READONLY after a failover, an ACL): not an outage. Opening the
+                # breaker would skip the reads it still serves.
+                breaker.success()
+            else:
+                breaker.failure()
             if self.errors < 5 or self.errors % 1000 == 0:
                 log.warning("%s: %s: %s (a miss; errors so far: %d)", self.name, type(exc).__name__, exc, self.errors)
             return default
@@ -242,6 +248,16 @@ def _client(url: str, timeout: float, max_connections: int) -> Any:
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                           retry=Retry(NoBackoff(), 0), retry_on_timeout=False, retry_on_error=[],
                           health_check_interval=0, max_connections=max_connections)
+
+
+def _refused_by_server(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error reply of a server that answered (redis-py's ResponseError),
+    not a connection fault or a cluster that is down. redis is imported only once it raised."""
+    if not type(exc).__module__.startswith("redis"):
+        return False
+    from redis.exceptions import ClusterDownError, ResponseError
+
+    return isinstance(exc, ResponseError) and not isinstance(exc, ClusterDownError)
 
 
 def _glob_escape(raw: bytes) -> bytes:

@@ -135,6 +135,7 @@ class SegmentFiles:
         self._seed = 0  # keys the record checksums; read from the directory by _open()
         self._last_refresh = 0.0
         self._closed = False
+        self._start_failed = False  # the last attempt to start an active segment failed (logged)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"r1mw-{name}")
         self.hits = self.misses = self.sets = self.deletes = self.evictions = self.expired = 0
         self.corrupt = self.write_errors = self.read_errors = 0
@@ -201,10 +202,17 @@ class SegmentFiles:
         """A segment's entries: from its index file, then a scan of what that does not cover.
         A segment nobody writes to gets its torn tail cut and its index file (re)written."""
         path = self._data_path(name)
+        writable = True
         try:
             fd = os.open(path, os.O_RDWR)
-        except OSError:
-            return []
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return []
+            try:  # a read-only directory (a mounted snapshot, other permissions): still served
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return []
+            writable = False
         seg = Segment(name, path)
         try:
             orphan = try_flock(fd)
@@ -220,7 +228,7 @@ class SegmentFiles:
                 more, good = self._scan_region(os.pread(fd, size - start, start), start)
                 entries.extend(more)
                 good += start
-                if good < size and orphan:
+                if good < size and orphan and writable:
                     os.ftruncate(fd, good)  # a torn tail: its writer died mid-append
                     self.torn_tails += 1
                 size = min(size, good)  # (a live writer mid-append: the rest is read later)
@@ -245,19 +253,52 @@ class SegmentFiles:
             self.write_errors += 1
             log.warning("%s: index of %s not written (%s)", self.name, seg.name, exc)
 
-    def _start_active(self) -> None:
-        """Open our own segment to append to, holding its flock while we write."""
+    def _start_active(self) -> bool:
+        """Open our own segment to append to, holding its flock while we write. False when
+        the directory refuses (full, not writable): counted, logged once; there is then no
+        active segment, writes are refused (counted) and the next write tries again. A
+        directory removed under us (``rm -rf`` of the cache) is made again."""
+        self._active, self._wfd = None, -1
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
         path = self._data_path(name)
-        # Created under another name and renamed once locked: no other process ever sees our
-        # active segment unlocked (it would take it for an orphan).
-        fd = os.open(path + ".open.tmp", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(path + ".open.tmp", path)
+        tmp = path + ".open.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = -1
+        try:
+            try:
+                fd = os.open(tmp, flags, 0o644)
+            except FileNotFoundError:
+                self._remake_directory()
+                fd = os.open(tmp, flags, 0o644)
+            # Created under another name and renamed once locked: no other process ever sees
+            # our active segment unlocked (it would take it for an orphan).
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(tmp, path)
+            # Read through an fd opened now: our records stay readable even if the file is unlinked.
+            rfd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            if fd >= 0:
+                _close(fd)
+                unlink(tmp)
+                unlink(path)
+            self.write_errors += 1
+            if not self._start_failed:
+                log.warning("%s: cannot start a segment in %s (%s); writes are refused until it can",
+                            self.name, self.path, exc)
+            self._start_failed = True
+            return False
+        self._start_failed = False
         self._wfd = fd
         self._active = self._segs[name] = Segment(name, path, ours=True)
-        # Read through an fd opened now: our records stay readable even if the file is unlinked.
-        self._fds[name] = os.open(path, os.O_RDONLY)
+        self._fds[name] = rfd
+        return True
+
+    def _remake_directory(self) -> None:
+        """Our directory was removed under us: make it again, with the checksum key we use
+        (or the one another process already put back, which we then take)."""
+        log.warning("%s: %s was removed while in use; making it again", self.name, self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._seed, _ = load_or_create(self.path, self.fsync, seed=self._seed)
 
     # -- the index (under self._lock) ------------------------------------------------------------
     def _apply(self, e: HintEntry, segname: str | None) -> None:
@@ -413,7 +454,8 @@ class SegmentFiles:
                 and not os.path.exists(active.path):
             with self._lock:  # our own file was removed under us: append to a new one
                 if self._active is active:
-                    os.close(self._wfd)
+                    wfd, self._wfd = self._wfd, -1  # never kept: the number is reused by the next open
+                    _close(wfd)
                     self._forget(active)
                     self._start_active()
 
@@ -469,7 +511,11 @@ class SegmentFiles:
         """Append to the active segment; its offset, or None when the write failed (counted,
         truncated back: no partial record is left behind)."""
         seg = self._active
-        assert seg is not None
+        if seg is None:  # could not start one before (counted then): try again now
+            if not self._start_active():
+                return None
+            seg = self._active
+            assert seg is not None
         offset = seg.size
         try:
             written = os.write(self._wfd, data)
