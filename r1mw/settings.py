@@ -338,7 +338,7 @@ FLAGS: tuple[Flag, ...] = (
          "archive block compression; auto = zstd when zstandard is installed, else lz4"),
     Flag("R1MW_L4_BLOCK_BYTES", "l4_block_bytes", 64 * 2**10, _bytes,
          "records gathered into one compressed L4 block (0 = 64 KiB)"),
-    Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v1:", _str, "prefix of every key r1mw writes to Redis"),
+    Flag("R1MW_REDIS_PREFIX", "redis_prefix", "r1mw:v2:", _str, "prefix of every key r1mw writes to Redis"),
     Flag("R1MW_REDIS_BREAKER_FAILURES", "redis_breaker_failures", 3, _int(1),
          "Redis failures in a row that open the circuit breaker (Redis skipped)"),
     Flag("R1MW_REDIS_BREAKER_COOLDOWN_S", "redis_breaker_cooldown_s", 5.0, _float(0.0),

@@ -175,7 +175,9 @@ async def test_an_aiocache_redis_tier_that_hangs_is_skipped_then_used_again(thro
 
     port = int(throwaway_redis.url.rsplit(":", 1)[1].split("/")[0])
     t = AiocacheTier.from_backend(RedisCache, endpoint="127.0.0.1", port=port, namespace="hardening:",
-                                  timeout=0.05, breaker_failures=2, breaker_cooldown=0.05)
+                                  timeout=0.05, breaker_failures=2, breaker_cooldown=5.0)
+    now = [0.0]
+    t.breaker.clock = lambda: now[0]  # the cooldown passes when the test says so, not with the load
     await t.set(K1, b"v1")
     throwaway_redis.pause()
     try:
@@ -185,9 +187,12 @@ async def test_an_aiocache_redis_tier_that_hangs_is_skipped_then_used_again(thro
         assert s["timeouts"] == 2 and s["skipped"] == 4 and s["breaker_opens"] == 1 and not s["up"]
     finally:
         throwaway_redis.resume()
-    for _ in range(100):  # the next call after the cooldown probes; requests keep coming meanwhile
+    assert await t.get(K1) is None and t.stats()["skipped"] == 5  # still cooling down
+    now[0] += 5.0
+    for _ in range(100):  # the next call after the cooldown probes (a resumed server may lag)
         if await t.get(K1) == b"v1":
             break
+        now[0] += 5.0
         await anyio.sleep(0.02)
     assert t.stats()["up"] and await t.get(K1) == b"v1"
     await t.close()

@@ -106,3 +106,13 @@ async def test_conforms_to_the_tier_protocol(memory):
 
     assert isinstance(memory, Tier)
     assert callable(memory.close) and memory.write_through is False
+
+
+async def test_a_value_found_under_another_key_is_a_counted_corrupt_miss(memory):
+    # As in the Redis tier: the value carries its key, so one copied under another key in a
+    # shared backend is never another question's answer.
+    one, two = b"1" * 16, b"2" * 16
+    await memory.set(one, b"answer to one")
+    await memory.cache.set(two.hex(), await memory.cache.get(one.hex()))
+    assert await memory.get(two) is None and await memory.get(one) == b"answer to one"
+    assert memory.stats()["corrupt"] == 1 and not await memory.exists(two)

@@ -395,7 +395,7 @@ async def test_two_processes_share_answers_through_redis(tmp_path, redis_url):
 
 async def test_requests_succeed_while_redis_is_down_and_it_is_used_again_after(tmp_path, server):
     fake = FakeR1()
-    async with redis_pipeline(tmp_path, server.url, "r1mw:v1:", redis_timeout_ms=50,
+    async with redis_pipeline(tmp_path, server.url, "r1mw:v2:", redis_timeout_ms=50,
                               redis_breaker_failures=2, redis_breaker_cooldown_s=0.2) as pipe:
         llm = r1mw.wrap(fake, pipe)
         server.stop()
@@ -411,7 +411,7 @@ async def test_requests_succeed_while_redis_is_down_and_it_is_used_again_after(t
         await llm(model="deepseek-reasoner", messages=question(99))
         assert tier.stats()["up"]
     # Another process sees what was stored after the restart.
-    async with redis_pipeline(tmp_path / "other", server.url, "r1mw:v1:") as other:
+    async with redis_pipeline(tmp_path / "other", server.url, "r1mw:v2:") as other:
         await r1mw.wrap(fake, other)(model="deepseek-reasoner", messages=question(99))
         assert other.stats()["hits_by"] == {"exact:redis": 1}
     assert len(fake.calls) == 7
@@ -441,4 +441,31 @@ async def test_the_full_chain_with_redis_last(tmp_path, redis_url):
         assert local["tiers"]["l4"]["demotions"] > 0
         assert shared["hits_by"] == {"exact:redis": 10}
     finally:
+        await RedisTier(redis_url, prefix=prefix).clear()
+
+
+async def test_a_value_copied_under_another_key_is_never_served_as_its_answer(tmp_path, redis_url):
+    # Values were the entry's bytes alone: one copied or renamed under another key (ops
+    # tooling, COPY/RENAME, a proxy's bug) answered the other question. L2 and L3 keep the key
+    # inside the record and refuse a mismatch; Redis values now do too.
+    from redis.asyncio import Redis
+
+    prefix = f"r1mwtest:{uuid.uuid4().hex}:"
+    fake = FakeR1()
+    raw = Redis.from_url(redis_url)
+    try:
+        async with redis_pipeline(tmp_path / "a", redis_url, prefix) as a:
+            for i in (1, 2):
+                await r1mw.wrap(fake, a)(model="deepseek-reasoner", messages=question(i))
+            await a.store.flush()
+        one, two = (prefix.encode() + r1mw.key_of("", "deepseek-reasoner", question(i), {}) for i in (1, 2))
+        assert await raw.copy(one, two, replace=True)  # question 1's answer under question 2's key
+        async with redis_pipeline(tmp_path / "b", redis_url, prefix) as b:  # b's own L1 and L2 are empty
+            reply = await r1mw.wrap(fake, b)(model="deepseek-reasoner", messages=question(2))
+            redis = next(t for t in b.store.tiers if t.name == "redis").stats()
+        assert reply["choices"][0]["message"]["content"] == fake.answer_for(question(2)[0]["content"])
+        assert len(fake.calls) == 3 and redis["corrupt"] == 1  # a counted miss, asked again
+        assert (await raw.get(two)).startswith(two[len(prefix):])  # the right answer replaced it
+    finally:
+        await raw.aclose()
         await RedisTier(redis_url, prefix=prefix).clear()

@@ -8,7 +8,9 @@ Two traps of aiocache 0.12 are closed here:
 * aiocache's Pickle serializer would run code read from a shared backend. The adapter always
   installs :class:`BytesSerializer` (bytes in, bytes out, no decoding) on the cache it wraps.
 
-Keys are bytes: they go to aiocache as hex strings (its key builders expect ``str``).
+Keys are bytes: they go to aiocache as hex strings (its key builders expect ``str``). Values
+are the key then the bytes given: a value found under another key (copied or renamed in a
+shared backend) is a corrupt entry, a counted miss removed, never another question's answer.
 Faults are misses or no-ops, counted; the adapter never raises to its caller.
 """
 
@@ -83,7 +85,7 @@ class AiocacheTier:
         self.timeout = timeout
         self.write_through = write_through  # True for a backend shared between processes
         self._memory = type(cache).__name__.startswith("SimpleMemory")
-        self.hits = self.misses = self.sets = self.deletes = self.errors = self.timeouts = 0
+        self.hits = self.misses = self.sets = self.deletes = self.errors = self.timeouts = self.corrupt = 0
         # A network backend that is down or hangs is skipped after a few failures (as the
         # redis tier does), or every lookup of every request would wait the whole deadline.
         self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown)
@@ -91,7 +93,7 @@ class AiocacheTier:
 
     @classmethod
     def from_backend(cls, backend: type, *, name: str = "aiocache", timeout: float | None = None,
-                     namespace: str = "r1mw:v1:", write_through: bool = False, breaker_failures: int = 3,
+                     namespace: str = "r1mw:v2:", write_through: bool = False, breaker_failures: int = 3,
                      breaker_cooldown: float = 5.0, **kwargs: Any) -> "AiocacheTier":
         """Build ``backend(**kwargs)`` the safe way (bytes serializer, no aiocache timeout)."""
         if "serializer" in kwargs:
@@ -136,13 +138,18 @@ class AiocacheTier:
         if value is None:
             self.misses += 1
             return None
+        if not value.startswith(key):  # another key's value (see the module's docstring)
+            self.corrupt += 1
+            self.misses += 1
+            await self._call(lambda: self.cache.delete(key.hex(), timeout=None), 0)
+            return None
         self.hits += 1
-        return value  # type: ignore[no-any-return]
+        return value[len(key):]  # type: ignore[no-any-return]
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"{self.name} stores bytes, got {type(value).__name__}")
-        ok = await self._call(lambda: self.cache.set(key.hex(), bytes(value), ttl=float(ttl) if ttl else None,
+        ok = await self._call(lambda: self.cache.set(key.hex(), key + value, ttl=float(ttl) if ttl else None,
                                                      timeout=None), False)
         if ok:
             self.sets += 1
@@ -172,5 +179,6 @@ class AiocacheTier:
         b = self.breaker
         return {"backend": type(self.cache).__name__, "up": b.state == "closed", "hits": self.hits,
                 "misses": self.misses, "sets": self.sets, "deletes": self.deletes, "errors": self.errors,
+                "corrupt": self.corrupt,
                 "timeouts": self.timeouts, "skipped": self.skipped, "breaker": b.state,
                 "breaker_opens": b.opens}

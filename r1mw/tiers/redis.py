@@ -13,9 +13,12 @@ Redis down, slow or restarting must make requests slower, never broken:
 * **Reconnects by itself**: redis-py's pool opens a new connection on the next call after one
   broke; a timed-out call drops its connection, so no late reply is read by another call.
 
-Keys are ``prefix + key`` (binary-safe), values the bytes given, TTL is Redis's own expiry.
-Nothing read from Redis is unpickled or run: the store's codec decodes the bytes. A key of
-another type under the prefix (WRONGTYPE) is a corrupt entry: a counted miss, unlinked.
+Keys are ``prefix + key`` (binary-safe), values ``key + the bytes given``, TTL is Redis's own
+expiry. The key inside the value binds it to its key, as L2 and L3 do: a value copied or
+renamed under another key (ops tooling, ``COPY``/``RENAME``, a proxy's bug) would otherwise be
+served as the answer to another question; it is a corrupt entry instead. Nothing read from
+Redis is unpickled or run: the store's codec decodes the bytes. A key of another type under
+the prefix (WRONGTYPE) is a corrupt entry too: a counted miss, unlinked.
 """
 
 from __future__ import annotations
@@ -105,14 +108,14 @@ class RedisTier:
 
     ``key_len``: the length of every key (the store's are 16-byte hashes). ``clear()`` removes
     exactly ``prefix`` + that many bytes, so a tier whose prefix extends this one's
-    (``r1mw:v1:`` and ``r1mw:v1:teamB:``) keeps its keys. None: keys of any length, and
+    (``r1mw:v2:`` and ``r1mw:v2:teamB:``) keeps its keys. None: keys of any length, and
     ``clear()`` removes everything under the prefix, nested prefixes included.
     """
 
     write_through = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
-                 prefix: bytes | str = b"r1mw:v1:", timeout: float = 0.05, breaker_failures: int = 3,
+                 prefix: bytes | str = b"r1mw:v2:", timeout: float = 0.05, breaker_failures: int = 3,
                  breaker_cooldown: float = 5.0, max_connections: int = 64, client: Any = None,
                  key_len: int | None = 16) -> None:
         self.name = name
@@ -158,12 +161,21 @@ class RedisTier:
         return result
 
     async def get(self, key: bytes) -> bytes | None:
-        value = await self._call(lambda: self._get(self.prefix + key), None)
+        rkey = self.prefix + key
+        value = await self._call(lambda: self._get(rkey), None)
         if value is None:
             self.misses += 1
             return None
+        if not value.startswith(key):  # another key's value, or one written before the binding
+            self.corrupt += 1
+            self.misses += 1
+            if self.corrupt < 5 or self.corrupt % 1000 == 0:
+                log.warning("%s: the value under %r is not this key's (copied or renamed, or written by "
+                            "an r1mw before 2026-11-27 under the same prefix): removed", self.name, rkey)
+            await self._call(lambda: self._client.unlink(rkey), 0)
+            return None
         self.hits += 1
-        return bytes(value)
+        return value[len(key):]
 
     async def _get(self, rkey: bytes) -> bytes | None:
         try:
@@ -189,7 +201,7 @@ class RedisTier:
             log.warning("%s: a key of %d bytes, not %d: clear() will not remove it; build "
                         "RedisTier(key_len=None) to store keys of any length", self.name, len(key), self.key_len)
         px = max(1, int(ttl * 1000)) if ttl else None
-        ok = await self._call(lambda: self._client.set(self.prefix + key, bytes(value), px=px), False)
+        ok = await self._call(lambda: self._client.set(self.prefix + key, key + value, px=px), False)
         if ok:
             self.sets += 1
 
