@@ -17,6 +17,8 @@ from r1mw.tiers.disk import DiskTier
 from r1mw.tiers.redis import RedisTier
 from r1mw.tiers.segment import SegmentTier
 
+from test_tier_redis import server  # noqa: F401  (a fixture: a throwaway redis-server)
+
 pytestmark = pytest.mark.anyio
 
 K1, K2, K3 = b"1" * 16, b"2" * 16, b"3" * 16
@@ -112,29 +114,14 @@ async def test_l2_whose_directory_is_removed_misses_clears_and_stores_again(tmp_
     assert DiskTier(d).get_sync(K2) == b"v2"
 
 
-@pytest.fixture
-def full_redis(tmp_path):
-    """A throwaway redis-server at its memory limit with the default policy (noeviction):
-    every write is refused with OOM, reads are served."""
-    from test_tier_redis import ThrowawayRedis, free_port, no_redis
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        no_redis("redis-server is not on PATH")
-    srv = ThrowawayRedis(exe, free_port(), str(tmp_path))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-async def test_a_redis_refusing_writes_still_serves_reads(full_redis):
+async def test_a_redis_refusing_writes_still_serves_reads(server):
     """Redis at maxmemory with noeviction (Redis's default policy) answers every SET with an OOM
     error, and a replica promoted read-only answers READONLY: the server is up and serves reads.
     Those refusals counted as outages opened the breaker, and every read was skipped with it."""
     from redis.asyncio import Redis
 
-    raw = Redis.from_url(full_redis.url)
-    tier = RedisTier(full_redis.url, prefix=b"t:", timeout=1.0, breaker_failures=2, breaker_cooldown=3600)
+    raw = Redis.from_url(server.url)
+    tier = RedisTier(server.url, prefix=b"t:", timeout=1.0, breaker_failures=2, breaker_cooldown=3600)
     try:
         await tier.set(K1, b"stored before the server filled up")
         await raw.config_set("maxmemory", 1)  # below what it uses: full from now on
@@ -150,20 +137,7 @@ async def test_a_redis_refusing_writes_still_serves_reads(full_redis):
         await tier.close()
 
 
-@pytest.fixture
-def throwaway_redis(tmp_path):
-    from test_tier_redis import ThrowawayRedis, free_port, no_redis
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        no_redis("redis-server is not on PATH")
-    srv = ThrowawayRedis(exe, free_port(), str(tmp_path))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-async def test_an_aiocache_redis_tier_that_hangs_is_skipped_then_used_again(throwaway_redis):
+async def test_an_aiocache_redis_tier_that_hangs_is_skipped_then_used_again(server):
     """An aiocache backend (Redis) that stops answering: the adapter had a deadline but no
     breaker, so every lookup of every request waited the whole deadline for as long as the
     outage lasted. Now it is skipped after ``breaker_failures`` timeouts, and used again once
@@ -173,20 +147,20 @@ async def test_an_aiocache_redis_tier_that_hangs_is_skipped_then_used_again(thro
 
     from r1mw.tiers.aiocache import AiocacheTier
 
-    port = int(throwaway_redis.url.rsplit(":", 1)[1].split("/")[0])
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     t = AiocacheTier.from_backend(RedisCache, endpoint="127.0.0.1", port=port, namespace="hardening:",
                                   timeout=0.05, breaker_failures=2, breaker_cooldown=5.0)
     now = [0.0]
     t.breaker.clock = lambda: now[0]  # the cooldown passes when the test says so, not with the load
     await t.set(K1, b"v1")
-    throwaway_redis.pause()
+    server.pause()
     try:
         for _ in range(6):
             assert await t.get(K1) is None
         s = t.stats()
         assert s["timeouts"] == 2 and s["skipped"] == 4 and s["breaker_opens"] == 1 and not s["up"]
     finally:
-        throwaway_redis.resume()
+        server.resume()
     assert await t.get(K1) is None and t.stats()["skipped"] == 5  # still cooling down
     now[0] += 5.0
     for _ in range(100):  # the next call after the cooldown probes (a resumed server may lag)
