@@ -71,7 +71,7 @@ class SymbolGuard:
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
-        if a.currencies != b.currencies:
+        if a.currencies != b.currencies or a.marks != b.marks:  # "C++" / "C#", "BBB+" / "BBB-"
             return False
         if not (_tickers_kept(a, b) and _tickers_kept(b, a)):
             return False

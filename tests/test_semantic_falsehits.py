@@ -1,0 +1,58 @@
+"""False hits an adversarial review found through the real pipeline (real offline model, default
+threshold and guards): two requests that ask different questions, the second answered with the
+reply to the first. Each pair must miss; a rewording of the same question must still hit."""
+
+from __future__ import annotations
+
+import pytest
+
+import r1mw
+from r1mw.testing import FakeR1
+
+import semantic_helpers
+from semantic_helpers import M, content, q
+
+pytestmark = pytest.mark.anyio
+
+FALSE_HITS = [
+    # a one-letter ticker or designator read as the article "a" or a contraction's "t"/"d"
+    ("Is A a good dividend stock?", "Is it a good dividend stock?"),
+    ("Explain Regulation T", "Explain Regulation D"),
+    ("Explain Reg T", "Explain Reg D"),
+    # a mark after a word is part of the name: a language, a credit rating notch
+    ("What's the C++ equivalent of a Python list?", "What's the C# equivalent of a Python list?"),
+    ("What's the difference between C and C++?", "What's the difference between C and C#?"),
+    ("What does a BBB rating mean?", "What does a BBB+ rating mean?"),
+    ("What does a BBB- rating mean?", "What does a BBB+ rating mean?"),
+]
+
+
+async def ask_both(stored: str, asked: str) -> tuple[FakeR1, dict, dict]:
+    fake = FakeR1()
+    async with semantic_helpers.pipeline() as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=q(stored))
+        reply = await llm(model=M, messages=q(asked))
+        sem = pipe.stats()["stages"]["semantic"]
+    return fake, reply, sem
+
+
+@pytest.mark.parametrize("stored,asked", FALSE_HITS, ids=[f"{a} / {b}" for a, b in FALSE_HITS])
+async def test_a_near_miss_is_not_served_the_stored_reply(stored, asked):
+    fake, reply, sem = await ask_both(stored, asked)
+    assert content(reply) == fake.answer_for(asked)
+    assert len(fake.calls) == 2 and sem["hits"] == 0
+
+
+SAME = [
+    ("Explain Regulation T", "Can you explain Regulation T?"),
+    ("What does a BBB+ rating mean?", "what does a BBB+ rating mean"),
+]
+
+
+@pytest.mark.parametrize("stored,asked", SAME, ids=[f"{a} / {b}" for a, b in SAME])
+async def test_the_same_question_reworded_is_still_served(stored, asked):
+    fake, reply, sem = await ask_both(stored, asked)
+    assert content(reply) == fake.answer_for(stored)
+    assert len(fake.calls) == 1 and sem["hits"] == 1
