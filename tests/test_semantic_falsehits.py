@@ -56,3 +56,44 @@ async def test_the_same_question_reworded_is_still_served(stored, asked):
     fake, reply, sem = await ask_both(stored, asked)
     assert content(reply) == fake.answer_for(stored)
     assert len(fake.calls) == 1 and sem["hits"] == 1
+
+
+def templated(**settings):
+    from r1mw.templating import BUNDLED
+
+    settings.setdefault("stages", "template,exact,semantic")
+    settings.setdefault("templates", str(BUNDLED))
+    return semantic_helpers.pipeline(**settings)
+
+
+TEMPLATE_FALSE_HITS = [
+    # a ticker slot took a pronoun for a ticker: "it" is the stock of the earlier turn, IT is Gartner
+    ("Analyze IT using RSI", "Analyze it using RSI"),
+    ("Predict movement for ON over the next week", "Predict movement for on over the next week"),
+]
+
+
+@pytest.mark.parametrize("stored,asked", TEMPLATE_FALSE_HITS, ids=[f"{a} / {b}" for a, b in TEMPLATE_FALSE_HITS])
+async def test_a_pronoun_in_a_ticker_slot_is_not_that_ticker(stored, asked):
+    earlier = [{"role": "user", "content": "What does NVDA make?"},
+               {"role": "assistant", "content": "NVDA designs GPUs."}]
+    fake = FakeR1()
+    async with templated() as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=[*earlier, {"role": "user", "content": stored}])
+        reply = await llm(model=M, messages=[*earlier, {"role": "user", "content": asked}])
+    assert content(reply) == fake.answer_for(asked)
+    assert len(fake.calls) == 2
+
+
+async def test_a_ticker_slot_still_takes_a_ticker_in_lower_case():
+    from r1mw.templating import BUNDLED
+
+    async with r1mw.Pipeline(r1mw.Settings(stages="template,exact", tiers="l1", templates=str(BUNDLED),
+                                           cache_dir=semantic_helpers.os.environ["R1MW_CACHE_DIR"])) as pipe:
+        registry = pipe.services["templates"]
+        assert registry.match("Analyze aapl using RSI") == registry.match("Analyze AAPL using RSI")
+        assert registry.match("Analyze $it using RSI") == registry.match("Analyze IT using RSI")
+        assert registry.match("Analyze IT using RSI") == ("analyze_strategy", {"symbol": "IT", "strategy": "rsi"})
+        assert registry.match("Analyze it using RSI") is None

@@ -156,9 +156,22 @@ _TICKER_SRC = r"\$?[A-Za-z][A-Za-z0-9]{0,5}(?:[.\-/=][A-Za-z0-9]{1,4})?"
 _TICKER = re.compile(_TICKER_SRC)
 
 
+# Words that, written in lower case, are the English word and not the ticker with their letters:
+# "Analyze it using RSI" analyzes what the conversation was about, not IT (Gartner); "on", "all",
+# "now", "a" likewise. In capitals ("IT") or as a cashtag ("$it") they are the ticker.
+_NOT_A_TICKER = frozenset("""a an the it its this that these those all any some each every both either
+    one on in at to of for by from with into onto about over under up down out off as so or and but nor
+    not no yes is are was were be been am do does did has have had can will may must shall would should
+    could might i me my we us our you your he him his she her they them their who whom what which why
+    how when where there here now then than too very just also only even still yet more most less
+    same such other another own see go""".split())
+
+
 def _ticker(text: str) -> str | None:
     text = text.strip()
     if not _TICKER.fullmatch(text):
+        return None
+    if text in _NOT_A_TICKER:  # lower case as written, no "$": the English word
         return None
     return text.lstrip("$").upper()
 
