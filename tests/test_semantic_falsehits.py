@@ -97,3 +97,24 @@ async def test_a_ticker_slot_still_takes_a_ticker_in_lower_case():
         assert registry.match("Analyze $it using RSI") == registry.match("Analyze IT using RSI")
         assert registry.match("Analyze IT using RSI") == ("analyze_strategy", {"symbol": "IT", "strategy": "rsi"})
         assert registry.match("Analyze it using RSI") is None
+
+
+PHRASE_PAIRS = [
+    # a phrase slot folds case, but "3M" (three months, or the company) is not "3m" (three minutes)
+    ("Analyze AAPL using 3M momentum", "Analyze AAPL using 3m momentum"),
+    ("How is AAPL likely to react to a 3M earnings miss?", "How is AAPL likely to react to a 3m earnings miss?"),
+]
+
+
+@pytest.mark.parametrize("stored,asked", PHRASE_PAIRS, ids=[f"{a} / {b}" for a, b in PHRASE_PAIRS])
+async def test_a_phrase_slot_keeps_a_capital_m_after_a_number(stored, asked):
+    fake = FakeR1()
+    async with templated() as pipe:
+        await pipe.wait_ready()
+        llm = r1mw.wrap(fake, pipe)
+        await llm(model=M, messages=q(stored))
+        reply = await llm(model=M, messages=q(asked))
+        same = await llm(model=M, messages=q(stored.upper().replace("USING", "using")))  # case elsewhere: one key
+    assert content(reply) == fake.answer_for(asked)
+    assert content(same) == fake.answer_for(stored)
+    assert len(fake.calls) == 2

@@ -323,6 +323,9 @@ _PHRASE_AMOUNT = re.compile(
     r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?![\w,]|\.\d)", re.I)
 
 
+_NUMBER_M = re.compile(r"(?<![\w.,$€£¥])(\d+(?:\.\d+)?M)(?!\w)")
+
+
 def _phrase(text: str) -> str | None:
     value = _text(text)
     if value is None:
@@ -335,7 +338,10 @@ def _phrase(text: str) -> str | None:
         normalized = _money(token)
         return m.group(0) if normalized is None else _money_display(normalized)
 
-    folded = value.casefold()
+    # Case is folded, except in a number with a capital M: "3M" is three months (or the company
+    # 3M), "3m" three minutes, as for the period type; "$3M" is an amount, compared by value.
+    pieces = _NUMBER_M.split(value)
+    folded = "".join(p if k % 2 else p.casefold() for k, p in enumerate(pieces))
     out = _PHRASE_AMOUNT.sub(amount, folded)
     if out != folded and _PHRASE_AMOUNT.sub(amount, out) != out:
         # Written out, an amount would read differently ("$5 mm mm" -> "$5000000 mm", a scale
