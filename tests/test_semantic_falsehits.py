@@ -24,6 +24,16 @@ FALSE_HITS = [
     ("What's the difference between C and C++?", "What's the difference between C and C#?"),
     ("What does a BBB rating mean?", "What does a BBB+ rating mean?"),
     ("What does a BBB- rating mean?", "What does a BBB+ rating mean?"),
+    # an operator is a fact like a number
+    ("Is x > 5?", "Is x < 5?"),
+    ("Is AAPL > MSFT in market cap?", "Is AAPL < MSFT in market cap?"),
+    ("Filter rows where price >= 100", "Filter rows where price <= 100"),
+    ("Filter rows where price > 100", "Filter rows where price >= 100"),
+    ("Filter rows where price != 100", "Filter rows where price == 100"),
+    ("What is 5 - 3?", "What is 5 + 3?"),
+    ("Compute 3 * 4", "Compute 3 + 4"),
+    ("Compute 7 / 2", "Compute 7 // 2"),
+    ("What is 5 × 3?", "What is 5 ÷ 3?"),
 ]
 
 
@@ -48,6 +58,7 @@ async def test_a_near_miss_is_not_served_the_stored_reply(stored, asked):
 SAME = [
     ("Explain Regulation T", "Can you explain Regulation T?"),
     ("What does a BBB+ rating mean?", "what does a BBB+ rating mean"),
+    ("Is x > 5?", "is x > 5"),
 ]
 
 

@@ -61,7 +61,9 @@ class NumberGuard:
         a, b = analyze(asked), analyze(stored)
         # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class";
         # and digits no number explains must be written alike ("15.03.2024", "1.2.3")
-        return a.numbers == b.numbers and a.number_order == b.number_order and a.digit_shapes == b.digit_shapes
+        # and operators are written alike: "x > 5" is not "x < 5", "5 - 3" not "5 + 3"
+        return (a.numbers == b.numbers and a.number_order == b.number_order and a.digit_shapes == b.digit_shapes
+                and a.operators == b.operators)
 
 
 class SymbolGuard:

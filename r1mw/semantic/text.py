@@ -147,6 +147,7 @@ class Facts:
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
     content_words: tuple[str, ...] = ()  # raw_content as written (lower case, not stemmed)
     capital_at: tuple[int, ...] = ()  # fwords written as tickers: cashtags, capitals (IT, NOW) unless all is shouted
+    operators: tuple[str, ...] = ()   # math and comparison operators in order: "<", ">=", "+", "//", "×"
     marks: tuple[str, ...] = ()       # words with a mark that is part of the name, sorted: "c++", "c#", "bbb+", "aa-", "10+"
     fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
     flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
@@ -308,6 +309,7 @@ def analyze(text: str) -> Facts:
         digit_shapes=_digit_shapes(text, spans),
         content_words=tuple(content_words),
         marks=_marks(text),
+        operators=_operators(text),
         fwords=fwords,
         flabels=flabels,
         capital_at=tuple(i for i in caps if fwords[i].lstrip(_CURRENCY_MARKS) in symbols
@@ -451,6 +453,29 @@ def _numbers(text: str) -> tuple[tuple[tuple[str, float], ...], set[int], list[t
 # only after capitals (a rating, "AA-"): "pre- and post-market" is a shared prefix.
 _MARKED = re.compile(r"(?<![\w+#])([^\W\d_][\w.]*|\d[\d,.]*)(\+\+|\+|#)(?![\w+#])"
                      r"|(?<![\w\-])([A-Z]{1,4})(-)(?![\w\-])")
+
+
+# Operators are facts like numbers: "x > 5" is not "x < 5", "5 - 3" not "5 + 3", "7 / 2" not
+# "7 // 2". Comparisons count wherever they are written. Arithmetic signs count between two
+# operands, written either tight ("5+3", "2^10") or spaced on both sides ("5 * 3"), so that a sign
+# ("+5%") or markdown ("**bold**") is no operator. A hyphen, dash or minus sign and a single slash are not read
+# (ranges and scores, "1943 – 1944", "6 - 4"; "and / or", "P/E"): "5 - 3" against "5 + 3" still
+# differs by the "+".
+_OPERATORS = re.compile(
+    r"<=|>=|==|!=|<>|->|=>|<-|[<>=≤≥≠]"
+    r"|(?<=[\w)\]%])(?:(?P<tight>\*\*|//|[*+×÷^])|\s+(?P<spaced>\*\*|//|[*+×÷^])\s+)(?=[\w(\[.$€£¥])")
+_OPERATOR_CHARS = frozenset("<>=≤≥≠*+×÷^/")
+_OPERATOR_NAMES = {"≤": "<=", "≥": ">=", "≠": "!="}
+
+
+def _operators(text: str) -> tuple[str, ...]:
+    if _OPERATOR_CHARS.isdisjoint(text):
+        return ()
+    out = []
+    for m in _OPERATORS.finditer(text):
+        op = m.group("tight") or m.group("spaced") or m.group(0)
+        out.append(_OPERATOR_NAMES.get(op, op))
+    return tuple(out)
 
 
 def _marks(text: str) -> tuple[str, ...]:
