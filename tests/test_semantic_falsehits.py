@@ -34,6 +34,27 @@ FALSE_HITS = [
     ("Compute 3 * 4", "Compute 3 + 4"),
     ("Compute 7 / 2", "Compute 7 // 2"),
     ("What is 5 × 3?", "What is 5 ÷ 3?"),
+    # a question or request with several words put in place of others, the frame unchanged
+    ("Explain the tax treatment of covered calls for retail investors",
+     "Explain the accounting treatment of covered calls for institutional traders"),
+    ("Write a summary of the latest FOMC minutes focusing on inflation and labor markets",
+     "Write a critique of the latest FOMC minutes focusing on growth and housing markets"),
+    ("What are good books about value investing for beginners?",
+     "What are good podcasts about growth investing for professionals?"),
+    ("What is the best way to backtest a momentum strategy in Python with pandas?",
+     "What is the best way to backtest a mean reversion strategy in Python with polars?"),
+    ("Write a python function that computes the sharpe ratio of a return series using daily data and a risk-free "
+     "rate, with docstrings, type hints and unit tests",
+     "Write a python class that computes the sharpe ratio of a return series using daily data and a risk-free "
+     "rate, with docstrings, type hints and integration tests"),
+    ("Write a python function that computes the sharpe ratio of a return series using daily prices and a "
+     "risk-free rate, with docstrings, type hints and unit tests",
+     "Write a python function that computes the sharpe ratio of a return series using daily returns and a "
+     "risk-free rate, with docstrings, type hints and unit tests, vectorized"),
+    ("Write a detailed report on Apple's quarterly revenue covering services growth, hardware margins, regional "
+     "sales and key risks, formatted as bullet points",
+     "Write a detailed report on Apple's quarterly expenses covering services growth, hardware margins, regional "
+     "sales and key risks, formatted as numbered paragraphs"),
 ]
 
 
@@ -59,6 +80,11 @@ SAME = [
     ("Explain Regulation T", "Can you explain Regulation T?"),
     ("What does a BBB+ rating mean?", "what does a BBB+ rating mean"),
     ("Is x > 5?", "is x > 5"),
+    ("What are good books about value investing for beginners?",
+     "What are some good books on value investing for a beginner?"),
+    # an acronym against its words is no substitution
+    ("Compute the 1-day 99% value at risk for a 60/40 stock/bond portfolio",
+     "Estimate 1-day VaR at 99% confidence for a 60/40 stock/bond portfolio"),
 ]
 
 

@@ -347,7 +347,7 @@ class EditGuard:
             # synonyms ("employ" for "use") or two scattered details of a long statement, none
             # of which can be the point ("hawkish"/"dovish" made twice, "celh"/"elf")
             return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content)
-                                    and not _pointed_change(a, b, ra - rb, rb - ra))
+                                    and not _pointed_change(a, b, ra - rb, rb - ra) and not _substituted_in_place(a, b))
         if changed == 0:
             return True
         # One span swapped in an unchanged frame is a slot filled differently ("statute of
@@ -355,8 +355,36 @@ class EditGuard:
         # changes words here and there.
         if _one_span(a.raw_content, b.raw_content):
             return False
+        # A question or request whose words all stay in place but for a few put in place of
+        # others asks about those ("tax treatment ... retail investors" / "accounting treatment
+        # ... institutional traders"): one such word already vetoes, so several must too.
+        if _substituted_in_place(a, b):
+            return False
         # and if most words changed, the shared frame is all the cosine saw
         return changed <= shared * self.max_changed_ratio
+
+
+def _asks(f: Facts) -> bool:
+    """A question or a request: what a cache is asked (a statement is rarely a prompt)."""
+    if f.text.rstrip().endswith("?"):
+        return True
+    for w in f.words[:3]:
+        if w in lx.FILLERS:
+            continue
+        return w in lx.QUESTION_WORDS or w in lx.AUX_START or w in lx.REQUEST_VERBS
+    return False
+
+
+def _substituted_in_place(a: Facts, b: Facts) -> bool:
+    """True when two questions or requests keep every other content word in its place and differ
+    only by words (one or two at a time) put in place of others, at two places or more."""
+    edits = [op for op in SequenceMatcher(None, a.raw_content, b.raw_content, autojunk=False).get_opcodes()
+             if op[0] != "equal"
+             # an acronym against its words spelled out is a rewording ("VaR" / "value at risk")
+             and not any(_spelled_out(w, b.words) for w in a.content_words[op[1]:op[2]])
+             and not any(_spelled_out(w, a.words) for w in b.content_words[op[3]:op[4]])]
+    return (len(edits) >= 2 and all(i2 - i1 <= 2 and j2 - j1 <= 2 for _, i1, i2, j1, j2 in edits)
+            and any(op[0] == "replace" for op in edits) and _asks(a) and _asks(b))
 
 
 def _pointed_change(a: Facts, b: Facts, gone: Counter[str], came: Counter[str]) -> bool:
