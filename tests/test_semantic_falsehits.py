@@ -55,6 +55,19 @@ FALSE_HITS = [
      "sales and key risks, formatted as bullet points",
      "Write a detailed report on Apple's quarterly expenses covering services growth, hardware margins, regional "
      "sales and key risks, formatted as numbered paragraphs"),
+    # ... or with details added at two places
+    ("Write a python function that computes the sharpe ratio of a return series using daily data and a risk-free "
+     "rate, with docstrings, type hints and unit tests",
+     "Write a recursive python function that computes the sharpe ratio of a return series using daily data and a "
+     "risk-free rate, with docstrings, type hints and unit tests, parallelized"),
+    ("Write a python function that computes the sharpe ratio of a return series using daily data and a risk-free "
+     "rate, with docstrings, type hints and unit tests",
+     "Write a python function that computes the rolling sharpe ratio of a return series using daily data and a "
+     "risk-free rate, with docstrings, type hints and unit tests for edge cases"),
+    ("Describe the main risks of holding leveraged ETFs for long periods, including volatility decay, gap risk and "
+     "tracking error, for a retail investor",
+     "Describe the main tax risks of holding leveraged ETFs for long periods, including volatility decay, gap risk "
+     "and tracking error, for a young retail investor"),
 ]
 
 

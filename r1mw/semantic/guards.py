@@ -356,7 +356,7 @@ class EditGuard:
         if _one_span(a.raw_content, b.raw_content):
             return False
         # A question or request whose words all stay in place but for a few put in place of
-        # others asks about those ("tax treatment ... retail investors" / "accounting treatment
+        # others (or added, or dropped) asks about those ("tax treatment ... retail investors" / "accounting treatment
         # ... institutional traders"): one such word already vetoes, so several must too.
         if _substituted_in_place(a, b):
             return False
@@ -377,14 +377,15 @@ def _asks(f: Facts) -> bool:
 
 def _substituted_in_place(a: Facts, b: Facts) -> bool:
     """True when two questions or requests keep every other content word in its place and differ
-    only by words (one or two at a time) put in place of others, at two places or more."""
+    only by words (one or two at a time) put in place of others, added or dropped, at two places
+    or more: each is a detail of what is asked ("an async function ..., vectorized")."""
     edits = [op for op in SequenceMatcher(None, a.raw_content, b.raw_content, autojunk=False).get_opcodes()
              if op[0] != "equal"
              # an acronym against its words spelled out is a rewording ("VaR" / "value at risk")
              and not any(_spelled_out(w, b.words) for w in a.content_words[op[1]:op[2]])
              and not any(_spelled_out(w, a.words) for w in b.content_words[op[3]:op[4]])]
     return (len(edits) >= 2 and all(i2 - i1 <= 2 and j2 - j1 <= 2 for _, i1, i2, j1, j2 in edits)
-            and any(op[0] == "replace" for op in edits) and _asks(a) and _asks(b))
+            and _asks(a) and _asks(b))
 
 
 def _pointed_change(a: Facts, b: Facts, gone: Counter[str], came: Counter[str]) -> bool:
