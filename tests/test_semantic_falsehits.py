@@ -68,6 +68,13 @@ FALSE_HITS = [
      "tracking error, for a retail investor",
      "Describe the main tax risks of holding leveraged ETFs for long periods, including volatility decay, gap risk "
      "and tracking error, for a young retail investor"),
+    ("Describe the main risks of holding leveraged ETFs for long periods, including volatility decay, gap risk and "
+     "tracking error, for a retail investor",
+     "Describe the main risks of holding leveraged ETFs for long periods in a margin account, including volatility "
+     "decay, gap risk and tracking error, for a large pension fund"),
+    ("Explain the tax treatment of covered calls for retail investors in Canada",
+     "Explain the tax treatment of covered calls on dividend growth stocks for retail investors in Canada during "
+     "retirement"),
 ]
 
 

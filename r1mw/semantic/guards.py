@@ -377,14 +377,14 @@ def _asks(f: Facts) -> bool:
 
 def _substituted_in_place(a: Facts, b: Facts) -> bool:
     """True when two questions or requests keep every other content word in its place and differ
-    only by words (one or two at a time) put in place of others, added or dropped, at two places
+    only by words (up to three at a time) put in place of others, added or dropped, at two places
     or more: each is a detail of what is asked ("an async function ..., vectorized")."""
     edits = [op for op in SequenceMatcher(None, a.raw_content, b.raw_content, autojunk=False).get_opcodes()
              if op[0] != "equal"
              # an acronym against its words spelled out is a rewording ("VaR" / "value at risk")
              and not any(_spelled_out(w, b.words) for w in a.content_words[op[1]:op[2]])
              and not any(_spelled_out(w, a.words) for w in b.content_words[op[3]:op[4]])]
-    return (len(edits) >= 2 and all(i2 - i1 <= 2 and j2 - j1 <= 2 for _, i1, i2, j1, j2 in edits)
+    return (len(edits) >= 2 and all(i2 - i1 <= 3 and j2 - j1 <= 3 for _, i1, i2, j1, j2 in edits)
             and _asks(a) and _asks(b))
 
 
