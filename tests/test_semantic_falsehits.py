@@ -55,6 +55,8 @@ FALSE_HITS = [
      "sales and key risks, formatted as bullet points",
      "Write a detailed report on Apple's quarterly expenses covering services growth, hardware margins, regional "
      "sales and key risks, formatted as numbered paragraphs"),
+    ("I need a summary of the latest FOMC minutes focusing on inflation and labor markets",
+     "I need a critique of the latest FOMC minutes focusing on growth and housing markets"),
     # ... or with details added at two places
     ("Write a python function that computes the sharpe ratio of a return series using daily data and a risk-free "
      "rate, with docstrings, type hints and unit tests",

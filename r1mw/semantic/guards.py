@@ -366,13 +366,17 @@ class EditGuard:
 
 def _asks(f: Facts) -> bool:
     """A question or a request: what a cache is asked (a statement is rarely a prompt)."""
-    if f.text.rstrip().endswith("?"):
+    if "?" in f.text:
         return True
-    for w in f.words[:3]:
-        if w in lx.FILLERS:
-            continue
-        return w in lx.QUESTION_WORDS or w in lx.AUX_START or w in lx.REQUEST_VERBS
-    return False
+    words = [w for w in f.words[:6] if w not in lx.FILLERS]
+    if not words:
+        return False
+    if words[0] in ("i", "we") and len(words) > 1:  # "I need ...", "we'd like ...", "I want to know ..."
+        return words[1] in _WANT
+    return words[0] in lx.QUESTION_WORDS or words[0] in lx.AUX_START or words[0] in lx.REQUEST_VERBS
+
+
+_WANT = frozenset("want need would like wonder wish".split())
 
 
 def _substituted_in_place(a: Facts, b: Facts) -> bool:
