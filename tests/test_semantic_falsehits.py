@@ -57,6 +57,10 @@ FALSE_HITS = [
      "sales and key risks, formatted as numbered paragraphs"),
     ("I need a summary of the latest FOMC minutes focusing on inflation and labor markets",
      "I need a critique of the latest FOMC minutes focusing on growth and housing markets"),
+    ("Here is our quarterly memo: demand was solid in retail and soft in wholesale, margins held up and inventories "
+     "normalized. Summarize the outlook for investors.",
+     "Here is our quarterly memo: demand was solid in retail and soft in wholesale, wages held up and inventories "
+     "normalized. Summarize the outlook for employees."),
     # ... or with details added at two places
     ("Write a python function that computes the sharpe ratio of a return series using daily data and a risk-free "
      "rate, with docstrings, type hints and unit tests",

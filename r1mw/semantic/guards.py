@@ -28,6 +28,7 @@ similarity threshold, so they cost nothing on a miss.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from difflib import SequenceMatcher
 from typing import Any, Mapping, Sequence
@@ -368,14 +369,21 @@ def _asks(f: Facts) -> bool:
     """A question or a request: what a cache is asked (a statement is rarely a prompt)."""
     if "?" in f.text:
         return True
-    words = [w for w in f.words[:6] if w not in lx.FILLERS]
+    # any sentence may be the request: "Here is the filing: ... Summarize the risks."
+    return any(_asking(sentence) for sentence in _SENTENCES.split(f.text[:_SWAP_WINDOW * 8]))
+
+
+def _asking(sentence: str) -> bool:
+    words = [w for w in (t.strip(_PUNCT).lower() for t in sentence.split(None, 6)[:6]) if w and w not in lx.FILLERS]
     if not words:
         return False
-    if words[0] in ("i", "we") and len(words) > 1:  # "I need ...", "we'd like ...", "I want to know ..."
-        return words[1] in _WANT
+    if words[0] in ("i", "we", "i'd", "we'd") and len(words) > 1:  # "I need ...", "we'd like ...", "I want to know ..."
+        return words[1] in _WANT or words[0].endswith("'d") and words[1] == "like"
     return words[0] in lx.QUESTION_WORDS or words[0] in lx.AUX_START or words[0] in lx.REQUEST_VERBS
 
 
+_SENTENCES = re.compile(r"(?<=[.!;:\n])\s+")
+_PUNCT = "\"'“”‘’()[]{},.;:!*-–—"
 _WANT = frozenset("want need would like wonder wish".split())
 
 
