@@ -37,7 +37,9 @@ SAME = {
                ("a $50k long position in NVDA", "a $50000 long position in nvda"),
                ("a $50,000 long position in nvda", "a $50000 long position in nvda"),
                ("a short position of 1,000 TSLA shares", "a short position of 1000 tsla shares"),
-               ("a $1.5M stake", "a $1500000 stake"), ("3M stock", "3m stock"),
+               ("a $1.5M stake", "a $1500000 stake"),
+               # a capital M after a number stays (months, or the company), as for periods
+               ("3M stock", "3M stock"), ("3m Stock", "3m stock"), ("the 3M Momentum", "the 3M momentum"),
                ("$0.00 MM MM", "$0.00 mm mm")],  # would re-read "$0 mm" as a scale: kept as written
 }
 

@@ -28,6 +28,7 @@ similarity threshold, so they cost nothing on a miss.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from difflib import SequenceMatcher
 from typing import Any, Mapping, Sequence
@@ -61,7 +62,9 @@ class NumberGuard:
         a, b = analyze(asked), analyze(stored)
         # same values in the same order: "3rd of 3 first-class" is not "1st of 3 third-class";
         # and digits no number explains must be written alike ("15.03.2024", "1.2.3")
-        return a.numbers == b.numbers and a.number_order == b.number_order and a.digit_shapes == b.digit_shapes
+        # and operators are written alike: "x > 5" is not "x < 5", "5 - 3" not "5 + 3"
+        return (a.numbers == b.numbers and a.number_order == b.number_order and a.digit_shapes == b.digit_shapes
+                and a.operators == b.operators)
 
 
 class SymbolGuard:
@@ -71,7 +74,7 @@ class SymbolGuard:
 
     def allows(self, asked: str, stored: str, info: Mapping[str, Any]) -> bool:
         a, b = analyze(asked), analyze(stored)
-        if a.currencies != b.currencies:
+        if a.currencies != b.currencies or a.marks != b.marks:  # "C++" / "C#", "BBB+" / "BBB-"
             return False
         if not (_tickers_kept(a, b) and _tickers_kept(b, a)):
             return False
@@ -345,7 +348,7 @@ class EditGuard:
             # synonyms ("employ" for "use") or two scattered details of a long statement, none
             # of which can be the point ("hawkish"/"dovish" made twice, "celh"/"elf")
             return changed == 0 or (shared > self.long_prompt and not _one_span(a.raw_content, b.raw_content)
-                                    and not _pointed_change(a, b, ra - rb, rb - ra))
+                                    and not _pointed_change(a, b, ra - rb, rb - ra) and not _substituted_in_place(a, b))
         if changed == 0:
             return True
         # One span swapped in an unchanged frame is a slot filled differently ("statute of
@@ -353,8 +356,48 @@ class EditGuard:
         # changes words here and there.
         if _one_span(a.raw_content, b.raw_content):
             return False
+        # A question or request whose words all stay in place but for a few put in place of
+        # others (or added, or dropped) asks about those ("tax treatment ... retail investors" / "accounting treatment
+        # ... institutional traders"): one such word already vetoes, so several must too.
+        if _substituted_in_place(a, b):
+            return False
         # and if most words changed, the shared frame is all the cosine saw
         return changed <= shared * self.max_changed_ratio
+
+
+def _asks(f: Facts) -> bool:
+    """A question or a request: what a cache is asked (a statement is rarely a prompt)."""
+    if "?" in f.text:
+        return True
+    # any sentence may be the request: "Here is the filing: ... Summarize the risks."
+    return any(_asking(sentence) for sentence in _SENTENCES.split(f.text[:_SWAP_WINDOW * 8]))
+
+
+def _asking(sentence: str) -> bool:
+    words = [w for w in (t.strip(_PUNCT).lower() for t in sentence.split(None, 6)[:6]) if w and w not in lx.FILLERS]
+    if not words:
+        return False
+    if words[0] in ("i", "we", "i'd", "we'd") and len(words) > 1:  # "I need ...", "we'd like ...", "I want to know ..."
+        return words[1] in _WANT or words[0].endswith("'d") and words[1] == "like"
+    return words[0] in lx.QUESTION_WORDS or words[0] in lx.AUX_START or words[0] in lx.REQUEST_VERBS
+
+
+_SENTENCES = re.compile(r"(?<=[.!;:\n])\s+")
+_PUNCT = "\"'“”‘’()[]{},.;:!*-–—"
+_WANT = frozenset("want need would like wonder wish".split())
+
+
+def _substituted_in_place(a: Facts, b: Facts) -> bool:
+    """True when two questions or requests keep every other content word in its place and differ
+    only by words (up to three at a time) put in place of others, added or dropped, at two places
+    or more: each is a detail of what is asked ("an async function ..., vectorized")."""
+    edits = [op for op in SequenceMatcher(None, a.raw_content, b.raw_content, autojunk=False).get_opcodes()
+             if op[0] != "equal"
+             # an acronym against its words spelled out is a rewording ("VaR" / "value at risk")
+             and not any(_spelled_out(w, b.words) for w in a.content_words[op[1]:op[2]])
+             and not any(_spelled_out(w, a.words) for w in b.content_words[op[3]:op[4]])]
+    return (len(edits) >= 2 and all(i2 - i1 <= 3 and j2 - j1 <= 3 for _, i1, i2, j1, j2 in edits)
+            and _asks(a) and _asks(b))
 
 
 def _pointed_change(a: Facts, b: Facts, gone: Counter[str], came: Counter[str]) -> bool:

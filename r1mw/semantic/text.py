@@ -147,6 +147,8 @@ class Facts:
     digit_shapes: tuple[str, ...] = ()  # digits no number explains, as written ("15.03.2024", "1.2.3")
     content_words: tuple[str, ...] = ()  # raw_content as written (lower case, not stemmed)
     capital_at: tuple[int, ...] = ()  # fwords written as tickers: cashtags, capitals (IT, NOW) unless all is shouted
+    operators: tuple[str, ...] = ()   # math and comparison operators in order: "<", ">=", "+", "//", "×"
+    marks: tuple[str, ...] = ()       # words with a mark that is part of the name, sorted: "c++", "c#", "bbb+", "aa-", "10+"
     fwords: tuple[str, ...] = ()      # every word, contractions expanded ("what's" -> what, is)
     flabels: tuple[str, ...] = ()     # per fword: "family:value" of a meaning-bearing function word, or ""
 
@@ -306,6 +308,8 @@ def analyze(text: str) -> Facts:
         passive=_passive(lowered),
         digit_shapes=_digit_shapes(text, spans),
         content_words=tuple(content_words),
+        marks=_marks(text),
+        operators=_operators(text),
         fwords=fwords,
         flabels=flabels,
         capital_at=tuple(i for i in caps if fwords[i].lstrip(_CURRENCY_MARKS) in symbols
@@ -357,8 +361,16 @@ def _is_symbol(tok: str, i: int, starts: list[int], text: str, headline: bool) -
             return True
         if "_" in core or "." in core or "()" in core:  # dl_manager, Next.js, BRK.B, f()
             return True
-    if core.isupper():  # tickers and acronyms: AAPL, GDP, RSI (one capital letter is not one)
-        return sum(c.isalpha() for c in core) >= 2
+    if core.isupper():  # tickers and acronyms: AAPL, GDP, RSI
+        if sum(c.isalpha() for c in core) >= 2:
+            return True
+        # One capital letter names something too: a ticker (F, T, A), a class, plan or regulation
+        # (Class B, Regulation T), in a title as anywhere. Only "I" (the pronoun) and "A" (the
+        # article: at a sentence start, or capitalized in a title) are also English words.
+        if len(core) != 1 or core == "I":
+            return False
+        return core != "A" or (not headline and i > 0
+                               and not _SENTENCE_END.search(text[max(0, starts[i] - 4) : starts[i]]))
     rest = core[1:]
     if rest != rest.lower() and core != core.upper():  # JavaScript, iPhone
         return True
@@ -436,6 +448,42 @@ def _numbers(text: str) -> tuple[tuple[tuple[str, float], ...], set[int], list[t
     return tuple((unit, value) for _, unit, value in found), starts, spans
 
 
+# A mark stuck to the end of a word is part of what it names, which the word tokens drop: C++ and
+# C# are not C, BBB+ and BBB- are notches of BBB, "10+ years" is at least ten. A hyphen counts
+# only after capitals (a rating, "AA-"): "pre- and post-market" is a shared prefix.
+_MARKED = re.compile(r"(?<![\w+#])([^\W\d_][\w.]*|\d[\d,.]*)(\+\+|\+|#)(?![\w+#])"
+                     r"|(?<![\w\-])([A-Z]{1,4})(-)(?![\w\-])")
+
+
+# Operators are facts like numbers: "x > 5" is not "x < 5", "5 - 3" not "5 + 3", "7 / 2" not
+# "7 // 2". Comparisons count wherever they are written. Arithmetic signs count between two
+# operands, written either tight ("5+3", "2^10") or spaced on both sides ("5 * 3"), so that a sign
+# ("+5%") or markdown ("**bold**") is no operator. A hyphen, dash or minus sign and a single slash are not read
+# (ranges and scores, "1943 – 1944", "6 - 4"; "and / or", "P/E"): "5 - 3" against "5 + 3" still
+# differs by the "+".
+_OPERATORS = re.compile(
+    r"<=|>=|==|!=|<>|->|=>|<-|[<>=≤≥≠]"
+    r"|(?<=[\w)\]%])(?:(?P<tight>\*\*|//|[*+×÷^])|\s+(?P<spaced>\*\*|//|[*+×÷^])\s+)(?=[\w(\[.$€£¥])")
+_OPERATOR_CHARS = frozenset("<>=≤≥≠*+×÷^/")
+_OPERATOR_NAMES = {"≤": "<=", "≥": ">=", "≠": "!="}
+
+
+def _operators(text: str) -> tuple[str, ...]:
+    if _OPERATOR_CHARS.isdisjoint(text):
+        return ()
+    out = []
+    for m in _OPERATORS.finditer(text):
+        op = m.group("tight") or m.group("spaced") or m.group(0)
+        out.append(_OPERATOR_NAMES.get(op, op))
+    return tuple(out)
+
+
+def _marks(text: str) -> tuple[str, ...]:
+    if "+" not in text and "#" not in text and "-" not in text:
+        return ()
+    return tuple(sorted((m.group(1) or m.group(3)).lower() + (m.group(2) or m.group(4)) for m in _MARKED.finditer(text)))
+
+
 _DIGITS = re.compile(r"\d+")
 _SHAPE_CHARS = frozenset(".,:/^'’-")  # what joins digits inside one written number or code
 _EDGE = "".join(_SHAPE_CHARS)
@@ -479,7 +527,7 @@ def _function_words(raw_tokens: list[str], lowered: list[str]) -> tuple[tuple[st
     caps: list[int] = []
     for tok, low in zip(raw_tokens, lowered):
         if "'" not in tok and "’" not in tok and low not in lx.NEGATED_AUX:
-            if (2 <= len(tok) <= 5 and tok.isupper() and tok.isalpha()) or (
+            if (1 <= len(tok) <= 5 and tok.isupper() and tok.isalpha() and tok != "I") or (
                     tok[0] in lx.CURRENCY_SYMBOLS and tok[1:].isalpha()):  # a cashtag, any case: $IT, $on
                 caps.append(len(words))
             words.append(low)  # the common case: no contraction

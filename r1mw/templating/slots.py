@@ -156,9 +156,22 @@ _TICKER_SRC = r"\$?[A-Za-z][A-Za-z0-9]{0,5}(?:[.\-/=][A-Za-z0-9]{1,4})?"
 _TICKER = re.compile(_TICKER_SRC)
 
 
+# Words that, written in lower case, are the English word and not the ticker with their letters:
+# "Analyze it using RSI" analyzes what the conversation was about, not IT (Gartner); "on", "all",
+# "now", "a" likewise. In capitals ("IT") or as a cashtag ("$it") they are the ticker.
+_NOT_A_TICKER = frozenset("""a an the it its this that these those all any some each every both either
+    one on in at to of for by from with into onto about over under up down out off as so or and but nor
+    not no yes is are was were be been am do does did has have had can will may must shall would should
+    could might i me my we us our you your he him his she her they them their who whom what which why
+    how when where there here now then than too very just also only even still yet more most less
+    same such other another own see go""".split())
+
+
 def _ticker(text: str) -> str | None:
     text = text.strip()
     if not _TICKER.fullmatch(text):
+        return None
+    if text in _NOT_A_TICKER:  # lower case as written, no "$": the English word
         return None
     return text.lstrip("$").upper()
 
@@ -310,6 +323,9 @@ _PHRASE_AMOUNT = re.compile(
     r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?![\w,]|\.\d)", re.I)
 
 
+_NUMBER_M = re.compile(r"(?<![\w.,$€£¥])(\d+(?:\.\d+)?M)(?!\w)")
+
+
 def _phrase(text: str) -> str | None:
     value = _text(text)
     if value is None:
@@ -322,7 +338,10 @@ def _phrase(text: str) -> str | None:
         normalized = _money(token)
         return m.group(0) if normalized is None else _money_display(normalized)
 
-    folded = value.casefold()
+    # Case is folded, except in a number with a capital M: "3M" is three months (or the company
+    # 3M), "3m" three minutes, as for the period type; "$3M" is an amount, compared by value.
+    pieces = _NUMBER_M.split(value)
+    folded = "".join(p if k % 2 else p.casefold() for k, p in enumerate(pieces))
     out = _PHRASE_AMOUNT.sub(amount, folded)
     if out != folded and _PHRASE_AMOUNT.sub(amount, out) != out:
         # Written out, an amount would read differently ("$5 mm mm" -> "$5000000 mm", a scale
