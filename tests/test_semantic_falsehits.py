@@ -133,11 +133,14 @@ TEMPLATE_FALSE_HITS = [
     # a ticker slot took a pronoun for a ticker: "it" is the stock of the earlier turn, IT is Gartner
     ("Analyze IT using RSI", "Analyze it using RSI"),
     ("Predict movement for ON over the next week", "Predict movement for on over the next week"),
+    # a commodity in lower case is the commodity, not the ticker with its letters
+    ("Predict movement for GOLD over the next week", "Predict movement for gold over the next week"),
+    ("Analyze OIL using RSI", "Analyze oil using RSI"),
 ]
 
 
 @pytest.mark.parametrize("stored,asked", TEMPLATE_FALSE_HITS, ids=[f"{a} / {b}" for a, b in TEMPLATE_FALSE_HITS])
-async def test_a_pronoun_in_a_ticker_slot_is_not_that_ticker(stored, asked):
+async def test_a_word_in_a_ticker_slot_is_not_the_ticker_with_its_letters(stored, asked):
     earlier = [{"role": "user", "content": "What does NVDA make?"},
                {"role": "assistant", "content": "NVDA designs GPUs."}]
     fake = FakeR1()

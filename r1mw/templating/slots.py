@@ -164,7 +164,11 @@ _NOT_A_TICKER = frozenset("""a an the it its this that these those all any some 
     not no yes is are was were be been am do does did has have had can will may must shall would should
     could might i me my we us our you your he him his she her they them their who whom what which why
     how when where there here now then than too very just also only even still yet more most less
-    same such other another own see go""".split())
+    same such other another own see go""".split()) | frozenset(
+    # Commodities, written in lower case, are the commodity: "Predict movement for gold" is the
+    # metal, not GOLD (a miner's ticker), and the two must not share a key.
+    """gold silver platinum palladium copper oil crude gas gasoline corn wheat soy soybeans sugar
+    coffee cocoa cotton lumber cattle hogs""".split())
 
 
 def _ticker(text: str) -> str | None:
