@@ -273,3 +273,29 @@ def test_other_tools_names_in_dotenv_are_left_alone(tmp_path):
 def test_a_lower_case_flag_in_the_environment_is_an_error_too():
     with pytest.raises(r1mw.ConfigError, match="did you mean R1MW_NAMESPACE"):
         r1mw.Settings.from_env({"r1mw_namespace": "desk-a"}, dotenv=None)
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_help_states_each_default_once_and_no_none(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default 2000) (default: 2000)" not in out and "(default: 2000) (default: 2000)" not in out
+    if command == "demo":
+        assert "analyst sessions (default: 60)" in out and "(default: --seed)" in out
+        assert "every registered stage of metrics,prefetch,template,exact,semantic)" in out
+
+
+def test_help_still_prints_when_dotenv_holds_a_bad_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CACHE_L1_SIZE=abc\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    captured = capsys.readouterr()
+    assert "COMMAND" in captured.out and "config" in captured.out
+    assert "CACHE_L1_SIZE='abc' is invalid" in captured.err  # said once, before the help
+    assert main(["config"]) == 2  # a command still stops on it
+    assert captured.err.count("\n") == 1
