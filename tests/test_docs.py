@@ -78,3 +78,15 @@ def test_the_openai_example_says_when_it_needs_a_key():
     env = {k: v for k, v in os.environ.items() if k not in ("DEEPSEEK_API_KEY", "OPENAI_API_KEY")}
     run = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "set DEEPSEEK_API_KEY" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_the_fake_deepseek_snippet_of_the_adapters_guide_runs():
+    import asyncio
+
+    guide = (ROOT / "docs" / "adapters.md").read_text()
+    code = re.search(r"## Testing against a fake R1 server.*?```python\n(.*?)```", guide, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "docs/adapters.md", "exec"), scope)
+    reply = asyncio.run(scope["client"].chat.completions.create(
+        model="deepseek-reasoner", messages=[{"role": "user", "content": "Is AAPL overbought?"}]))
+    assert reply.choices[0].message.reasoning_content and len(scope["peer"].calls) == 1
