@@ -1,6 +1,7 @@
 """Example third-party plugin: post every r1mw alert (firing and resolved) to a webhook.
 
-Use it from your own code, or by module path::
+Use it from your own code, or by module path (copy this file next to your app, or put
+``examples/`` on ``PYTHONPATH``)::
 
     R1MW_PLUGINS=alert_webhook  ALERT_WEBHOOK_URL=https://hooks.example/r1mw  python app.py
 

@@ -223,5 +223,5 @@ def r1mw_add_cli_commands(subparsers: Any) -> None:
     export.add_argument("--cache-dir", help="cache dir of the process that mined them (default: R1MW_CACHE_DIR)")
     export.set_defaults(func=_export)
     check = sub.add_parser("check", help="load a template file and list its templates")
-    check.add_argument("file")
+    check.add_argument("file", help="template file (.toml, .json or .yaml), e.g. the R1MW_TEMPLATES one")
     check.set_defaults(func=_check)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, SHARE, check_numbers
+from .cli import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, SHARE, HelpFormatter, check_numbers
 from .errors import ConfigError
 from .settings import Settings
 from .workload.generator import MODEL, Workload, add_arguments, generate, spec_from_args
@@ -330,7 +330,7 @@ def command(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="replay a trading desk's day through r1mw against a simulated R1",
                        description=__doc__.split("\n\n")[0].replace("``", ""),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--speed", type=float, default=0.0005,
                    help="scale of the simulated R1 latencies (0.001: a 60 s answer takes 60 ms)")
     p.add_argument("--concurrency", type=int, default=12, help="analysts working at once")

@@ -125,14 +125,27 @@ def _stage_names(raw: Any) -> tuple[str, ...]:
 _stage_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
 
 
-def _some_names(raw: Any) -> tuple[str, ...]:
+# The built-in tiers, fastest first: a lookup goes down the list and evictions move down it,
+# so RAM listed after the disk makes every lookup read the disk first, and Redis (shared,
+# written through) before a local tier stops the demotion chain (a key the next tier holds
+# is not moved further). Any other tier (a plugin's) goes anywhere.
+_TIER_ORDER = ("l1", "l2", "l3", "l4", "redis")
+TIER_ORDER_RULE = "built-in tiers l1, l2, l3, l4, redis in that order"
+
+
+def _tier_names(raw: Any) -> tuple[str, ...]:
     names = _names(raw)
     if not names:
         raise ValueError("a comma-separated list of at least one name")
+    built_in = [name for name in names if name in _TIER_ORDER]
+    for early, late in zip(built_in, built_in[1:]):
+        if _TIER_ORDER.index(late) < _TIER_ORDER.index(early):
+            raise ValueError(f"tier names fastest first, with the {TIER_ORDER_RULE} ({late} is listed "
+                             f"after {early}), e.g. l1,l2 or l1,l2,l3,l4,redis")
     return names
 
 
-_some_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
+_tier_names.allowed = "comma-separated names"  # type: ignore[attr-defined]
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -246,7 +259,8 @@ FLAGS: tuple[Flag, ...] = (
     # r1mw's own flags.
     Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact", "semantic"), _stage_names,
          f"stages that run, outermost first ({STAGE_ORDER_RULE}; others anywhere)"),
-    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _some_names, "storage tiers, fastest first"),
+    Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _tier_names,
+         f"storage tiers, fastest first ({TIER_ORDER_RULE}; others anywhere)"),
     Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
          "codec for the tiers below RAM (msgpack+zstd+dict trains its zstd dictionary by itself)"),
     Flag("R1MW_PLUGINS", "plugins", (), _names, "extra plugin modules to import and register"),
@@ -403,19 +417,19 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: str | os.PathLike[str] | None = ".env",
                  **overrides: Any) -> "Settings":
         """Read flags from ``env`` (default ``os.environ``) over ``dotenv`` over the defaults."""
-        layers: list[tuple[str, Mapping[str, Any]]] = []
+        layers: list[tuple[str, Mapping[str, Any], bool]] = []  # (source, values, from a file)
         if dotenv is not None and os.path.isfile(dotenv):
-            layers.append((f"{dotenv}", _read_dotenv(dotenv)))
-        layers.append(("env", os.environ if env is None else env))
+            layers.append((f"{dotenv}", _read_dotenv(dotenv), True))
+        layers.append(("env", os.environ if env is None else env, False))
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        for source, layer in layers:
+        for source, layer, from_file in layers:
             for name, raw in layer.items():
                 flag = _BY_ENV.get(name)
                 if flag is None:
-                    if name.startswith("R1MW_") and not name.startswith(_IGNORED_PREFIXES):
-                        close = difflib.get_close_matches(name, _BY_ENV, n=1)
-                        hint = f"; did you mean {close[0]}?" if close else ""
+                    meant = _meant_flag(name, fuzzy=from_file)
+                    if meant is not None:
+                        hint = f"; did you mean {meant}?" if meant else ""
                         raise ConfigError(f"{name}={raw!r} is not an r1mw flag{hint}")
                     continue
                 values[flag.attr] = _parse(flag, raw)
@@ -498,6 +512,26 @@ def _read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
             raise ConfigError(f"{path} line {binding.original.line}: {binding.key} has no value "
                               f"(expected {binding.key}=value; {binding.key}= for empty)")
     return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+
+
+def _meant_flag(name: str, *, fuzzy: bool) -> str | None:
+    """For a name that is no flag: the flag it most likely meant ("" when it is ours but
+    close to none), or None when it is not ours (another tool's variable). Ours: any case
+    of a flag name or of the ``R1MW_`` prefix (names are upper case, a lower-case one would
+    silently keep its default), and, when ``fuzzy`` (a .env file, written for this
+    application; not the process environment, full of other programs' variables), a name
+    within a typo of a flag: ``SIMILARITY_TRESHOLD``, ``CACHE_L1_SIZ``, ``RIMW_STAGES``."""
+    upper = name.upper()
+    if upper in _BY_ENV:
+        return upper
+    if upper.startswith("R1MW_") and not upper.startswith(_IGNORED_PREFIXES):
+        close = difflib.get_close_matches(upper, _BY_ENV, n=1)
+        return close[0] if close else ""
+    if fuzzy:
+        close = difflib.get_close_matches(upper, _BY_ENV, n=1, cutoff=0.9)
+        if close:
+            return close[0]
+    return None
 
 
 def _ours(name: str) -> bool:

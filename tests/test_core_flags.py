@@ -211,3 +211,91 @@ def test_r1mw_config_shows_the_stage_order_rule(capsys):
     assert main(["config"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "R1MW_STAGES" in line)
     assert "outermost first (template before exact and semantic" in row
+
+
+TIER_RULE = "l1, l2, l3, l4, redis in that order"
+
+
+@pytest.mark.parametrize("tiers, late, early", [
+    ("l2,l1", "l1", "l2"),  # every lookup would go to disk first, RAM only behind it
+    ("l1,l4,l3", "l3", "l4"),  # the archive would evict into the segment tier
+    ("l1,redis,l2", "l2", "redis"),  # Redis before a local tier stops demotion (docs/design.md)
+    ("redis,l1", "l1", "redis"),
+])
+def test_built_in_tiers_out_of_order_are_refused_at_start_up_in_one_line(monkeypatch, capsys, tiers, late, early):
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({"R1MW_TIERS": tiers}, dotenv=None)
+    message = str(err.value)
+    assert f"R1MW_TIERS={tiers!r}" in message and TIER_RULE in message and "\n" not in message
+    assert f"{late} is listed after {early}" in message
+    monkeypatch.setenv("R1MW_TIERS", tiers)
+    assert main(["config"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and TIER_RULE in captured.err and captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("tiers", [
+    "l1,l2", "l1", "l2", "l1,l2,l3,l4,redis", "l1,redis", "l1,l3,l4", "l1,l2,redis", "shared",
+    "l1,dynamo,l2", "dynamo,l1",  # a plugin's tier goes anywhere
+])
+def test_tier_orders_that_mean_something_are_kept(tiers):
+    assert ",".join(r1mw.Settings.from_env({"R1MW_TIERS": tiers}, dotenv=None).tiers) == tiers
+
+
+@pytest.mark.parametrize("line, meant", [
+    ("SIMILARITY_TRESHOLD=0.9", "SIMILARITY_THRESHOLD"),  # a flag without the R1MW_ prefix, misspelt
+    ("CACHE_L1_SIZ=50", "CACHE_L1_SIZE"),
+    ("R1_CONTEXT_PREFETCH_ENABLE=false", "R1_CONTEXT_PREFETCH_ENABLED"),
+    ("EMBEDDINGS_CACHE_SIZE=10", "EMBEDDING_CACHE_SIZE"),
+    ("RIMW_STAGES=exact", "R1MW_STAGES"),  # the prefix itself misspelt
+    ("r1mw_stages=exact", "R1MW_STAGES"),  # names are upper case: it kept its default
+    ("similarity_threshold=0.9", "SIMILARITY_THRESHOLD"),
+])
+def test_a_misspelt_flag_in_dotenv_is_a_one_line_error_naming_it(tmp_path, line, meant):
+    env = tmp_path / ".env"
+    env.write_text(f"OPENAI_API_KEY=sk-test\n{line}\n")
+    with pytest.raises(r1mw.ConfigError) as err:
+        r1mw.Settings.from_env({}, dotenv=env)
+    message = str(err.value)
+    name = line.split("=")[0]
+    assert f"{name}=" in message and "not an r1mw flag" in message and f"did you mean {meant}?" in message
+    assert "\n" not in message
+
+
+def test_other_tools_names_in_dotenv_are_left_alone(tmp_path):
+    env = tmp_path / ".env"
+    names = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "REDIS_HOST", "REDIS_PORT", "REDIS_URL", "CACHE_DIR",
+             "CACHE_SIZE", "LOG_LEVEL", "ALERT_WEBHOOK_URL", "DATABASE_URL", "HF_HOME", "R1_API_KEY")
+    env.write_text("".join(f"{name}=x\n" for name in names))
+    assert r1mw.Settings.from_env({}, dotenv=env) == r1mw.Settings()
+
+
+def test_a_lower_case_flag_in_the_environment_is_an_error_too():
+    with pytest.raises(r1mw.ConfigError, match="did you mean R1MW_NAMESPACE"):
+        r1mw.Settings.from_env({"r1mw_namespace": "desk-a"}, dotenv=None)
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_help_states_each_default_once_and_no_none(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default 2000) (default: 2000)" not in out and "(default: 2000) (default: 2000)" not in out
+    if command == "demo":
+        assert "analyst sessions (default: 60)" in out and "(default: --seed)" in out
+        assert "every registered stage of metrics,prefetch,template,exact,semantic)" in out
+
+
+def test_help_still_prints_when_dotenv_holds_a_bad_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CACHE_L1_SIZE=abc\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    captured = capsys.readouterr()
+    assert "COMMAND" in captured.out and "config" in captured.out
+    assert "CACHE_L1_SIZE='abc' is invalid" in captured.err  # said once, before the help
+    assert main(["config"]) == 2  # a command still stops on it
+    assert captured.err.count("\n") == 1

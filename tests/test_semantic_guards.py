@@ -106,6 +106,9 @@ def test_each_near_miss_is_vetoed_by_its_guard(a, b, guard):
     ("How do I reset my password?", "How can I reset my password?"),
     ("The function is used to create a new table", "The function creates a new table"),
     ("Flights from Boston to Denver", "Flights to Denver from Boston"),
+    # courtesy: "can you explain" is a request, not a yes/no question (the question guard vetoed it)
+    ("Explain how call options work", "Can you explain how call options work?"),
+    ("Could you please explain why AAPL fell today?", "Explain why AAPL fell today"),
     ("The encode function tokenizes batches of examples in a dataset.",
      "The encode function is used to tokenize the batches of examples in a dataset."),
 ])

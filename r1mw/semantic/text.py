@@ -615,6 +615,7 @@ def _roman_value(s: str) -> int:
 
 
 def _question_type(lowered: list[str]) -> str | None:
+    lowered = _without_polite_modal(lowered)
     for i, w in enumerate(lowered[:6]):
         if w in lx.QUESTION_WORDS:
             kind = lx.QUESTION_WORDS[w]
@@ -628,6 +629,23 @@ def _question_type(lowered: list[str]) -> str | None:
         if i >= 1:
             break
     return None
+
+
+def _without_polite_modal(lowered: list[str]) -> list[str]:
+    """"Can you (please) explain how ..." from its request verb on ("explain how ..."): the
+    modal is courtesy (as for the function guard), so it does not make a yes/no question."""
+    for i, w in enumerate(lowered[:4]):
+        if w in ("can", "could", "would", "will"):
+            if i + 1 < len(lowered) and lowered[i + 1] == "you":
+                j = i + 2
+                while j < len(lowered) and lowered[j] in ("please", "kindly", "just"):
+                    j += 1
+                if j < len(lowered) and lowered[j] in lx.REQUEST_VERBS:
+                    return lowered[j:]
+            return lowered
+        if w not in lx.FILLERS:
+            return lowered
+    return lowered
 
 
 def _passive(lowered: list[str]) -> bool:

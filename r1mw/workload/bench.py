@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from ..adapters import wrap
-from ..cli import AT_LEAST_ONE, POSITIVE, check_numbers
+from ..cli import AT_LEAST_ONE, POSITIVE, HelpFormatter, check_numbers
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..tiers import Entry
@@ -388,13 +388,13 @@ def _sizes(raw: str) -> list[int]:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench", help="micro benchmarks and a load test (table, or --json)",
                        description=__doc__.split("\n\n")[0].replace("``", ""),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--n", type=int, default=20_000, help="iterations of each micro benchmark")
     p.add_argument("--semantic-sizes", type=_sizes, default=[10_000, 100_000],
                    help="stored entries for the semantic search benchmark, '/'-separated")
     p.add_argument("--clients", type=int, default=1000, help="concurrent clients of the load test")
     p.add_argument("--seconds", type=float, default=5.0, help="length of the load test")
     p.add_argument("--speed", type=float, default=0.001, help="latency scale of the simulated R1 in the load test")
-    p.add_argument("--only", type=_steps, default=None, help=f"comma-separated: {','.join(STEPS)}")
+    p.add_argument("--only", type=_steps, default=None, help=f"comma-separated, of {','.join(STEPS)} (default: all)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     p.set_defaults(func=command)

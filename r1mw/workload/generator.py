@@ -487,7 +487,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         kind = int if default is None else type(default)  # desk_seed: an int when given
         group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=default,
-                           help=f"{_HELP.get(f.name, f.name)} (default {default})")
+                           help=_HELP.get(f.name, f.name) + ("" if default is None else " (default: %(default)s)"))
 
 
 def spec_from_args(args: argparse.Namespace) -> WorkloadSpec:
