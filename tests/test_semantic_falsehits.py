@@ -19,6 +19,8 @@ FALSE_HITS = [
     ("Is A a good dividend stock?", "Is it a good dividend stock?"),
     ("Explain Regulation T", "Explain Regulation D"),
     ("Explain Reg T", "Explain Reg D"),
+    # "whether" asks if it happened, "why" presumes it did
+    ("Explain why AAPL fell today", "Explain whether AAPL fell today"),
     # a mark after a word is part of the name: a language, a credit rating notch
     ("What's the C++ equivalent of a Python list?", "What's the C# equivalent of a Python list?"),
     ("What's the difference between C and C++?", "What's the difference between C and C#?"),

@@ -196,6 +196,7 @@ FUNCTION_EQUIVALENTS: tuple[frozenset[str], ...] = tuple(
 QUESTION_WORDS: dict[str, str] = {
     "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who", "why": "why",
     "when": "when", "where": "where", "how": "how",
+    "whether": "yesno",  # "explain whether X" asks what "is X?" asks; "explain why X" presumes X
 }
 # "how much / many / long ..." asks for a quantity, not a manner.
 HOW_QUANTITY: frozenset[str] = frozenset("much many long often far big old large high tall fast".split())
