@@ -72,7 +72,7 @@ def _check_plugin_names(settings: Settings) -> None:
     pm = build_plugin_manager(plugins=settings.plugins, disable=settings.disable_plugins)
     for kind, flag, names in (("stages", "R1MW_STAGES", settings.stages), ("tiers", "R1MW_TIERS", settings.tiers),
                               ("codecs", "R1MW_CODEC", (settings.codec,))):
-        select(registrations(pm, kind)[0], names, flag)
+        select(registrations(pm, kind)[0], names, flag, settings.disable_plugins)
 
 
 def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:

@@ -135,11 +135,14 @@ def registrations(pm: pluggy.PluginManager, kind: str) -> tuple[dict[str, Callab
     return merged, owners
 
 
-def select(available: Mapping[str, Callable[..., Any]], wanted: Iterable[str], flag: str) -> list[tuple[str, Callable[..., Any]]]:
+def select(available: Mapping[str, Callable[..., Any]], wanted: Iterable[str], flag: str,
+           disabled: Iterable[str] = ()) -> list[tuple[str, Callable[..., Any]]]:
     chosen = []
     for name in wanted:
         if name not in available:
             allowed = ", ".join(sorted(available)) or "none registered"
-            raise ConfigError(f"{flag}: unknown name {name!r}; available: {allowed}")
+            off = ", ".join(disabled)
+            hint = f" (R1MW_DISABLE_PLUGINS={off} takes away what those plugins register)" if off else ""
+            raise ConfigError(f"{flag}: unknown name {name!r}; available: {allowed}{hint}")
         chosen.append((name, available[name]))
     return chosen

@@ -137,10 +137,12 @@ class Pipeline:
         # The bus exists before tiers and stages are built: they may keep a reference to it.
         if self.pm.hook.r1mw_events.get_hookimpls():
             self.events = EventBus(lambda batch: self.notify("r1mw_events", events=batch))
-        tiers = [self._make(n, f, "R1MW_TIERS") for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS")]
+        tiers = [self._make(n, f, "R1MW_TIERS")
+                 for n, f in select(self.registry("tiers"), s.tiers, "R1MW_TIERS", s.disable_plugins)]
         self.store = TieredStore(tiers, self.build("codecs", s.codec, "R1MW_CODEC"))
         # A factory returns None when the stage's own switch is off (R1_CONTEXT_PREFETCH_ENABLED...).
-        built = [(n, self._make(n, f, "R1MW_STAGES")) for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES")]
+        built = [(n, self._make(n, f, "R1MW_STAGES"))
+                 for n, f in select(self.registry("stages"), s.stages, "R1MW_STAGES", s.disable_plugins)]
         names = [name for name, stage in built if stage is not None]
         self.stages = [stage for _, stage in built if stage is not None]
         for i, stage in enumerate(self.stages):

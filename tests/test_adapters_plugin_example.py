@@ -93,9 +93,11 @@ async def test_loaded_through_its_entry_point_in_the_order_of_r1mw_stages(shout_
 
 async def test_disabling_the_entry_point_removes_its_stage(shout_installed):
     settings = r1mw.Settings(stages="exact,shout", disable_plugins="shout")
-    with pytest.raises(r1mw.ConfigError, match="R1MW_STAGES: unknown name 'shout'"):
+    with pytest.raises(r1mw.ConfigError, match="R1MW_STAGES: unknown name 'shout'") as raised:
         async with r1mw.Pipeline(settings):
             pass
+    # the line says why the stage is gone, not only that it is unknown
+    assert "R1MW_DISABLE_PLUGINS=shout" in str(raised.value)
 
 
 async def test_streams_pass_the_plugin_stage_untouched(shout_module):
