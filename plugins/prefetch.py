@@ -133,7 +133,7 @@ class PrefetchStage:
                 self._enqueue(request, None)
             return await upstream(req)
 
-        call._r1mw_plain = upstream  # type: ignore[attr-defined]  # what _build gives a prefetch
+        request.meta["prefetch_upstream"] = upstream  # what a prefetch built from it calls
         return call
 
     def _enqueue(self, request: Request, reply: Reply | StreamedReply | None) -> None:
@@ -328,7 +328,7 @@ class PrefetchStage:
         return Request(
             model=model, messages=messages, params=params, passthrough=passthrough,
             stream=False, control=CacheControl(session=current.control.session), namespace=current.namespace,
-            user=current.user, upstream=getattr(current.upstream, "_r1mw_plain", current.upstream),
+            user=current.user, upstream=current.meta.get("prefetch_upstream", current.upstream),
             meta={"prefetch": True, "store_meta": {"prefetched": True}},
         )
 
