@@ -21,6 +21,7 @@ Checked, for the whole run:
   same class), for a call of that very question; an upstream error raised on a caller's own
   call reaches that caller (unless it was cancelled); one raised on a prefetch reaches nobody;
   an error is never cached: each failed question asked again afterwards gets its real answer;
+* a request cancelled while it waits ends cancelled (the cancel is never lost);
 * no other exception reaches a caller, and every request finishes (each runs under an outer
   timeout far above anything a healthy run needs: a timeout is a hang, a failure);
 * no task is left running once the pipeline is closed, nothing stays in flight;
@@ -308,6 +309,8 @@ async def _one(llm: Any, item: Item, rng: random.Random, outcomes: list[Outcome]
                 task.cancel()
                 out.cancelled = True
         await asyncio.wait_for(asyncio.shield(task), REQUEST_TIMEOUT_S)
+        if out.cancelled:  # cancel() was called on a running request: it must end cancelled
+            out.notes.append("cancel lost: the request went on and returned")
     except asyncio.TimeoutError:
         out.timed_out = True
         task.cancel()
@@ -316,6 +319,8 @@ async def _one(llm: Any, item: Item, rng: random.Random, outcomes: list[Outcome]
             raise
     except BaseException as exc:  # noqa: BLE001  judged below
         out.error = exc
+        if out.cancelled:
+            out.notes.append(f"cancel lost: the request ended with {exc!r}")
 
 
 # -- the soak -------------------------------------------------------------------------------------
@@ -327,7 +332,7 @@ def _settings(cache_dir: Path, server: ThrowawayRedis, prefix: str) -> r1mw.Sett
     return r1mw.Settings(
         stages="metrics,prefetch,template,exact,semantic", tiers="l1,l2,l3,redis",
         cache_dir=str(cache_dir), templates=str(bundled_templates()),
-        l1_size=12, l2_size=40, l3_segment_bytes=256 * 1024,
+        l1_size=12, l2_size=40, l3_segment_bytes=64 * 1024,
         redis_url=server.url, redis_prefix=prefix, redis_timeout_ms=50,
         redis_breaker_failures=2, redis_breaker_cooldown_s=0.2,
         **_simulated_time_budgets(SPEED))
@@ -389,6 +394,7 @@ async def _soak(seed: int, tmp: Path, requests: int = 320) -> dict[str, Any]:
         for o in outcomes:
             answer, reasoning = _expected(sim, o.item)
             what = f"#{o.item.index} {o.mode} {o.item.question_id} {o.item.text!r}"
+            problems.extend(f"{what}: {note}" for note in o.notes)
             if o.timed_out:
                 problems.append(f"{what}: no answer in {REQUEST_TIMEOUT_S} s (a hang)")
             elif o.error is not None:
