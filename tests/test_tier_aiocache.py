@@ -116,3 +116,23 @@ async def test_a_value_found_under_another_key_is_a_counted_corrupt_miss(memory)
     await memory.cache.set(two.hex(), await memory.cache.get(one.hex()))
     assert await memory.get(two) is None and await memory.get(one) == b"answer to one"
     assert memory.stats()["corrupt"] == 1 and not await memory.exists(two)
+
+
+async def test_a_caller_cancelled_as_its_backend_call_fails_is_cancelled():
+    # As for the Redis tier (tests/test_tier_redis.py): before Python 3.12, asyncio.wait_for
+    # lost a cancel arriving in the loop turn the backend call ended in.
+    gate = asyncio.Event()
+
+    class Failing(SimpleMemoryCache):
+        async def get(self, *args, **kwargs):
+            await gate.wait()
+            raise ConnectionError("connection reset by peer")
+
+    t = AiocacheTier(Failing(), name="gated", timeout=5.0)
+    task = asyncio.create_task(t.get(b"k" * 16))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gate.set()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

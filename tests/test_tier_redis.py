@@ -469,3 +469,41 @@ async def test_a_value_copied_under_another_key_is_never_served_as_its_answer(tm
     finally:
         await raw.aclose()
         await RedisTier(redis_url, prefix=prefix).clear()
+
+
+# -- a caller cancelled as its Redis call ends --------------------------------------------------
+
+
+class _GatedClient:
+    """A redis client whose calls wait for ``gate``, then fail (a connection reset) or answer."""
+
+    def __init__(self, fail: bool) -> None:
+        self.gate = asyncio.Event()
+        self.fail = fail
+
+    async def get(self, key):
+        await self.gate.wait()
+        if self.fail:
+            raise ConnectionError("connection reset by peer")
+        return key[-16:] + b"v"
+
+    async def aclose(self):
+        pass
+
+
+@pytest.mark.parametrize("fail", [True, False])
+async def test_a_caller_cancelled_as_its_redis_call_ends_is_cancelled(fail):
+    # Found by the chaos soak (tests/test_chaos_soak.py): asyncio.wait_for before Python 3.12
+    # returns the inner call's outcome when the caller is cancelled in the loop turn that call
+    # ends in. The cancel was lost: the request went on (upstream, at a cost) and returned to a
+    # caller that had cancelled it (an asyncio.timeout around it never fired); a failed call's
+    # error was logged as "Task exception was never retrieved".
+    client = _GatedClient(fail)
+    t = RedisTier(client=client, timeout=5.0)
+    task = asyncio.create_task(t.get(b"k" * 16))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the call waits on Redis
+    client.gate.set()  # Redis answers (or the connection drops) on the next loop turn...
+    task.cancel()  # ...as the caller is cancelled (its deadline, a client gone)
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from ..deadline import within
 from ..errors import ConfigError
 from .redis import CircuitBreaker, _refused_by_server
 
@@ -112,7 +113,7 @@ class AiocacheTier:
             if self.timeout is None:
                 result = await make()
             else:
-                result = await asyncio.wait_for(make(), self.timeout)
+                result = await within(make(), self.timeout)  # never swallows a cancel
         except asyncio.TimeoutError:
             self.timeouts += 1
             breaker.failure()

@@ -28,6 +28,8 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
+from ..deadline import within
+
 __all__ = ["CircuitBreaker", "RedisTier"]
 
 log = logging.getLogger("r1mw.tiers.redis")
@@ -136,7 +138,7 @@ class RedisTier:
             return default
         probe = breaker.state == "half-open"  # allow() let this call through as the one probe
         try:
-            result = await asyncio.wait_for(make(), deadline or self.timeout)
+            result = await within(make(), deadline or self.timeout)  # never swallows a cancel
         except asyncio.TimeoutError:
             self.timeouts += 1
             breaker.failure()
