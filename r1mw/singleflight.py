@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, Hashable
 
+from .deadline import within
 from .errors import PipelineStateError, StreamIncomplete
 from .types import Reply, StreamedReply
 
@@ -105,7 +106,7 @@ class SingleFlight:
             if wait <= 0:
                 raise _Stalled
             try:
-                return await asyncio.wait_for(reply.result(), wait)
+                return await within(reply.result(), wait)
             except asyncio.TimeoutError:
                 continue  # moved meanwhile? measured again above
 

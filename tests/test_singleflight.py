@@ -96,3 +96,25 @@ async def test_a_slow_stream_that_keeps_moving_is_still_shared_with_its_waiters(
     assert reply["choices"][0]["message"]["content"].strip() == fake.answer_for(Q[0]["content"])  # as streamed
     assert len(fake.calls) == 1
     assert pipe.singleflight.stalled == 0
+
+
+
+async def test_a_waiter_cancelled_as_the_stream_it_waits_on_ends_is_cancelled():
+    # The waiter bounded its wait with asyncio.wait_for, which before Python 3.12 returns the
+    # awaited outcome when the cancel arrives in the loop turn it ends in: the caller's cancel
+    # (its deadline, a client gone) was lost and it got the reply anyway (found in the Redis
+    # tier by the chaos soak, which used the same call).
+    from r1mw.singleflight import SingleFlight
+
+    async def chunks():
+        yield {}
+
+    stream = r1mw.StreamedReply(chunks(), lambda chunk: ([], None, {}))
+    waiter = asyncio.ensure_future(SingleFlight()._stream_result(stream))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the waiter waits on the stream's result
+    stream._future.set_result(r1mw.Reply(choices=(r1mw.Choice(content="done"),)))  # the stream ends...
+    await asyncio.sleep(0)  # one loop turn: the stream's result is in, not yet its waiter's wake-up
+    assert waiter.cancel()  # ...as its waiter is cancelled: still pending, so it must end cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
