@@ -383,6 +383,8 @@ _IGNORED_PREFIXES = ("R1MW_TEST_",)
 
 
 def _fail(flag: Flag, raw: Any, allowed: str) -> ConfigError:
+    if isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
+        raw = ",".join(raw)  # as it would be written in the environment
     return ConfigError(f"{flag.env}={raw!r} is invalid: expected {allowed}")
 
 

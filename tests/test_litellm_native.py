@@ -312,6 +312,8 @@ async def test_cache_false_in_the_config_does_not_switch_on(shipped_config):
         (lambda c: c["litellm_settings"]["cache_params"].update(host="os.environ/NO_SUCH_VAR"), r"NO_SUCH_VAR is not set"),
         (lambda c: c["litellm_settings"]["cache_params"].update(ttl=-5), r"R1MW_DEFAULT_TTL=-5"),
         (lambda c: c["litellm_settings"]["cache_params"].update(port="six"), r"cache_params\.port='six' is invalid"),
+        # the key in the file and the list as a flag would spell it, not a Python list
+        (lambda c: c["r1_optimizations"].update(tiers=["l2", "l1"]), r"r1_optimizations\.tiers: R1MW_TIERS='l2,l1'"),
     ],
 )
 def test_config_errors_are_one_clear_line(shipped_config, change, message):

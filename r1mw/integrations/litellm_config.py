@@ -282,5 +282,10 @@ def settings_from_config(config: Mapping[str, Any], *, base: Settings | None = N
         tiers = tuple(t for t in tiers if t in have)
     for what in out.skipped:
         log.warning("LiteLLM config asks for the %s, which no installed r1mw plugin provides: skipped", what)
-    settings = settings.replace(stages=list(stages), tiers=list(tiers))
+    for key, names in (("stages", stages), ("tiers", tiers)):
+        try:
+            settings = settings.replace(**{key: list(names)})
+        except ConfigError as exc:
+            where = f"r1_optimizations.{key}" if key in o else f"the {key} this config implies"
+            raise ConfigError(f"LiteLLM config, {where}: {exc}") from None
     return settings, out
