@@ -258,7 +258,7 @@ FLAGS: tuple[Flag, ...] = (
          "store a guarded semantic duplicate as an alias, not a second copy"),
     # r1mw's own flags.
     Flag("R1MW_STAGES", "stages", ("metrics", "prefetch", "template", "exact", "semantic"), _stage_names,
-         f"stages that run, outermost first ({STAGE_ORDER_RULE}; others anywhere)"),
+         f"stages that run, outermost first ({STAGE_ORDER_RULE}; others anywhere; empty: none, nothing cached)"),
     Flag("R1MW_TIERS", "tiers", ("l1", "l2"), _tier_names,
          f"storage tiers, fastest first ({TIER_ORDER_RULE}; others anywhere)"),
     Flag("R1MW_CODEC", "codec", "msgpack+zstd+dict", _str,
