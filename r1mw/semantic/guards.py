@@ -454,7 +454,7 @@ def _opcodes(xs: Sequence[str], ys: Sequence[str]) -> list[tuple[str, int, int, 
         tail += 1
     mx, my = xs[head:len(xs) - tail], ys[head:len(ys) - tail]
     exact = max(len(mx), len(my)) <= _ALIGN_EXACT
-    ops = [(tag, i1 + head, i2 + head, j1 + head, j2 + head)
+    ops: list[tuple[str, int, int, int, int]] = [(tag, i1 + head, i2 + head, j1 + head, j2 + head)
            for tag, i1, i2, j1, j2 in SequenceMatcher(None, mx, my, autojunk=not exact).get_opcodes()]
     if head:
         ops.insert(0, ("equal", 0, head, 0, head))

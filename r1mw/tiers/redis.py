@@ -26,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from ..protocols import Codec
 
 __all__ = ["CircuitBreaker", "RedisTier"]
 
@@ -113,6 +116,9 @@ class RedisTier:
     """
 
     write_through = True
+    # Set by the redis plugin when the store's codec is not one other machines can read (the
+    # store then encodes this tier's entries with it): see TieredStore.
+    entry_codec: Codec | None = None
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
                  prefix: bytes | str = b"r1mw:v2:", timeout: float = 0.05, breaker_failures: int = 3,

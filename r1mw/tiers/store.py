@@ -479,6 +479,7 @@ class TieredStore:
         if self._pending:
             await self._settle()
         d = self._durable
+        assert d is not None  # batched only with a durable tier (__init__)
         encoded: dict[tuple[int, int], bytes] = {}
 
         def blob(i: int, n: int) -> bytes:
