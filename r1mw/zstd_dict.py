@@ -387,7 +387,8 @@ class AutoDictZstdCodec(Codec):
             # Few samples train a small dictionary well and a big one badly (zstd's rule of
             # thumb: samples of 10-100x the dictionary's size).
             size = min(self.dict_size, max(1024, sum(map(len, train)) // 16))
-            data = zstandard.train_dictionary(size, train, level=self.level).as_bytes()  # type: ignore[arg-type]  # zstandard's stub: an invariant list[bytes | bytearray | memoryview], only read
+            # zstandard's stub wants an invariant list[bytes | bytearray | memoryview]; it only reads it.
+            data = zstandard.train_dictionary(size, train, level=self.level).as_bytes()  # type: ignore[arg-type]
             if active is not None:
                 new_size = stored(zstandard.ZstdCompressionDict(data))
                 if new_size > current * (1 - _MIN_GAIN):

@@ -185,7 +185,7 @@ class RedisTier:
 
     async def _get(self, rkey: bytes) -> bytes | None:
         try:
-            return await self._client.get(rkey)  # type: ignore[no-any-return]
+            return await self._client.get(rkey)
         except Exception as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
