@@ -30,11 +30,14 @@ from __future__ import annotations
 
 from collections import Counter
 from difflib import SequenceMatcher
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from . import lexicon as lx
 from . import vocab
 from .text import Facts, analyze, directions_of, stem, written_as_ticker
+
+if TYPE_CHECKING:
+    from ..protocols import Guard
 
 __all__ = [
     "BUILTIN_GUARDS",
@@ -528,7 +531,7 @@ class SlotGuard:
         return dict(sa or {}) == dict(sb or {})
 
 
-BUILTIN_GUARDS: tuple[type, ...] = (
+BUILTIN_GUARDS: tuple[type[Guard], ...] = (
     SlotGuard, NumberGuard, SymbolGuard, PeriodGuard, NegationGuard, DirectionGuard,
     QuestionGuard, RoleGuard, FunctionWordGuard, EditGuard,
 )
