@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.r1mw-installed
 CVENV  ?= .venv-compare
 CSTAMP := $(CVENV)/.r1mw-installed
 
-.PHONY: demo test bench compare clean
+.PHONY: demo test typecheck bench compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The types the package promises (py.typed), checked: [tool.mypy] in pyproject.toml.
+typecheck: $(STAMP)
+	$(VENV)/bin/python -m mypy
 
 bench: $(STAMP)
 	$(VENV)/bin/r1mw bench

@@ -17,7 +17,7 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import r1mw
 from r1mw.cli import check_numbers
@@ -71,7 +71,7 @@ def _zstd(pipeline: r1mw.Pipeline) -> ZstdCodec:
 
 
 @r1mw.hookimpl
-def r1mw_register_codecs() -> dict[str, Any]:
+def r1mw_register_codecs() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Codec]]:
     return {
         "msgpack+zstd+dict": _auto,
         "msgpack+lz4": _lz4,
@@ -131,10 +131,11 @@ def _train(args: argparse.Namespace) -> int:
 def r1mw_pipeline_started(pipeline: r1mw.Pipeline) -> None:
     """No dictionary yet, but L2 already holds enough entries (written by processes that each
     stored fewer than R1MW_ZSTD_TRAIN_AFTER): train on them now, in the background."""
-    codec = pipeline.store.codec if pipeline.store is not None else None
-    if not isinstance(codec, AutoDictZstdCodec) or codec.dict_id or not codec.train_after:
+    store = pipeline.store
+    codec = store.codec if store is not None else None
+    if store is None or not isinstance(codec, AutoDictZstdCodec) or codec.dict_id or not codec.train_after:
         return
-    disk = next((t for t in pipeline.store.tiers if isinstance(t, DiskTier)), None)
+    disk = next((t for t in store.tiers if isinstance(t, DiskTier)), None)
     if disk is None or len(disk) < codec.train_after:
         return
     samples = []

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import r1mw
 from r1mw.tiers.archive import ArchiveTier
@@ -24,5 +24,5 @@ def _l4(pipeline: r1mw.Pipeline) -> ArchiveTier:
 
 
 @r1mw.hookimpl
-def r1mw_register_tiers() -> dict[str, Any]:
+def r1mw_register_tiers() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Tier]]:
     return {"l3": _l3, "l4": _l4}

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import r1mw
 from r1mw.semantic.embedder import Model2VecEmbedder
@@ -15,5 +15,5 @@ def _model2vec(pipeline: r1mw.Pipeline) -> Model2VecEmbedder:
 
 
 @r1mw.hookimpl
-def r1mw_register_embedders() -> dict[str, Any]:
+def r1mw_register_embedders() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Embedder]]:
     return {"model2vec": _model2vec}

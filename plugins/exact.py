@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
@@ -107,7 +107,8 @@ class ExactStage:
             request.source, request.tier = "exact", found[1]
             return found[0].reply
         reply, coalesced = await self.flight.run(key, lambda: self._fetch(request, call_next, key))
-        if coalesced and not accepts(reply):  # another wrapper's call: its answer is not ours to take
+        # (A coalesced reply is a Reply: SingleFlight gives its waiters a stream's assembled reply.)
+        if coalesced and not accepts(cast(Reply, reply)):  # another wrapper's call: not ours to take
             return await self._fetch(request, call_next, key)
         request.coalesced = coalesced
         return reply
@@ -152,5 +153,5 @@ class ExactStage:
 
 
 @r1mw.hookimpl
-def r1mw_register_stages() -> dict[str, Any]:
+def r1mw_register_stages() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Stage | None]]:
     return {"exact": ExactStage}

@@ -16,5 +16,5 @@ from r1mw.semantic.guards import BUILTIN_GUARDS
 
 
 @r1mw.hookimpl
-def r1mw_register_guards(pipeline: r1mw.Pipeline) -> list[Any]:
+def r1mw_register_guards(pipeline: r1mw.Pipeline) -> list[r1mw.Guard]:
     return [cls() for cls in BUILTIN_GUARDS]

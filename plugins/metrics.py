@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import r1mw
 from r1mw import Request
@@ -133,7 +133,7 @@ class MetricsStage:
 
 
 @r1mw.hookimpl
-def r1mw_register_stages() -> dict[str, Any]:
+def r1mw_register_stages() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Stage | None]]:
     return {"metrics": MetricsStage}
 
 

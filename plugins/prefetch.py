@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import xxhash
@@ -63,7 +63,7 @@ class PrefetchStage:
         # One budget for the processes sharing the cache directory (a service's workers).
         self.budget = SharedBudget(self.path.parent, max_inflight=s.prefetch_max_inflight,
                                    max_per_minute=s.prefetch_max_per_minute, tokens_per_hour=s.prefetch_token_budget)
-        self._queue: deque[tuple[Request, Reply | StreamedReply]] = deque(maxlen=10_000)
+        self._queue: deque[tuple[Request, Reply | StreamedReply | None]] = deque(maxlen=10_000)
         self._wake: asyncio.Event | None = None
         self._call_next: r1mw.Handler | None = None
         self._inflight: dict[int, Request] = {}
@@ -200,7 +200,7 @@ class PrefetchStage:
         """Was this request answered by a prefetch (stored or in flight)?"""
         now = self.clock()
         while self._outstanding:  # unused for too long: wasted
-            key, (_, _, at) = next(iter(self._outstanding.items()))
+            _, (_, _, at) = next(iter(self._outstanding.items()))
             if now - at < self.horizon_s:
                 break
             self._outstanding.popitem(last=False)
@@ -530,7 +530,7 @@ def _symbol_of(request: Request, with_example: bool = True) -> tuple[str, dict[s
 
 
 @r1mw.hookimpl
-def r1mw_register_stages() -> dict[str, Any]:
+def r1mw_register_stages() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Stage | None]]:
     def build(pipeline: r1mw.Pipeline) -> PrefetchStage | None:
         return PrefetchStage(pipeline) if pipeline.settings.prefetch_enabled else None
 

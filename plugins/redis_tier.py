@@ -3,7 +3,7 @@ hard deadline (R1MW_REDIS_TIMEOUT_MS) and a circuit breaker, so Redis down is a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import r1mw
@@ -34,5 +34,5 @@ def _redis(pipeline: r1mw.Pipeline) -> RedisTier:
 
 
 @r1mw.hookimpl
-def r1mw_register_tiers() -> dict[str, Any]:
+def r1mw_register_tiers() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Tier]]:
     return {"redis": _redis}

@@ -33,7 +33,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import r1mw
 from r1mw import Entry, Reply, Request, StreamedReply, key_of
@@ -622,7 +622,7 @@ def _size(reply: Reply) -> int:
 
 
 @r1mw.hookimpl
-def r1mw_register_stages() -> dict[str, Any]:
+def r1mw_register_stages() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Stage | None]]:
     return {"semantic": SemanticStage}
 
 

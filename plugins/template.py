@@ -23,7 +23,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 import r1mw
 from r1mw.manager import call_each, raise_as_plugin_error
@@ -70,7 +70,7 @@ class TemplateStage:
         if self.miner is not None and self.miner.mined:
             self.miner.save()
 
-    def handle(self, request: r1mw.Request, call_next: r1mw.Handler) -> Awaitable[Any]:
+    def handle(self, request: r1mw.Request, call_next: r1mw.Handler) -> Awaitable[r1mw.Reply | r1mw.StreamedReply]:
         # Only annotates, then hands on: a plain function returning the next stage's awaitable
         # (one coroutine less per request; the pipeline awaits what a stage returns).
         messages = request.messages
@@ -138,7 +138,7 @@ class TemplateStage:
 
 
 @r1mw.hookimpl
-def r1mw_register_stages() -> dict[str, Any]:
+def r1mw_register_stages() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Stage | None]]:
     return {"template": TemplateStage}
 
 

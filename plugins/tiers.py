@@ -3,7 +3,7 @@ local SSD directory). ``R1MW_TIERS`` picks them, fastest first."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import r1mw
 from r1mw.tiers import DiskTier, MemoryTier
@@ -20,5 +20,5 @@ def _l2(pipeline: r1mw.Pipeline) -> DiskTier:
 
 
 @r1mw.hookimpl
-def r1mw_register_tiers() -> dict[str, Any]:
+def r1mw_register_tiers() -> dict[str, Callable[[r1mw.Pipeline], r1mw.Tier]]:
     return {"l1": _l1, "l2": _l2}

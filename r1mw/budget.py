@@ -251,7 +251,7 @@ class SharedBudget(Budget):
                 raise ValueError("not a budget ledger of this version")
             spent = [(float(t), int(n)) for t, n in data["spent"]]
             starts = [float(t) for t in data["starts"]]
-            calls = [[str(o), int(c), float(t), int(r)] for o, c, t, r in data["calls"]]
+            calls: list[list[Any]] = [[str(o), int(c), float(t), int(r)] for o, c, t, r in data["calls"]]
         except Exception as exc:  # damaged: the hour's accounting is lost, never the service
             log.warning("prefetch budget: ignoring unreadable ledger %s (%s)", self._ledger, exc)
             return {"spent": [], "starts": [], "calls": []}

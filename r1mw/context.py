@@ -520,9 +520,9 @@ class _Spec:
             if kind is inspect.Parameter.VAR_POSITIONAL:
                 value = list(value)
             parts.append((name, canonical(value, f"{self.name}({name}=...)")))
-        bound = self.binding() if self.binding is not None else None
-        if bound:  # a plain function's key stays what it was
-            parts.append(("<bound>", bound))
+        owner = self.binding() if self.binding is not None else None
+        if owner:  # a plain function's key stays what it was
+            parts.append(("<bound>", owner))
         return _hash("f", namespace, self.name, parts)
 
 

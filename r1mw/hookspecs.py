@@ -46,7 +46,7 @@ __all__ = ["hookimpl", "hookspec"]
 
 
 @hookspec
-def r1mw_register_stages() -> Mapping[str, Callable[["Pipeline"], "Stage"]]:
+def r1mw_register_stages() -> Mapping[str, Callable[["Pipeline"], "Stage | None"]]:
     """Stages by name; ``R1MW_STAGES`` picks which run and in which order.
 
     A factory may return None when the stage's own switch is off: it is then left out."""

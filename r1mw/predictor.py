@@ -72,7 +72,7 @@ class _Successors:
                 if len(per) > _MAX_TAGS:  # a slot with many literals is not predictable: keep it small
                     del per[min((k for k in per if k[0] not in "#?="), key=per.__getitem__)]
 
-    def fill(self, symbol: str, memory: Mapping[str, Any], lookup: "_Lookup") -> tuple[dict[str, Any], float] | None:
+    def fill(self, symbol: str, memory: dict[str, Any], lookup: "_Lookup") -> tuple[dict[str, Any], float] | None:
         """Slots for ``symbol`` from what usually happens, with the share of past transitions
         they agree with (the product over slots); None when one cannot be filled. ``lookup``
         answers the session's learnt values: the value a slot took before with the same
@@ -147,7 +147,7 @@ _RANK = {"=": 0, "u": 1, "n": 2, "x": 3, "v": 4}
 _CONDITIONAL = ("=", "u", "n")
 
 
-def _tags(name: str, value: Any, memory: Mapping[str, Any], usual: Any = None, following: Any = None) -> list[str]:
+def _tags(name: str, value: Any, memory: dict[str, Any], usual: Any = None, following: Any = None) -> list[str]:
     """Every way a slot of the next request relates to what the session asked before:
     ``=`` (the session's latest value of the same slot: the ticker), ``u`` (the user's usual
     value: their horizon), ``n`` (the value that followed the session's latest one before, in
@@ -388,7 +388,7 @@ class SequenceModel:
             del history[0]
         return True
 
-    def _memory(self, state: "_Session") -> Mapping[str, Any]:
+    def _memory(self, state: "_Session") -> dict[str, Any]:
         """The session's remembered slot values over its user's, in recency order (the
         session's are newer; ``_tags`` looks for the most recent value a slot embeds)."""
         mine = self._users.get(state.user) if state.user is not None else None
@@ -409,7 +409,7 @@ class SequenceModel:
                     _count(self._next, (scope, name, _text(before)), text, self.max_known)
 
     def _slot_tags(self, symbol: str, slots: Mapping[str, Any] | None,
-                   memory: Mapping[str, Any], lookup: "_Lookup") -> dict[str, list[str]] | None:
+                   memory: dict[str, Any], lookup: "_Lookup") -> dict[str, list[str]] | None:
         """Each slot's tags for the transition statistics. A value that embeds another slot's
         value is also remembered for that value; when it was seen with that value before, its
         pattern tag becomes ``k:<slot>`` ("a value known for the carried one"), so the pattern

@@ -66,7 +66,7 @@ _RESAVE_EVERY = 1024  # writes between checks that the dictionary in use is stil
 try:
     import zstandard
 except ImportError:  # checked when a codec is built
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]  # optional: callers test for None
 
 
 def _require() -> Any:
@@ -264,7 +264,8 @@ class AutoDictZstdCodec(Codec):
         self.train_after = train_after
         self.dict_size = dict_size
         self.keep = max(1, keep)
-        self._samples: deque[bytes] = deque(maxlen=max(20, samples))
+        self._sample_cap = max(20, samples)
+        self._samples: deque[bytes] = deque(maxlen=self._sample_cap)
         self._seen = 0  # compressible entries encoded by this codec
         self._next = train_after if train_after > 0 else 0
         self._thread: threading.Thread | None = None
@@ -320,7 +321,7 @@ class AutoDictZstdCodec(Codec):
 
     def _sample(self, raw: bytes) -> None:
         # Keep the most recent entries only in the window before a training is due.
-        if self._seen > self._next - self._samples.maxlen:  # type: ignore[operator]
+        if self._seen > self._next - self._sample_cap:
             self._samples.append(raw)
         if self._seen >= self._next and self._thread is None:
             samples = list(self._samples)
@@ -340,7 +341,7 @@ class AutoDictZstdCodec(Codec):
         if self.dict_id or not self.train_after or self._thread is not None or len(samples) < 20:
             return False
         self._next = max(self._next, self.train_after * _RETRAIN_FACTOR)
-        self._start_training(samples[-self._samples.maxlen:])  # type: ignore[misc]
+        self._start_training(samples[-self._sample_cap:])
         return True
 
     def _check_saved(self, dict_id: int, zdict: Any) -> None:
@@ -386,7 +387,8 @@ class AutoDictZstdCodec(Codec):
             # Few samples train a small dictionary well and a big one badly (zstd's rule of
             # thumb: samples of 10-100x the dictionary's size).
             size = min(self.dict_size, max(1024, sum(map(len, train)) // 16))
-            data = zstandard.train_dictionary(size, train, level=self.level).as_bytes()
+            # zstandard's stub wants an invariant list[bytes | bytearray | memoryview]; it only reads it.
+            data = zstandard.train_dictionary(size, train, level=self.level).as_bytes()  # type: ignore[arg-type]
             if active is not None:
                 new_size = stored(zstandard.ZstdCompressionDict(data))
                 if new_size > current * (1 - _MIN_GAIN):

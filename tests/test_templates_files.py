@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -81,6 +82,33 @@ def test_bundled_and_example_files_load():
     assert [t.to_dict() for t in load_file(ROOT / "examples" / "trading_templates.json")] == \
         [t.to_dict() for t in load_file(BUNDLED)]
     assert {t.id for t in load_file(ROOT / "examples" / "templates.toml")} >= {"analyze_strategy", "price_on_date"}
+
+
+def _python_3_10(monkeypatch, tomli):
+    """As on Python 3.10 (requires-python >= 3.10): no tomllib in the standard library, and
+    ``tomli`` (the same parser, published on its own) installed or not (None)."""
+    monkeypatch.setattr(sys, "version_info", (3, 10, 14, "final", 0))
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` raises ImportError
+    monkeypatch.setitem(sys.modules, "tomli", tomli)
+
+
+def test_a_toml_file_loads_on_python_3_10_through_tomli(tmp_path, monkeypatch):
+    import tomllib
+
+    path = _write(tmp_path, "t.toml", TOML)
+    expected = [t.to_dict() for t in load_file(path)]
+    _python_3_10(monkeypatch, tomli=tomllib)  # tomllib is tomli, as it joined the standard library
+    assert [t.to_dict() for t in load_file(path)] == expected
+    bad = _write(tmp_path, "bad.toml", 'version = 1\n[[templates]]\nid = "a"\ntemplate = "unterminated\n')
+    with pytest.raises(r1mw.ConfigError, match=r"bad\.toml:4: invalid TOML"):
+        load_file(bad)
+
+
+def test_a_toml_file_on_python_3_10_without_tomli_says_what_to_install(tmp_path, monkeypatch):
+    path = _write(tmp_path, "t.toml", TOML)
+    _python_3_10(monkeypatch, tomli=None)
+    with pytest.raises(r1mw.ConfigError, match=r"t\.toml:1: .*pip install tomli"):
+        load_file(path)
 
 
 BAD = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from ..pipeline import Pipeline
 from ..settings import Settings
@@ -36,7 +36,8 @@ def wrap(target: Any, pipe: Pipeline | None = None, *, returns: Any = None, chun
     >>> cached = wrap(llm, Pipeline(Settings(stages="exact")))
     """
     if pipe is None:
-        pipe = _PipelinePerLoop(Settings.from_env())  # type: ignore[assignment]
+        # Stands in for a Pipeline: request and handle, the rest forwarded (__getattr__).
+        pipe = cast(Pipeline, _PipelinePerLoop(Settings.from_env()))
     if is_openai_client(target):
         return CachedClient(target, pipe)
     if is_litellm_callable(target):

@@ -38,7 +38,7 @@ def _builder(cls: Any) -> Callable[[dict[str, Any]], Any] | None:
     for name in ("model_validate", "parse_obj"):  # pydantic 2, pydantic 1
         build = getattr(cls, name, None)
         if callable(build):
-            return build  # type: ignore[no-any-return]
+            return build
     if not isinstance(cls, type) and callable(cls):
         return cls  # a factory: returns=lambda d: MyReply(**d)
     return None

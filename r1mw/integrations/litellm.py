@@ -54,7 +54,7 @@ import os
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from ..adapters import _PipelinePerLoop
 from ..adapters.shapes import dict_of_reply, reply_of_dict
@@ -63,6 +63,9 @@ from ..keys import split_params
 from ..pipeline import Pipeline
 from ..types import CacheControl, Reply, Request
 from .litellm_config import OPTIMIZATIONS, LiteLLMConfig, load_config, settings_from_config
+
+if TYPE_CHECKING:
+    from litellm.caching.base_cache import BaseCache
 
 __all__ = [
     "LiteLLMConfig",
@@ -239,7 +242,8 @@ class R1mwCacheBackend:
             self.counts["too_old"] += 1
             return await self._lookup(call_id, kwargs, fresh=True)
         self.counts["served"] += 1
-        return {"timestamp": stored_at or time.time(), "response": dict_of_reply(task.result())}
+        # A Reply: the request does not stream, and its upstream answers with one.
+        return {"timestamp": stored_at or time.time(), "response": dict_of_reply(cast(Reply, task.result()))}
 
     def _stored_at(self, request: Request) -> float | None:
         # A hit below RAM was promoted, and a coalesced reply was just stored: both are in L1.
@@ -287,7 +291,7 @@ class R1mwCacheBackend:
         no such hook: then only pending_timeout ends the wait for an abandoned stream."""
         handler = getattr(kwargs.get("litellm_logging_obj"), "llm_caching_handler", None)
         wrap = getattr(handler, "wrap_streaming_result_for_cache", None)
-        if not callable(wrap):
+        if handler is None or not callable(wrap):
             return False
 
         def watched(*args: Any, **kw: Any) -> Any:
@@ -453,7 +457,7 @@ _GRACE = 5.0  # seconds a finished call's result may take to reach the cache
 
 def _make_backend(pipeline: Pipeline, pending_timeout: float) -> R1mwCacheBackend:
     cls = type("R1mwLiteLLMBackend", (R1mwCacheBackend, _base_cache()), {})
-    return cls(pipeline, pending_timeout=pending_timeout)  # type: ignore[no-any-return]
+    return cls(pipeline, pending_timeout=pending_timeout)
 
 
 def _make_outcomes(backend: R1mwCacheBackend) -> Any:
@@ -537,9 +541,11 @@ def enable(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         # close(): one per event loop, closed when its loop ends (write-behind written).
         pipe = _PipelinePerLoop(settings, setup=configure)
     backend = _make_backend(pipe, pending_timeout)
-    from litellm.caching.caching import Cache
+    from litellm.caching.caching import Cache, CacheMode
 
-    cache = Cache(_backend=backend, mode=parsed.mode, max_messages=None, supported_call_types=["acompletion"])
+    # The backend's class derives from LiteLLM's BaseCache too (made at run time: _make_backend).
+    cache = Cache(_backend=cast("BaseCache", backend), mode=CacheMode(parsed.mode), max_messages=None,
+                  supported_call_types=["acompletion"])
     outcomes = _make_outcomes(backend)
     previous = litellm.cache
     litellm.cache = cache

@@ -84,8 +84,8 @@ class R1mwCollector:
 
         pipe = self.pipeline
         ready = GaugeMetricFamily("r1mw_stage_ready", "1 when the stage is ready (lazily loaded parts loaded).", labels=("stage",))
-        for stage in pipe.stages:
-            ready.add_metric([stage.name], 1.0 if getattr(stage, "ready", True) else 0.0)
+        for built in pipe.stages:
+            ready.add_metric([built.name], 1.0 if getattr(built, "ready", True) else 0.0)
         yield ready
         alerts = GaugeMetricFamily("r1mw_alerts_firing", "1 while the r1mw alert rule fires.", labels=("alertname",))
         engine = pipe.services.get("alerts")

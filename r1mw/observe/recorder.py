@@ -116,7 +116,8 @@ class LabelTable:
         if len(baseline) < self.export_n and len(baseline) < len(self.rows):
             candidates = sorted((r[REQ], label) for label, r in self.rows.items() if label not in baseline)
             for _, label in reversed(candidates[-(self.export_n - len(baseline)):]):
-                baseline[label] = self._in_other.pop(label, None) or [0] * _WIDTH
+                counted = self._in_other.pop(label, None)
+                baseline[label] = counted or [0] * _WIDTH
         out = []
         other = list(self.other)
         for label, row in self.rows.items():
@@ -218,8 +219,11 @@ class MetricsRecorder:
         template = meta.get("template_id")
         entry = request.key
         # The entry's template can change (a mined template annotates keys stored before it).
-        pk = (entry, template)
-        row = self._pending.get(pk) if entry is not None else None
+        if entry is not None:
+            pk = (entry, template)
+            row = self._pending.get(pk)
+        else:
+            row = None
         if row is None:
             row = [0, 0, 0, 0, 0, 0.0, request.model, namespace_label(request.namespace), template,
                    meta.get("slots") or None]

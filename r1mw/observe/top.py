@@ -81,7 +81,7 @@ def frame_of(now: Metrics, before: Metrics | None = None, elapsed: float = 0.0, 
                         for s in now.get("r1mw_requests_total")), key=lambda r: -r[3])
     served = sum(r[3] for r in by_source if r[0] not in ("error", "cancelled"))
     hits = sum(r[3] for r in by_source if r[0] in HIT_OUTCOMES)
-    latency = []
+    latency: list[tuple[str, float, float | None, float | None]] = []
     paths: dict[str, list[tuple[float, float]]] = {}
     for s in now.get("r1mw_request_duration_seconds_bucket"):
         path = s.labels.get("outcome", "")

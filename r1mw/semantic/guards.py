@@ -31,11 +31,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from difflib import SequenceMatcher
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from . import lexicon as lx
 from . import vocab
 from .text import Facts, analyze, directions_of, stem, written_as_ticker
+
+if TYPE_CHECKING:
+    from ..protocols import Guard
 
 __all__ = [
     "BUILTIN_GUARDS",
@@ -497,7 +500,7 @@ def _opcodes(xs: Sequence[str], ys: Sequence[str]) -> list[tuple[str, int, int, 
         tail += 1
     mx, my = xs[head:len(xs) - tail], ys[head:len(ys) - tail]
     exact = max(len(mx), len(my)) <= _ALIGN_EXACT
-    ops = [(tag, i1 + head, i2 + head, j1 + head, j2 + head)
+    ops: list[tuple[str, int, int, int, int]] = [(tag, i1 + head, i2 + head, j1 + head, j2 + head)
            for tag, i1, i2, j1, j2 in SequenceMatcher(None, mx, my, autojunk=not exact).get_opcodes()]
     if head:
         ops.insert(0, ("equal", 0, head, 0, head))
@@ -571,7 +574,7 @@ class SlotGuard:
         return dict(sa or {}) == dict(sb or {})
 
 
-BUILTIN_GUARDS: tuple[type, ...] = (
+BUILTIN_GUARDS: tuple[type[Guard], ...] = (
     SlotGuard, NumberGuard, SymbolGuard, PeriodGuard, NegationGuard, DirectionGuard,
     QuestionGuard, RoleGuard, FunctionWordGuard, EditGuard,
 )

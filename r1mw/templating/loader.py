@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -72,8 +73,14 @@ def _read(path: Path) -> tuple[Any, str]:
         raise ConfigError(f"{path}:1: cannot read the template file: {exc}") from None
     suffix = path.suffix.lower()
     if suffix == ".toml":
-        import tomllib
-
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # the same parser before it joined the standard library (a dependency on 3.10)
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ConfigError(f"{path}:1: TOML template files on Python 3.10 need tomli: "
+                                  "pip install tomli") from None
         try:
             return tomllib.loads(raw), raw
         except tomllib.TOMLDecodeError as exc:

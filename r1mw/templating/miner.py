@@ -190,14 +190,14 @@ class Miner:
             return None
         tokens, folded, leaf_keys, ends = split
         self.observed += 1
-        cluster = self._join_gap(tokens, folded, ends)
+        cluster: _Cluster | None = self._join_gap(tokens, folded, ends)
         if cluster is not None:
             return self._promote(cluster) if cluster.count >= self.min_support else None
         home = self._homes.get(text)
         if home is not None and self._clusters.get(id(home)) is home and home.folded == folded:
             # Still alive and unwidened, the cluster this prompt repeated last time is what
             # _best would find: the only cluster scoring 1.0 (identical prompts never form two).
-            cluster: _Cluster | None = home
+            cluster = home
         else:
             cluster = self._best(tokens, folded, leaf_keys)
         if cluster is None:

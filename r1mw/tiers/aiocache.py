@@ -32,7 +32,7 @@ log = logging.getLogger("r1mw.tiers.aiocache")
 def _base_serializer() -> type:
     from aiocache.serializers import BaseSerializer
 
-    return BaseSerializer  # type: ignore[no-any-return]
+    return BaseSerializer
 
 
 try:
@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - aiocache is an optional extra
     _Base = object
 
 
-class BytesSerializer(_Base):  # type: ignore[misc, valid-type]
+class BytesSerializer(_Base):
     """Stores bytes as they are and reads them back undecoded (``encoding=None``): no pickle,
     no text decoding of binary values."""
 
@@ -145,7 +145,7 @@ class AiocacheTier:
             await self._call(lambda: self.cache.delete(key.hex(), timeout=None), 0)
             return None
         self.hits += 1
-        return value[len(key):]  # type: ignore[no-any-return]
+        return value[len(key):]
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if not isinstance(value, (bytes, bytearray, memoryview)):

@@ -59,7 +59,7 @@ from .segfiles import Evicted, Loc, Segment, SegmentFiles
 try:  # optional: better ratio than lz4 on text
     import zstandard
 except ImportError:  # pragma: no cover - depends on the install
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]  # optional: callers test for None
 
 __all__ = ["ArchiveTier", "zstd_available"]
 

@@ -30,7 +30,7 @@ class Entry:
 
     @property
     def reply(self) -> Reply:
-        return self.value  # type: ignore[no-any-return]
+        return self.value
 
     def to_wire(self) -> dict[str, Any]:
         """Plain structure for a codec: replies in their wire form, other values as they are."""

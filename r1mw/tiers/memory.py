@@ -49,7 +49,7 @@ class MemoryTier:
             return None
         self._hit(node)
         self.hits += 1
-        return node.value  # type: ignore[no-any-return]
+        return node.value
 
     async def get(self, key: bytes) -> Entry | None:
         return self.get_nowait(key)

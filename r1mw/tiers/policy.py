@@ -236,11 +236,12 @@ class SIEVE(Policy):
             self._tail = node
 
     def _evict(self) -> Node:
-        node = self._hand or self._tail
-        assert node is not None
+        tail = self._tail
+        node = self._hand or tail
+        assert node is not None and tail is not None
         while node.freq:
             node.freq = 0
-            node = node.prev or self._tail  # type: ignore[assignment]
+            node = node.prev or tail
         self._hand = node.prev
         self._unlink(node)
         return node

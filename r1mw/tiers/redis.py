@@ -26,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from ..protocols import Codec
 
 from ..deadline import within
 
@@ -115,6 +118,9 @@ class RedisTier:
     """
 
     write_through = True
+    # Set by the redis plugin when the store's codec is not one other machines can read (the
+    # store then encodes this tier's entries with it): see TieredStore.
+    entry_codec: Codec | None = None
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, name: str = "redis",
                  prefix: bytes | str = b"r1mw:v2:", timeout: float = 0.05, breaker_failures: int = 3,
@@ -181,7 +187,7 @@ class RedisTier:
 
     async def _get(self, rkey: bytes) -> bytes | None:
         try:
-            return await self._client.get(rkey)  # type: ignore[no-any-return]
+            return await self._client.get(rkey)
         except Exception as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise

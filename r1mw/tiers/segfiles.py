@@ -695,7 +695,7 @@ class SegmentFiles:
             if value is not None:
                 self.hits += 1
                 return value
-        return await self._run(self.get_sync, key)  # type: ignore[no-any-return]
+        return await self._run(self.get_sync, key)
 
     async def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
         if self._closed:

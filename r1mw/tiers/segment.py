@@ -327,7 +327,7 @@ class SegmentTier(SegmentFiles):
     async def compact(self) -> int:
         """Compact now (in the background thread) and wait for it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._maint, self.compact_sync)  # type: ignore[no-any-return]
+        return await loop.run_in_executor(self._maint, self.compact_sync)
 
     def _before_close(self) -> None:
         if self._compacting is not None:

@@ -195,7 +195,7 @@ class TieredStore:
     def _payload(self, i: int, j: int, value: Any, entry: Entry) -> bytes:
         """Bytes for bytes tier ``j`` of what tier ``i`` held: as they are under the same codec."""
         if not self._entry[i] and self._codecs[i] is self._codecs[j]:
-            return value  # type: ignore[no-any-return]
+            return value
         return self._codecs[j].encode(entry.to_wire())
 
     def _decode(self, i: int, data: Any) -> Entry | None:
@@ -479,6 +479,7 @@ class TieredStore:
         if self._pending:
             await self._settle()
         d = self._durable
+        assert d is not None  # batched only with a durable tier (__init__)
         encoded: dict[tuple[int, int], bytes] = {}
 
         def blob(i: int, n: int) -> bytes:

@@ -303,7 +303,7 @@ class _Generator:
         # Sessions interleave in time; requests are made in time order so that a repeat or
         # a near miss only ever refers to something asked before it.
         queue: list[tuple[float, int]] = []
-        sessions = []
+        sessions: list[list[Any]] = []  # [session, analyst, requests left, plan]
         for s_index, length in enumerate(lengths):
             analyst = f"analyst-{rng.randrange(spec.analysts):02d}"
             sessions.append([f"s{s_index:04d}-{analyst}", analyst, length, None])
