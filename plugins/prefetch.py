@@ -99,26 +99,27 @@ class PrefetchStage:
     # -- request path: append and go -----------------------------------------------------
     async def handle(self, request: Request, call_next: r1mw.Handler) -> Reply | StreamedReply:
         self._call_next = call_next
-        in_session = request.control.session or request.user or "session" in request.meta
+        if not (request.control.session or request.user or "session" in request.meta):
+            reply = await call_next(request)
+            if request.source != "upstream" and not self._outstanding and not self._inflight:
+                # A hit outside any session teaches nothing: no sequence, and its cost and system
+                # prompt were learnt when it missed. Nothing prefetched waits to be counted used.
+                return reply
+            self._enqueue(request, reply)
+            return reply
         upstream = request.upstream
-        if in_session and upstream is not None and not request.control.no_store:
+        if upstream is None or request.control.no_store:
+            reply = await call_next(request)
+        else:
             request.upstream = self._learning_first(request, upstream)
             try:
                 reply = await call_next(request)
             finally:
                 request.upstream = upstream  # what prefetches built from this request call
-        else:
-            reply = await call_next(request)
-        if request.meta.get("prefetch_learnt"):
-            pass  # learnt when it went upstream: what is left is its cost and the accounts
-        elif in_session:  # learnt only then
+        if not request.meta.get("prefetch_learnt"):  # else learnt as it went upstream
             # What is learnt (and maybe re-issued much later) is this request as asked now: the
             # caller may reuse its message dicts for its next question once this call returns.
             request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
-        elif request.source != "upstream" and not self._outstanding and not self._inflight:
-            # A hit outside any session teaches nothing: no sequence, and its cost and system
-            # prompt were learnt when it missed. Nothing prefetched is waiting to be counted used.
-            return reply
         self._enqueue(request, reply)
         return reply
 
