@@ -66,6 +66,7 @@ class PrefetchStage:
         self._queue: deque[tuple[Request, Reply | StreamedReply | None]] = deque(maxlen=10_000)
         self._wake: asyncio.Event | None = None
         self._call_next: r1mw.Handler | None = None
+        self._via_learning: r1mw.Handler = self._learning_first
         self._inflight: dict[int, Request] = {}
         self._pending: set[bytes] = set()  # signatures of predictions in flight
         self._outstanding: OrderedDict[bytes, tuple[str, int, float]] = OrderedDict()
@@ -105,13 +106,16 @@ class PrefetchStage:
                 # A hit outside any session teaches nothing: no sequence, and its cost and system
                 # prompt were learnt when it missed. Nothing prefetched waits to be counted used.
                 return reply
-            self._enqueue(request, reply)
+            self._queue.append((request, reply))
+            if self._wake is not None:
+                self._wake.set()
             return reply
         upstream = request.upstream
         if upstream is None or request.control.no_store:
             reply = await call_next(request)
         else:
-            request.upstream = self._learning_first(request, upstream)
+            request.meta["prefetch_upstream"] = upstream  # also what prefetches built from it call
+            request.upstream = self._via_learning  # bound once: nothing allocated per request
             try:
                 reply = await call_next(request)
             finally:
@@ -120,22 +124,20 @@ class PrefetchStage:
             # What is learnt (and maybe re-issued much later) is this request as asked now: the
             # caller may reuse its message dicts for its next question once this call returns.
             request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
-        self._enqueue(request, reply)
+        self._queue.append((request, reply))  # (as _enqueue: inline on the hit path)
+        if self._wake is not None:
+            self._wake.set()
         return reply
 
-    def _learning_first(self, request: Request, upstream: r1mw.Handler) -> r1mw.Handler:
-        """``upstream``, learning ``request`` as it reaches it: R1 takes seconds to minutes to
-        answer, and what follows this question is worth prefetching meanwhile, not after."""
-
-        async def call(req: Request) -> Reply | StreamedReply:
-            if not request.meta.get("prefetch_learnt"):  # once, even if the call is made again
-                request.meta["prefetch_learnt"] = True
-                request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
-                self._enqueue(request, None)
-            return await upstream(req)
-
-        request.meta["prefetch_upstream"] = upstream  # what a prefetch built from it calls
-        return call
+    async def _learning_first(self, request: Request) -> Reply | StreamedReply:
+        """The request's upstream, learning the request as it reaches it: R1 takes seconds to
+        minutes to answer, and what follows this question is worth prefetching meanwhile."""
+        if not request.meta.get("prefetch_learnt"):  # once, even if the call is made again
+            request.meta["prefetch_learnt"] = True
+            request.messages = [dict(m) if type(m) is dict else m for m in request.messages]
+            self._enqueue(request, None)
+        upstream: r1mw.Handler = request.meta["prefetch_upstream"]
+        return await upstream(request)
 
     def _enqueue(self, request: Request, reply: Reply | StreamedReply | None) -> None:
         self._queue.append((request, reply))
