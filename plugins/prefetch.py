@@ -119,7 +119,7 @@ class PrefetchStage:
             try:
                 reply = await call_next(request)
             finally:
-                request.upstream = upstream  # what prefetches built from this request call
+                request.upstream = upstream  # the learning one was for this call only
         if not request.meta.get("prefetch_learnt"):  # else learnt as it went upstream
             # What is learnt (and maybe re-issued much later) is this request as asked now: the
             # caller may reuse its message dicts for its next question once this call returns.
@@ -166,7 +166,9 @@ class PrefetchStage:
         if reply is not None:
             self._account(request)
             if request.meta.get("prefetch_learnt"):
-                self._learn_cost(request.meta["prefetch_symbol"], reply)
+                symbol = request.meta.get("prefetch_symbol")
+                if symbol is not None:  # (None: learning it failed, logged then)
+                    self._learn_cost(symbol, reply)
                 return
         self.counts["observed"] += 1
         if request.control.no_store:
