@@ -90,6 +90,9 @@ class PrefetchStage:
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._load()
+        # The first periodic save is a period from now: at the first request it would write
+        # back what was just loaded, while the process is busiest.
+        self._last_save = time.monotonic()
         self.pipeline.spawn(self._work(), name="r1mw-prefetch")
 
     async def close(self) -> None:

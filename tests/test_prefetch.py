@@ -1200,3 +1200,15 @@ def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path):
     stage._write(2, {"model": {}, "which": "newer"})
     stage._write(1, {"model": {}, "which": "older"})  # a periodic write that finished late
     assert msgpack.unpackb(stage.path.read_bytes())["which"] == "newer"
+
+
+async def test_the_first_periodic_save_is_a_period_after_start_not_at_the_first_request(tmp_path):
+    # _last_save started at 0: the learner's first wake wrote the model it had just loaded
+    # (or an empty one), in a thread it then waited for, while the first requests came in.
+    fake = FakeR1()
+    async with pipeline(cache_dir=str(tmp_path)) as pipe:
+        await run_sessions(r1mw.wrap(fake, pipe), ["AAPL", "MSFT"])
+        await settle(pipe, until=lambda s: s["observed"] >= 6)
+        assert pipe.stage("prefetch")._snapshots == 0
+        assert not (tmp_path / "prefetch" / "model.msgpack").exists()
+    assert (tmp_path / "prefetch" / "model.msgpack").exists()  # saved at close
