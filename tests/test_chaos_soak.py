@@ -472,8 +472,10 @@ async def _soak(seed: int, tmp: Path, requests: int = 320) -> dict[str, Any]:
                     if not p.name.startswith(".tmp")]
             for key in keys:
                 await asyncio.wait_for(l2.get(key), REQUEST_TIMEOUT_S)
-            assert l2.stats()["corrupt"] == damaged == len(keys), (l2.stats(), damaged, len(keys))
-            assert again.stats()["tiers"]["l2"]["corrupt"] == damaged
+            # Every file left is damaged and counted as it is read. (The start-up scan may have
+            # evicted a few unread: the chaos run can leave L2 over its 40-entry cap.)
+            assert l2.stats()["corrupt"] == len(keys) <= damaged, (l2.stats(), damaged, len(keys))
+            assert len(keys) >= min(damaged, 40) and again.stats()["tiers"]["l2"]["corrupt"] == len(keys)
             await again.wait_ready()
             llm2 = r1mw.wrap(sim2, again, returns=dict)
             asked = {i.question_id: i for i in workload.items}
