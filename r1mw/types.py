@@ -107,8 +107,10 @@ class CacheControl:
         return cls(
             no_cache=_flag(value, "no-cache", "no_cache"),
             no_store=_flag(value, "no-store", "no_store"),
-            ttl=_ttl(value.get("ttl")),
-            max_age=_max_age(value.get("s-maxage")),
+            # ttl <= 0 means "do not store", never "keep forever"; inf = no expiry.
+            ttl=_seconds(value.get("ttl"), "ttl", "<= 0: not stored, inf: no expiry"),
+            # LiteLLM's s-maxage: a lookup constraint ("no older than"), not a lifetime.
+            max_age=_seconds(value.get("s-maxage"), "s-maxage", "the oldest cached reply accepted"),
             namespace=None if value.get("namespace") is None else str(value["namespace"]),
             session=None if value.get("session") is None else str(value["session"]),
         )
@@ -122,32 +124,18 @@ def _flag(value: Mapping[str, Any], name: str, alias: str) -> bool:
     raise _control_error(f"cache={{'{name}': {raw!r:.60}}}: expected True or False")
 
 
-def _ttl(raw: Any) -> float | None:
-    # ttl <= 0 means "do not store", never "keep forever"; inf = no expiry.
+def _seconds(raw: Any, name: str, meaning: str) -> float | None:
+    """A number of seconds from a ``cache=`` dict (None when absent); anything else, NaN
+    included, is a CacheControlError naming the key."""
     if raw is None:
         return None
     try:
-        ttl = float(raw)
+        seconds = float(raw)
     except (TypeError, ValueError):
-        ttl = math.nan
-    if ttl != ttl:
-        raise _control_error(f"cache={{'ttl': {raw!r:.60}}}: expected a number of seconds "
-                             "(<= 0: not stored, inf: no expiry)")
-    return ttl
-
-
-def _max_age(raw: Any) -> float | None:
-    # LiteLLM's s-maxage: a lookup constraint ("no older than"), not a lifetime.
-    if raw is None:
-        return None
-    try:
-        max_age = float(raw)
-    except (TypeError, ValueError):
-        max_age = math.nan
-    if max_age != max_age:
-        raise _control_error(f"cache={{'s-maxage': {raw!r:.60}}}: expected a number of seconds "
-                             "(the oldest cached reply accepted)")
-    return max_age
+        seconds = math.nan
+    if seconds != seconds:
+        raise _control_error(f"cache={{'{name}': {raw!r:.60}}}: expected a number of seconds ({meaning})")
+    return seconds
 
 
 def _control_error(message: str) -> Exception:
